@@ -1,0 +1,35 @@
+//! Credentials: password hashing, JWTs for tenant users, the platform operator token.
+
+pub mod jwt;
+pub mod password;
+
+use rand::distr::{Alphanumeric, SampleString};
+use thiserror::Error;
+
+pub use jwt::{Claims, JwtKeys, Role};
+
+#[derive(Debug, Error)]
+pub enum AuthError {
+    #[error("credentials are required")]
+    MissingCredentials,
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("password hashing failed: {0}")]
+    Hashing(String),
+}
+
+pub fn random_token(len: usize) -> String {
+    Alphanumeric.sample_string(&mut rand::rng(), len)
+}
+
+/// Compares secrets without leaking, through timing, how long a matching prefix was.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    let (da, db) = (Sha256::digest(a), Sha256::digest(b));
+    da.iter()
+        .zip(db.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}

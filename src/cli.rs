@@ -1,0 +1,444 @@
+//! The `tenantry` command line: thin wrappers over the library, for operators.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::auth::JwtKeys;
+use crate::config::Config;
+use crate::db::migrate::{self, MigrateOptions};
+use crate::db::template::TenantTemplate;
+use crate::db::Pools;
+use crate::startup::{Application, ServerOptions};
+use crate::tenancy::{self, lifecycle, NewTenant, TenancyError};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tenantry",
+    version,
+    about = "Multi-tenant SaaS backend: server, migrations and tenant operations"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the HTTP server.
+    Serve {
+        /// HTTP worker threads (default: one per core).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+    },
+    /// Create the roles, migrate the shared schema and bring every tenant schema to the latest
+    /// template version.
+    Migrate(MigrateArgs),
+    /// Operator commands on tenants.
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
+    /// Create the demo tenant if missing, give its admin a fresh password and print the login.
+    Demo,
+}
+
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    /// Tenant schemas migrated at once (each on its own connection).
+    #[arg(long, default_value_t = 8)]
+    pub jobs: usize,
+    /// Read the tenant template from this folder instead of the one built in. It must hold every
+    /// built-in migration unchanged.
+    #[arg(long, env = "TENANT_TEMPLATE_DIR")]
+    pub tenant_template: Option<PathBuf>,
+    /// Never draw a progress bar, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TenantsCommand {
+    /// Provision a tenant: its row, admin user and schema, in one transaction.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        slug: String,
+        #[arg(long)]
+        subdomain: Option<String>,
+        #[arg(long, default_value = "free")]
+        plan: String,
+        #[arg(long)]
+        admin_email: String,
+        /// Generated and printed when omitted.
+        #[arg(long)]
+        admin_password: Option<String>,
+    },
+    /// List tenants.
+    List {
+        #[arg(long)]
+        include_deleted: bool,
+        /// One JSON object a line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one tenant (id or slug).
+    Show { tenant: String },
+    /// Suspend a tenant: its users can no longer use it.
+    Suspend { tenant: String },
+    /// Resume a suspended tenant.
+    Resume { tenant: String },
+    /// Soft-delete a tenant and every row of it; restorable within the retention period.
+    Delete { tenant: String },
+    /// Restore a soft-deleted tenant.
+    Restore { tenant: String },
+    /// Write every row of a tenant as NDJSON (GDPR export).
+    Export {
+        tenant: String,
+        /// File to write; standard output when omitted.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Remove for good the tenants deleted longer ago than the retention period.
+    Purge {
+        /// Overrides TENANT_RETENTION_DAYS for this run (0 purges every deleted tenant).
+        #[arg(long)]
+        retention_days: Option<u64>,
+    },
+}
+
+pub async fn run(cli: Cli) -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("configuration error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::telemetry::init(config.log_format);
+    let result = match cli.command {
+        Command::Serve { workers } => serve(config, workers).await,
+        Command::Migrate(args) => run_migrate(&config, args).await,
+        Command::Tenants(cmd) => tenants(&config, cmd).await,
+        Command::Demo => demo(&config).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
+    if config.jwt_secret_generated {
+        tracing::warn!(
+            "JWT_SECRET is not set: generated one for this run; tokens will not survive a restart"
+        );
+    }
+    if config.platform_admin_token.is_none() {
+        tracing::warn!("PLATFORM_ADMIN_TOKEN is not set: operator endpoints answer 401");
+    }
+    let bind = config.bind.clone();
+    let app = Application::build(
+        config,
+        ServerOptions {
+            workers,
+            ..Default::default()
+        },
+    )
+    .await?;
+    tracing::info!(%bind, port = app.port(), "tenantry listening");
+    app.run_until_stopped().await?;
+    Ok(())
+}
+
+async fn run_migrate(config: &Config, args: MigrateArgs) -> anyhow::Result<()> {
+    migrate::create_database_if_missing(&config.database_url).await?;
+    let template = match &args.tenant_template {
+        Some(dir) => TenantTemplate::from_dir(dir)?,
+        None => TenantTemplate::embedded(),
+    };
+    let report = migrate::migrate(
+        config,
+        MigrateOptions {
+            jobs: args.jobs,
+            template,
+            progress: !args.no_progress,
+        },
+    )
+    .await?;
+    println!("{report}");
+    if !report.tenants_failed.is_empty() {
+        for (tenant, err) in &report.tenants_failed {
+            eprintln!("  tenant {tenant}: {err}");
+        }
+        anyhow::bail!(
+            "{} tenant schema(s) failed to migrate; run again after fixing",
+            report.tenants_failed.len()
+        );
+    }
+    Ok(())
+}
+
+struct Ops {
+    pools: Pools,
+    jwt: JwtKeys,
+    template: TenantTemplate,
+}
+
+impl Ops {
+    fn new(config: &Config) -> anyhow::Result<Ops> {
+        Ok(Ops {
+            pools: Pools::new(config)?,
+            jwt: JwtKeys::hs256(&config.jwt_secret, config.jwt_ttl),
+            template: TenantTemplate::embedded(),
+        })
+    }
+
+    fn provision_context<'a>(
+        &'a self,
+        config: &'a Config,
+    ) -> tenancy::provision::ProvisionContext<'a> {
+        tenancy::provision::ProvisionContext {
+            owner: &self.pools.owner,
+            template: &self.template,
+            config,
+            jwt: &self.jwt,
+        }
+    }
+
+    async fn find(&self, key: &str) -> Result<tenancy::Tenant, TenancyError> {
+        let mut conn = self.pools.admin.get().await?;
+        let tx = conn.transaction().await?;
+        lifecycle::find(&tx, key).await
+    }
+}
+
+fn describe(err: TenancyError) -> anyhow::Error {
+    match err {
+        TenancyError::Validation(errors) => anyhow::anyhow!(
+            "invalid input: {}",
+            errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        TenancyError::Db(crate::db::DbError::UniqueViolation { constraint }) => {
+            anyhow::anyhow!("already exists ({})", constraint.unwrap_or_default())
+        }
+        other => anyhow::anyhow!(other),
+    }
+}
+
+async fn tenants(config: &Config, cmd: TenantsCommand) -> anyhow::Result<()> {
+    let ops = Ops::new(config)?;
+    match cmd {
+        TenantsCommand::Create {
+            name,
+            slug,
+            subdomain,
+            plan,
+            admin_email,
+            admin_password,
+        } => {
+            let created = tenancy::provision(
+                &ops.provision_context(config),
+                NewTenant {
+                    name,
+                    slug,
+                    subdomain,
+                    plan: Some(plan),
+                    admin_email,
+                    admin_password,
+                },
+                None,
+            )
+            .await
+            .map_err(describe)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({
+                    "tenant": created.tenant,
+                    "admin": {"id": created.admin_id, "email": created.admin_email},
+                    "credentials": {"token": created.token, "password": created.generated_password},
+                }))?
+            );
+        }
+        TenantsCommand::List {
+            include_deleted,
+            json,
+        } => {
+            let mut cursor = None;
+            let mut stdout = std::io::stdout().lock();
+            if !json {
+                writeln!(
+                    stdout,
+                    "{:<36}  {:<24}  {:<10}  {:<9}  created",
+                    "id", "slug", "plan", "status"
+                )?;
+            }
+            loop {
+                let page = lifecycle::list(&ops.pools.admin, include_deleted, 500, cursor, None)
+                    .await
+                    .map_err(describe)?;
+                for t in &page.items {
+                    if json {
+                        writeln!(stdout, "{}", serde_json::to_string(t)?)?;
+                    } else {
+                        writeln!(
+                            stdout,
+                            "{:<36}  {:<24}  {:<10}  {:<9}  {}",
+                            t.id,
+                            t.slug,
+                            t.plan,
+                            serde_json::to_value(t.status)?.as_str().unwrap_or(""),
+                            t.created_at.to_rfc3339()
+                        )?;
+                    }
+                }
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+        }
+        TenantsCommand::Show { tenant } => {
+            let t = ops.find(&tenant).await.map_err(describe)?;
+            println!("{}", serde_json::to_string_pretty(&t)?);
+        }
+        TenantsCommand::Suspend { tenant } => {
+            let t = ops.find(&tenant).await.map_err(describe)?;
+            let t = lifecycle::set_status(&ops.pools.admin, t.id, true, None)
+                .await
+                .map_err(describe)?;
+            println!("suspended {} ({})", t.slug, t.id);
+        }
+        TenantsCommand::Resume { tenant } => {
+            let t = ops.find(&tenant).await.map_err(describe)?;
+            let t = lifecycle::set_status(&ops.pools.admin, t.id, false, None)
+                .await
+                .map_err(describe)?;
+            println!("resumed {} ({})", t.slug, t.id);
+        }
+        TenantsCommand::Delete { tenant } => {
+            let t = ops.find(&tenant).await.map_err(describe)?;
+            lifecycle::soft_delete(&ops.pools.admin, t.id, None)
+                .await
+                .map_err(describe)?;
+            println!(
+                "deleted {} ({}); restorable for {} day(s)",
+                t.slug,
+                t.id,
+                config.retention.as_secs() / 86_400
+            );
+        }
+        TenantsCommand::Restore { tenant } => {
+            let t = ops.find(&tenant).await.map_err(describe)?;
+            let t = lifecycle::restore(&ops.pools.admin, t.id, config.retention, None)
+                .await
+                .map_err(describe)?;
+            println!("restored {} ({})", t.slug, t.id);
+        }
+        TenantsCommand::Export { tenant, output } => {
+            let t = ops.find(&tenant).await.map_err(describe)?;
+            export(&ops, t.id, output).await?;
+        }
+        TenantsCommand::Purge { retention_days } => {
+            let retention = retention_days
+                .map(|d| Duration::from_secs(d * 86_400))
+                .unwrap_or(config.retention);
+            let purged = lifecycle::purge_expired(&ops.pools.owner, retention)
+                .await
+                .map_err(describe)?;
+            println!("purged {} tenant(s)", purged.len());
+            for id in purged {
+                println!("  {id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn export(ops: &Ops, tenant: uuid::Uuid, output: Option<PathBuf>) -> anyhow::Result<()> {
+    let (tx_lines, mut rx) = tokio::sync::mpsc::channel::<String>(256);
+    let mut writer: Box<dyn Write + Send> = match &output {
+        Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    let writing = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+        let mut n = 0;
+        while let Some(line) = rx.blocking_recv() {
+            writer.write_all(line.as_bytes())?;
+            writer.write_all(b"\n")?;
+            n += 1;
+        }
+        writer.flush()?;
+        Ok(n)
+    });
+    let mut conn = ops.pools.admin.get().await?;
+    let tx = crate::db::begin_tenant_tx(&mut conn, tenant).await?;
+    tenancy::export::export(&tx, tenant, tx_lines)
+        .await
+        .map_err(describe)?;
+    tx.commit().await?;
+    let lines = writing.await??;
+    if let Some(path) = output {
+        eprintln!("exported {lines} line(s) to {}", path.display());
+    }
+    Ok(())
+}
+
+pub const DEMO_SLUG: &str = "demo";
+pub const DEMO_EMAIL: &str = "admin@demo.example.com";
+
+async fn demo(config: &Config) -> anyhow::Result<()> {
+    let ops = Ops::new(config)?;
+    let password = crate::auth::password::generate();
+    let tenant = match ops.find(DEMO_SLUG).await {
+        Ok(t) if t.deleted_at.is_none() => {
+            tenancy::provision::reset_password(&ops.pools.owner, t.id, DEMO_EMAIL, &password)
+                .await
+                .map_err(describe)?;
+            t
+        }
+        Ok(_) => {
+            anyhow::bail!("the demo tenant is deleted; run `tenantry tenants restore demo` first")
+        }
+        Err(TenancyError::NotFound) => {
+            tenancy::provision(
+                &ops.provision_context(config),
+                NewTenant {
+                    name: "Demo Company".into(),
+                    slug: DEMO_SLUG.into(),
+                    subdomain: None,
+                    plan: Some("pro".into()),
+                    admin_email: DEMO_EMAIL.into(),
+                    admin_password: Some(password.clone()),
+                },
+                None,
+            )
+            .await
+            .map_err(describe)?
+            .tenant
+        }
+        Err(e) => return Err(describe(e)),
+    };
+    println!("demo tenant ready");
+    println!(
+        "  tenant:   {} (id {}, plan {})",
+        tenant.slug, tenant.id, tenant.plan
+    );
+    println!("  login:    {DEMO_EMAIL}");
+    println!("  password: {password}");
+    println!(
+        "  try:      curl -s -X POST http://{}/auth/login -H 'X-Tenant-ID: {}' -H 'content-type: application/json' -d '{{\"email\":\"{DEMO_EMAIL}\",\"password\":\"{password}\"}}'",
+        config.bind, tenant.slug
+    );
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! Connection pools. Each role has its own pool; all of them are bounded whatever the number of
+//! tenants. A pooled connection counts the tenant schemas it has opened and is retired past a
+//! budget: PostgreSQL keeps every relation a backend has touched in that backend's relation
+//! cache for its whole life (about 13 KB a relation measured here), so a long-lived connection
+//! that visits thousands of tenant schemas would grow to tens of MB.
+
+use std::collections::HashSet;
+use std::ops::{Deref, DerefMut};
+use std::time::Duration;
+
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use deadpool_postgres::{ClientWrapper, ManagerConfig, RecyclingMethod};
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+use super::DbError;
+use crate::config::Config;
+
+pub struct PgConn {
+    client: ClientWrapper,
+    tenant_schemas: HashSet<Uuid>,
+}
+
+impl PgConn {
+    /// Records that this connection opened a tenant's schema (its relations are now cached in
+    /// the backend).
+    pub fn touch_tenant_schema(&mut self, tenant: Uuid) {
+        self.tenant_schemas.insert(tenant);
+    }
+
+    pub fn tenant_schemas_touched(&self) -> usize {
+        self.tenant_schemas.len()
+    }
+}
+
+impl Deref for PgConn {
+    type Target = ClientWrapper;
+    fn deref(&self) -> &ClientWrapper {
+        &self.client
+    }
+}
+
+impl DerefMut for PgConn {
+    fn deref_mut(&mut self) -> &mut ClientWrapper {
+        &mut self.client
+    }
+}
+
+pub struct TrackedManager {
+    inner: deadpool_postgres::Manager,
+    tenant_schema_budget: usize,
+}
+
+impl managed::Manager for TrackedManager {
+    type Type = PgConn;
+    type Error = tokio_postgres::Error;
+
+    async fn create(&self) -> Result<PgConn, tokio_postgres::Error> {
+        let client = managed::Manager::create(&self.inner).await?;
+        Ok(PgConn {
+            client,
+            tenant_schemas: HashSet::new(),
+        })
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut PgConn,
+        metrics: &Metrics,
+    ) -> RecycleResult<tokio_postgres::Error> {
+        if conn.tenant_schemas.len() >= self.tenant_schema_budget {
+            return Err(RecycleError::message("tenant schema budget spent"));
+        }
+        managed::Manager::recycle(&self.inner, &mut conn.client, metrics).await
+    }
+
+    fn detach(&self, conn: &mut PgConn) {
+        managed::Manager::detach(&self.inner, &mut conn.client)
+    }
+}
+
+pub type PgPool = managed::Pool<TrackedManager>;
+pub type PooledConn = managed::Object<TrackedManager>;
+
+pub struct PoolOptions<'a> {
+    pub url: &'a str,
+    pub size: usize,
+    /// Server settings applied at connection start (`-c name=value`).
+    pub settings: Vec<(String, String)>,
+    pub tenant_schema_budget: usize,
+}
+
+pub fn build_pool(opts: PoolOptions<'_>) -> Result<PgPool, DbError> {
+    let mut pg: tokio_postgres::Config = opts
+        .url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| DbError::Other(format!("invalid database URL: {e}")))?;
+    let mut options = pg.get_options().unwrap_or_default().to_string();
+    for (name, value) in &opts.settings {
+        options.push_str(&format!(" -c {name}={value}"));
+    }
+    pg.options(options.trim());
+    if pg.get_application_name().is_none() {
+        pg.application_name("tenantry");
+    }
+    pg.connect_timeout(Duration::from_secs(5));
+    let manager = deadpool_postgres::Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    managed::Pool::builder(TrackedManager {
+        inner: manager,
+        tenant_schema_budget: opts.tenant_schema_budget,
+    })
+    .max_size(opts.size)
+    .wait_timeout(Some(Duration::from_secs(5)))
+    .create_timeout(Some(Duration::from_secs(5)))
+    .recycle_timeout(Some(Duration::from_secs(5)))
+    .runtime(deadpool::Runtime::Tokio1)
+    .build()
+    .map_err(|e| DbError::Other(format!("cannot build pool: {e}")))
+}
+
+/// The three pools of DESIGN.md's roles.
+#[derive(Clone)]
+pub struct Pools {
+    /// Request path and workers; RLS applies.
+    pub app: PgPool,
+    /// BYPASSRLS, platform-admin endpoints only, every use audited.
+    pub admin: PgPool,
+    /// DDL: provisioning and purging tenant schemas. Never used by a tenant's request.
+    pub owner: PgPool,
+}
+
+impl Pools {
+    pub fn new(config: &Config) -> Result<Pools, DbError> {
+        let statement_timeout = (
+            "statement_timeout".to_string(),
+            config.statement_timeout.as_millis().to_string(),
+        );
+        let app = build_pool(PoolOptions {
+            url: &config.app_database_url,
+            size: config.app_pool_size,
+            settings: vec![statement_timeout.clone()],
+            tenant_schema_budget: config.tenant_schemas_per_connection,
+        })?;
+        let admin = build_pool(PoolOptions {
+            url: &config.admin_database_url,
+            size: config.admin_pool_size,
+            settings: vec![statement_timeout],
+            tenant_schema_budget: config.tenant_schemas_per_connection,
+        })?;
+        let owner = build_pool(PoolOptions {
+            url: &config.database_url,
+            size: config.owner_pool_size,
+            settings: owner_settings(config),
+            tenant_schema_budget: config.tenant_schemas_per_connection,
+        })?;
+        Ok(Pools { app, admin, owner })
+    }
+}
+
+/// Objects created through the owner connection must belong to the owner role even when
+/// DATABASE_URL logs in as a superuser (the local default), so the session takes that role.
+pub fn owner_settings(config: &Config) -> Vec<(String, String)> {
+    let login_user = config
+        .database_url
+        .parse::<tokio_postgres::Config>()
+        .ok()
+        .and_then(|c| c.get_user().map(str::to_string));
+    if login_user.as_deref() == Some(config.roles.owner.as_str()) {
+        Vec::new()
+    } else {
+        vec![("role".to_string(), config.roles.owner.clone())]
+    }
+}

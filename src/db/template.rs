@@ -1,0 +1,125 @@
+//! refinery migrations run inside a transaction we own. refinery's own tokio-postgres driver
+//! opens and commits transactions on a `Client`; tenant provisioning needs the template applied
+//! inside the provisioning transaction (a failed provisioning must leave nothing behind), so
+//! this wrapper implements refinery's public driver traits over a borrowed transaction.
+
+use std::path::Path;
+
+use refinery_core::traits::r#async::{AsyncMigrate, AsyncQuery, AsyncTransaction};
+use refinery_core::{Migration, Runner};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use tokio_postgres::Transaction;
+
+use super::DbError;
+
+mod embedded_shared {
+    refinery::embed_migrations!("migrations");
+}
+
+mod embedded_template {
+    refinery::embed_migrations!("tenant_template");
+}
+
+pub fn shared_runner() -> Runner {
+    embedded_shared::migrations::runner()
+}
+
+/// The tenant template: the embedded one, or one read from a folder (operators and the
+/// benchmark ship a new template migration without rebuilding). A folder must contain every
+/// embedded migration unchanged; refinery's checksums enforce it when applied.
+#[derive(Clone)]
+pub struct TenantTemplate {
+    migrations: Vec<Migration>,
+}
+
+impl TenantTemplate {
+    pub fn embedded() -> Self {
+        TenantTemplate {
+            migrations: embedded_template::migrations::runner()
+                .get_migrations()
+                .clone(),
+        }
+    }
+
+    pub fn from_dir(dir: &Path) -> Result<Self, DbError> {
+        let mut migrations = refinery_core::load_sql_migrations(dir)
+            .map_err(|e| DbError::Other(format!("cannot read template {}: {e}", dir.display())))?;
+        migrations.sort_by_key(|m| m.version());
+        if migrations.is_empty() {
+            return Err(DbError::Other(format!(
+                "no V<n>__<name>.sql migrations in {}",
+                dir.display()
+            )));
+        }
+        Ok(TenantTemplate { migrations })
+    }
+
+    pub fn latest_version(&self) -> i32 {
+        self.migrations
+            .iter()
+            .map(|m| m.version())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Applies the pending template migrations to the tenant's schema inside `tx`. The caller
+    /// has set `search_path` to the schema, and the schema name comes from the tenant id.
+    pub async fn apply(&self, tx: &Transaction<'_>, schema: &str) -> Result<(), DbError> {
+        let mut runner = Runner::new(&self.migrations)
+            .set_grouped(true)
+            .set_abort_divergent(true);
+        runner.set_migration_table_name(format!("{schema}.refinery_schema_history"));
+        let mut driver = TxDriver { tx };
+        runner
+            .run_async(&mut driver)
+            .await
+            .map_err(|e| DbError::Other(format!("template migration of {schema} failed: {e}")))?;
+        Ok(())
+    }
+}
+
+struct TxDriver<'a, 'b> {
+    tx: &'a Transaction<'b>,
+}
+
+impl AsyncTransaction for TxDriver<'_, '_> {
+    type Error = tokio_postgres::Error;
+
+    async fn execute<'a, T: Iterator<Item = &'a str> + Send + 'a>(
+        &'a mut self,
+        queries: T,
+    ) -> Result<usize, Self::Error> {
+        let mut count = 0;
+        for query in queries {
+            self.tx.batch_execute(query).await?;
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+impl AsyncQuery<Vec<Migration>> for TxDriver<'_, '_> {
+    async fn query(&mut self, query: &str) -> Result<Vec<Migration>, Self::Error> {
+        let rows = self.tx.query(query, &[]).await?;
+        let mut applied = Vec::with_capacity(rows.len());
+        for row in rows {
+            let applied_on: String = row.get(2);
+            let checksum: String = row.get(3);
+            // Both were written by refinery itself; a row that does not parse means the history
+            // table was edited by hand, which we surface as a divergent migration.
+            let applied_on =
+                OffsetDateTime::parse(&applied_on, &Rfc3339).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+            let checksum = checksum.parse::<u64>().unwrap_or(0);
+            applied.push(Migration::applied(
+                row.get(0),
+                row.get(1),
+                applied_on,
+                checksum,
+            ));
+        }
+        Ok(applied)
+    }
+}
+
+impl AsyncMigrate for TxDriver<'_, '_> {}

@@ -1,0 +1,44 @@
+//! Tenants: validation, provisioning (one transaction: tenant, settings, admin, schema), the
+//! lifecycle (suspend, resume, soft delete, restore, purge) and the GDPR export.
+
+pub mod export;
+pub mod lifecycle;
+pub mod model;
+pub mod provision;
+pub mod validate;
+
+use thiserror::Error;
+
+use crate::db::DbError;
+use crate::error::FieldError;
+
+pub use model::{Tenant, TenantStatus};
+pub use provision::{provision, NewTenant, Provisioned};
+
+#[derive(Debug, Error)]
+pub enum TenancyError {
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("tenant not found")]
+    NotFound,
+    #[error("tenant is not deleted")]
+    NotDeleted,
+    #[error("the retention period of the deleted tenant is over")]
+    RetentionExpired,
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<tokio_postgres::Error> for TenancyError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        TenancyError::Db(err.into())
+    }
+}
+
+impl From<deadpool::managed::PoolError<tokio_postgres::Error>> for TenancyError {
+    fn from(err: deadpool::managed::PoolError<tokio_postgres::Error>) -> Self {
+        TenancyError::Db(err.into())
+    }
+}

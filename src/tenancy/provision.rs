@@ -1,0 +1,214 @@
+//! Provisioning: the tenant row, its default settings, its admin user and its schema are
+//! created in one owner transaction, so a failure at any step leaves nothing behind. Duplicate
+//! slugs and subdomains are refused by the unique indexes, which also settles concurrent
+//! requests for the same slug (exactly one commits).
+
+use serde::Deserialize;
+use serde_json::json;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::model::{default_settings, Tenant, TENANT_COLUMNS};
+use super::{validate, TenancyError};
+use crate::auth::{password, JwtKeys, Role};
+use crate::config::Config;
+use crate::db::migrate::create_tenant_schema;
+use crate::db::template::TenantTemplate;
+use crate::db::{DbError, PgPool};
+use crate::error::FieldError;
+
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTenant {
+    pub name: String,
+    pub slug: String,
+    pub subdomain: Option<String>,
+    pub plan: Option<String>,
+    pub admin_email: String,
+    pub admin_password: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Provisioned {
+    pub tenant: Tenant,
+    pub admin_id: Uuid,
+    pub admin_email: String,
+    pub token: String,
+    /// Only when the password was generated: it is shown once and never stored in clear.
+    pub generated_password: Option<String>,
+}
+
+pub struct ProvisionContext<'a> {
+    pub owner: &'a PgPool,
+    pub template: &'a TenantTemplate,
+    pub config: &'a Config,
+    pub jwt: &'a JwtKeys,
+}
+
+/// Where a test may make provisioning fail on purpose, to prove the rollback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultPoint {
+    None,
+    AfterSchemaCreated,
+}
+
+pub async fn provision(
+    ctx: &ProvisionContext<'_>,
+    new: NewTenant,
+    request_id: Option<&str>,
+) -> Result<Provisioned, TenancyError> {
+    provision_with_fault(ctx, new, request_id, FaultPoint::None).await
+}
+
+pub fn validate(new: &NewTenant) -> Result<(String, String), TenancyError> {
+    let mut errors = Vec::new();
+    validate::name("name", &new.name, &mut errors);
+    validate::slug("slug", &new.slug, &mut errors);
+    let subdomain = new.subdomain.clone().unwrap_or_else(|| new.slug.clone());
+    if new.subdomain.is_some() {
+        validate::slug("subdomain", &subdomain, &mut errors);
+    }
+    let plan = new.plan.clone().unwrap_or_else(|| "free".to_string());
+    validate::plan("plan", &plan, &mut errors);
+    validate::email("admin_email", &new.admin_email, &mut errors);
+    if let Some(pw) = &new.admin_password {
+        validate::password("admin_password", pw, &mut errors);
+    }
+    if errors.is_empty() {
+        Ok((subdomain, plan))
+    } else {
+        Err(TenancyError::Validation(errors))
+    }
+}
+
+pub async fn provision_with_fault(
+    ctx: &ProvisionContext<'_>,
+    new: NewTenant,
+    request_id: Option<&str>,
+    fault: FaultPoint,
+) -> Result<Provisioned, TenancyError> {
+    let (subdomain, plan) = validate(&new)?;
+    let (password, generated_password) = match new.admin_password.clone() {
+        Some(pw) => (pw, None),
+        None => {
+            let pw = password::generate();
+            (pw.clone(), Some(pw))
+        }
+    };
+    let password_hash = tokio::task::spawn_blocking(move || password::hash(&password))
+        .await
+        .map_err(|e| TenancyError::Internal(format!("hashing task failed: {e}")))?
+        .map_err(|e| TenancyError::Internal(e.to_string()))?;
+
+    let tenant_id = Uuid::now_v7();
+    let admin_id = Uuid::now_v7();
+    let admin_email = new.admin_email.trim().to_string();
+    let mut conn = ctx.owner.get().await?;
+    conn.touch_tenant_schema(tenant_id);
+    let tx = conn.transaction().await?;
+    tx.execute(
+        crate::db::tenant_tx::SET_TENANT_SQL,
+        &[&tenant_id.to_string()],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            &format!(
+                "insert into app.tenants (id, name, slug, subdomain, plan, settings) \
+                 values ($1, $2, $3, $4, $5, $6) returning {TENANT_COLUMNS}"
+            ),
+            &[
+                &tenant_id,
+                &new.name.trim(),
+                &new.slug,
+                &subdomain,
+                &plan,
+                &default_settings(),
+            ],
+        )
+        .await?;
+    let mut tenant = Tenant::from_row(&row);
+    tx.execute(
+        "insert into app.users (tenant_id, id, email, name, role, password_hash) \
+         values ($1, $2, $3, 'Administrator', 'admin', $4)",
+        &[&tenant_id, &admin_id, &admin_email, &password_hash],
+    )
+    .await?;
+    tx.execute(
+        "insert into app.audit_logs (tenant_id, id, actor, action, resource, resource_id, changes, request_id) \
+         values ($1, $2, 'platform', 'create', 'tenant', $3, $4, $5)",
+        &[
+            &tenant_id,
+            &Uuid::now_v7(),
+            &tenant_id.to_string(),
+            &json!({"before": null, "after": tenant}),
+            &request_id,
+        ],
+    )
+    .await?;
+    super::lifecycle::record_platform_action(
+        &tx,
+        "operator",
+        "tenant.create",
+        Some(tenant_id),
+        json!({"slug": tenant.slug, "plan": tenant.plan}),
+        request_id,
+    )
+    .await?;
+    create_tenant_schema(&tx, tenant_id, ctx.template, ctx.config).await?;
+    if fault == FaultPoint::AfterSchemaCreated {
+        return Err(TenancyError::Internal(
+            "injected failure after schema creation".into(),
+        ));
+    }
+    tx.commit().await.map_err(DbError::from)?;
+    tenant.schema_version = ctx.template.latest_version();
+
+    let (token, _) = ctx
+        .jwt
+        .issue(admin_id, tenant_id, Role::Admin)
+        .map_err(|e| TenancyError::Internal(e.to_string()))?;
+    Ok(Provisioned {
+        tenant,
+        admin_id,
+        admin_email,
+        token,
+        generated_password,
+    })
+}
+
+/// Sets a new password for a tenant user (the demo command uses it to print a fresh login).
+pub async fn reset_password(
+    owner: &PgPool,
+    tenant: Uuid,
+    email: &str,
+    new_password: &str,
+) -> Result<Uuid, TenancyError> {
+    let mut errors = Vec::new();
+    validate::password("password", new_password, &mut errors);
+    if !errors.is_empty() {
+        return Err(TenancyError::Validation(errors));
+    }
+    let pw = new_password.to_string();
+    let hash = tokio::task::spawn_blocking(move || password::hash(&pw))
+        .await
+        .map_err(|e| TenancyError::Internal(e.to_string()))?
+        .map_err(|e| TenancyError::Internal(e.to_string()))?;
+    let mut conn = owner.get().await?;
+    let tx = crate::db::begin_tenant_tx(&mut conn, tenant).await?;
+    let row = tx
+        .query_opt(
+            "update app.users set password_hash = $3, updated_at = now() \
+             where tenant_id = $1 and lower(email) = lower($2) and deleted_at is null returning id",
+            &[&tenant, &email, &hash],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Err(TenancyError::Validation(vec![FieldError::new(
+            "email",
+            "no such user in this tenant",
+        )]));
+    };
+    tx.commit().await?;
+    Ok(row.get(0))
+}
