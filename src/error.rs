@@ -259,3 +259,9 @@ pub fn path_config() -> actix_web::web::PathConfig {
     actix_web::web::PathConfig::default()
         .error_handler(|_err, _req| Problem::not_found("resource").into())
 }
+
+impl From<tokio_postgres::Error> for Problem {
+    fn from(err: tokio_postgres::Error) -> Self {
+        DbError::from(err).into()
+    }
+}

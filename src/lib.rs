@@ -1,6 +1,7 @@
 //! tenantry: a multi-tenant SaaS backend. See DESIGN.md for the architecture; `startup` builds
 //! the server, `cli` is the operator's command line.
 
+pub mod actors;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -5,6 +5,7 @@ pub mod export;
 pub mod lifecycle;
 pub mod model;
 pub mod provision;
+pub mod resolve;
 pub mod validate;
 
 use thiserror::Error;

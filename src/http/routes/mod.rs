@@ -1,2 +1,3 @@
+pub mod current_tenant;
 pub mod health;
 pub mod tenants;

@@ -1,0 +1,169 @@
+//! The tenant resolver (DESIGN.md step 2) as extractors. The tenant of a request is, in this
+//! order: the token's `tenant_id` claim, the `X-Tenant-ID` header (id or slug), the subdomain of
+//! `Host` under BASE_DOMAIN. None: 400. Unknown or deleted: 404. A token of one tenant with
+//! another tenant's header or subdomain: 403.
+
+use std::ops::Deref;
+
+use actix_web::{dev::Payload, web, FromRequest, HttpMessage, HttpRequest};
+use futures_util::future::LocalBoxFuture;
+use uuid::Uuid;
+
+use super::extract::{bearer_token, RequestId};
+use crate::actors::{Caller, TenantOp};
+use crate::auth::{AuthError, Claims};
+use crate::error::Problem;
+use crate::state::AppState;
+use crate::tenancy::resolve::{self, ResolvedTenant, TenantKey};
+
+pub const TENANT_HEADER: &str = "x-tenant-id";
+
+/// An authenticated request of a tenant user. Handlers reach the database only through
+/// [`TenantRequest::execute`], which runs the operation bound to this tenant.
+pub struct TenantRequest {
+    pub caller: Caller,
+    state: web::Data<AppState>,
+}
+
+/// A request that names a tenant but may carry no credentials (login, branding). A credential
+/// that is present must still be valid.
+pub struct PublicTenantRequest(pub TenantRequest);
+
+impl Deref for TenantRequest {
+    type Target = Caller;
+    fn deref(&self) -> &Caller {
+        &self.caller
+    }
+}
+
+impl TenantRequest {
+    pub async fn execute<O: TenantOp>(&self, op: O) -> Result<O::Output, Problem> {
+        self.state.execute(self.caller.clone(), op).await
+    }
+
+    pub fn state(&self) -> &web::Data<AppState> {
+        &self.state
+    }
+}
+
+impl FromRequest for TenantRequest {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { resolve_request(&req, true).await.map_err(Into::into) })
+    }
+}
+
+impl FromRequest for PublicTenantRequest {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            resolve_request(&req, false)
+                .await
+                .map(PublicTenantRequest)
+                .map_err(Into::into)
+        })
+    }
+}
+
+fn named_tenant(req: &HttpRequest, base_domain: &str) -> Result<Option<TenantKey>, Problem> {
+    if let Some(value) = req.headers().get(TENANT_HEADER) {
+        let value = value
+            .to_str()
+            .map_err(|_| Problem::bad_request("X-Tenant-ID is not valid text"))?
+            .trim();
+        if value.is_empty() {
+            return Err(Problem::bad_request("X-Tenant-ID is empty"));
+        }
+        return Ok(Some(TenantKey::IdOrSlug(value.to_string())));
+    }
+    let host = req
+        .headers()
+        .get(actix_web::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    Ok(resolve::subdomain_of(host, base_domain).map(TenantKey::Subdomain))
+}
+
+fn names_same_tenant(key: &TenantKey, tenant: &ResolvedTenant) -> bool {
+    match key {
+        TenantKey::Id(id) => *id == tenant.id,
+        TenantKey::IdOrSlug(raw) => match Uuid::parse_str(raw) {
+            Ok(id) => id == tenant.id,
+            Err(_) => *raw == tenant.slug,
+        },
+        TenantKey::Subdomain(sub) => *sub == tenant.subdomain,
+    }
+}
+
+async fn resolve_request(req: &HttpRequest, require_user: bool) -> Result<TenantRequest, Problem> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(Problem::internal)?;
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_else(|| Uuid::now_v7().to_string());
+    let claims: Option<Claims> = match bearer_token(req) {
+        Some(token) => Some(state.authenticate(token).await?),
+        None if require_user => return Err(AuthError::MissingCredentials.into()),
+        None => None,
+    };
+    let named = named_tenant(req, &state.config.base_domain)?;
+    let tenant = match (&claims, &named) {
+        (Some(claims), named) => {
+            let tenant = state
+                .resolve_tenant(&TenantKey::Id(claims.tenant_id))
+                .await?
+                .ok_or_else(|| Problem::not_found("tenant"))?;
+            if let Some(key) = named {
+                if !names_same_tenant(key, &tenant) {
+                    return Err(Problem::forbidden(
+                        "the credentials belong to another tenant than the one named by the request",
+                    )
+                    .with("code_detail", "tenant_mismatch"));
+                }
+            }
+            tenant
+        }
+        (None, Some(key)) => state
+            .resolve_tenant(key)
+            .await?
+            .ok_or_else(|| Problem::not_found("tenant"))?,
+        (None, None) => {
+            return Err(Problem::bad_request(
+                "no tenant identified: send a token, an X-Tenant-ID header or use the tenant's subdomain",
+            )
+            .with("code_detail", "tenant_required"))
+        }
+    };
+    if let Some(claims) = &claims {
+        state.verify_live_user(&tenant, claims).await?;
+    }
+    if tenant.suspended && !req.method().is_safe() && req.path() != "/auth/login" {
+        return Err(Problem::new(
+            actix_web::http::StatusCode::PAYMENT_REQUIRED,
+            "tenant_suspended",
+            "the tenant is suspended: reads work, writes are refused until it is resumed",
+        ));
+    }
+    tracing::Span::current().record("tenant_id", tracing::field::display(tenant.id));
+    Ok(TenantRequest {
+        caller: Caller {
+            tenant_id: tenant.id,
+            tenant_slug: tenant.slug,
+            plan: tenant.plan,
+            user_id: claims.as_ref().map(|c| c.sub),
+            role: claims.as_ref().map(|c| c.role),
+            request_id,
+        },
+        state,
+    })
+}

@@ -1,0 +1,241 @@
+//! The test harness: a fresh, migrated database and a running server per test.
+
+#![allow(dead_code)]
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tenantry::config::{with_database, Config};
+use tenantry::db::migrate::{self, MigrateOptions};
+use tenantry::db::template::TenantTemplate;
+use tenantry::startup::{Application, ServerOptions};
+use tokio_postgres::{Client, NoTls};
+use uuid::Uuid;
+
+pub const OPERATOR_TOKEN: &str = "test-operator-token-0123456789";
+
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub config: Config,
+    pub database: String,
+    pub http: reqwest::Client,
+}
+
+pub struct TestTenant {
+    pub id: Uuid,
+    pub slug: String,
+    pub admin_id: Uuid,
+    pub admin_email: String,
+    pub admin_password: String,
+    pub token: String,
+}
+
+/// The server under test may use the maintenance URL of TEST_DATABASE_URL (default: local
+/// trust auth as postgres); every test creates its own database from it.
+pub fn base_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// A migrated database of its own, and the configuration pointing at it; no server.
+pub async fn test_config() -> (Config, String) {
+    let database = format!("tenantry_test_{}", Uuid::new_v4().simple());
+    let mut config = Config::from_env().expect("test configuration");
+    config.database_url = with_database(&base_database_url(), &database);
+    config.app_database_url =
+        tenantry::config::with_user(&config.database_url, &config.roles.app).expect("app url");
+    config.admin_database_url =
+        tenantry::config::with_user(&config.database_url, &config.roles.admin).expect("admin url");
+    config.bind = "127.0.0.1:0".into();
+    config.platform_admin_token = Some(OPERATOR_TOKEN.into());
+    config.jwt_secret = "test-jwt-secret-0123456789abcdef0123456789".into();
+    config.app_pool_size = 8;
+    migrate::create_database_if_missing(&config.database_url)
+        .await
+        .expect("create test database");
+    migrate::migrate(
+        &config,
+        MigrateOptions {
+            jobs: 2,
+            template: TenantTemplate::embedded(),
+            progress: false,
+        },
+    )
+    .await
+    .expect("migrate test database");
+    (config, database)
+}
+
+pub async fn spawn_app() -> TestApp {
+    let (config, database) = test_config().await;
+    spawn_app_with(config, database).await
+}
+
+/// Starts a server for an already migrated configuration (tests that run two instances
+/// against one database call this twice).
+pub async fn spawn_app_with(config: Config, database: String) -> TestApp {
+    let (port_tx, port_rx) = mpsc::channel();
+    let server_config = config.clone();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let app = Application::build(
+                server_config,
+                ServerOptions {
+                    workers: 1,
+                    purge_interval: None,
+                },
+            )
+            .await
+            .expect("build application");
+            port_tx.send(app.port()).expect("send port");
+            let _ = app.run_until_stopped().await;
+        })
+    });
+    let port = tokio::task::spawn_blocking(move || port_rx.recv_timeout(Duration::from_secs(30)))
+        .await
+        .expect("join")
+        .expect("server did not start");
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        config,
+        database,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("http client"),
+    }
+}
+
+async fn connect(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.expect("connect");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// Superuser connection to this test's database (inspection only).
+    pub async fn superuser_db(&self) -> Client {
+        connect(&self.config.database_url).await
+    }
+
+    /// Connection as the app role: RLS applies.
+    pub async fn app_db(&self) -> Client {
+        connect(&self.config.app_database_url).await
+    }
+
+    /// Connection as the admin role: BYPASSRLS.
+    pub async fn admin_db(&self) -> Client {
+        connect(&self.config.admin_database_url).await
+    }
+
+    pub fn operator(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        builder.bearer_auth(OPERATOR_TOKEN)
+    }
+
+    pub async fn create_tenant_raw(&self, body: &Value) -> reqwest::Response {
+        self.operator(self.http.post(self.url("/tenants")))
+            .json(body)
+            .send()
+            .await
+            .expect("POST /tenants")
+    }
+
+    /// Provisions a tenant with a known admin password and returns its admin's token.
+    pub async fn create_tenant(&self, slug: &str) -> TestTenant {
+        self.create_tenant_on_plan(slug, "free").await
+    }
+
+    pub async fn create_tenant_on_plan(&self, slug: &str, plan: &str) -> TestTenant {
+        let email = format!("admin@{slug}.example.com");
+        let password = "correct-horse-battery".to_string();
+        let response = self
+            .create_tenant_raw(&json!({
+                "name": format!("Tenant {slug}"),
+                "slug": slug,
+                "plan": plan,
+                "admin_email": email,
+                "admin_password": password,
+            }))
+            .await;
+        assert_eq!(response.status().as_u16(), 201, "create tenant {slug}");
+        let body: Value = response.json().await.expect("json");
+        TestTenant {
+            id: body["tenant"]["id"].as_str().unwrap().parse().unwrap(),
+            slug: slug.to_string(),
+            admin_id: body["admin"]["id"].as_str().unwrap().parse().unwrap(),
+            admin_email: email,
+            admin_password: password,
+            token: body["credentials"]["token"].as_str().unwrap().to_string(),
+        }
+    }
+
+    pub fn get(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.http.get(self.url(path)).bearer_auth(token)
+    }
+
+    pub fn post(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.http.post(self.url(path)).bearer_auth(token)
+    }
+
+    pub fn patch(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.http.patch(self.url(path)).bearer_auth(token)
+    }
+
+    pub fn delete(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.http.delete(self.url(path)).bearer_auth(token)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Best effort: the server thread may still hold connections, hence FORCE.
+        let url = with_database(&base_database_url(), "postgres");
+        let database = self.database.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(rt) = runtime {
+                rt.block_on(async move {
+                    if let Ok((client, conn)) = tokio_postgres::connect(&url, NoTls).await {
+                        tokio::spawn(conn);
+                        let _ = client
+                            .batch_execute(&format!(
+                                "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
+                            ))
+                            .await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
+
+/// Reads a problem+json body and checks its status and code.
+pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body: Value = response.json().await.expect("problem body");
+    assert!(
+        content_type.starts_with("application/problem+json"),
+        "content type {content_type}, body {body}"
+    );
+    assert_eq!(body["code"], code, "problem code in {body}");
+    assert_eq!(body["status"], status);
+    body
+}
