@@ -45,6 +45,19 @@ pub struct Config {
     pub statement_timeout: Duration,
     pub retention: Duration,
     pub webhook_allow_private_targets: bool,
+    /// A tenant actor with no work for this long stops (memory stays bounded).
+    pub actor_idle_timeout: Duration,
+    pub actor_mailbox_capacity: usize,
+    /// Operations of one tenant running at once; past it, 503 + Retry-After.
+    pub actor_max_in_flight: usize,
+    /// Connections of the app pool one tenant may hold at once (noisy neighbours).
+    pub tenant_max_connections: usize,
+    /// How long resolved tenants and verified users are trusted without asking the database;
+    /// changes made through any instance invalidate them sooner (Redis pub/sub).
+    pub cache_ttl: Duration,
+    /// Test-only routes that make tenant work fail on purpose. Never read from the
+    /// environment: only tests set it.
+    pub fault_injection: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,6 +213,18 @@ impl Config {
                 parse_var("TENANT_RETENTION_DAYS", 30u64)?.saturating_mul(86_400),
             ),
             webhook_allow_private_targets: parse_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", false)?,
+            actor_idle_timeout: Duration::from_secs(
+                parse_var("ACTOR_IDLE_SECONDS", 300u64)?.max(1),
+            ),
+            actor_mailbox_capacity: parse_var("ACTOR_MAILBOX_CAPACITY", 256usize)?.max(1),
+            actor_max_in_flight: parse_var("ACTOR_MAX_IN_FLIGHT", 256usize)?.max(1),
+            tenant_max_connections: parse_var(
+                "TENANT_MAX_CONNECTIONS",
+                (app_pool_size / 4).max(2),
+            )?
+            .clamp(1, app_pool_size),
+            cache_ttl: Duration::from_secs(parse_var("CACHE_TTL_SECONDS", 30u64)?),
+            fault_injection: false,
         })
     }
 }

@@ -8,12 +8,14 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpResponse, HttpServer};
 
+use crate::actors::{ActorSettings, TenantRegistry};
 use crate::auth::JwtKeys;
 use crate::config::Config;
 use crate::db::template::TenantTemplate;
 use crate::db::Pools;
 use crate::error::{json_config, path_config, query_config, Problem};
 use crate::http;
+use crate::metrics::Metrics;
 use crate::state::AppState;
 
 pub struct Application {
@@ -70,12 +72,21 @@ impl Application {
                 source,
             })?
             .port();
+        let metrics = Metrics::new();
+        let actors = TenantRegistry::start(
+            pools.app.clone(),
+            metrics.clone(),
+            ActorSettings::from_config(&config),
+        );
         let state = web::Data::new(AppState {
             config,
             pools,
             redis,
             jwt,
             template: TenantTemplate::embedded(),
+            metrics,
+            actors,
+            caches: Default::default(),
         });
         if let Some(every) = options.purge_interval {
             actix_web::rt::spawn(purge_loop(state.clone(), every));

@@ -5,11 +5,16 @@
 //! inside a transaction already bound to its tenant (`app.current_tenant` set), on a connection
 //! leased from the tenant's share of the pool.
 
+pub mod supervisor;
+pub mod tenant;
+
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use crate::auth::Role;
 use crate::error::Problem;
+
+pub use supervisor::{ActorInfo, ActorSettings, TenantRegistry};
 
 /// Who is asking, in which tenant. Built by the tenant resolver from a verified credential;
 /// handlers never build one from request input.

@@ -16,7 +16,7 @@ pub struct ResolvedTenant {
 }
 
 /// How the request named its tenant.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum TenantKey {
     Id(Uuid),
     /// `X-Tenant-ID`: a tenant id or a slug.

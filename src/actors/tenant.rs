@@ -1,0 +1,183 @@
+//! One tenant's actor: the only way to reach that tenant's database lease. It runs each
+//! operation as a future inside its own context (operations of one tenant interleave), bounded
+//! by a cap on in-flight work and a cap on concurrent connections (noisy neighbours). A panic
+//! in an operation is caught and turned into a stop, so the actor's `Supervisor` restarts it;
+//! a panic left to unwind would drop the actor for good and close its mailbox.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures_util::FutureExt;
+use tokio::sync::{oneshot, Semaphore};
+use uuid::Uuid;
+
+use super::supervisor::{ActorShared, ActorStats};
+use super::{Caller, TenantOp};
+use crate::db::begin_tenant_tx;
+use crate::error::Problem;
+
+pub struct TenantActor {
+    tenant: Uuid,
+    shared: Arc<ActorShared>,
+    stats: Arc<ActorStats>,
+    leases: Arc<Semaphore>,
+    in_flight: usize,
+    last_active: Instant,
+}
+
+impl TenantActor {
+    pub fn new(tenant: Uuid, shared: Arc<ActorShared>, stats: Arc<ActorStats>) -> Self {
+        let leases = Arc::new(Semaphore::new(shared.settings.max_connections_per_tenant));
+        TenantActor {
+            tenant,
+            shared,
+            stats,
+            leases,
+            in_flight: 0,
+            last_active: Instant::now(),
+        }
+    }
+
+    fn check_idle(&mut self, ctx: &mut Context<Self>) {
+        let idle = self.in_flight == 0
+            && self.stats.queued.load(Ordering::Relaxed) == 0
+            && self.last_active.elapsed() >= self.shared.settings.idle_timeout;
+        if !idle {
+            return;
+        }
+        // Dropping the registry's address first means the mailbox is disconnected when we stop,
+        // so the Supervisor lets the actor go instead of restarting it.
+        let me = ctx.address();
+        self.shared
+            .actors
+            .remove_if(&self.tenant, |_, entry| entry.addr == me);
+        drop(me);
+        self.stats.evicted.store(true, Ordering::Relaxed);
+        self.shared.metrics.actor_evictions.inc();
+        ctx.stop();
+    }
+}
+
+impl Actor for TenantActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.shared.settings.mailbox_capacity);
+        let every = (self.shared.settings.idle_timeout / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(30));
+        ctx.run_interval(every, |act, ctx| act.check_idle(ctx));
+    }
+
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
+        // Still connected means the Supervisor is about to restart us: not a real stop.
+        if !ctx.connected() {
+            self.shared.metrics.actors_active.dec();
+            tracing::debug!(tenant_id = %self.tenant, "tenant actor stopped");
+        }
+    }
+}
+
+impl Supervised for TenantActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        // Everything the actor holds is rebuilt from the database on demand; work that was in
+        // flight was cancelled with the old context and its callers got 503 + Retry-After.
+        self.in_flight = 0;
+        self.stats.in_flight.store(0, Ordering::Relaxed);
+        self.leases = Arc::new(Semaphore::new(
+            self.shared.settings.max_connections_per_tenant,
+        ));
+        self.last_active = Instant::now();
+        self.stats.restarts.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.actor_restarts.inc();
+        tracing::warn!(tenant_id = %self.tenant, "tenant actor restarting after a failure");
+    }
+}
+
+/// Run `op` for `caller`; the answer comes back through `reply`, so the sender can use
+/// `try_send` (a full mailbox is answered with 503 at once instead of waiting).
+pub struct Execute<O: TenantOp> {
+    pub caller: Caller,
+    pub op: O,
+    pub reply: oneshot::Sender<Result<O::Output, Problem>>,
+}
+
+impl<O: TenantOp> Message for Execute<O> {
+    type Result = ();
+}
+
+impl<O: TenantOp> Handler<Execute<O>> for TenantActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Execute<O>, ctx: &mut Context<Self>) {
+        self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+        self.last_active = Instant::now();
+        if self.in_flight >= self.shared.settings.max_in_flight {
+            self.shared
+                .metrics
+                .actor_rejections
+                .with_label_values(&["in_flight"])
+                .inc();
+            let _ = msg.reply.send(Err(Problem::unavailable(
+                "too many operations of this tenant in progress",
+                1,
+            )));
+            return;
+        }
+        self.in_flight += 1;
+        self.stats
+            .in_flight
+            .store(self.in_flight, Ordering::Relaxed);
+        let Execute { caller, op, reply } = msg;
+        let leases = self.leases.clone();
+        let shared = self.shared.clone();
+        let tenant = self.tenant;
+        let work = async move {
+            let _lease = leases
+                .acquire_owned()
+                .await
+                .map_err(|_| Problem::unavailable("the tenant actor is restarting", 1))?;
+            shared.metrics.tenant_pool_in_use.inc();
+            let result = run_in_tenant_tx(&shared, tenant, &caller, op).await;
+            shared.metrics.tenant_pool_in_use.dec();
+            result
+        };
+        let fut = AssertUnwindSafe(work)
+            .catch_unwind()
+            .into_actor(self)
+            .map(move |outcome, act, ctx| {
+                act.in_flight = act.in_flight.saturating_sub(1);
+                act.stats.in_flight.store(act.in_flight, Ordering::Relaxed);
+                act.last_active = Instant::now();
+                match outcome {
+                    Ok(result) => {
+                        let _ = reply.send(result);
+                    }
+                    Err(_panic) => {
+                        tracing::error!(tenant_id = %act.tenant, "tenant operation panicked; restarting the tenant actor");
+                        let _ = reply.send(Err(Problem::unavailable(
+                            "the tenant's worker failed and is restarting; retry",
+                            1,
+                        )));
+                        ctx.stop();
+                    }
+                }
+            });
+        ctx.spawn(fut);
+    }
+}
+
+async fn run_in_tenant_tx<O: TenantOp>(
+    shared: &ActorShared,
+    tenant: Uuid,
+    caller: &Caller,
+    op: O,
+) -> Result<O::Output, Problem> {
+    let mut conn = shared.pool.get().await.map_err(crate::db::DbError::from)?;
+    let tx = begin_tenant_tx(&mut conn, tenant).await?;
+    let output = op.run(&tx, caller).await?;
+    tx.commit().await.map_err(crate::db::DbError::from)?;
+    Ok(output)
+}
