@@ -187,6 +187,7 @@ async fn run_migrate(config: &Config, args: MigrateArgs) -> anyhow::Result<()> {
 
 struct Ops {
     pools: Pools,
+    redis: redis::Client,
     jwt: JwtKeys,
     template: TenantTemplate,
 }
@@ -195,6 +196,7 @@ impl Ops {
     fn new(config: &Config) -> anyhow::Result<Ops> {
         Ok(Ops {
             pools: Pools::new(config)?,
+            redis: redis::Client::open(config.redis_url.as_str())?,
             jwt: JwtKeys::hs256(&config.jwt_secret, config.jwt_ttl),
             template: TenantTemplate::embedded(),
         })
@@ -210,6 +212,11 @@ impl Ops {
             config,
             jwt: &self.jwt,
         }
+    }
+
+    /// Running servers cache tenants; tell them this one changed.
+    async fn tell_servers(&self, tenant: uuid::Uuid) {
+        crate::cache::publish(&self.redis, &crate::cache::Invalidation::Tenant(tenant)).await;
     }
 
     async fn find(&self, key: &str) -> Result<tenancy::Tenant, TenancyError> {
@@ -317,6 +324,7 @@ async fn tenants(config: &Config, cmd: TenantsCommand) -> anyhow::Result<()> {
             let t = lifecycle::set_status(&ops.pools.admin, t.id, true, None)
                 .await
                 .map_err(describe)?;
+            ops.tell_servers(t.id).await;
             println!("suspended {} ({})", t.slug, t.id);
         }
         TenantsCommand::Resume { tenant } => {
@@ -324,6 +332,7 @@ async fn tenants(config: &Config, cmd: TenantsCommand) -> anyhow::Result<()> {
             let t = lifecycle::set_status(&ops.pools.admin, t.id, false, None)
                 .await
                 .map_err(describe)?;
+            ops.tell_servers(t.id).await;
             println!("resumed {} ({})", t.slug, t.id);
         }
         TenantsCommand::Delete { tenant } => {
@@ -331,6 +340,7 @@ async fn tenants(config: &Config, cmd: TenantsCommand) -> anyhow::Result<()> {
             lifecycle::soft_delete(&ops.pools.admin, t.id, None)
                 .await
                 .map_err(describe)?;
+            ops.tell_servers(t.id).await;
             println!(
                 "deleted {} ({}); restorable for {} day(s)",
                 t.slug,
@@ -343,6 +353,7 @@ async fn tenants(config: &Config, cmd: TenantsCommand) -> anyhow::Result<()> {
             let t = lifecycle::restore(&ops.pools.admin, t.id, config.retention, None)
                 .await
                 .map_err(describe)?;
+            ops.tell_servers(t.id).await;
             println!("restored {} ({})", t.slug, t.id);
         }
         TenantsCommand::Export { tenant, output } => {

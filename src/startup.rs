@@ -88,10 +88,12 @@ impl Application {
             actors,
             caches: Default::default(),
         });
+        actix_web::rt::spawn(crate::cache::subscribe(state.clone()));
         if let Some(every) = options.purge_interval {
             actix_web::rt::spawn(purge_loop(state.clone(), every));
         }
         let app_state = state.clone();
+        let fault_injection = state.config.fault_injection;
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
@@ -101,6 +103,11 @@ impl Application {
                 .app_data(web::PayloadConfig::new(1024 * 1024))
                 .wrap(from_fn(http::middleware::request_context))
                 .configure(http::configure)
+                .configure(|cfg| {
+                    if fault_injection {
+                        http::routes::faults::configure(cfg);
+                    }
+                })
                 .default_service(web::to(not_found))
         });
         if options.workers > 0 {

@@ -6,7 +6,7 @@ use dashmap::DashMap;
 use uuid::Uuid;
 
 use crate::actors::{Caller, TenantOp, TenantRegistry};
-use crate::auth::{AuthError, Claims, JwtKeys, Role};
+use crate::auth::{api_keys, AuthError, Claims, Credential, JwtKeys, Role};
 use crate::config::Config;
 use crate::db::template::TenantTemplate;
 use crate::db::{begin_tenant_tx, DbError, Pools};
@@ -32,6 +32,30 @@ pub struct AppState {
 pub struct Caches {
     tenants: DashMap<TenantKey, (Option<ResolvedTenant>, Instant)>,
     users: DashMap<(Uuid, Uuid), (Role, Instant)>,
+    api_keys: DashMap<(Uuid, String), ((Uuid, Role), Instant)>,
+    plans: DashMap<String, (Plan, Instant)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub name: String,
+    pub rank: i32,
+    pub limits: serde_json::Value,
+    pub features: serde_json::Value,
+}
+
+impl Plan {
+    pub fn feature(&self, key: &str) -> bool {
+        self.features
+            .get(key)
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
+    }
+
+    /// A numeric limit; None means unlimited.
+    pub fn limit(&self, key: &str) -> Option<i64> {
+        self.limits.get(key).and_then(|v| v.as_i64())
+    }
 }
 
 impl Caches {
@@ -42,6 +66,15 @@ impl Caches {
             None => false,
         });
         self.users.retain(|(t, _), _| *t != tenant);
+        self.api_keys.retain(|(t, _), _| *t != tenant);
+    }
+
+    pub fn forget_api_keys(&self, tenant: Uuid) {
+        self.api_keys.retain(|(t, _), _| *t != tenant);
+    }
+
+    pub fn forget_plans(&self) {
+        self.plans.clear();
     }
 
     pub fn forget_user(&self, tenant: Uuid, user: Uuid) {
@@ -51,6 +84,8 @@ impl Caches {
     pub fn forget_all(&self) {
         self.tenants.clear();
         self.users.clear();
+        self.api_keys.clear();
+        self.plans.clear();
     }
 }
 
@@ -68,9 +103,110 @@ impl AppState {
         at.elapsed() < self.config.cache_ttl
     }
 
-    /// Verifies a bearer credential (a JWT) and returns its claims; 401 when it is not valid.
-    pub async fn authenticate(&self, token: &str) -> Result<Claims, Problem> {
-        Ok(self.jwt.verify(token)?)
+    /// Checks a bearer credential's form and signature; 401 when it is not valid. API keys are
+    /// checked against their tenant's rows in `verify_api_key` once the tenant is resolved.
+    pub fn authenticate(&self, token: &str) -> Result<Credential, Problem> {
+        if token.starts_with(api_keys::PREFIX) {
+            let tenant = api_keys::tenant_of(token).ok_or_else(|| {
+                Problem::from(AuthError::InvalidToken("malformed API key".into()))
+            })?;
+            return Ok(Credential::ApiKey {
+                tenant,
+                hash: api_keys::hash(token),
+            });
+        }
+        Ok(Credential::Jwt(self.jwt.verify(token)?))
+    }
+
+    /// The plan's limits and features, from the database (plans are data, not code).
+    pub async fn plan(&self, name: &str) -> Result<Plan, Problem> {
+        if let Some(hit) = self.caches.plans.get(name) {
+            if self.fresh(hit.1) {
+                return Ok(hit.0.clone());
+            }
+        }
+        let conn = self.pools.app.get().await.map_err(DbError::from)?;
+        let stmt = conn
+            .prepare_cached("select name, rank, limits, features from app.plans where name = $1")
+            .await?;
+        let row = conn
+            .query_opt(&stmt, &[&name])
+            .await?
+            .ok_or_else(|| Problem::internal().with("plan", name.to_string()))?;
+        let plan = Plan {
+            name: row.get(0),
+            rank: row.get(1),
+            limits: row.get(2),
+            features: row.get(3),
+        };
+        self.caches
+            .plans
+            .insert(name.to_string(), (plan.clone(), Instant::now()));
+        Ok(plan)
+    }
+
+    /// 403 `plan_required` unless the tenant's plan has `feature`.
+    pub async fn require_feature(&self, plan: &str, feature: &str) -> Result<(), Problem> {
+        let current = self.plan(plan).await?;
+        if current.feature(feature) {
+            return Ok(());
+        }
+        let required = self.cheapest_plan_with(feature).await?;
+        Err(Problem::new(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "plan_required",
+            format!("{feature} is not part of the {plan} plan"),
+        )
+        .with("feature", feature.to_string())
+        .with("required_plan", required.unwrap_or_default()))
+    }
+
+    async fn cheapest_plan_with(&self, feature: &str) -> Result<Option<String>, Problem> {
+        let conn = self.pools.app.get().await.map_err(DbError::from)?;
+        let row = conn
+            .query_opt(
+                "select name from app.plans where coalesce((features ->> $1)::boolean, false) order by rank limit 1",
+                &[&feature],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// The user and role an API key acts as. The key must belong to `tenant` and be live, and
+    /// the tenant's plan must include API access.
+    pub async fn verify_api_key(
+        &self,
+        tenant: &ResolvedTenant,
+        hash: &str,
+    ) -> Result<(Uuid, Role), Problem> {
+        self.require_feature(&tenant.plan, "api_access").await?;
+        let key = (tenant.id, hash.to_string());
+        if let Some(hit) = self.caches.api_keys.get(&key) {
+            if self.fresh(hit.1) {
+                return Ok(hit.0);
+            }
+        }
+        let mut conn = self.pools.app.get().await.map_err(DbError::from)?;
+        let tx = begin_tenant_tx(&mut conn, tenant.id).await?;
+        let stmt = tx
+            .prepare_cached(
+                "update app.api_keys k set last_used_at = now() from app.users u \
+                 where k.tenant_id = $1 and k.key_hash = $2 and k.deleted_at is null \
+                 and u.tenant_id = k.tenant_id and u.id = k.created_by and u.deleted_at is null \
+                 returning k.created_by, k.role",
+            )
+            .await?;
+        let row = tx.query_opt(&stmt, &[&tenant.id, &hash]).await?;
+        tx.commit().await?;
+        let Some(row) = row else {
+            return Err(AuthError::InvalidToken("unknown or revoked API key".into()).into());
+        };
+        let identity = (
+            row.get::<_, Uuid>(0),
+            Role::parse(row.get::<_, &str>(1)).unwrap_or(Role::Member),
+        );
+        self.caches.api_keys.insert(key, (identity, Instant::now()));
+        Ok(identity)
     }
 
     pub async fn resolve_tenant(&self, key: &TenantKey) -> Result<Option<ResolvedTenant>, Problem> {

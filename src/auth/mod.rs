@@ -1,5 +1,6 @@
 //! Credentials: password hashing, JWTs for tenant users, the platform operator token.
 
+pub mod api_keys;
 pub mod jwt;
 pub mod password;
 
@@ -18,6 +19,26 @@ pub enum AuthError {
     InvalidCredentials,
     #[error("password hashing failed: {0}")]
     Hashing(String),
+}
+
+/// A verified bearer credential, before the tenant it names has been checked.
+#[derive(Clone, Debug)]
+pub enum Credential {
+    Jwt(Claims),
+    /// An API key claiming this tenant; its hash is checked against that tenant's keys.
+    ApiKey {
+        tenant: uuid::Uuid,
+        hash: String,
+    },
+}
+
+impl Credential {
+    pub fn tenant(&self) -> uuid::Uuid {
+        match self {
+            Credential::Jwt(claims) => claims.tenant_id,
+            Credential::ApiKey { tenant, .. } => *tenant,
+        }
+    }
 }
 
 pub fn random_token(len: usize) -> String {

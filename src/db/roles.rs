@@ -16,6 +16,7 @@ pub const APP_TABLE_GRANTS: &[(&str, &str)] = &[
     ("project_members", "SELECT, INSERT, UPDATE, DELETE"),
     ("tasks", "SELECT, INSERT, UPDATE, DELETE"),
     ("audit_logs", "SELECT, INSERT"),
+    ("api_keys", "SELECT, INSERT, UPDATE, DELETE"),
     ("plans", "SELECT"),
     ("tenants", "SELECT"),
 ];

@@ -7,10 +7,11 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::HttpMessage;
+use actix_web::{web, HttpMessage};
 use tracing::Instrument;
 
 use super::extract::RequestId;
+use crate::state::AppState;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -37,6 +38,8 @@ pub async fn request_context(
         path = %req.path(),
         tenant_id = tracing::field::Empty,
     );
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let method = req.method().to_string();
     let started = Instant::now();
     let result = next.call(req).instrument(span.clone()).await;
     let _entered = span.enter();
@@ -51,6 +54,17 @@ pub async fn request_context(
                 .request()
                 .match_pattern()
                 .unwrap_or_else(|| "unmatched".into());
+            if let Some(state) = &state {
+                state
+                    .metrics
+                    .http_duration
+                    .with_label_values(&[
+                        method.as_str(),
+                        route.as_str(),
+                        response.status().as_str(),
+                    ])
+                    .observe(started.elapsed().as_secs_f64());
+            }
             tracing::info!(
                 status = response.status().as_u16(),
                 route = %route,

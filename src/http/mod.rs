@@ -2,6 +2,7 @@
 
 pub mod extract;
 pub mod middleware;
+pub mod openapi;
 pub mod routes;
 pub mod tenant;
 
@@ -9,6 +10,9 @@ use actix_web::web;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     routes::health::configure(cfg);
+    routes::auth::configure(cfg);
     routes::tenants::configure(cfg);
     routes::current_tenant::configure(cfg);
+    routes::operations::configure(cfg);
+    openapi::configure(cfg);
 }

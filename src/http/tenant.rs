@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::extract::{bearer_token, RequestId};
 use crate::actors::{Caller, TenantOp};
-use crate::auth::{AuthError, Claims};
+use crate::auth::{AuthError, Credential};
 use crate::error::Problem;
 use crate::state::AppState;
 use crate::tenancy::resolve::{self, ResolvedTenant, TenantKey};
@@ -111,16 +111,16 @@ async fn resolve_request(req: &HttpRequest, require_user: bool) -> Result<Tenant
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_else(|| Uuid::now_v7().to_string());
-    let claims: Option<Claims> = match bearer_token(req) {
-        Some(token) => Some(state.authenticate(token).await?),
+    let credential: Option<Credential> = match bearer_token(req) {
+        Some(token) => Some(state.authenticate(token)?),
         None if require_user => return Err(AuthError::MissingCredentials.into()),
         None => None,
     };
     let named = named_tenant(req, &state.config.base_domain)?;
-    let tenant = match (&claims, &named) {
-        (Some(claims), named) => {
+    let tenant = match (&credential, &named) {
+        (Some(credential), named) => {
             let tenant = state
-                .resolve_tenant(&TenantKey::Id(claims.tenant_id))
+                .resolve_tenant(&TenantKey::Id(credential.tenant()))
                 .await?
                 .ok_or_else(|| Problem::not_found("tenant"))?;
             if let Some(key) = named {
@@ -144,9 +144,14 @@ async fn resolve_request(req: &HttpRequest, require_user: bool) -> Result<Tenant
             .with("code_detail", "tenant_required"))
         }
     };
-    if let Some(claims) = &claims {
-        state.verify_live_user(&tenant, claims).await?;
-    }
+    let identity = match &credential {
+        Some(Credential::Jwt(claims)) => {
+            state.verify_live_user(&tenant, claims).await?;
+            Some((claims.sub, claims.role))
+        }
+        Some(Credential::ApiKey { hash, .. }) => Some(state.verify_api_key(&tenant, hash).await?),
+        None => None,
+    };
     if tenant.suspended && !req.method().is_safe() && req.path() != "/auth/login" {
         return Err(Problem::new(
             actix_web::http::StatusCode::PAYMENT_REQUIRED,
@@ -160,8 +165,8 @@ async fn resolve_request(req: &HttpRequest, require_user: bool) -> Result<Tenant
             tenant_id: tenant.id,
             tenant_slug: tenant.slug,
             plan: tenant.plan,
-            user_id: claims.as_ref().map(|c| c.sub),
-            role: claims.as_ref().map(|c| c.role),
+            user_id: identity.map(|(user, _)| user),
+            role: identity.map(|(_, role)| role),
             request_id,
         },
         state,

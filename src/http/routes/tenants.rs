@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::cache::Invalidation;
 use crate::error::Problem;
 use crate::http::extract::{PlatformOperator, RequestId};
 use crate::state::AppState;
@@ -129,6 +130,7 @@ pub async fn suspend_tenant(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, Problem> {
     let tenant = lifecycle::set_status(&state.pools.admin, *id, true, Some(&request_id.0)).await?;
+    state.invalidate(Invalidation::Tenant(*id)).await;
     Ok(HttpResponse::Ok().json(tenant))
 }
 
@@ -142,6 +144,7 @@ pub async fn resume_tenant(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, Problem> {
     let tenant = lifecycle::set_status(&state.pools.admin, *id, false, Some(&request_id.0)).await?;
+    state.invalidate(Invalidation::Tenant(*id)).await;
     Ok(HttpResponse::Ok().json(tenant))
 }
 
@@ -155,6 +158,7 @@ pub async fn delete_tenant(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, Problem> {
     lifecycle::soft_delete(&state.pools.admin, *id, Some(&request_id.0)).await?;
+    state.invalidate(Invalidation::Tenant(*id)).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
