@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures_util::FutureExt;
 use tokio::sync::{oneshot, Semaphore};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::supervisor::{ActorShared, ActorStats};
@@ -134,16 +135,27 @@ impl<O: TenantOp> Handler<Execute<O>> for TenantActor {
         let leases = self.leases.clone();
         let shared = self.shared.clone();
         let tenant = self.tenant;
+        let span = tracing::info_span!(
+            "tenant_op",
+            tenant_id = %tenant,
+            request_id = %caller.request_id,
+            op = short_type_name::<O>(),
+        );
         let work = async move {
             let _lease = leases
                 .acquire_owned()
                 .await
                 .map_err(|_| Problem::unavailable("the tenant actor is restarting", 1))?;
             shared.metrics.tenant_pool_in_use.inc();
-            let result = run_in_tenant_tx(&shared, tenant, &caller, op).await;
+            let result = crate::tenancy::context::scope(
+                tenant,
+                run_in_tenant_tx(&shared, tenant, &caller, op),
+            )
+            .await;
             shared.metrics.tenant_pool_in_use.dec();
             result
-        };
+        }
+        .instrument(span);
         let fut = AssertUnwindSafe(work)
             .catch_unwind()
             .into_actor(self)
@@ -180,4 +192,9 @@ async fn run_in_tenant_tx<O: TenantOp>(
     let output = op.run(&tx, caller).await?;
     tx.commit().await.map_err(crate::db::DbError::from)?;
     Ok(output)
+}
+
+fn short_type_name<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    full.rsplit("::").next().unwrap_or(full)
 }
