@@ -3,3 +3,4 @@
 
 mod helpers;
 mod smoke;
+mod catalog;
