@@ -4,3 +4,4 @@
 mod helpers;
 mod smoke;
 mod catalog;
+mod rls;
