@@ -5,3 +5,4 @@ mod helpers;
 mod smoke;
 mod catalog;
 mod rls;
+mod provisioning;
