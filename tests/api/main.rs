@@ -6,3 +6,4 @@ mod smoke;
 mod catalog;
 mod rls;
 mod provisioning;
+mod lifecycle;
