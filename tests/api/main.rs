@@ -7,3 +7,4 @@ mod catalog;
 mod rls;
 mod provisioning;
 mod lifecycle;
+mod migrate;
