@@ -8,3 +8,4 @@ mod rls;
 mod provisioning;
 mod lifecycle;
 mod migrate;
+mod explain;
