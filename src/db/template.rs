@@ -122,15 +122,12 @@ impl TenantTemplate {
             .set_abort_divergent(true);
         runner.set_migration_table_name(format!("{schema}.refinery_schema_history"));
         let mut driver = TxDriver { tx };
-        runner
-            .run_async(&mut driver)
-            .await
-            .map_err(|e| {
-                DbError::Other(format!(
-                    "template migration of {schema} failed: {}",
-                    error_chain(&e)
-                ))
-            })?;
+        runner.run_async(&mut driver).await.map_err(|e| {
+            DbError::Other(format!(
+                "template migration of {schema} failed: {}",
+                error_chain(&e)
+            ))
+        })?;
         Ok(())
     }
 }

@@ -186,9 +186,7 @@ pub async fn catalog_violations(db: &Client, roles: &RoleNames) -> Vec<String> {
                 } else {
                     "index"
                 };
-                v.push(format!(
-                    "{q}: {what} {iname} does not lead with tenant_id"
-                ));
+                v.push(format!("{q}: {what} {iname} does not lead with tenant_id"));
             }
         }
 
@@ -300,7 +298,10 @@ async fn role_violations(db: &Client, roles: &RoleNames, v: &mut Vec<String>) {
         .await
         .unwrap()
     {
-        v.push(format!("app role {app} is a member of {}", r.get::<_, String>(0)));
+        v.push(format!(
+            "app role {app} is a member of {}",
+            r.get::<_, String>(0)
+        ));
     }
     for r in db
         .query(
@@ -389,7 +390,9 @@ async fn role_violations(db: &Client, roles: &RoleNames, v: &mut Vec<String>) {
         .unwrap()
         .get(0);
     if column_update {
-        v.push(format!("app role {app} may UPDATE columns of app.audit_logs"));
+        v.push(format!(
+            "app role {app} may UPDATE columns of app.audit_logs"
+        ));
     }
 
     let admin = db
@@ -484,7 +487,10 @@ async fn catalog_follows_the_data_rules() {
         .await
         .unwrap()
         .get(0);
-    assert!(checked > 0, "the tenant schema {schema} has no tenant table");
+    assert!(
+        checked > 0,
+        "the tenant schema {schema} has no tenant table"
+    );
 
     let violations = catalog_violations(&client, &db.config.roles).await;
     assert!(
@@ -556,7 +562,9 @@ async fn careless_objects_are_reported() {
     );
     // The correct policies of app.leaky are not reported, only the open one.
     assert!(
-        !violations.iter().any(|v| v.contains("ok_select") || v.contains("ok_update")),
+        !violations
+            .iter()
+            .any(|v| v.contains("ok_select") || v.contains("ok_update")),
         "{violations:#?}"
     );
 }

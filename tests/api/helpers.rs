@@ -11,9 +11,9 @@ use tenantry::config::{with_database, Config};
 use tenantry::db::migrate::{self, MigrateOptions};
 use tenantry::db::template::TenantTemplate;
 use tenantry::db::Pools;
+use tenantry::startup::{Application, ServerOptions};
 use tenantry::tenancy::provision::{provision, ProvisionContext};
 use tenantry::tenancy::{NewTenant, Provisioned};
-use tenantry::startup::{Application, ServerOptions};
 use tokio_postgres::{Client, NoTls};
 use uuid::Uuid;
 

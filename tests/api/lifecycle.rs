@@ -10,7 +10,7 @@ use tenantry::tenancy::lifecycle;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::helpers::{assert_problem, TestApp, spawn_app};
+use crate::helpers::{assert_problem, spawn_app, TestApp};
 
 /// An operator request with a known request id, so its audit row can be found.
 async fn operator(
@@ -92,7 +92,10 @@ async fn live_keys(db: &Client, tenant: Uuid) -> BTreeSet<String> {
         {
             // Only the identity matters here: a restore brings back the same rows.
             let text: String = r.get(0);
-            keys.insert(format!("{table} {}", text.split(',').take(3).collect::<String>()));
+            keys.insert(format!(
+                "{table} {}",
+                text.split(',').take(3).collect::<String>()
+            ));
         }
     }
     keys
@@ -373,7 +376,11 @@ async fn delete_restore_and_purge() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status().as_u16(), 403, "B's token naming A is still refused");
+    assert_eq!(
+        r.status().as_u16(),
+        403,
+        "B's token naming A is still refused"
+    );
     let deleted_at: Option<chrono::DateTime<chrono::Utc>> = db
         .query_one("select deleted_at from app.tenants where id = $1", &[&a.id])
         .await
@@ -391,7 +398,10 @@ async fn delete_restore_and_purge() {
             .await
             .unwrap()
             .get(0);
-        assert_eq!(live, 0, "app.{table} still has live rows of the deleted tenant");
+        assert_eq!(
+            live, 0,
+            "app.{table} still has live rows of the deleted tenant"
+        );
     }
     assert_eq!(
         deleted_marks(&db, old_user, old_project).await,
@@ -427,7 +437,10 @@ async fn delete_restore_and_purge() {
     assert!(missing.is_empty(), "not restored: {missing:#?}");
     // Only the audit rows of the delete and the restore themselves are new.
     assert_eq!(extra.len(), 2, "{extra:#?}");
-    assert!(extra.iter().all(|k| k.starts_with("audit_logs ")), "{extra:#?}");
+    assert!(
+        extra.iter().all(|k| k.starts_with("audit_logs ")),
+        "{extra:#?}"
+    );
     assert_eq!(
         deleted_marks(&db, old_user, old_project).await,
         old_marks,

@@ -186,7 +186,10 @@ async fn a_new_template_version_migrates_every_tenant_schema() {
     let report = run(&db.config, template).await.unwrap();
     assert_eq!(report.tenants_total, 4);
     assert_eq!(report.tenants_migrated, 0, "{report}");
-    assert_eq!(versions(&su).await.iter().filter(|(_, v)| *v == 2).count(), 4);
+    assert_eq!(
+        versions(&su).await.iter().filter(|(_, v)| *v == 2).count(),
+        4
+    );
 }
 
 #[tokio::test]
@@ -210,7 +213,9 @@ async fn migrate_resumes_after_a_reset_version_or_a_failed_tenant() {
     assert_eq!(report.tenants_failed.len(), 1, "{report}");
     assert_eq!(report.tenants_failed[0].0, broken);
     assert!(
-        report.tenants_failed[0].1.contains("column \"source\" of relation \"events\" already exists"),
+        report.tenants_failed[0]
+            .1
+            .contains("column \"source\" of relation \"events\" already exists"),
         "{:?}",
         report.tenants_failed
     );
@@ -283,7 +288,10 @@ async fn a_second_runner_waits_for_the_advisory_lock() {
     tokio::time::timeout(Duration::from_secs(60), waiting)
         .await
         .expect("the second runner never queued on the migration lock");
-    assert!(!runner.is_finished(), "migrate finished while the lock was held");
+    assert!(
+        !runner.is_finished(),
+        "migrate finished while the lock was held"
+    );
     let su = db.superuser_db().await;
     assert!(
         versions(&su).await.iter().all(|(_, v)| *v == 1),
@@ -316,9 +324,10 @@ async fn a_divergent_template_is_refused() {
         .map(|e| e.unwrap().path())
         .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("V1__"))
         .unwrap();
-    let edited = std::fs::read_to_string(&v1)
-        .unwrap()
-        .replace("event_type  text NOT NULL", "event_type  varchar(100) NOT NULL");
+    let edited = std::fs::read_to_string(&v1).unwrap().replace(
+        "event_type  text NOT NULL",
+        "event_type  varchar(100) NOT NULL",
+    );
     std::fs::write(&v1, edited).unwrap();
     let err = dir.template().err().expect("edited V1 accepted");
     assert!(err.to_string().contains("diverge"), "{err}");
@@ -326,7 +335,10 @@ async fn a_divergent_template_is_refused() {
         "V2__add_column.sql",
         "ALTER TABLE events ADD COLUMN source text;",
     );
-    let err = dir.template().err().expect("edited V1 accepted beside a V2");
+    let err = dir
+        .template()
+        .err()
+        .expect("edited V1 accepted beside a V2");
     assert!(err.to_string().contains("diverge"), "{err}");
 
     // The schemas' own history disagreeing with the template (V1 was edited after these tenants

@@ -42,7 +42,10 @@ async fn invalid_input_is_422_with_field_errors() {
         (with(body("ok"), "slug", json!("api")), "slug"),
         (with(body("ok"), "slug", json!("admin")), "slug"),
         (with(body("ok"), "subdomain", json!("www")), "subdomain"),
-        (with(body("ok"), "subdomain", json!("not valid")), "subdomain"),
+        (
+            with(body("ok"), "subdomain", json!("not valid")),
+            "subdomain",
+        ),
         (
             with(body("ok"), "admin_email", json!("not-an-email")),
             "admin_email",
@@ -60,8 +63,9 @@ async fn invalid_input_is_422_with_field_errors() {
         let problem = assert_problem(r, 422, "validation_failed").await;
         let errors = problem["errors"].as_array().expect("errors array");
         assert!(
-            errors.iter().any(|e| e["field"] == field
-                && e["message"].as_str().is_some_and(|m| !m.is_empty())),
+            errors.iter().any(
+                |e| e["field"] == field && e["message"].as_str().is_some_and(|m| !m.is_empty())
+            ),
             "{request} -> {problem}"
         );
     }
@@ -223,7 +227,8 @@ async fn provisioning_creates_everything_and_returns_working_credentials() {
     assert_eq!(claims.exp - claims.iat, app.config.jwt_ttl.as_secs() as i64);
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let mut parts = token.split('.');
-    let header: Value = serde_json::from_slice(&b64.decode(parts.next().unwrap()).unwrap()).unwrap();
+    let header: Value =
+        serde_json::from_slice(&b64.decode(parts.next().unwrap()).unwrap()).unwrap();
     assert_eq!(header["alg"], "HS256");
     let payload: Value =
         serde_json::from_slice(&b64.decode(parts.next().unwrap()).unwrap()).unwrap();
@@ -295,7 +300,9 @@ async fn provisioning_creates_everything_and_returns_working_credentials() {
     let r = app.create_tenant_raw(&body("given")).await;
     assert_eq!(r.status().as_u16(), 201);
     let created: Value = r.json().await.unwrap();
-    assert!(created["credentials"].get("password").is_none_or(Value::is_null));
+    assert!(created["credentials"]
+        .get("password")
+        .is_none_or(Value::is_null));
 }
 
 #[tokio::test]

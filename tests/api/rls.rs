@@ -12,6 +12,8 @@ use uuid::Uuid;
 
 use crate::helpers::{provision_tenant, test_db, TestDb};
 
+type Params = Vec<Box<dyn ToSql + Sync>>;
+
 struct Seeded {
     id: Uuid,
     admin: Uuid,
@@ -153,9 +155,7 @@ async fn snapshot(su: &Client, table: &str, tenant: Uuid) -> String {
 
 fn assert_rls_violation(result: Result<u64, tokio_postgres::Error>, what: &str) {
     let err = result.expect_err(&format!("{what}: should have been rejected"));
-    let db = err
-        .as_db_error()
-        .unwrap_or_else(|| panic!("{what}: {err}"));
+    let db = err.as_db_error().unwrap_or_else(|| panic!("{what}: {err}"));
     assert_eq!(db.code(), &SqlState::INSUFFICIENT_PRIVILEGE, "{what}: {db}");
     assert!(
         db.message().contains("row-level security"),
@@ -295,11 +295,18 @@ async fn no_context_or_an_empty_one_sees_no_rows() {
         }
     }
     reused
-        .batch_execute(&format!("SET app.current_tenant = '{}'; RESET app.current_tenant", a.id))
+        .batch_execute(&format!(
+            "SET app.current_tenant = '{}'; RESET app.current_tenant",
+            a.id
+        ))
         .await
         .unwrap();
     for table in &tables {
-        assert_eq!(visible_as(&mut reused, None, table).await.0, 0, "{table} after RESET");
+        assert_eq!(
+            visible_as(&mut reused, None, table).await.0,
+            0,
+            "{table} after RESET"
+        );
     }
 
     // A malformed context fails the statement rather than matching anything.
@@ -323,7 +330,7 @@ async fn writes_never_reach_another_tenant() {
     };
 
     // INSERT with B's tenant_id under A's context.
-    let inserts: Vec<(&str, String, Vec<Box<dyn ToSql + Sync>>)> = vec![
+    let inserts: Vec<(&str, String, Params)> = vec![
         (
             "users",
             "insert into app.users (tenant_id, id, email) values ($1, $2, 'x@example.com')".into(),
@@ -369,10 +376,7 @@ async fn writes_never_reach_another_tenant() {
     // UPDATE without a WHERE touches exactly A's rows; aiming at B's rows touches none.
     let updates = [
         ("users", "update app.users set name = name || ' (edited)'"),
-        (
-            "projects",
-            "update app.projects set description = 'edited'",
-        ),
+        ("projects", "update app.projects set description = 'edited'"),
         (
             "project_members",
             "update app.project_members set created_at = created_at + interval '1 second'",
@@ -388,7 +392,9 @@ async fn writes_never_reach_another_tenant() {
         );
         let aimed = format!("{sql} where tenant_id = $1");
         assert_eq!(
-            exec_as(&mut app, Some(a.id), &aimed, &[&b.id]).await.unwrap(),
+            exec_as(&mut app, Some(a.id), &aimed, &[&b.id])
+                .await
+                .unwrap(),
             0,
             "{aimed}"
         );
@@ -407,7 +413,10 @@ async fn writes_never_reach_another_tenant() {
     for (table, sql) in [
         ("users", "update app.users set tenant_id = $1 where id = $2"),
         ("tasks", "update app.tasks set tenant_id = $1 where id = $2"),
-        ("projects", "update app.projects set tenant_id = $1 where id = $2"),
+        (
+            "projects",
+            "update app.projects set tenant_id = $1 where id = $2",
+        ),
     ] {
         let id = match table {
             "users" => a.member,
@@ -451,7 +460,9 @@ async fn writes_never_reach_another_tenant() {
         assert!(own > 0);
         let aimed = format!("delete from app.{table} where tenant_id = $1");
         assert_eq!(
-            exec_as(&mut app, Some(a.id), &aimed, &[&b.id]).await.unwrap(),
+            exec_as(&mut app, Some(a.id), &aimed, &[&b.id])
+                .await
+                .unwrap(),
             0,
             "{aimed}"
         );
