@@ -367,3 +367,26 @@ async fn a_divergent_template_is_refused() {
         assert!(!has_column(&su, *id, "source").await);
     }
 }
+
+#[tokio::test]
+async fn two_runners_started_together_migrate_each_schema_once() {
+    let db = test_db().await;
+    three_tenants(&db).await;
+    let su = db.superuser_db().await;
+    let dir = TemplateDir::with_v2();
+    let (first, second) = tokio::join!(
+        run(&db.config, dir.template().unwrap()),
+        run(&db.config, dir.template().unwrap())
+    );
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert!(first.tenants_failed.is_empty() && second.tenants_failed.is_empty());
+    assert_eq!(
+        first.tenants_migrated + second.tenants_migrated,
+        3,
+        "{first} / {second}"
+    );
+    for (id, version) in versions(&su).await {
+        assert_eq!(version, 2);
+        assert_eq!(history_len(&su, id).await, 2);
+    }
+}
