@@ -317,6 +317,10 @@ async fn tenants(config: &Config, cmd: TenantsCommand) -> anyhow::Result<()> {
         }
         TenantsCommand::Show { tenant } => {
             let t = ops.find(&tenant).await.map_err(describe)?;
+            // Read again through `get`, which audits the operator's cross-tenant read.
+            let t = lifecycle::get(&ops.pools.admin, t.id, None)
+                .await
+                .map_err(describe)?;
             println!("{}", serde_json::to_string_pretty(&t)?);
         }
         TenantsCommand::Suspend { tenant } => {
@@ -394,9 +398,20 @@ async fn export(ops: &Ops, tenant: uuid::Uuid, output: Option<PathBuf>) -> anyho
     });
     let mut conn = ops.pools.admin.get().await?;
     let tx = crate::db::begin_tenant_tx(&mut conn, tenant).await?;
-    tenancy::export::export(&tx, tenant, tx_lines)
+    let exported = tenancy::export::export(&tx, tenant, tx_lines)
         .await
         .map_err(describe)?;
+    // An operator reading every row of a tenant is audited like any other operator action.
+    lifecycle::record_platform_action(
+        &tx,
+        "operator",
+        "tenant.export",
+        Some(tenant),
+        json!({"lines": exported}),
+        None,
+    )
+    .await
+    .map_err(describe)?;
     tx.commit().await?;
     let lines = writing.await??;
     if let Some(path) = output {

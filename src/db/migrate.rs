@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::pool::{build_pool, owner_settings, PoolOptions};
 use super::roles::{self, RoleSetup};
-use super::template::{shared_runner, TenantTemplate};
+use super::template::{error_chain, shared_runner, TenantTemplate};
 use super::{tenant_schema_name, DbError};
 use crate::config::Config;
 
@@ -159,7 +159,7 @@ async fn migrate_shared(owner: &Client, config: &Config) -> Result<usize, DbErro
         .set_migration_table_name("app.refinery_schema_history")
         .run_async(&mut owner_client)
         .await
-        .map_err(|e| DbError::Other(format!("shared migration failed: {e}")))?;
+        .map_err(|e| DbError::Other(format!("shared migration failed: {}", error_chain(&e))))?;
     roles::grant_shared_schema(owner, &config.roles).await?;
     Ok(report.applied_migrations().len())
 }
@@ -228,6 +228,7 @@ async fn migrate_tenants(
     report: &mut MigrateReport,
 ) -> Result<(), DbError> {
     let latest = opts.template.latest_version();
+    check_template_against_schemas(owner, &opts.template).await?;
     report.tenants_total = owner
         .query_one("select count(*) from app.tenants", &[])
         .await?
@@ -303,6 +304,49 @@ async fn migrate_tenants(
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Refuses a template that disagrees with what existing schemas recorded, before any schema is
+/// touched. refinery would only notice in the schemas it opens, and a run with no tenant behind
+/// opens none, so the histories of the oldest and the newest tenant schema are read here: two
+/// small queries whatever the number of tenants.
+async fn check_template_against_schemas(
+    owner: &Client,
+    template: &TenantTemplate,
+) -> Result<(), DbError> {
+    let sample: Vec<Uuid> = owner
+        .query(
+            "(select id from app.tenants where schema_version > 0 order by id limit 1) \
+             union \
+             (select id from app.tenants where schema_version > 0 order by id desc limit 1)",
+            &[],
+        )
+        .await?
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    for tenant in sample {
+        let schema = tenant_schema_name(tenant);
+        let history = format!("{schema}.refinery_schema_history");
+        let exists: bool = owner
+            .query_one("select to_regclass($1) is not null", &[&history])
+            .await?
+            .get(0);
+        if !exists {
+            continue; // purged since the sample was taken
+        }
+        let applied: Vec<(i32, String, String)> = owner
+            .query(
+                &format!("select version, name, checksum from {history} order by version"),
+                &[],
+            )
+            .await?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        template.check_history(&schema, &applied)?;
     }
     Ok(())
 }

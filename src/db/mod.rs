@@ -71,8 +71,10 @@ impl From<deadpool::managed::PoolError<tokio_postgres::Error>> for DbError {
     }
 }
 
-/// Every table of the shared schema holding tenant data. The catalog test checks this list
-/// against the database, so a table added without being listed here breaks the build.
+/// Every table of the shared schema holding tenant data, a referenced table before the tables
+/// pointing at it (soft delete and restore walk it in order, purge in reverse). The catalog test
+/// checks both the set and the order against the database, so a table added without being
+/// listed here, or listed after a table that references it, breaks the tests.
 pub const TENANT_TABLES: &[&str] = &[
     "users",
     "projects",

@@ -52,7 +52,58 @@ impl TenantTemplate {
                 dir.display()
             )));
         }
-        Ok(TenantTemplate { migrations })
+        let template = TenantTemplate { migrations };
+        // Every existing schema was provisioned from the built-in migrations; a folder that
+        // changes one of them would leave the schemas disagreeing with their own history.
+        let origin = dir.display().to_string();
+        for base in &TenantTemplate::embedded().migrations {
+            match template.find(base.version()) {
+                Some(m) if m.name() == base.name() && m.checksum() == base.checksum() => {}
+                Some(m) => {
+                    return Err(divergent(format!(
+                        "V{}__{} in {origin} differs from the built-in V{}__{}",
+                        m.version(),
+                        m.name(),
+                        base.version(),
+                        base.name()
+                    )))
+                }
+                None => {
+                    return Err(divergent(format!(
+                        "{origin} lacks the built-in V{}__{}",
+                        base.version(),
+                        base.name()
+                    )))
+                }
+            }
+        }
+        Ok(template)
+    }
+
+    fn find(&self, version: i32) -> Option<&Migration> {
+        self.migrations.iter().find(|m| m.version() == version)
+    }
+
+    /// Compares the history of one tenant schema (version, name, checksum as refinery records
+    /// them) with this template: an applied migration the template has under another name or
+    /// content means the template was edited after that schema was built.
+    pub fn check_history(
+        &self,
+        schema: &str,
+        applied: &[(i32, String, String)],
+    ) -> Result<(), DbError> {
+        for (version, name, checksum) in applied {
+            let Some(m) = self.find(*version) else {
+                continue; // the schema is ahead of this template; nothing here will touch it
+            };
+            if m.name() != name || m.checksum().to_string() != *checksum {
+                return Err(divergent(format!(
+                    "V{version}__{} differs from V{version}__{name} as applied to {schema}",
+                    m.name()
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub fn latest_version(&self) -> i32 {
@@ -71,12 +122,31 @@ impl TenantTemplate {
             .set_abort_divergent(true);
         runner.set_migration_table_name(format!("{schema}.refinery_schema_history"));
         let mut driver = TxDriver { tx };
-        runner
-            .run_async(&mut driver)
-            .await
-            .map_err(|e| DbError::Other(format!("template migration of {schema} failed: {e}")))?;
+        runner.run_async(&mut driver).await.map_err(|e| {
+            DbError::Other(format!(
+                "template migration of {schema} failed: {}",
+                error_chain(&e)
+            ))
+        })?;
         Ok(())
     }
+}
+
+fn divergent(detail: String) -> DbError {
+    DbError::Other(format!("the tenant template diverges: {detail}"))
+}
+
+/// refinery's own message ends at "db error"; the reason PostgreSQL gave is further down the
+/// source chain, and it is what an operator needs to repair a schema.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 struct TxDriver<'a, 'b> {

@@ -195,13 +195,8 @@ pub async fn soft_delete(
         )
         .await?
         .get(0);
-    for table in TENANT_TABLES {
-        tx.execute(
-            &format!("update app.{table} set deleted_at = $2 where tenant_id = $1 and deleted_at is null"),
-            &[&id, &deleted_at],
-        )
-        .await?;
-    }
+    // The audit row of the delete is written first so it is marked with the rest: a deleted
+    // tenant keeps no live row, and a restore brings the record of its deletion back with it.
     write_tenant_audit(
         &tx,
         id,
@@ -210,6 +205,13 @@ pub async fn soft_delete(
         request_id,
     )
     .await?;
+    for table in TENANT_TABLES {
+        tx.execute(
+            &format!("update app.{table} set deleted_at = $2 where tenant_id = $1 and deleted_at is null"),
+            &[&id, &deleted_at],
+        )
+        .await?;
+    }
     record_platform_action(
         &tx,
         "operator",
@@ -317,15 +319,9 @@ async fn purge_one(owner: &PgPool, id: Uuid, cutoff: DateTime<Utc>) -> Result<bo
     if !still_expired {
         return Ok(false);
     }
-    // Children before parents, for the tenant-scoped foreign keys.
-    for table in [
-        "project_members",
-        "tasks",
-        "projects",
-        "audit_logs",
-        "api_keys",
-        "users",
-    ] {
+    // Children before parents, for the tenant-scoped foreign keys: TENANT_TABLES lists parents
+    // first (the catalog test holds it to that), so a table added there is purged too.
+    for table in TENANT_TABLES.iter().rev() {
         tx.execute(
             &format!("delete from app.{table} where tenant_id = $1"),
             &[&id],

@@ -6,10 +6,14 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use tenantry::auth::JwtKeys;
 use tenantry::config::{with_database, Config};
 use tenantry::db::migrate::{self, MigrateOptions};
 use tenantry::db::template::TenantTemplate;
+use tenantry::db::Pools;
 use tenantry::startup::{Application, ServerOptions};
+use tenantry::tenancy::provision::{provision, ProvisionContext};
+use tenantry::tenancy::{NewTenant, Provisioned};
 use tokio_postgres::{Client, NoTls};
 use uuid::Uuid;
 
@@ -109,7 +113,7 @@ pub async fn spawn_app_with(config: Config, database: String) -> TestApp {
     }
 }
 
-async fn connect(url: &str) -> Client {
+pub async fn connect(url: &str) -> Client {
     let (client, connection) = tokio_postgres::connect(url, NoTls).await.expect("connect");
     tokio::spawn(async move {
         let _ = connection.await;
@@ -197,28 +201,102 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        // Best effort: the server thread may still hold connections, hence FORCE.
-        let url = with_database(&base_database_url(), "postgres");
-        let database = self.database.clone();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            if let Ok(rt) = runtime {
-                rt.block_on(async move {
-                    if let Ok((client, conn)) = tokio_postgres::connect(&url, NoTls).await {
-                        tokio::spawn(conn);
-                        let _ = client
-                            .batch_execute(&format!(
-                                "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
-                            ))
-                            .await;
-                    }
-                });
-            }
-        })
-        .join();
+        drop_database(&self.database);
     }
+}
+
+/// A migrated database of its own, without a server, dropped with the value (tests of the
+/// library and the CLI).
+pub struct TestDb {
+    pub config: Config,
+    pub database: String,
+}
+
+pub async fn test_db() -> TestDb {
+    let (config, database) = test_config().await;
+    TestDb { config, database }
+}
+
+impl TestDb {
+    pub async fn superuser_db(&self) -> Client {
+        connect(&self.config.database_url).await
+    }
+
+    pub async fn app_db(&self) -> Client {
+        connect(&self.config.app_database_url).await
+    }
+
+    pub async fn admin_db(&self) -> Client {
+        connect(&self.config.admin_database_url).await
+    }
+
+    pub fn pools(&self) -> Pools {
+        Pools::new(&self.config).expect("pools")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        drop_database(&self.database);
+    }
+}
+
+/// Provisions a tenant through the library, as the server and the CLI do.
+pub async fn provision_tenant(config: &Config, pools: &Pools, slug: &str) -> Provisioned {
+    provision_tenant_with(config, pools, &TenantTemplate::embedded(), slug).await
+}
+
+pub async fn provision_tenant_with(
+    config: &Config,
+    pools: &Pools,
+    template: &TenantTemplate,
+    slug: &str,
+) -> Provisioned {
+    let jwt = JwtKeys::hs256(&config.jwt_secret, config.jwt_ttl);
+    let ctx = ProvisionContext {
+        owner: &pools.owner,
+        template,
+        config,
+        jwt: &jwt,
+    };
+    provision(&ctx, new_tenant(slug), None)
+        .await
+        .expect("provision tenant")
+}
+
+pub fn new_tenant(slug: &str) -> NewTenant {
+    NewTenant {
+        name: format!("Tenant {slug}"),
+        slug: slug.to_string(),
+        subdomain: None,
+        plan: None,
+        admin_email: format!("admin@{slug}.example.com"),
+        admin_password: Some("correct-horse-battery".into()),
+    }
+}
+
+fn drop_database(database: &str) {
+    // Best effort: the server thread may still hold connections, hence FORCE.
+    let url = with_database(&base_database_url(), "postgres");
+    let database = database.to_string();
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        if let Ok(rt) = runtime {
+            rt.block_on(async move {
+                if let Ok((client, conn)) = tokio_postgres::connect(&url, NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!(
+                            "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
+                        ))
+                        .await;
+                }
+            });
+        }
+    })
+    .join();
 }
 
 /// Reads a problem+json body and checks its status and code.

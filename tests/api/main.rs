@@ -3,7 +3,14 @@
 
 mod actors;
 mod auth;
+mod catalog;
+mod cli;
+mod explain;
 mod helpers;
+mod lifecycle;
+mod migrate;
 mod openapi;
+mod provisioning;
 mod resolution;
+mod rls;
 mod smoke;

@@ -1,0 +1,651 @@
+//! Row level security as the app role sees it, over tables holding rows of two tenants.
+//! Fixtures are written through provisioning and the superuser connection (which bypasses RLS);
+//! every assertion about isolation is made through `app_db()` (the request path's role).
+
+use tenantry::db::tenant_schema_name;
+use tenantry::db::tenant_tx::SET_TENANT_SQL;
+use tenantry::db::TENANT_TABLES;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use crate::helpers::{provision_tenant, test_db, TestDb};
+
+type Params = Vec<Box<dyn ToSql + Sync>>;
+
+struct Seeded {
+    id: Uuid,
+    admin: Uuid,
+    member: Uuid,
+    projects: Vec<Uuid>,
+    tasks: Vec<Uuid>,
+}
+
+/// Two provisioned tenants with users, projects, members, tasks, audit rows and events each.
+async fn two_tenants(db: &TestDb) -> (Seeded, Seeded) {
+    let pools = db.pools();
+    let a = provision_tenant(&db.config, &pools, "tenant-a").await;
+    let b = provision_tenant(&db.config, &pools, "tenant-b").await;
+    let su = db.superuser_db().await;
+    (
+        seed(&su, a.tenant.id, a.admin_id).await,
+        seed(&su, b.tenant.id, b.admin_id).await,
+    )
+}
+
+async fn seed(su: &Client, tenant: Uuid, admin: Uuid) -> Seeded {
+    let member = Uuid::now_v7();
+    su.execute(
+        "insert into app.users (tenant_id, id, email, name) values ($1, $2, $3, 'Member')",
+        &[&tenant, &member, &format!("member-{tenant}@example.com")],
+    )
+    .await
+    .unwrap();
+    let projects = vec![Uuid::now_v7(), Uuid::now_v7()];
+    for (i, p) in projects.iter().enumerate() {
+        su.execute(
+            "insert into app.projects (tenant_id, id, name) values ($1, $2, $3)",
+            &[&tenant, p, &format!("Project {i}")],
+        )
+        .await
+        .unwrap();
+        su.execute(
+            "insert into app.project_members (tenant_id, project_id, user_id) values ($1, $2, $3)",
+            &[&tenant, p, &member],
+        )
+        .await
+        .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for (i, p) in [projects[0], projects[0], projects[1]].iter().enumerate() {
+        let id = Uuid::now_v7();
+        su.execute(
+            "insert into app.tasks (tenant_id, id, project_id, title, assignee_id) values ($1, $2, $3, $4, $5)",
+            &[&tenant, &id, p, &format!("Task {i}"), &admin],
+        )
+        .await
+        .unwrap();
+        tasks.push(id);
+    }
+    su.execute(
+        "insert into app.audit_logs (tenant_id, id, user_id, action, resource, resource_id) \
+         values ($1, $2, $3, 'create', 'task', $4)",
+        &[&tenant, &Uuid::now_v7(), &admin, &tasks[0].to_string()],
+    )
+    .await
+    .unwrap();
+    let schema = tenant_schema_name(tenant);
+    for kind in ["login", "view"] {
+        su.execute(
+            &format!(
+                "insert into {schema}.events (tenant_id, id, event_type, occurred_at) values ($1, $2, $3, now())"
+            ),
+            &[&tenant, &Uuid::now_v7(), &kind],
+        )
+        .await
+        .unwrap();
+    }
+    Seeded {
+        id: tenant,
+        admin,
+        member,
+        projects,
+        tasks,
+    }
+}
+
+/// Runs one statement in its own transaction, with the tenant context when given.
+async fn exec_as(
+    client: &mut Client,
+    tenant: Option<Uuid>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    if let Some(t) = tenant {
+        tx.execute(SET_TENANT_SQL, &[&t.to_string()]).await?;
+    }
+    let n = tx.execute(sql, params).await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// (rows visible, rows visible of another tenant than `tenant`) in its own transaction.
+async fn visible_as(client: &mut Client, tenant: Option<Uuid>, table: &str) -> (i64, i64) {
+    let tx = client.transaction().await.unwrap();
+    if let Some(t) = tenant {
+        tx.execute(SET_TENANT_SQL, &[&t.to_string()]).await.unwrap();
+    }
+    let other = tenant.unwrap_or(Uuid::nil());
+    let row = tx
+        .query_one(
+            &format!("select count(*), count(*) filter (where tenant_id <> $1) from {table}"),
+            &[&other],
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    (row.get(0), row.get(1))
+}
+
+async fn rows_of(su: &Client, table: &str, tenant: Uuid) -> i64 {
+    su.query_one(
+        &format!("select count(*) from {table} where tenant_id = $1"),
+        &[&tenant],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// A fingerprint of every row of a tenant in a table, read by the superuser.
+async fn snapshot(su: &Client, table: &str, tenant: Uuid) -> String {
+    su.query_one(
+        &format!(
+            "select count(*)::text || ':' || md5(coalesce(string_agg(t::text, '|' order by t::text), '')) \
+             from {table} t where tenant_id = $1"
+        ),
+        &[&tenant],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+fn assert_rls_violation(result: Result<u64, tokio_postgres::Error>, what: &str) {
+    let err = result.expect_err(&format!("{what}: should have been rejected"));
+    let db = err.as_db_error().unwrap_or_else(|| panic!("{what}: {err}"));
+    assert_eq!(db.code(), &SqlState::INSUFFICIENT_PRIVILEGE, "{what}: {db}");
+    assert!(
+        db.message().contains("row-level security"),
+        "{what}: {}",
+        db.message()
+    );
+}
+
+fn assert_fk_violation(result: Result<u64, tokio_postgres::Error>, what: &str) {
+    let err = result.expect_err(&format!("{what}: should have been rejected"));
+    assert_eq!(
+        err.as_db_error().map(|d| d.code()),
+        Some(&SqlState::FOREIGN_KEY_VIOLATION),
+        "{what}: {err}"
+    );
+}
+
+fn app_tables() -> Vec<String> {
+    TENANT_TABLES.iter().map(|t| format!("app.{t}")).collect()
+}
+
+#[tokio::test]
+async fn a_tenant_context_sees_only_its_own_rows() {
+    let db = test_db().await;
+    let (a, b) = two_tenants(&db).await;
+    let su = db.superuser_db().await;
+    let mut app = db.app_db().await;
+    let mut tables = app_tables();
+    tables.push(format!("{}.events", tenant_schema_name(a.id)));
+    for table in &tables {
+        let own = rows_of(&su, table, a.id).await;
+        assert!(own > 0, "{table}: fixture has no row of A");
+        assert_eq!(
+            visible_as(&mut app, Some(a.id), table).await,
+            (own, 0),
+            "{table} under A's context"
+        );
+    }
+    for table in app_tables() {
+        let own = rows_of(&su, &table, b.id).await;
+        assert_eq!(
+            visible_as(&mut app, Some(b.id), &table).await,
+            (own, 0),
+            "{table} under B's context"
+        );
+    }
+    // Asking for B's rows explicitly under A's context finds nothing either.
+    let tx = app.transaction().await.unwrap();
+    tx.execute(SET_TENANT_SQL, &[&a.id.to_string()])
+        .await
+        .unwrap();
+    let n: i64 = tx
+        .query_one(
+            "select count(*) from app.tasks where tenant_id = $1 and id = any($2)",
+            &[&b.id, &b.tasks],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn no_context_or_an_empty_one_sees_no_rows() {
+    let db = test_db().await;
+    let (a, _b) = two_tenants(&db).await;
+    let su = db.superuser_db().await;
+    let mut tables = app_tables();
+    tables.push(format!("{}.events", tenant_schema_name(a.id)));
+    for table in &tables {
+        let all: i64 = su
+            .query_one(&format!("select count(*) from {table}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(all > 0, "{table}: fixture is empty");
+    }
+
+    // A fresh connection: never had a context.
+    let mut fresh = db.app_db().await;
+    for table in &tables {
+        assert_eq!(visible_as(&mut fresh, None, table).await.0, 0, "{table}");
+        let n: i64 = fresh
+            .query_one(&format!("select count(*) from {table}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "{table} outside a transaction");
+    }
+
+    // A connection that had A's context in an earlier transaction, committed or rolled back:
+    // the setting now reads '' and must match nothing.
+    let mut reused = db.app_db().await;
+    for table in &tables {
+        assert!(visible_as(&mut reused, Some(a.id), table).await.0 > 0);
+        let setting: String = reused
+            .query_one("select current_setting('app.current_tenant', true)", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(setting, "", "the context outlived its transaction");
+        assert_eq!(visible_as(&mut reused, None, table).await.0, 0, "{table}");
+        let n: i64 = reused
+            .query_one(&format!("select count(*) from {table}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "{table} after a committed tenant transaction");
+
+        let tx = reused.transaction().await.unwrap();
+        tx.execute(SET_TENANT_SQL, &[&a.id.to_string()])
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+        assert_eq!(
+            visible_as(&mut reused, None, table).await.0,
+            0,
+            "{table} after rollback"
+        );
+    }
+
+    // An explicit empty context, transaction-local and session-wide, and a reset one.
+    for sql in [
+        "select set_config('app.current_tenant', '', true)",
+        "select set_config('app.current_tenant', '', false)",
+    ] {
+        for table in &tables {
+            let tx = reused.transaction().await.unwrap();
+            tx.execute(sql, &[]).await.unwrap();
+            let n: i64 = tx
+                .query_one(&format!("select count(*) from {table}"), &[])
+                .await
+                .unwrap()
+                .get(0);
+            tx.commit().await.unwrap();
+            assert_eq!(n, 0, "{table} with {sql}");
+        }
+    }
+    reused
+        .batch_execute(&format!(
+            "SET app.current_tenant = '{}'; RESET app.current_tenant",
+            a.id
+        ))
+        .await
+        .unwrap();
+    for table in &tables {
+        assert_eq!(
+            visible_as(&mut reused, None, table).await.0,
+            0,
+            "{table} after RESET"
+        );
+    }
+
+    // A malformed context fails the statement rather than matching anything.
+    let tx = reused.transaction().await.unwrap();
+    tx.execute(SET_TENANT_SQL, &[&"not-a-uuid"]).await.unwrap();
+    assert!(tx.query("select * from app.tasks", &[]).await.is_err());
+}
+
+#[tokio::test]
+async fn writes_never_reach_another_tenant() {
+    let db = test_db().await;
+    let (a, b) = two_tenants(&db).await;
+    let su = db.superuser_db().await;
+    let mut app = db.app_db().await;
+    let before: Vec<String> = {
+        let mut v = Vec::new();
+        for t in app_tables() {
+            v.push(snapshot(&su, &t, b.id).await);
+        }
+        v
+    };
+
+    // INSERT with B's tenant_id under A's context.
+    let inserts: Vec<(&str, String, Params)> = vec![
+        (
+            "users",
+            "insert into app.users (tenant_id, id, email) values ($1, $2, 'x@example.com')".into(),
+            vec![Box::new(b.id), Box::new(Uuid::now_v7())],
+        ),
+        (
+            "projects",
+            "insert into app.projects (tenant_id, id, name) values ($1, $2, 'Injected')".into(),
+            vec![Box::new(b.id), Box::new(Uuid::now_v7())],
+        ),
+        (
+            "project_members",
+            "insert into app.project_members (tenant_id, project_id, user_id) values ($1, $2, $3)"
+                .into(),
+            vec![Box::new(b.id), Box::new(b.projects[1]), Box::new(b.admin)],
+        ),
+        (
+            "tasks",
+            "insert into app.tasks (tenant_id, id, project_id, title) values ($1, $2, $3, 'Injected')"
+                .into(),
+            vec![Box::new(b.id), Box::new(Uuid::now_v7()), Box::new(b.projects[0])],
+        ),
+        (
+            "audit_logs",
+            "insert into app.audit_logs (tenant_id, id, action, resource) values ($1, $2, 'create', 'x')"
+                .into(),
+            vec![Box::new(b.id), Box::new(Uuid::now_v7())],
+        ),
+    ];
+    for (table, sql, params) in &inserts {
+        let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
+        assert_rls_violation(
+            exec_as(&mut app, Some(a.id), sql, &params).await,
+            &format!("insert into {table} with B's tenant_id under A"),
+        );
+        // Without any context nothing can be inserted at all.
+        assert_rls_violation(
+            exec_as(&mut app, None, sql, &params).await,
+            &format!("insert into {table} without context"),
+        );
+    }
+
+    // UPDATE without a WHERE touches exactly A's rows; aiming at B's rows touches none.
+    let updates = [
+        ("users", "update app.users set name = name || ' (edited)'"),
+        ("projects", "update app.projects set description = 'edited'"),
+        (
+            "project_members",
+            "update app.project_members set created_at = created_at + interval '1 second'",
+        ),
+        ("tasks", "update app.tasks set title = title || ' (edited)'"),
+    ];
+    for (table, sql) in updates {
+        let own = rows_of(&su, &format!("app.{table}"), a.id).await as u64;
+        assert_eq!(
+            exec_as(&mut app, Some(a.id), sql, &[]).await.unwrap(),
+            own,
+            "{sql}"
+        );
+        let aimed = format!("{sql} where tenant_id = $1");
+        assert_eq!(
+            exec_as(&mut app, Some(a.id), &aimed, &[&b.id])
+                .await
+                .unwrap(),
+            0,
+            "{aimed}"
+        );
+    }
+    let n = exec_as(
+        &mut app,
+        Some(a.id),
+        "update app.tasks set status = 'done' where id = any($1)",
+        &[&b.tasks],
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 0, "update of B's tasks by id under A");
+
+    // UPDATE moving A's row to B is refused by the policies' WITH CHECK.
+    for (table, sql) in [
+        ("users", "update app.users set tenant_id = $1 where id = $2"),
+        ("tasks", "update app.tasks set tenant_id = $1 where id = $2"),
+        (
+            "projects",
+            "update app.projects set tenant_id = $1 where id = $2",
+        ),
+    ] {
+        let id = match table {
+            "users" => a.member,
+            "tasks" => a.tasks[2],
+            _ => a.projects[1],
+        };
+        assert_rls_violation(
+            exec_as(&mut app, Some(a.id), sql, &[&b.id, &id]).await,
+            &format!("moving a row of {table} to B"),
+        );
+    }
+    assert_rls_violation(
+        exec_as(
+            &mut app,
+            Some(a.id),
+            "update app.project_members set tenant_id = $1 where project_id = $2",
+            &[&b.id, &a.projects[0]],
+        )
+        .await,
+        "moving a project member to B",
+    );
+
+    // audit_logs is append-only for the app role: no UPDATE or DELETE at all.
+    for sql in [
+        "update app.audit_logs set action = 'tampered'",
+        "delete from app.audit_logs",
+    ] {
+        let err = exec_as(&mut app, Some(a.id), sql, &[])
+            .await
+            .expect_err(sql);
+        assert_eq!(
+            err.as_db_error().map(|d| d.code()),
+            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+            "{sql}: {err}"
+        );
+    }
+
+    // DELETE without a WHERE removes exactly A's rows, children first.
+    for table in ["project_members", "tasks", "projects"] {
+        let own = rows_of(&su, &format!("app.{table}"), a.id).await as u64;
+        assert!(own > 0);
+        let aimed = format!("delete from app.{table} where tenant_id = $1");
+        assert_eq!(
+            exec_as(&mut app, Some(a.id), &aimed, &[&b.id])
+                .await
+                .unwrap(),
+            0,
+            "{aimed}"
+        );
+        let sql = format!("delete from app.{table}");
+        assert_eq!(
+            exec_as(&mut app, Some(a.id), &sql, &[]).await.unwrap(),
+            own,
+            "{sql}"
+        );
+        assert_eq!(rows_of(&su, &format!("app.{table}"), a.id).await, 0);
+    }
+    let n = exec_as(
+        &mut app,
+        Some(a.id),
+        "delete from app.users where id = $1",
+        &[&b.member],
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 0, "delete of B's user by id under A");
+
+    let after: Vec<String> = {
+        let mut v = Vec::new();
+        for t in app_tables() {
+            v.push(snapshot(&su, &t, b.id).await);
+        }
+        v
+    };
+    assert_eq!(before, after, "B's rows changed: {:?}", app_tables());
+}
+
+#[tokio::test]
+async fn a_tenant_schema_table_is_isolated_too() {
+    let db = test_db().await;
+    let (a, b) = two_tenants(&db).await;
+    let su = db.superuser_db().await;
+    let mut app = db.app_db().await;
+    // RLS, not the schema name, is what isolates a tenant's table: put a row of B in A's
+    // schema (as a misrouted write would) and check A still never reaches it.
+    let table = format!("{}.events", tenant_schema_name(a.id));
+    let b_event = Uuid::now_v7();
+    su.execute(
+        &format!(
+            "insert into {table} (tenant_id, id, event_type, occurred_at) values ($1, $2, 'b-event', now())"
+        ),
+        &[&b.id, &b_event],
+    )
+    .await
+    .unwrap();
+    let b_before = snapshot(&su, &table, b.id).await;
+    let own = rows_of(&su, &table, a.id).await;
+    assert_eq!(own, 2);
+
+    assert_eq!(visible_as(&mut app, Some(a.id), &table).await, (2, 0));
+    assert_eq!(visible_as(&mut app, Some(b.id), &table).await, (1, 0));
+    assert_eq!(visible_as(&mut app, None, &table).await, (0, 0));
+    let tx = app.transaction().await.unwrap();
+    tx.execute("select set_config('app.current_tenant', '', true)", &[])
+        .await
+        .unwrap();
+    let n: i64 = tx
+        .query_one(&format!("select count(*) from {table}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    tx.commit().await.unwrap();
+    assert_eq!(n, 0);
+
+    assert_rls_violation(
+        exec_as(
+            &mut app,
+            Some(a.id),
+            &format!(
+                "insert into {table} (tenant_id, id, event_type, occurred_at) values ($1, $2, 'x', now())"
+            ),
+            &[&b.id, &Uuid::now_v7()],
+        )
+        .await,
+        "insert of a B event under A",
+    );
+    assert_eq!(
+        exec_as(
+            &mut app,
+            Some(a.id),
+            &format!("update {table} set event_type = 'edited'"),
+            &[]
+        )
+        .await
+        .unwrap(),
+        2
+    );
+    assert_eq!(
+        exec_as(
+            &mut app,
+            Some(a.id),
+            &format!("update {table} set event_type = 'edited' where id = $1"),
+            &[&b_event]
+        )
+        .await
+        .unwrap(),
+        0
+    );
+    assert_rls_violation(
+        exec_as(
+            &mut app,
+            Some(a.id),
+            &format!("update {table} set tenant_id = $1"),
+            &[&b.id],
+        )
+        .await,
+        "moving A's events to B",
+    );
+    assert_eq!(
+        exec_as(&mut app, Some(a.id), &format!("delete from {table}"), &[])
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(rows_of(&su, &table, a.id).await, 0);
+    assert_eq!(snapshot(&su, &table, b.id).await, b_before);
+}
+
+#[tokio::test]
+async fn cross_tenant_foreign_keys_are_refused_even_when_rls_is_bypassed() {
+    let db = test_db().await;
+    let (a, b) = two_tenants(&db).await;
+    // The superuser bypasses RLS entirely and the admin role has BYPASSRLS: only the composite
+    // foreign keys stand between them and a row pointing into another tenant.
+    let mut su = db.superuser_db().await;
+    let mut admin = db.admin_db().await;
+    for (who, client) in [("superuser", &mut su), ("admin", &mut admin)] {
+        assert_fk_violation(
+            exec_as(
+                client,
+                None,
+                "insert into app.tasks (tenant_id, id, project_id, title) values ($1, $2, $3, 'cross')",
+                &[&a.id, &Uuid::now_v7(), &b.projects[0]],
+            )
+            .await,
+            &format!("{who}: task of A in B's project"),
+        );
+        assert_fk_violation(
+            exec_as(
+                client,
+                None,
+                "insert into app.tasks (tenant_id, id, project_id, title, assignee_id) \
+                 values ($1, $2, $3, 'cross', $4)",
+                &[&a.id, &Uuid::now_v7(), &a.projects[0], &b.member],
+            )
+            .await,
+            &format!("{who}: task of A assigned to B's user"),
+        );
+        assert_fk_violation(
+            exec_as(
+                client,
+                None,
+                "insert into app.project_members (tenant_id, project_id, user_id) values ($1, $2, $3)",
+                &[&a.id, &a.projects[1], &b.admin],
+            )
+            .await,
+            &format!("{who}: B's user member of A's project"),
+        );
+        assert_fk_violation(
+            exec_as(
+                client,
+                None,
+                "update app.tasks set project_id = $2 where tenant_id = $1 and id = $3",
+                &[&a.id, &b.projects[1], &a.tasks[0]],
+            )
+            .await,
+            &format!("{who}: moving A's task into B's project"),
+        );
+        // Moving a referenced row to another tenant would strand its children.
+        assert_fk_violation(
+            exec_as(
+                client,
+                None,
+                "update app.projects set tenant_id = $2, name = 'moved ' || id \
+                 where tenant_id = $1 and id = $3",
+                &[&a.id, &b.id, &a.projects[0]],
+            )
+            .await,
+            &format!("{who}: moving A's project with its tasks to B"),
+        );
+    }
+}
