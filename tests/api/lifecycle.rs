@@ -447,7 +447,8 @@ async fn delete_restore_and_purge() {
         "rows deleted before stay deleted"
     );
     let r = app.get("/tenant", &a.token).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    let status = r.status().as_u16();
+    assert_eq!(status, 200, "{}", r.text().await.unwrap());
     let r = operator(
         &app,
         reqwest::Method::POST,

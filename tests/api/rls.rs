@@ -75,6 +75,12 @@ async fn seed(su: &Client, tenant: Uuid, admin: Uuid) -> Seeded {
     )
     .await
     .unwrap();
+    su.execute(
+        "insert into app.api_keys (tenant_id, id, prefix, key_hash, created_by) values ($1, $2, 'tk_x', $3, $4)",
+        &[&tenant, &Uuid::now_v7(), &format!("hash-{tenant}"), &admin],
+    )
+    .await
+    .unwrap();
     let schema = tenant_schema_name(tenant);
     for kind in ["login", "view"] {
         su.execute(
@@ -359,7 +365,21 @@ async fn writes_never_reach_another_tenant() {
                 .into(),
             vec![Box::new(b.id), Box::new(Uuid::now_v7())],
         ),
+        (
+            "api_keys",
+            "insert into app.api_keys (tenant_id, id, prefix, key_hash, created_by) values ($1, $2, 'tk_', 'h', $3)"
+                .into(),
+            vec![Box::new(b.id), Box::new(Uuid::now_v7()), Box::new(b.admin)],
+        ),
     ];
+    // A table added to TENANT_TABLES must get its cross-tenant insert case here.
+    let covered: std::collections::BTreeSet<&str> = inserts.iter().map(|(t, _, _)| *t).collect();
+    let expected: std::collections::BTreeSet<&str> =
+        tenantry::db::TENANT_TABLES.iter().copied().collect();
+    assert_eq!(
+        covered, expected,
+        "cross-tenant insert cases do not cover TENANT_TABLES"
+    );
     for (table, sql, params) in &inserts {
         let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
         assert_rls_violation(

@@ -178,5 +178,6 @@ pub async fn restore_tenant(
         Some(&request_id.0),
     )
     .await?;
+    state.invalidate(Invalidation::Tenant(*id)).await;
     Ok(HttpResponse::Ok().json(tenant))
 }
