@@ -45,6 +45,11 @@ pub struct Config {
     pub statement_timeout: Duration,
     pub retention: Duration,
     pub webhook_allow_private_targets: bool,
+    /// Whether this instance runs the outbox worker (JOB_WORKER); every instance may, since
+    /// claims skip each other's rows.
+    pub job_worker: bool,
+    /// How long the outbox worker sleeps when it found nothing due (JOB_POLL_INTERVAL_MS).
+    pub job_poll_interval: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,6 +205,10 @@ impl Config {
                 parse_var("TENANT_RETENTION_DAYS", 30u64)?.saturating_mul(86_400),
             ),
             webhook_allow_private_targets: parse_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", false)?,
+            job_worker: parse_bool("JOB_WORKER", true)?,
+            job_poll_interval: Duration::from_millis(
+                parse_var("JOB_POLL_INTERVAL_MS", 500u64)?.max(10),
+            ),
         })
     }
 }

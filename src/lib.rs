@@ -2,12 +2,16 @@
 //! the server, `cli` is the operator's command line.
 
 pub mod actors;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod context;
 pub mod db;
+pub mod domain;
 pub mod error;
 pub mod http;
+pub mod jobs;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

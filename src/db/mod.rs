@@ -79,4 +79,5 @@ pub const TENANT_TABLES: &[&str] = &[
     "project_members",
     "tasks",
     "audit_logs",
+    "outbox",
 ];

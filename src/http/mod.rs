@@ -11,4 +11,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     routes::health::configure(cfg);
     routes::tenants::configure(cfg);
     routes::current_tenant::configure(cfg);
+    routes::users::configure(cfg);
+    routes::projects::configure(cfg);
+    routes::tasks::configure(cfg);
+    routes::audit_logs::configure(cfg);
 }

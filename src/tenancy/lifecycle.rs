@@ -323,6 +323,7 @@ async fn purge_one(owner: &PgPool, id: Uuid, cutoff: DateTime<Utc>) -> Result<bo
         "tasks",
         "projects",
         "audit_logs",
+        "outbox",
         "users",
     ] {
         tx.execute(
