@@ -176,29 +176,33 @@ async fn list(
     require_user(caller)?;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let rows = match page.after {
-        None => query(
-            tx,
-            &format!(
+        None => {
+            query(
+                tx,
+                &format!(
                 "select {USER_COLUMNS} from app.users where tenant_id = $1 and deleted_at is null \
                      order by created_at, id limit $2"
             ),
-            &[&caller.tenant_id, &page.fetch()],
-        )
-        .await?,
-        Some(after) => query(
-            tx,
-            &format!(
+                &[&caller.tenant_id, &page.fetch()],
+            )
+            .await?
+        }
+        Some(after) => {
+            query(
+                tx,
+                &format!(
                 "select {USER_COLUMNS} from app.users where tenant_id = $1 and deleted_at is null \
                      and (created_at, id) > ($3, $4) order by created_at, id limit $2"
             ),
-            &[
-                &caller.tenant_id,
-                &page.fetch(),
-                &after.created_at,
-                &after.id,
-            ],
-        )
-        .await?,
+                &[
+                    &caller.tenant_id,
+                    &page.fetch(),
+                    &after.created_at,
+                    &after.id,
+                ],
+            )
+            .await?
+        }
     };
     let items = rows.iter().map(User::from_row).collect();
     Ok(page.finish(items, |u: &User| Cursor {
