@@ -386,8 +386,12 @@ async fn delete(
     caller: &Caller,
     DeleteUser(id): DeleteUser,
 ) -> Result<(), DomainError> {
-    require_admin(caller)?;
+    require_user(caller)?;
     let tenant = caller.tenant_id;
+    // Existence before role: a user of another tenant is 404 for everyone.
+    find(tx, tenant, id, false).await?;
+    require_admin(caller)?;
+    // The roster lock is taken before any row lock, in every path, so paths cannot deadlock.
     lock_roster(tx, tenant).await?;
     let before = find(tx, tenant, id, true).await?;
     if before.role == Role::Admin && live_admins_other_than(tx, tenant, id).await? == 0 {

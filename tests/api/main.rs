@@ -4,4 +4,5 @@
 mod domain;
 mod fixtures;
 mod helpers;
+mod isolation;
 mod smoke;
