@@ -1,6 +1,7 @@
 //! Integration tests against the real PostgreSQL and Redis. Every test gets its own database
 //! and its own server (see helpers::spawn_app), so they run in parallel.
 
+mod audit;
 mod domain;
 mod fixtures;
 mod helpers;
