@@ -6,4 +6,5 @@ mod domain;
 mod fixtures;
 mod helpers;
 mod isolation;
+mod jobs;
 mod smoke;
