@@ -2,6 +2,7 @@
 //! and its own server (see helpers::spawn_app), so they run in parallel.
 
 mod audit;
+mod concurrency;
 mod domain;
 mod fixtures;
 mod helpers;
