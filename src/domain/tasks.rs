@@ -314,8 +314,10 @@ async fn update(
         errors.push(FieldError::new("body", "nothing to change"));
     }
     check(errors)?;
-    let before = find(tx, tenant, id, true).await?;
+    // References are share-locked before the task row, the order every path takes (user or
+    // project first, then tasks), so a concurrent user or project delete cannot deadlock with it.
     check_references(tx, tenant, patch.project_id, patch.assignee_id.flatten()).await?;
+    let before = find(tx, tenant, id, true).await?;
     let project = patch.project_id.unwrap_or(before.project_id);
     let title = title.unwrap_or_else(|| before.title.clone());
     let description = description.unwrap_or_else(|| before.description.clone());
