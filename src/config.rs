@@ -58,6 +58,11 @@ pub struct Config {
     /// Test-only routes that make tenant work fail on purpose. Never read from the
     /// environment: only tests set it.
     pub fault_injection: bool,
+    /// Whether this instance runs the outbox worker (JOB_WORKER); every instance may, since
+    /// claims skip each other's rows.
+    pub job_worker: bool,
+    /// How long the outbox worker sleeps when it found nothing due (JOB_POLL_INTERVAL_MS).
+    pub job_poll_interval: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -225,6 +230,10 @@ impl Config {
             .clamp(1, app_pool_size),
             cache_ttl: Duration::from_secs(parse_var("CACHE_TTL_SECONDS", 30u64)?),
             fault_injection: false,
+            job_worker: parse_bool("JOB_WORKER", true)?,
+            job_poll_interval: Duration::from_millis(
+                parse_var("JOB_POLL_INTERVAL_MS", 500u64)?.max(10),
+            ),
         })
     }
 }

@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 
 use crate::auth::AuthError;
 use crate::db::DbError;
+use crate::domain::DomainError;
 use crate::tenancy::TenancyError;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -223,6 +224,58 @@ impl From<AuthError> for Problem {
     }
 }
 
+impl From<DomainError> for Problem {
+    fn from(err: DomainError) -> Self {
+        match err {
+            DomainError::NotFound(what) => Problem::not_found(what),
+            DomainError::Validation(errors) => Problem::validation(errors),
+            // Shaped like a validation failure (the client fixes a field), with its own code.
+            DomainError::InvalidReference(errors) => {
+                let mut problem = Problem::validation(errors);
+                problem.code = "invalid_reference";
+                problem
+            }
+            DomainError::Unauthenticated => AuthError::MissingCredentials.into(),
+            DomainError::Forbidden(detail) => Problem::forbidden(detail),
+            DomainError::PlanLimit {
+                resource,
+                limit,
+                current,
+            } => Problem::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "plan_limit",
+                format!("the plan allows {limit} {resource}; the tenant has {current}"),
+            )
+            .with("resource", resource)
+            .with("limit", limit)
+            .with("current", current),
+            DomainError::LastAdmin => Problem::new(
+                StatusCode::CONFLICT,
+                "last_admin",
+                "the tenant must keep at least one admin",
+            ),
+            DomainError::Conflict(detail) => Problem::new(StatusCode::CONFLICT, "conflict", detail),
+            DomainError::Db(db) => db.into(),
+            DomainError::Internal(reason) => {
+                tracing::error!(%reason, "domain error");
+                Problem::internal()
+            }
+        }
+    }
+}
+
+impl From<crate::jobs::JobError> for Problem {
+    fn from(err: crate::jobs::JobError) -> Self {
+        match err {
+            crate::jobs::JobError::Db(db) => db.into(),
+            other => {
+                tracing::error!(error = %other, "job error");
+                Problem::internal()
+            }
+        }
+    }
+}
+
 /// Body, query and path extractor failures come out as problem documents too.
 pub fn json_config() -> actix_web::web::JsonConfig {
     actix_web::web::JsonConfig::default()
@@ -250,9 +303,18 @@ pub fn json_config() -> actix_web::web::JsonConfig {
         })
 }
 
+/// A query string that does not fit its parameters (an unknown member such as a smuggled
+/// `tenant_id`, a malformed id or number) is a validation failure, like a body that does not.
 pub fn query_config() -> actix_web::web::QueryConfig {
-    actix_web::web::QueryConfig::default()
-        .error_handler(|err, _req| Problem::bad_request(format!("invalid query: {err}")).into())
+    actix_web::web::QueryConfig::default().error_handler(|err, _req| {
+        use actix_web::error::QueryPayloadError;
+        match &err {
+            QueryPayloadError::Deserialize(e) => {
+                Problem::validation(vec![FieldError::new("query", e.to_string())]).into()
+            }
+            other => Problem::bad_request(format!("invalid query: {other}")).into(),
+        }
+    })
 }
 
 pub fn path_config() -> actix_web::web::PathConfig {

@@ -2,13 +2,17 @@
 //! the server, `cli` is the operator's command line.
 
 pub mod actors;
+pub mod audit;
 pub mod auth;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod context;
 pub mod db;
+pub mod domain;
 pub mod error;
 pub mod http;
+pub mod jobs;
 pub mod metrics;
 pub mod startup;
 pub mod state;

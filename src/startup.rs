@@ -92,6 +92,7 @@ impl Application {
         if let Some(every) = options.purge_interval {
             actix_web::rt::spawn(purge_loop(state.clone(), every));
         }
+        crate::jobs::spawn(&state, crate::jobs::Registry::standard());
         let app_state = state.clone();
         let fault_injection = state.config.fault_injection;
         let mut server = HttpServer::new(move || {

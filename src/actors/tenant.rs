@@ -147,11 +147,8 @@ impl<O: TenantOp> Handler<Execute<O>> for TenantActor {
                 .await
                 .map_err(|_| Problem::unavailable("the tenant actor is restarting", 1))?;
             shared.metrics.tenant_pool_in_use.inc();
-            let result = crate::tenancy::context::scope(
-                tenant,
-                run_in_tenant_tx(&shared, tenant, &caller, op),
-            )
-            .await;
+            let result =
+                crate::context::scope(tenant, run_in_tenant_tx(&shared, tenant, &caller, op)).await;
             shared.metrics.tenant_pool_in_use.dec();
             result
         }

@@ -82,4 +82,5 @@ pub const TENANT_TABLES: &[&str] = &[
     "tasks",
     "audit_logs",
     "api_keys",
+    "outbox",
 ];

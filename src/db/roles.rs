@@ -17,6 +17,8 @@ pub const APP_TABLE_GRANTS: &[(&str, &str)] = &[
     ("tasks", "SELECT, INSERT, UPDATE, DELETE"),
     ("audit_logs", "SELECT, INSERT"),
     ("api_keys", "SELECT, INSERT, UPDATE, DELETE"),
+    // Workers mark rows processed or schedule retries; nothing of the app role deletes them.
+    ("outbox", "SELECT, INSERT, UPDATE"),
     ("plans", "SELECT"),
     ("tenants", "SELECT"),
 ];
@@ -148,6 +150,11 @@ pub async fn grant_shared_schema(
     // Tenant admins change their own tenant's settings; RLS limits it to their row.
     sql.push_str(&format!(
         "GRANT UPDATE (settings, updated_at) ON app.tenants TO {};\n",
+        roles.app
+    ));
+    // The outbox claim is the app role's only way to see across tenants (see V3).
+    sql.push_str(&format!(
+        "GRANT EXECUTE ON FUNCTION app.claim_outbox(integer, integer) TO {};\n",
         roles.app
     ));
     client.batch_execute(&sql).await?;

@@ -15,4 +15,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     routes::current_tenant::configure(cfg);
     routes::operations::configure(cfg);
     openapi::configure(cfg);
+    routes::users::configure(cfg);
+    routes::projects::configure(cfg);
+    routes::tasks::configure(cfg);
+    routes::audit_logs::configure(cfg);
 }

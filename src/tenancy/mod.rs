@@ -1,7 +1,6 @@
 //! Tenants: validation, provisioning (one transaction: tenant, settings, admin, schema), the
 //! lifecycle (suspend, resume, soft delete, restore, purge) and the GDPR export.
 
-pub mod context;
 pub mod export;
 pub mod lifecycle;
 pub mod model;

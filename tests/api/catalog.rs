@@ -138,10 +138,17 @@ pub async fn catalog_violations(db: &Client, roles: &RoleNames) -> Vec<String> {
             let pname: String = p.get(0);
             let pcmd: String = p.get(1);
             let permissive: bool = p.get(2);
+            let applies_to_app: bool = p.get(3);
             let qual: Option<String> = p.get(4);
             let check: Option<String> = p.get(5);
             if !permissive {
                 continue; // restrictive policies only narrow what the permissive ones allow
+            }
+            // A policy granted only to another role (the owner, for the outbox claim function)
+            // cannot open rows to the app role; the app role is a member of no role (checked
+            // below), so it cannot borrow one.
+            if !applies_to_app {
+                continue;
             }
             // USING filters the rows SELECT, UPDATE and DELETE see; WITH CHECK (or USING when
             // it is absent) filters the rows INSERT and UPDATE write.

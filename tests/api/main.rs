@@ -2,11 +2,17 @@
 //! and its own server (see helpers::spawn_app), so they run in parallel.
 
 mod actors;
+mod audit;
 mod auth;
 mod catalog;
 mod cli;
+mod concurrency;
+mod domain;
 mod explain;
+mod fixtures;
 mod helpers;
+mod isolation;
+mod jobs;
 mod lifecycle;
 mod migrate;
 mod openapi;

@@ -81,6 +81,12 @@ async fn seed(su: &Client, tenant: Uuid, admin: Uuid) -> Seeded {
     )
     .await
     .unwrap();
+    su.execute(
+        "insert into app.outbox (tenant_id, id, event_type, payload) values ($1, $2, 'task.created', '{}')",
+        &[&tenant, &Uuid::now_v7()],
+    )
+    .await
+    .unwrap();
     let schema = tenant_schema_name(tenant);
     for kind in ["login", "view"] {
         su.execute(
@@ -370,6 +376,12 @@ async fn writes_never_reach_another_tenant() {
             "insert into app.api_keys (tenant_id, id, prefix, key_hash, created_by) values ($1, $2, 'tk_', 'h', $3)"
                 .into(),
             vec![Box::new(b.id), Box::new(Uuid::now_v7()), Box::new(b.admin)],
+        ),
+        (
+            "outbox",
+            "insert into app.outbox (tenant_id, id, event_type, payload) values ($1, $2, 'x', '{}')"
+                .into(),
+            vec![Box::new(b.id), Box::new(Uuid::now_v7())],
         ),
     ];
     // A table added to TENANT_TABLES must get its cross-tenant insert case here.

@@ -1,6 +1,10 @@
+pub mod audit_logs;
 pub mod auth;
 pub mod current_tenant;
 pub mod faults;
 pub mod health;
 pub mod operations;
+pub mod projects;
+pub mod tasks;
 pub mod tenants;
+pub mod users;

@@ -1,0 +1,200 @@
+//! The tenant audit trail (DESIGN.md "Audit"): every create, update and delete of tenant data
+//! writes one `app.audit_logs` row in the same transaction as the change, with the state before
+//! and after it, who did it and the request id. The app role may only INSERT and SELECT there,
+//! so the trail is append-only for everything on the request path.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::actors::Caller;
+use crate::db::DbError;
+use crate::domain::page::{Cursor, Page, PageRequest};
+use crate::domain::{require_admin, tenant_op, DomainError};
+use crate::error::FieldError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditAction {
+    Create,
+    Update,
+    Delete,
+}
+
+impl AuditAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::Create => "create",
+            AuditAction::Update => "update",
+            AuditAction::Delete => "delete",
+        }
+    }
+}
+
+pub struct Entry {
+    pub action: AuditAction,
+    /// Singular resource name: `user`, `project`, `project_member`, `task`.
+    pub resource: &'static str,
+    pub resource_id: String,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+    /// Further members of `changes` (e.g. `password_changed`, cascades).
+    pub extra: Option<Map<String, Value>>,
+}
+
+/// Secrets never reach the trail, whatever representation a caller passes in.
+const REDACTED_KEYS: &[&str] = &["password", "password_hash", "secret", "key_hash"];
+
+fn redact(value: Option<Value>) -> Value {
+    match value {
+        Some(Value::Object(mut map)) => {
+            for key in REDACTED_KEYS {
+                map.remove(*key);
+            }
+            Value::Object(map)
+        }
+        Some(other) => other,
+        None => Value::Null,
+    }
+}
+
+pub async fn record(tx: &Transaction<'_>, caller: &Caller, entry: Entry) -> Result<(), DbError> {
+    let mut changes = Map::new();
+    changes.insert("before".into(), redact(entry.before));
+    changes.insert("after".into(), redact(entry.after));
+    for (k, v) in entry.extra.unwrap_or_default() {
+        changes.entry(k).or_insert(v);
+    }
+    let stmt = tx
+        .prepare_cached(
+            "insert into app.audit_logs \
+             (tenant_id, id, user_id, actor, action, resource, resource_id, changes, request_id) \
+             values ($1, $2, $3, 'user', $4, $5, $6, $7, $8)",
+        )
+        .await?;
+    tx.execute(
+        &stmt,
+        &[
+            &caller.tenant_id,
+            &Uuid::now_v7(),
+            &caller.user_id,
+            &entry.action.as_str(),
+            &entry.resource,
+            &entry.resource_id,
+            &Value::Object(changes),
+            &caller.request_id,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditLog {
+    pub id: Uuid,
+    pub user_id: Option<Uuid>,
+    /// `user` for tenant users, `platform` for operator actions on the tenant.
+    pub actor: String,
+    pub action: String,
+    pub resource: String,
+    pub resource_id: Option<String>,
+    /// `{before, after}`; secrets are never recorded.
+    #[schema(value_type = Object)]
+    pub changes: Value,
+    pub request_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+const AUDIT_COLUMNS: &str =
+    "id, user_id, actor, action, resource, resource_id, changes, request_id, created_at";
+
+impl AuditLog {
+    fn from_row(row: &Row) -> AuditLog {
+        let mut changes: Value = row.get("changes");
+        // Rows written before this module (provisioning) share the {before, after} shape;
+        // guarantee it for every row a client reads.
+        if let Value::Object(map) = &mut changes {
+            map.entry("before").or_insert(Value::Null);
+            map.entry("after").or_insert(Value::Null);
+        } else {
+            changes = json!({"before": null, "after": null});
+        }
+        AuditLog {
+            id: row.get("id"),
+            user_id: row.get("user_id"),
+            actor: row.get("actor"),
+            action: row.get("action"),
+            resource: row.get("resource"),
+            resource_id: row.get("resource_id"),
+            changes,
+            request_id: row.get("request_id"),
+            created_at: row.get("created_at"),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    pub resource: Option<String>,
+    pub action: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+/// GET /audit-logs: tenant admins only, newest first.
+pub struct ListAuditLogs(pub AuditQuery);
+
+async fn list(
+    tx: &Transaction<'_>,
+    caller: &Caller,
+    ListAuditLogs(q): ListAuditLogs,
+) -> Result<Page<AuditLog>, DomainError> {
+    require_admin(caller)?;
+    let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
+    let mut errors = Vec::new();
+    for (field, value) in [("resource", &q.resource), ("action", &q.action)] {
+        if value.as_ref().is_some_and(|v| v.is_empty() || v.len() > 64) {
+            errors.push(FieldError::new(field, "use 1 to 64 characters"));
+        }
+    }
+    crate::domain::check(errors)?;
+
+    let mut sql = format!(
+        "select {AUDIT_COLUMNS} from app.audit_logs where tenant_id = $1 and deleted_at is null"
+    );
+    let fetch = page.fetch();
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&caller.tenant_id, &fetch];
+    if let Some(resource) = &q.resource {
+        params.push(resource);
+        sql.push_str(&format!(" and resource = ${}", params.len()));
+    }
+    if let Some(action) = &q.action {
+        params.push(action);
+        sql.push_str(&format!(" and action = ${}", params.len()));
+    }
+    let after = page.after;
+    if let Some(cursor) = &after {
+        params.push(&cursor.created_at);
+        params.push(&cursor.id);
+        sql.push_str(&format!(
+            " and (created_at, id) < (${}, ${})",
+            params.len() - 1,
+            params.len()
+        ));
+    }
+    sql.push_str(" order by created_at desc, id desc limit $2");
+    let rows = crate::domain::query(tx, &sql, &params).await?;
+    let items = rows.iter().map(AuditLog::from_row).collect();
+    Ok(page.finish(items, |log: &AuditLog| Cursor {
+        created_at: log.created_at,
+        id: log.id,
+    }))
+}
+
+tenant_op!(ListAuditLogs => Page<AuditLog>, list);

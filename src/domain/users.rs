@@ -1,0 +1,443 @@
+//! Users of a tenant. Admins manage them; every user may read them and change their own name,
+//! email and password. The seat limit of the tenant's plan and the "at least one admin" rule are
+//! checked under a per-tenant advisory lock, so two concurrent requests cannot both take the last
+//! seat or both remove the last two admins.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use tokio_postgres::Row;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::page::{Cursor, Page, PageRequest};
+use super::{
+    check, execute, is_admin, query, query_one, query_opt, record_change, require_admin,
+    require_user, tenant_op, text, Change, DomainError,
+};
+use crate::actors::Caller;
+use crate::audit::AuditAction;
+use crate::auth::Role;
+use crate::tenancy::validate;
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const USER_COLUMNS: &str = "id, email, name, role, created_at, updated_at";
+
+impl User {
+    fn from_row(row: &Row) -> User {
+        User {
+            id: row.get("id"),
+            email: row.get("email"),
+            name: row.get("name"),
+            // The column's CHECK allows only these two; an unknown value never grants admin.
+            role: Role::parse(row.get("role")).unwrap_or(Role::Member),
+            created_at: row.get("created_at"),
+            updated_at: row.get("updated_at"),
+        }
+    }
+
+    fn json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedUser {
+    #[serde(flatten)]
+    pub user: User,
+    /// Only when the request gave no password: generated, shown this once, never stored in clear.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub email: String,
+    pub name: String,
+    pub role: Option<Role>,
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    pub email: Option<String>,
+    pub name: Option<String>,
+    /// Admins only.
+    pub role: Option<Role>,
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UserQuery {
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+/// Checks the body before any password is hashed (hashing is the expensive part).
+pub fn validate_new(new: &NewUser) -> Result<(), DomainError> {
+    let mut errors = Vec::new();
+    validate::email("email", new.email.trim(), &mut errors);
+    text("name", &new.name, 1, 200, &mut errors);
+    if let Some(pw) = &new.password {
+        validate::password("password", pw, &mut errors);
+    }
+    check(errors)
+}
+
+pub fn validate_patch(patch: &UserPatch) -> Result<(), DomainError> {
+    let mut errors = Vec::new();
+    if let Some(email) = &patch.email {
+        validate::email("email", email.trim(), &mut errors);
+    }
+    if let Some(name) = &patch.name {
+        text("name", name, 1, 200, &mut errors);
+    }
+    if let Some(pw) = &patch.password {
+        validate::password("password", pw, &mut errors);
+    }
+    if patch.email.is_none()
+        && patch.name.is_none()
+        && patch.role.is_none()
+        && patch.password.is_none()
+    {
+        errors.push(crate::error::FieldError::new("body", "nothing to change"));
+    }
+    check(errors)
+}
+
+/// Serialises seat counting and admin counting within one tenant (transaction-scoped).
+async fn lock_roster(tx: &Transaction<'_>, tenant: Uuid) -> Result<(), DomainError> {
+    // Two-key form: the first key names this lock's purpose, so it never meets another area's
+    // advisory locks; the second spreads tenants (a collision only serialises two tenants).
+    const ROSTER_LOCK: i32 = 0x5553_4552; // "USER"
+    let (hi, lo) = tenant.as_u64_pair();
+    let key = (hi ^ lo) as i32;
+    execute(
+        tx,
+        "select pg_advisory_xact_lock($1, $2)",
+        &[&ROSTER_LOCK, &key],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn live_admins_other_than(
+    tx: &Transaction<'_>,
+    tenant: Uuid,
+    user: Uuid,
+) -> Result<i64, DomainError> {
+    Ok(query_one(
+        tx,
+        "select count(*) from app.users \
+         where tenant_id = $1 and id <> $2 and role = 'admin' and deleted_at is null",
+        &[&tenant, &user],
+    )
+    .await?
+    .get(0))
+}
+
+async fn find(
+    tx: &Transaction<'_>,
+    tenant: Uuid,
+    id: Uuid,
+    lock: bool,
+) -> Result<User, DomainError> {
+    let sql = format!(
+        "select {USER_COLUMNS} from app.users where tenant_id = $1 and id = $2 and deleted_at is null{}",
+        if lock { " for update" } else { "" }
+    );
+    query_opt(tx, &sql, &[&tenant, &id])
+        .await?
+        .map(|r| User::from_row(&r))
+        .ok_or(DomainError::NotFound("user"))
+}
+
+pub struct ListUsers(pub UserQuery);
+
+async fn list(
+    tx: &Transaction<'_>,
+    caller: &Caller,
+    ListUsers(q): ListUsers,
+) -> Result<Page<User>, DomainError> {
+    require_user(caller)?;
+    let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
+    let rows = match page.after {
+        None => {
+            query(
+                tx,
+                &format!(
+                "select {USER_COLUMNS} from app.users where tenant_id = $1 and deleted_at is null \
+                     order by created_at, id limit $2"
+            ),
+                &[&caller.tenant_id, &page.fetch()],
+            )
+            .await?
+        }
+        Some(after) => {
+            query(
+                tx,
+                &format!(
+                "select {USER_COLUMNS} from app.users where tenant_id = $1 and deleted_at is null \
+                     and (created_at, id) > ($3, $4) order by created_at, id limit $2"
+            ),
+                &[
+                    &caller.tenant_id,
+                    &page.fetch(),
+                    &after.created_at,
+                    &after.id,
+                ],
+            )
+            .await?
+        }
+    };
+    let items = rows.iter().map(User::from_row).collect();
+    Ok(page.finish(items, |u: &User| Cursor {
+        created_at: u.created_at,
+        id: u.id,
+    }))
+}
+tenant_op!(ListUsers => Page<User>, list);
+
+pub struct GetUser(pub Uuid);
+
+async fn get(
+    tx: &Transaction<'_>,
+    caller: &Caller,
+    GetUser(id): GetUser,
+) -> Result<User, DomainError> {
+    require_user(caller)?;
+    find(tx, caller.tenant_id, id, false).await
+}
+tenant_op!(GetUser => User, get);
+
+/// The body, validated, with its password already hashed (off the async workers).
+pub struct CreateUser {
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub password_hash: String,
+    pub generated_password: Option<String>,
+}
+
+async fn create(
+    tx: &Transaction<'_>,
+    caller: &Caller,
+    op: CreateUser,
+) -> Result<CreatedUser, DomainError> {
+    require_admin(caller)?;
+    let tenant = caller.tenant_id;
+    lock_roster(tx, tenant).await?;
+    // The plan is read from the database, not from the caller's cached view: operators change
+    // limits with PUT /admin/plans and a plan change must bind at once.
+    let limit: Option<i64> = query_opt(
+        tx,
+        "select (p.limits->>'max_users')::bigint from app.tenants t \
+         join app.plans p on p.name = t.plan where t.id = $1",
+        &[&tenant],
+    )
+    .await?
+    .and_then(|r| r.get(0));
+    if let Some(limit) = limit {
+        let current: i64 = query_one(
+            tx,
+            "select count(*) from app.users where tenant_id = $1 and deleted_at is null",
+            &[&tenant],
+        )
+        .await?
+        .get(0);
+        if current >= limit {
+            return Err(DomainError::PlanLimit {
+                resource: "users",
+                limit,
+                current,
+            });
+        }
+    }
+    let id = Uuid::now_v7();
+    let row = query_one(
+        tx,
+        &format!(
+            "insert into app.users (tenant_id, id, email, name, role, password_hash) \
+             values ($1, $2, $3, $4, $5, $6) returning {USER_COLUMNS}"
+        ),
+        &[
+            &tenant,
+            &id,
+            &op.email.trim(),
+            &op.name.trim(),
+            &op.role.as_str(),
+            &op.password_hash,
+        ],
+    )
+    .await?;
+    let user = User::from_row(&row);
+    record_change(
+        tx,
+        caller,
+        Change {
+            action: AuditAction::Create,
+            resource: "user",
+            resource_id: id.to_string(),
+            before: None,
+            after: Some(user.json()),
+            event_type: "user.created",
+        },
+    )
+    .await?;
+    Ok(CreatedUser {
+        user,
+        password: op.generated_password,
+    })
+}
+tenant_op!(CreateUser => CreatedUser, create);
+
+pub struct UpdateUser {
+    pub id: Uuid,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub role: Option<Role>,
+    pub password_hash: Option<String>,
+}
+
+async fn update(
+    tx: &Transaction<'_>,
+    caller: &Caller,
+    op: UpdateUser,
+) -> Result<User, DomainError> {
+    let me = require_user(caller)?;
+    let tenant = caller.tenant_id;
+    let demoting = op.role == Some(Role::Member);
+    if demoting {
+        lock_roster(tx, tenant).await?;
+    }
+    // Found first: a user of another tenant is 404 for everyone, never 403.
+    let before = find(tx, tenant, op.id, true).await?;
+    if !is_admin(caller) {
+        if op.id != me {
+            return Err(DomainError::Forbidden(
+                "members may only change their own account",
+            ));
+        }
+        if op.role.is_some_and(|r| r != before.role) {
+            return Err(DomainError::Forbidden("only admins change roles"));
+        }
+    }
+    if demoting
+        && before.role == Role::Admin
+        && live_admins_other_than(tx, tenant, op.id).await? == 0
+    {
+        return Err(DomainError::LastAdmin);
+    }
+    let email = op.email.as_deref().map(str::trim).unwrap_or(&before.email);
+    let name = op.name.as_deref().map(str::trim).unwrap_or(&before.name);
+    let role = op.role.unwrap_or(before.role).as_str();
+    let row = query_one(
+        tx,
+        &format!(
+            "update app.users set email = $3, name = $4, role = $5, \
+             password_hash = coalesce($6, password_hash), updated_at = now() \
+             where tenant_id = $1 and id = $2 and deleted_at is null returning {USER_COLUMNS}"
+        ),
+        &[&tenant, &op.id, &email, &name, &role, &op.password_hash],
+    )
+    .await?;
+    let after = User::from_row(&row);
+    let password_changed = op.password_hash.is_some();
+    let mut extra = Map::new();
+    if password_changed {
+        extra.insert("password_changed".into(), json!(true));
+    }
+    crate::audit::record(
+        tx,
+        caller,
+        crate::audit::Entry {
+            action: AuditAction::Update,
+            resource: "user",
+            resource_id: op.id.to_string(),
+            before: Some(before.json()),
+            after: Some(after.json()),
+            extra: Some(extra),
+        },
+    )
+    .await?;
+    crate::jobs::enqueue(tx, tenant, "user.updated", &after.json()).await?;
+    Ok(after)
+}
+tenant_op!(UpdateUser => User, update);
+
+pub struct DeleteUser(pub Uuid);
+
+async fn delete(
+    tx: &Transaction<'_>,
+    caller: &Caller,
+    DeleteUser(id): DeleteUser,
+) -> Result<(), DomainError> {
+    require_user(caller)?;
+    let tenant = caller.tenant_id;
+    // Existence before role: a user of another tenant is 404 for everyone.
+    find(tx, tenant, id, false).await?;
+    require_admin(caller)?;
+    // The roster lock is taken before any row lock, in every path, so paths cannot deadlock.
+    lock_roster(tx, tenant).await?;
+    let before = find(tx, tenant, id, true).await?;
+    if before.role == Role::Admin && live_admins_other_than(tx, tenant, id).await? == 0 {
+        return Err(DomainError::LastAdmin);
+    }
+    execute(
+        tx,
+        "update app.users set deleted_at = now(), updated_at = now() \
+         where tenant_id = $1 and id = $2 and deleted_at is null",
+        &[&tenant, &id],
+    )
+    .await?;
+    // Nothing live may keep pointing at a deleted user.
+    let memberships = execute(
+        tx,
+        "update app.project_members set deleted_at = now() \
+         where tenant_id = $1 and user_id = $2 and deleted_at is null",
+        &[&tenant, &id],
+    )
+    .await?;
+    let unassigned = execute(
+        tx,
+        "update app.tasks set assignee_id = null, updated_at = now() \
+         where tenant_id = $1 and assignee_id = $2 and deleted_at is null",
+        &[&tenant, &id],
+    )
+    .await?;
+    let mut extra = Map::new();
+    extra.insert(
+        "cascade".into(),
+        json!({"memberships_removed": memberships, "tasks_unassigned": unassigned}),
+    );
+    crate::audit::record(
+        tx,
+        caller,
+        crate::audit::Entry {
+            action: AuditAction::Delete,
+            resource: "user",
+            resource_id: id.to_string(),
+            before: Some(before.json()),
+            after: None,
+            extra: Some(extra),
+        },
+    )
+    .await?;
+    crate::jobs::enqueue(tx, tenant, "user.deleted", &before.json()).await?;
+    Ok(())
+}
+tenant_op!(DeleteUser => (), delete);

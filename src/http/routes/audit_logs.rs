@@ -1,0 +1,23 @@
+//! GET /audit-logs: the tenant's audit trail, for its admins.
+
+use actix_web::{get, web, HttpResponse};
+
+use crate::audit::{AuditLog, AuditQuery, ListAuditLogs};
+use crate::domain::page::Page;
+use crate::error::Problem;
+use crate::http::tenant::TenantRequest;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(list_audit_logs);
+}
+
+#[utoipa::path(get, path = "/audit-logs", tag = "audit", params(AuditQuery), security(("bearer" = [])),
+    responses((status = 200, description = "Newest first", body = Page<AuditLog>), (status = 403), (status = 422)))]
+#[get("/audit-logs")]
+pub async fn list_audit_logs(
+    req: TenantRequest,
+    query: web::Query<AuditQuery>,
+) -> Result<HttpResponse, Problem> {
+    let page = req.execute(ListAuditLogs(query.into_inner())).await?;
+    Ok(HttpResponse::Ok().json(page))
+}

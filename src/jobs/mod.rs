@@ -1,0 +1,156 @@
+//! Background jobs from the transactional outbox (DESIGN.md "Outbox", "Context propagation").
+//!
+//! A domain change calls [`enqueue`] inside its own transaction, so the event exists exactly when
+//! the change does. The [`Worker`] claims due rows, and runs every matching [`JobHandler`] for
+//! one row in a transaction bound to the row's tenant (`db::begin_tenant_tx`), inside a tracing
+//! span carrying the tenant id, with the tenant id also in the task-local context
+//! ([`crate::context`]). A job always carries its `tenant_id`; nothing about it is global.
+//!
+//! Who may see every tenant's backlog. The app role sees no row without a tenant context, the
+//! admin role (BYPASSRLS) is reserved to audited operator endpoints, and the owner pool is for
+//! DDL. The claim therefore goes through `app.claim_outbox` (migration V3): a SECURITY DEFINER
+//! function owned by the owner role, with a pinned search_path, executable by the app role only,
+//! and backed by owner-only policies on `app.outbox`. It returns routing data (tenant id, row id,
+//! attempt number) and never a payload; the payload is read back, and the handlers run, under the
+//! ordinary tenant policies as the app role. So the cross-tenant capability is one audited-in-
+//! code statement that leases rows, not a role that can read them.
+//!
+//! Delivery is at least once: handlers must be idempotent on the job id. A handler that writes to
+//! the database does so in the job's transaction, so its writes commit only with the job.
+
+mod worker;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+use thiserror::Error;
+use uuid::Uuid;
+
+use crate::db::DbError;
+
+pub use worker::{spawn, Worker, WorkerOptions};
+
+#[derive(Debug, Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("handler {handler} failed: {reason}")]
+    Handler {
+        handler: &'static str,
+        reason: String,
+    },
+}
+
+impl From<tokio_postgres::Error> for JobError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        JobError::Db(err.into())
+    }
+}
+
+impl From<deadpool::managed::PoolError<tokio_postgres::Error>> for JobError {
+    fn from(err: deadpool::managed::PoolError<tokio_postgres::Error>) -> Self {
+        JobError::Db(err.into())
+    }
+}
+
+/// One outbox row being processed.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub tenant_id: Uuid,
+    pub id: Uuid,
+    pub event_type: String,
+    pub payload: Value,
+    /// 1 on the first attempt.
+    pub attempt: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Something done for outbox events: webhook fan-out, usage metering, analytics, ...
+pub trait JobHandler: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+
+    /// Whether this handler wants events of this type (e.g. `task.created`).
+    fn handles(&self, event_type: &str) -> bool;
+
+    /// Runs inside a transaction bound to `job.tenant_id`. An error rolls back what every
+    /// handler did for this job and schedules a retry.
+    fn handle<'a>(
+        &'a self,
+        tx: &'a Transaction<'a>,
+        job: &'a Job,
+    ) -> BoxFuture<'a, Result<(), JobError>>;
+}
+
+/// The handlers the worker dispatches to.
+#[derive(Clone, Default)]
+pub struct Registry {
+    handlers: Vec<Arc<dyn JobHandler>>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    pub fn with(mut self, handler: impl JobHandler) -> Self {
+        self.handlers.push(Arc::new(handler));
+        self
+    }
+
+    pub fn matching<'a>(&'a self, event_type: &'a str) -> impl Iterator<Item = &'a dyn JobHandler> {
+        self.handlers
+            .iter()
+            .filter(move |h| h.handles(event_type))
+            .map(|h| h.as_ref())
+    }
+
+    /// What the server runs today; the webhook, metering and analytics areas add theirs here.
+    pub fn standard() -> Self {
+        Registry::new().with(LogEvents)
+    }
+}
+
+/// Logs every event, in the job's span (tenant id included).
+pub struct LogEvents;
+
+impl JobHandler for LogEvents {
+    fn name(&self) -> &'static str {
+        "log"
+    }
+
+    fn handles(&self, _event_type: &str) -> bool {
+        true
+    }
+
+    fn handle<'a>(
+        &'a self,
+        _tx: &'a Transaction<'a>,
+        job: &'a Job,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            tracing::info!(event_type = %job.event_type, attempt = job.attempt, "outbox event");
+            Ok(())
+        })
+    }
+}
+
+/// Writes an event to the outbox in the caller's transaction (which must be bound to `tenant`).
+pub async fn enqueue(
+    tx: &Transaction<'_>,
+    tenant: Uuid,
+    event_type: &str,
+    payload: &Value,
+) -> Result<Uuid, DbError> {
+    let id = Uuid::now_v7();
+    let stmt = tx
+        .prepare_cached(
+            "insert into app.outbox (tenant_id, id, event_type, payload) values ($1, $2, $3, $4)",
+        )
+        .await?;
+    tx.execute(&stmt, &[&tenant, &id, &event_type, payload])
+        .await?;
+    Ok(id)
+}
