@@ -35,6 +35,15 @@ async fn openapi_document_lists_the_api() {
         "/auth/login",
         "/api-keys",
         "/api-keys/{id}",
+        "/users",
+        "/users/{id}",
+        "/projects",
+        "/projects/{id}",
+        "/projects/{id}/members",
+        "/projects/{id}/members/{user_id}",
+        "/tasks",
+        "/tasks/{id}",
+        "/audit-logs",
     ] {
         assert!(
             paths.contains_key(path),
