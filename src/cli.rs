@@ -34,6 +34,10 @@ pub enum Command {
         /// HTTP worker threads (default: one per core).
         #[arg(long, default_value_t = 0)]
         workers: usize,
+        /// Also serve the benchmark's reference endpoint, which reads any tenant's data without
+        /// credentials. For bench/ on a private machine only.
+        #[arg(long)]
+        enable_bench_routes: bool,
     },
     /// Create the roles, migrate the shared schema and bring every tenant schema to the latest
     /// template version.
@@ -120,7 +124,10 @@ pub async fn run(cli: Cli) -> ExitCode {
     };
     crate::telemetry::init(config.log_format);
     let result = match cli.command {
-        Command::Serve { workers } => serve(config, workers).await,
+        Command::Serve {
+            workers,
+            enable_bench_routes,
+        } => serve(config, workers, enable_bench_routes).await,
         Command::Migrate(args) => run_migrate(&config, args).await,
         Command::Tenants(cmd) => tenants(&config, cmd).await,
         Command::Demo => demo(&config).await,
@@ -134,7 +141,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
+async fn serve(config: Config, workers: usize, bench_routes: bool) -> anyhow::Result<()> {
     if config.jwt_secret_generated {
         tracing::warn!(
             "JWT_SECRET is not set: generated one for this run; tokens will not survive a restart"
@@ -148,6 +155,7 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
         config,
         ServerOptions {
             workers,
+            bench_routes,
             ..Default::default()
         },
     )

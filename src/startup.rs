@@ -41,6 +41,8 @@ pub struct ServerOptions {
     pub workers: usize,
     /// How often deleted tenants past retention are purged; None disables the job.
     pub purge_interval: Option<Duration>,
+    /// Serve the benchmark's unauthenticated reference endpoint (bench/ only).
+    pub bench_routes: bool,
 }
 
 impl Default for ServerOptions {
@@ -48,6 +50,7 @@ impl Default for ServerOptions {
         ServerOptions {
             workers: 0,
             purge_interval: Some(Duration::from_secs(3600)),
+            bench_routes: false,
         }
     }
 }
@@ -95,6 +98,10 @@ impl Application {
         crate::jobs::spawn(&state, crate::jobs::Registry::standard());
         let app_state = state.clone();
         let fault_injection = state.config.fault_injection;
+        let bench_routes = options.bench_routes;
+        if bench_routes {
+            tracing::warn!("benchmark routes are enabled: /__bench/* reads any tenant's data without credentials");
+        }
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
@@ -107,6 +114,9 @@ impl Application {
                 .configure(|cfg| {
                     if fault_injection {
                         http::routes::faults::configure(cfg);
+                    }
+                    if bench_routes {
+                        http::routes::bench::configure(cfg);
                     }
                 })
                 .default_service(web::to(not_found))

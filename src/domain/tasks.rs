@@ -63,11 +63,11 @@ pub struct Task {
     pub updated_at: DateTime<Utc>,
 }
 
-pub(crate) const TASK_COLUMNS: &str =
+pub const TASK_COLUMNS: &str =
     "id, project_id, title, description, status, assignee_id, due_date, created_at, updated_at";
 
 impl Task {
-    pub(crate) fn from_row(row: &Row) -> Task {
+    pub fn from_row(row: &Row) -> Task {
         Task {
             id: row.get("id"),
             project_id: row.get("project_id"),

@@ -89,6 +89,7 @@ pub async fn spawn_app_with(config: Config, database: String) -> TestApp {
                 ServerOptions {
                     workers: 1,
                     purge_interval: None,
+                    bench_routes: false,
                 },
             )
             .await

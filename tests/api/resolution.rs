@@ -18,6 +18,19 @@ fn host(app: &TestApp, sub: &str) -> String {
     format!("{sub}.{}:{}", app.config.base_domain, app.port)
 }
 
+/// POST /auth/login with A's admin credentials, naming the tenant with one header (or none).
+async fn login(app: &TestApp, a: &TestTenant, header: Option<(&str, String)>) -> reqwest::Response {
+    let mut request = app.http.post(app.url("/auth/login"));
+    if let Some((name, value)) = header {
+        request = request.header(name, value);
+    }
+    request
+        .json(&json!({"email": a.admin_email, "password": a.admin_password}))
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn slug_of(response: reqwest::Response) -> String {
     assert_eq!(response.status().as_u16(), 200);
     let body: Value = response.json().await.unwrap();
@@ -103,72 +116,24 @@ async fn resolution_matrix() {
     let r = get().send().await.unwrap();
     assert_problem(r, 401, "unauthorized").await;
     // 11. login with no tenant named: 400
-    let r = app
-        .http
-        .post(app.url("/auth/login"))
-        .json(&json!({"email": a.admin_email, "password": a.admin_password}))
-        .send()
-        .await
-        .unwrap();
+    let r = login(&app, &a, None).await;
     assert_problem(r, 400, "bad_request").await;
     // 12. login naming an unknown tenant by header: 404
-    let r = app
-        .http
-        .post(app.url("/auth/login"))
-        .header("X-Tenant-ID", "nobody")
-        .json(&json!({"email": a.admin_email, "password": a.admin_password}))
-        .send()
-        .await
-        .unwrap();
+    let r = login(&app, &a, Some(("X-Tenant-ID", "nobody".to_string()))).await;
     assert_problem(r, 404, "not_found").await;
     // 13. login naming an unknown tenant by subdomain: 404
-    let r = app
-        .http
-        .post(app.url("/auth/login"))
-        .header("Host", host(&app, "nobody"))
-        .json(&json!({"email": a.admin_email, "password": a.admin_password}))
-        .send()
-        .await
-        .unwrap();
+    let r = login(&app, &a, Some(("Host", host(&app, "nobody")))).await;
     assert_problem(r, 404, "not_found").await;
     // 14. login by subdomain works, and a reserved subdomain (www) names no tenant: 400
-    let r = app
-        .http
-        .post(app.url("/auth/login"))
-        .header("Host", host(&app, "alpha"))
-        .json(&json!({"email": a.admin_email, "password": a.admin_password}))
-        .send()
-        .await
-        .unwrap();
+    let r = login(&app, &a, Some(("Host", host(&app, "alpha")))).await;
     assert_eq!(r.status().as_u16(), 200);
-    let r = app
-        .http
-        .post(app.url("/auth/login"))
-        .header("Host", host(&app, "www"))
-        .json(&json!({"email": a.admin_email, "password": a.admin_password}))
-        .send()
-        .await
-        .unwrap();
+    let r = login(&app, &a, Some(("Host", host(&app, "www")))).await;
     assert_problem(r, 400, "bad_request").await;
     // 15. an empty X-Tenant-ID header is malformed: 400
-    let r = app
-        .http
-        .post(app.url("/auth/login"))
-        .header("X-Tenant-ID", "")
-        .json(&json!({"email": a.admin_email, "password": a.admin_password}))
-        .send()
-        .await
-        .unwrap();
+    let r = login(&app, &a, Some(("X-Tenant-ID", "".to_string()))).await;
     assert_problem(r, 400, "bad_request").await;
     // 16. a user of A logging in through B: wrong credentials there (401), never a B token
-    let r = app
-        .http
-        .post(app.url("/auth/login"))
-        .header("X-Tenant-ID", "beta")
-        .json(&json!({"email": a.admin_email, "password": a.admin_password}))
-        .send()
-        .await
-        .unwrap();
+    let r = login(&app, &a, Some(("X-Tenant-ID", "beta".to_string()))).await;
     assert_problem(r, 401, "unauthorized").await;
     // 17. the header is case-insensitive by HTTP; the slug is matched exactly
     let r = get()
@@ -194,14 +159,7 @@ async fn deleted_tenant_resolves_to_404_everywhere() {
     assert_eq!(r.status().as_u16(), 204);
     let r = app.get("/tenant", &a.token).send().await.unwrap();
     assert_problem(r, 404, "not_found").await;
-    let r = app
-        .http
-        .post(app.url("/auth/login"))
-        .header("X-Tenant-ID", "alpha")
-        .json(&json!({"email": a.admin_email, "password": a.admin_password}))
-        .send()
-        .await
-        .unwrap();
+    let r = login(&app, &a, Some(("X-Tenant-ID", "alpha".to_string()))).await;
     assert_problem(r, 404, "not_found").await;
 }
 

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::actors::{Caller, TenantOp};
+use crate::audit::{self, AuditAction};
 use crate::auth::{api_keys, password, AuthError, Role};
 use crate::error::{FieldError, Problem};
 use crate::http::tenant::{PublicTenantRequest, TenantRequest};
@@ -184,43 +185,22 @@ impl TenantOp for InsertApiKey {
                 )
                 .await?;
             let after = serde_json::json!({"id": self.id, "name": self.name, "prefix": self.key.display_prefix, "role": self.role});
-            write_audit(
+            audit::record(
                 tx,
                 caller,
-                "create",
-                self.id,
-                serde_json::Value::Null,
-                after,
+                audit::Entry {
+                    action: AuditAction::Create,
+                    resource: "api_key",
+                    resource_id: self.id.to_string(),
+                    before: None,
+                    after: Some(after),
+                    extra: None,
+                },
             )
             .await?;
             Ok(row.get(0))
         })
     }
-}
-
-async fn write_audit(
-    tx: &deadpool_postgres::Transaction<'_>,
-    caller: &Caller,
-    action: &str,
-    id: Uuid,
-    before: serde_json::Value,
-    after: serde_json::Value,
-) -> Result<(), Problem> {
-    tx.execute(
-        "insert into app.audit_logs (tenant_id, id, user_id, action, resource, resource_id, changes, request_id) \
-         values ($1, $2, $3, $4, 'api_key', $5, $6, $7)",
-        &[
-            &caller.tenant_id,
-            &Uuid::now_v7(),
-            &caller.user_id,
-            &action,
-            &id.to_string(),
-            &serde_json::json!({"before": before, "after": after}),
-            &caller.request_id,
-        ],
-    )
-    .await?;
-    Ok(())
 }
 
 #[utoipa::path(post, path = "/api-keys", tag = "auth", request_body = NewApiKey, security(("bearer" = [])),
@@ -333,13 +313,17 @@ impl TenantOp for RevokeApiKey {
                 )
                 .await?;
             if revoked == 1 {
-                write_audit(
+                audit::record(
                     tx,
                     caller,
-                    "delete",
-                    self.id,
-                    serde_json::json!({"id": self.id}),
-                    serde_json::Value::Null,
+                    audit::Entry {
+                        action: AuditAction::Delete,
+                        resource: "api_key",
+                        resource_id: self.id.to_string(),
+                        before: Some(serde_json::json!({"id": self.id})),
+                        after: None,
+                        extra: None,
+                    },
                 )
                 .await?;
             }

@@ -1,5 +1,6 @@
 pub mod audit_logs;
 pub mod auth;
+pub mod bench;
 pub mod current_tenant;
 pub mod faults;
 pub mod health;

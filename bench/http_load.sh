@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Load benchmark of the request pipeline (issue 3). Provisions TENANTS tenants through the API,
+# then drives authenticated, tenant-scoped GET /tasks/{id} and POST /tasks with wrk, at a fixed
+# rate and at full speed, beside the reference endpoint (one transaction with set_config and a
+# primary-key SELECT through the pool; no actor, no token), and measures server RSS and
+# database connections. Finally it activates ACTORS tenant actors and measures RSS again.
+#
+#   bench/http_load.sh                    # 1,000 tenants, 10,000 actors, 20 s a run
+#   TENANTS=200 ACTORS=2000 DURATION=10s bench/http_load.sh
+#
+# Prints its figures and writes bench/results/http_load.json and http_load.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TENANTS=${TENANTS:-1000}
+ACTORS=${ACTORS:-10000}
+DURATION=${DURATION:-20s}
+RATE=${RATE:-1000}
+CONNS=${CONNS:-64}
+PORT=${PORT:-18080}
+DB=${BENCH_DB:-tenantry_bench_http}
+PG=${PG_URL:-postgres://postgres@127.0.0.1:5432}
+OUT=bench/results
+mkdir -p "$OUT"
+ENTRIES=$OUT/.http_load_entries.txt
+
+[ -x "$(command -v wrk)" ] || { echo "installing wrk"; apt-get install -y wrk >/dev/null; }
+[ -x scripts/services.sh ] && scripts/services.sh
+cargo build --release --quiet
+BIN=target/release/tenantry
+
+export DATABASE_URL=$PG/$DB
+export PLATFORM_ADMIN_TOKEN=bench-operator-token
+export JWT_SECRET=bench-jwt-secret-0123456789abcdefghijklmnop
+export JWT_TTL_SECONDS=7200
+export BIND=127.0.0.1:$PORT
+# One log line per request at 15,000 req/s would measure the logger; warnings still show.
+export RUST_LOG=${RUST_LOG:-warn}
+export ACTOR_IDLE_SECONDS=${ACTOR_IDLE_SECONDS:-900}
+BASE=http://127.0.0.1:$PORT
+
+psql -q "$PG/postgres" -c "drop database if exists $DB with (force)" >/dev/null
+$BIN migrate --no-progress >/dev/null
+
+$BIN serve --enable-bench-routes 2>"$OUT/.http_load_server.log" &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do curl -sf "$BASE/readyz" >/dev/null && break; sleep 0.1; done
+
+echo "provisioning $TENANTS tenants through the API"
+python3 bench/http_load/setup.py --base "$BASE" --operator "$PLATFORM_ADMIN_TOKEN" \
+  --tenants "$TENANTS" --out "$ENTRIES"
+
+rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' /proc/$SERVER/status; }
+connections() {
+  psql -tA "$PG/postgres" -c "select count(*) from pg_stat_activity where datname = '$DB'"
+}
+# Samples the database connections of the server while a run goes on; prints the maximum.
+sample_connections() {
+  local max=0 n
+  while kill -0 "$1" 2>/dev/null; do
+    n=$(connections); [ "$n" -gt "$max" ] && max=$n
+    sleep 0.5
+  done
+  echo "$max"
+}
+
+declare -A RESULTS
+run() { # name script rate
+  local name=$1 script=$2 rate=$3 conns=$CONNS
+  [ "$rate" -gt 0 ] && conns=10
+  # warm-up, not recorded
+  wrk -t1 -c"$conns" -d3s -s "bench/http_load/$script" "$BASE" -- "$ENTRIES" "$rate" "$conns" >/dev/null
+  wrk -t1 -c"$conns" -d"$DURATION" -s "bench/http_load/$script" "$BASE" -- "$ENTRIES" "$rate" "$conns" \
+    >"$OUT/.wrk_$name.txt" &
+  local wrk_pid=$!
+  local max_conns
+  max_conns=$(sample_connections $wrk_pid)
+  wait $wrk_pid
+  local json
+  json=$(grep '^RESULT ' "$OUT/.wrk_$name.txt" | sed 's/^RESULT //')
+  json=${json%\}}", \"max_db_connections\": $max_conns, \"server_rss_mb\": $(rss_mb)}"
+  RESULTS[$name]=$json
+  echo "$name: $json"
+}
+
+run reference_full reference.lua 0
+run get_full get_task.lua 0
+run post_full post_task.lua 0
+run get_fixed get_task.lua "$RATE"
+run post_fixed post_task.lua "$RATE"
+
+echo "activating $ACTORS tenant actors"
+extra=$((ACTORS - TENANTS))
+if [ "$extra" -gt 0 ]; then
+  # Tenants and admins inserted in bulk: this run measures actor memory, not provisioning.
+  # As the superuser (RLS does not apply to it), like a data import would.
+  psql -q "$DATABASE_URL" <<SQL
+insert into app.tenants (id, name, slug, subdomain, plan)
+  select gen_random_uuid(), 'Actor ' || g, 'actor-' || g, 'actor-' || g, 'pro'
+  from generate_series(1, $extra) g;
+insert into app.users (tenant_id, id, email, role)
+  select id, gen_random_uuid(), 'admin@' || slug || '.example.com', 'admin'
+  from app.tenants where slug like 'actor-%';
+SQL
+fi
+psql -tA -F' ' "$DATABASE_URL" -c "select u.tenant_id, u.id from app.users u
+    join app.tenants t on t.id = u.tenant_id where u.role = 'admin'" \
+  | python3 bench/http_load/mint.py "$JWT_SECRET" >"$OUT/.http_load_actor_tokens.txt"
+rss_before=$(rss_mb)
+n_tokens=$(wc -l <"$OUT/.http_load_actor_tokens.txt")
+# Enough requests to touch every tenant once or more.
+wrk -t1 -c32 -d"${ACTOR_DURATION:-30s}" -s bench/http_load/get_tenant.lua "$BASE" -- \
+  "$OUT/.http_load_actor_tokens.txt" 0 32 >"$OUT/.wrk_actors.txt"
+active=$(curl -s -H "Authorization: Bearer $PLATFORM_ADMIN_TOKEN" "$BASE/admin/actors" \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["active"])')
+rss_after=$(rss_mb)
+actors_json="{\"tenants\": $n_tokens, \"active_actors\": $active, \"rss_mb_before\": $rss_before, \"rss_mb_after\": $rss_after, \"wrk\": $(grep '^RESULT ' "$OUT/.wrk_actors.txt" | sed 's/^RESULT //')}"
+echo "actors: $actors_json"
+
+ratio=$(python3 -c "import json; a=json.loads('''${RESULTS[get_full]}'''); b=json.loads('''${RESULTS[reference_full]}'''); print(round(a['rps']/b['rps'], 3))")
+cat >"$OUT/http_load.json" <<JSON
+{
+  "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
+  "machine": {"nproc": $(nproc), "postgres": "$(psql -tA "$PG/postgres" -c 'show server_version')"},
+  "tenants": $TENANTS, "duration": "$DURATION", "connections_full_speed": $CONNS,
+  "reference_full_speed": ${RESULTS[reference_full]},
+  "get_task_full_speed": ${RESULTS[get_full]},
+  "post_task_full_speed": ${RESULTS[post_full]},
+  "get_task_fixed_rate": ${RESULTS[get_fixed]},
+  "post_task_fixed_rate": ${RESULTS[post_fixed]},
+  "get_over_reference": $ratio,
+  "actors": $actors_json
+}
+JSON
+python3 - "$OUT/http_load.json" >"$OUT/http_load.md" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"# Request pipeline load ({r['date']}, {r['machine']['nproc']} cores, PostgreSQL {r['machine']['postgres']}, {r['tenants']} tenants)\n")
+print("| run | req/s | p50 ms | p95 ms | p99 ms | non-2xx | max DB conns | server RSS MB |")
+print("|---|---|---|---|---|---|---|---|")
+for k in ["reference_full_speed", "get_task_full_speed", "post_task_full_speed", "get_task_fixed_rate", "post_task_fixed_rate"]:
+    x = r[k]
+    print(f"| {k} | {x['rps']:.0f} | {x['p50_ms']:.2f} | {x['p95_ms']:.2f} | {x['p99_ms']:.2f} | {x['non_2xx']} | {x['max_db_connections']} | {x['server_rss_mb']} |")
+a = r["actors"]
+print(f"\nGET /tasks/{{id}} at full speed / reference: **{r['get_over_reference']}**\n")
+print(f"Tenant actors: {a['active_actors']} active after requests for {a['tenants']} tenants; server RSS {a['rss_mb_before']} MB before, {a['rss_mb_after']} MB after.")
+PY
+cat "$OUT/http_load.md"
