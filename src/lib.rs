@@ -2,6 +2,7 @@
 //! the server, `cli` is the operator's command line.
 
 pub mod actors;
+pub mod allocator;
 pub mod audit;
 pub mod auth;
 pub mod cache;
