@@ -19,6 +19,7 @@ pub struct Metrics {
     pub mailbox_depth_max: IntGauge,
     pub tenant_pool_in_use: IntGauge,
     pub db_pool: IntGaugeVec,
+    pub ws_connections: IntGauge,
 }
 
 fn must<T>(result: Result<T, prometheus::Error>) -> T {
@@ -80,8 +81,13 @@ impl Metrics {
             ),
             &["pool", "state"],
         ));
+        let ws_connections = must(IntGauge::new(
+            "analytics_ws_connections",
+            "Open analytics WebSocket connections",
+        ));
         for collector in [
-            Box::new(http_duration.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(ws_connections.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http_duration.clone()),
             Box::new(actors_active.clone()),
             Box::new(actor_activations.clone()),
             Box::new(actor_evictions.clone()),
@@ -104,6 +110,7 @@ impl Metrics {
             mailbox_depth_max,
             tenant_pool_in_use,
             db_pool,
+            ws_connections,
         }
     }
 

@@ -52,7 +52,12 @@ impl FromRequest for TenantRequest {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
-        Box::pin(async move { resolve_request(&req, true).await.map_err(Into::into) })
+        Box::pin(async move {
+            let token = bearer_token(&req).map(str::to_string);
+            resolve_with_token(&req, token, true)
+                .await
+                .map_err(Into::into)
+        })
     }
 }
 
@@ -63,7 +68,8 @@ impl FromRequest for PublicTenantRequest {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {
-            resolve_request(&req, false)
+            let token = bearer_token(&req).map(str::to_string);
+            resolve_with_token(&req, token, false)
                 .await
                 .map(PublicTenantRequest)
                 .map_err(Into::into)
@@ -101,7 +107,13 @@ fn names_same_tenant(key: &TenantKey, tenant: &ResolvedTenant) -> bool {
     }
 }
 
-async fn resolve_request(req: &HttpRequest, require_user: bool) -> Result<TenantRequest, Problem> {
+/// Resolves the request's tenant and verifies `token` (the bearer credential, or one a
+/// WebSocket client passed in the query string).
+pub async fn resolve_with_token(
+    req: &HttpRequest,
+    token: Option<String>,
+    require_user: bool,
+) -> Result<TenantRequest, Problem> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .cloned()
@@ -111,7 +123,7 @@ async fn resolve_request(req: &HttpRequest, require_user: bool) -> Result<Tenant
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_else(|| Uuid::now_v7().to_string());
-    let credential: Option<Credential> = match bearer_token(req) {
+    let credential: Option<Credential> = match token.as_deref() {
         Some(token) => Some(state.authenticate(token)?),
         None if require_user => return Err(AuthError::MissingCredentials.into()),
         None => None,
