@@ -2,6 +2,7 @@
 //! the server, `cli` is the operator's command line.
 
 pub mod actors;
+pub mod analytics;
 pub mod auth;
 pub mod cli;
 pub mod config;

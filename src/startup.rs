@@ -70,8 +70,13 @@ impl Application {
                 source,
             })?
             .port();
+        let analytics = crate::analytics::AnalyticsRegistry::new(
+            pools.app.clone(),
+            crate::analytics::CommitterConfig::default(),
+        );
         let state = web::Data::new(AppState {
             config,
+            analytics,
             pools,
             redis,
             jwt,
@@ -79,6 +84,10 @@ impl Application {
         });
         if let Some(every) = options.purge_interval {
             actix_web::rt::spawn(purge_loop(state.clone(), every));
+            actix_web::rt::spawn(crate::analytics::retention::run(
+                state.pools.app.clone(),
+                every,
+            ));
         }
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {

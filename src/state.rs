@@ -11,6 +11,7 @@ pub struct AppState {
     pub redis: redis::Client,
     pub jwt: JwtKeys,
     pub template: TenantTemplate,
+    pub analytics: crate::analytics::AnalyticsRegistry,
 }
 
 impl AppState {

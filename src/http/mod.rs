@@ -11,4 +11,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     routes::health::configure(cfg);
     routes::tenants::configure(cfg);
     routes::current_tenant::configure(cfg);
+    routes::analytics::configure(cfg);
 }
