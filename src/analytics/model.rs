@@ -77,7 +77,10 @@ fn join(prefix: &str, field: &str) -> String {
 
 /// Reads the request body: `{events: [...]}` or one event object. Field paths are relative to
 /// the body (`events[3].timestamp`, or `timestamp` for a single object).
-pub fn validate_body(body: &Value, rules: &IngestRules) -> Result<Vec<ValidEvent>, Vec<FieldError>> {
+pub fn validate_body(
+    body: &Value,
+    rules: &IngestRules,
+) -> Result<Vec<ValidEvent>, Vec<FieldError>> {
     let Some(object) = body.as_object() else {
         return Err(vec![FieldError::new(
             "body",

@@ -17,8 +17,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::buckets::{
-    block_of_hour, ceil_hour, ceil_to, floor_hour, hour_index, Interval, Plan, Range,
-    BLOCK_HOURS, DAY_SECS,
+    block_of_hour, ceil_hour, ceil_to, floor_hour, hour_index, Interval, Plan, Range, BLOCK_HOURS,
+    DAY_SECS,
 };
 use super::store::kind;
 use super::AnalyticsError;
@@ -143,7 +143,11 @@ pub async fn summary(
         .into_iter()
         .map(|(feature, count)| FeatureCount { feature, count })
         .collect();
-    top.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.feature.cmp(&b.feature)));
+    top.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.feature.cmp(&b.feature))
+    });
     top.truncate(TOP_FEATURES);
     Ok(Summary {
         from,
@@ -285,8 +289,7 @@ impl Reader<'_, '_> {
             };
             self.raw_by_bucket(*range, interval, event_type, false)
         });
-        let (counted, raw) =
-            tokio::try_join!(try_join_all(parts), try_join_all(raw_parts))?;
+        let (counted, raw) = tokio::try_join!(try_join_all(parts), try_join_all(raw_parts))?;
         let mut total = BTreeMap::new();
         for part in counted {
             add_all(&mut total, part);
@@ -472,8 +475,7 @@ impl Reader<'_, '_> {
                 None => Ok(BTreeMap::new()),
             }
         };
-        let (mut values, partial) =
-            tokio::try_join!(counted, self.distinct_users(&windows))?;
+        let (mut values, partial) = tokio::try_join!(counted, self.distinct_users(&windows))?;
         for (window, n) in windows.iter().zip(partial) {
             values.insert(interval.floor(window.0), n);
         }
@@ -504,7 +506,10 @@ impl Reader<'_, '_> {
                 let (lo, hi) = (hour_index(ha), hour_index(hb));
                 block_lo = block_lo.min(block_of_hour(lo));
                 block_hi = block_hi.max(block_of_hour(hi - 1));
-                let (p, q) = (next(Box::new(lo), Type::INT8), next(Box::new(hi), Type::INT8));
+                let (p, q) = (
+                    next(Box::new(lo), Type::INT8),
+                    next(Box::new(hi), Type::INT8),
+                );
                 // The CASE keeps substring() from seeing a negative length on blocks outside
                 // the window.
                 bit_flags.push(format!(

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::types::Type;
-use tracing::Instrument;
 use tokio_postgres::Transaction;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::buckets::{block_of_hour, hour_index, HourBits, BLOCK_HOURS};

@@ -218,8 +218,9 @@ async fn update_user_activity(
     let mut old: HashMap<(i32, Uuid), HourBits> = HashMap::with_capacity(rows.len());
     for row in rows {
         let raw: &[u8] = row.try_get(2)?;
-        let bits = HourBits::from_varbit_send(raw)
-            .ok_or_else(|| AnalyticsError::Internal("user_activity.hours is not bit(768)".into()))?;
+        let bits = HourBits::from_varbit_send(raw).ok_or_else(|| {
+            AnalyticsError::Internal("user_activity.hours is not bit(768)".into())
+        })?;
         old.insert((row.try_get(0)?, row.try_get(1)?), bits);
     }
     let empty = HourBits::default();
