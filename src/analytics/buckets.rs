@@ -9,7 +9,6 @@ pub const HOUR_SECS: i64 = 3_600;
 pub const DAY_SECS: i64 = 86_400;
 /// Hours covered by one row of `user_activity`; must match `bit(768)` in the template.
 pub const BLOCK_HOURS: i64 = 768;
-pub const BLOCK_BYTES: usize = (BLOCK_HOURS / 8) as usize;
 // A block is a whole number of days, so a day never straddles two blocks.
 const _: () = assert!(BLOCK_HOURS % 24 == 0);
 
@@ -158,73 +157,97 @@ impl Plan {
     }
 }
 
-/// One bit per hour of a block, most significant bit first (the layout of `bit(768)`).
-#[derive(Clone, PartialEq, Eq)]
-pub struct HourBits(pub [u8; BLOCK_BYTES]);
+pub const BLOCK_DAYS: usize = (BLOCK_HOURS / 24) as usize;
+// The `days` column is a 32-bit mask, one bit per day of the block.
+const _: () = assert!(BLOCK_DAYS == 32);
 
-impl Default for HourBits {
-    fn default() -> Self {
-        HourBits([0; BLOCK_BYTES])
-    }
+/// The column of `user_activity` holding day `d` of a block; a constant name, never input.
+pub fn day_column(d: usize) -> String {
+    format!("d{d:02}")
 }
 
-impl std::fmt::Debug for HourBits {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HourBits({})", hex::encode(self.0))
-    }
-}
+/// One user's hours in one block, as `user_activity` stores them: `self.0[d]` has bit `h` set
+/// when the user was active in hour `h` of day `d` of the block.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockActivity(pub [u32; BLOCK_DAYS]);
 
-impl HourBits {
+impl BlockActivity {
+    /// `offset`: hours since the start of the block.
     pub fn set(&mut self, offset: usize) {
-        self.0[offset / 8] |= 0x80 >> (offset % 8);
+        self.0[offset / 24] |= 1 << (offset % 24);
     }
 
     pub fn get(&self, offset: usize) -> bool {
-        self.0[offset / 8] & (0x80 >> (offset % 8)) != 0
+        self.0[offset / 24] & (1 << (offset % 24)) != 0
     }
 
-    pub fn any_in(&self, lo: usize, hi: usize) -> bool {
-        (lo..hi.min(BLOCK_HOURS as usize)).any(|i| self.get(i))
+    /// Bit `d` set when day `d` has any active hour (the `days` column).
+    pub fn days(&self) -> u32 {
+        self.0
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| **h != 0)
+            .fold(0, |acc, (d, _)| acc | 1 << d)
     }
 
-    /// Bits set in `self` and not in `old`.
-    pub fn minus(&self, old: &HourBits) -> HourBits {
-        let mut out = HourBits::default();
-        for (o, (a, b)) in out.0.iter_mut().zip(self.0.iter().zip(old.0.iter())) {
-            *o = a & !b;
+    /// Hours set in `self` and not in `old`.
+    pub fn minus(&self, old: &BlockActivity) -> BlockActivity {
+        let mut out = *self;
+        for (o, b) in out.0.iter_mut().zip(old.0.iter()) {
+            *o &= !b;
         }
         out
     }
 
-    pub fn or(&mut self, other: &HourBits) {
-        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
-            *a |= b;
-        }
-    }
-
+    /// Offsets (hours since the start of the block) that are set.
     pub fn ones(&self) -> impl Iterator<Item = usize> + '_ {
         (0..BLOCK_HOURS as usize).filter(|i| self.get(*i))
     }
 
-    /// Bits [0, keep_from) cleared, the rest set: ANDed with a block it forgets the hours
-    /// before `keep_from` (retention).
-    pub fn keep_from(keep_from: usize) -> HourBits {
-        let mut out = HourBits::default();
-        for i in keep_from..BLOCK_HOURS as usize {
-            out.set(i);
-        }
-        out
+    /// The columns as PostgreSQL integers (the same 32 bits).
+    pub fn to_columns(&self) -> [i32; BLOCK_DAYS] {
+        self.0.map(|h| h as i32)
     }
 
-    /// From `varbit_send`: a 4-byte bit count, then the bits.
-    pub fn from_varbit_send(raw: &[u8]) -> Option<HourBits> {
-        let bits = raw.get(..4)?;
-        if i32::from_be_bytes([bits[0], bits[1], bits[2], bits[3]]) != BLOCK_HOURS as i32 {
-            return None;
-        }
-        let bytes: [u8; BLOCK_BYTES] = raw.get(4..)?.try_into().ok()?;
-        Some(HourBits(bytes))
+    pub fn from_columns(columns: [i32; BLOCK_DAYS]) -> BlockActivity {
+        BlockActivity(columns.map(|h| h as u32))
     }
+}
+
+/// What a window of whole hours [lo, hi) covers in one block: whole days (a `days` mask) and
+/// the hours of the days it covers in part.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BlockWindow {
+    pub block: i32,
+    pub days: u32,
+    pub partial: Vec<(usize, u32)>,
+}
+
+/// Splits hours [lo, hi) (indexes since the epoch) by block.
+pub fn block_windows(lo: i64, hi: i64) -> Vec<BlockWindow> {
+    let mut out: Vec<BlockWindow> = Vec::new();
+    let mut h = lo;
+    while h < hi {
+        let block = block_of_hour(h);
+        if out.last().map(|w| w.block) != Some(block) {
+            out.push(BlockWindow {
+                block,
+                ..Default::default()
+            });
+        }
+        let day_start = h.div_euclid(24) * 24;
+        let day = ((day_start - i64::from(block) * BLOCK_HOURS) / 24) as usize;
+        let end = hi.min(day_start + 24);
+        let w = out.last_mut().expect("pushed above");
+        if h == day_start && end == day_start + 24 {
+            w.days |= 1 << day;
+        } else {
+            let mask = (h..end).fold(0u32, |m, x| m | 1 << (x - day_start));
+            w.partial.push((day, mask));
+        }
+        h = end;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -277,15 +300,26 @@ mod tests {
     }
 
     #[test]
-    fn bits_round_trip() {
-        let mut b = HourBits::default();
-        b.set(0);
-        b.set(767);
-        assert!(b.get(0) && b.get(767) && !b.get(1));
-        assert_eq!(b.ones().collect::<Vec<_>>(), vec![0, 767]);
-        let mut raw = 768i32.to_be_bytes().to_vec();
-        raw.extend_from_slice(&b.0);
-        assert_eq!(HourBits::from_varbit_send(&raw), Some(b));
-        assert!(HourBits::keep_from(3).get(3) && !HourBits::keep_from(3).get(2));
+    fn activity_bits_and_windows() {
+        let mut a = BlockActivity::default();
+        a.set(0);
+        a.set(767);
+        a.set(30);
+        assert!(a.get(0) && a.get(767) && !a.get(1));
+        assert_eq!(a.ones().collect::<Vec<_>>(), vec![0, 30, 767]);
+        assert_eq!(a.days(), 1 | 1 << 1 | 1 << 31);
+        assert_eq!(BlockActivity::from_columns(a.to_columns()), a);
+        assert_eq!(a.to_columns()[31], (1u32 << 23) as i32);
+
+        // Block 1 starts at hour 768: from hour 770 of block 1 to hour 10 of block 2.
+        let w = block_windows(770, 2 * 768 + 10);
+        assert_eq!(w.len(), 2);
+        assert_eq!(w[0].block, 1);
+        assert_eq!(w[0].partial, vec![(0, 0xff_fffc)]);
+        assert_eq!(w[0].days, !1u32);
+        assert_eq!(w[1].block, 2);
+        assert_eq!(w[1].days, 0);
+        assert_eq!(w[1].partial, vec![(0, 0x3ff)]);
+        assert_eq!(block_windows(5, 5), vec![]);
     }
 }

@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::buckets::{
-    block_of_hour, ceil_hour, ceil_to, floor_hour, hour_index, Interval, Plan, Range, BLOCK_HOURS,
+    block_windows, ceil_hour, ceil_to, day_column, floor_hour, hour_index, Interval, Plan, Range,
     DAY_SECS,
 };
 use super::store::kind;
@@ -483,8 +483,9 @@ impl Reader<'_, '_> {
     }
 
     /// Exact distinct users in each window [a, b): hours wholly inside a window are read from
-    /// the activity bits (at most two rows per user for windows up to 32 days), the partial
-    /// hours at its ends from the raw events, and the two sets are united before counting.
+    /// the activity masks (at most two rows per user for windows up to 32 days; integer tests
+    /// on `days` for whole days and on `dNN` for the hours of partial days), the partial hours
+    /// at its ends from the raw events, and the two sets are united before counting.
     async fn distinct_users(&self, windows: &[Range]) -> Result<Vec<i64>, AnalyticsError> {
         if windows.is_empty() {
             return Ok(Vec::new());
@@ -503,24 +504,23 @@ impl Reader<'_, '_> {
             let (ha, hb) = (ceil_hour(a), floor_hour(b));
             let mut raw = Vec::new();
             if ha < hb {
-                let (lo, hi) = (hour_index(ha), hour_index(hb));
-                block_lo = block_lo.min(block_of_hour(lo));
-                block_hi = block_hi.max(block_of_hour(hi - 1));
-                let (p, q) = (
-                    next(Box::new(lo), Type::INT8),
-                    next(Box::new(hi), Type::INT8),
-                );
-                // The CASE keeps substring() from seeing a negative length on blocks outside
-                // the window.
-                bit_flags.push(format!(
-                    "case when block::int8 * {BLOCK_HOURS} < {q} \
-                          and (block::int8 + 1) * {BLOCK_HOURS} > {p} \
-                     then position(B'1' in substring(hours \
-                          from (greatest({p} - block::int8 * {BLOCK_HOURS}, 0) + 1)::int4 \
-                          for (least({q} - block::int8 * {BLOCK_HOURS}, {BLOCK_HOURS}) \
-                               - greatest({p} - block::int8 * {BLOCK_HOURS}, 0))::int4)) > 0 \
-                     else false end"
-                ));
+                let mut per_block = Vec::new();
+                for w in block_windows(hour_index(ha), hour_index(hb)) {
+                    block_lo = block_lo.min(w.block);
+                    block_hi = block_hi.max(w.block);
+                    let mut tests = Vec::new();
+                    if w.days != 0 {
+                        let m = next(Box::new(w.days as i32), Type::INT4);
+                        tests.push(format!("(days & {m}) <> 0"));
+                    }
+                    for (day, mask) in w.partial {
+                        let m = next(Box::new(mask as i32), Type::INT4);
+                        tests.push(format!("({} & {m}) <> 0", day_column(day)));
+                    }
+                    let b = next(Box::new(w.block), Type::INT4);
+                    per_block.push(format!("(block = {b} and ({}))", tests.join(" or ")));
+                }
+                bit_flags.push(format!("({})", per_block.join(" or ")));
                 if a < ha {
                     raw.push((a, ha));
                 }

@@ -14,7 +14,7 @@ use tokio_postgres::Transaction;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::buckets::{block_of_hour, hour_index, HourBits, BLOCK_HOURS};
+use super::buckets::{block_of_hour, day_column, hour_index, BLOCK_HOURS};
 use super::store::{kind, retention_cutoff};
 use super::AnalyticsError;
 use crate::db::{begin_tenant_tx, tenant_schema_name, DbError, PgPool};
@@ -93,9 +93,14 @@ pub async fn cleanup_tenant(
     let batch = config.batch_rows.max(1);
     let cutoff_hour = hour_index(cutoff);
     let first_kept_block = block_of_hour(cutoff_hour);
-    let trim_from = (cutoff_hour - i64::from(first_kept_block) * BLOCK_HOURS) as i32;
+    // The cutoff is a day boundary: days [0, first_kept_day) of the block are forgotten.
+    let first_kept_day =
+        ((cutoff_hour - i64::from(first_kept_block) * BLOCK_HOURS) / 24).clamp(0, 31) as usize;
+    let keep_days: i32 = (!0u32 << first_kept_day) as i32;
+    let cleared: String = (0..first_kept_day)
+        .map(|d| format!(", {} = 0", day_column(d)))
+        .collect();
     let kinds: Vec<i8> = kind::ALL.iter().map(|k| *k as i8).collect();
-    let keep_mask = hex::encode(HourBits::keep_from(trim_from as usize).0);
 
     // Each statement picks at most `batch` rows by ctid and works on those only.
     let steps: [(&str, String); 4] = [
@@ -126,10 +131,10 @@ pub async fn cleanup_tenant(
         (
             "trim",
             format!(
-                "with u as (update {schema}.user_activity set hours = hours & ('x' || $7)::bit(768) \
+                "with u as (update {schema}.user_activity set days = days & $6{cleared} \
                  where tenant_id = $1 and ctid = any(array( \
                    select ctid from {schema}.user_activity where tenant_id = $1 and block = $5 \
-                   and $6 > 0 and position(B'1' in substring(hours from 1 for $6)) > 0 limit $3)) \
+                   and (days & ~$6) <> 0 limit $3)) \
                  returning 1) select count(*) from u"
             ),
         ),
@@ -148,8 +153,7 @@ pub async fn cleanup_tenant(
                         (&batch, Type::INT8),
                         (&kinds, Type::CHAR_ARRAY),
                         (&first_kept_block, Type::INT4),
-                        (&trim_from, Type::INT4),
-                        (&keep_mask, Type::TEXT),
+                        (&keep_days, Type::INT4),
                     ],
                 )
                 .await?;

@@ -15,7 +15,8 @@ use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::buckets::{
-    block_of_hour, floor_day, floor_hour, hour_index, HourBits, BLOCK_HOURS, HOUR_SECS,
+    block_of_hour, day_column, floor_day, floor_hour, hour_index, BlockActivity, BLOCK_DAYS,
+    BLOCK_HOURS, HOUR_SECS,
 };
 use super::model::ValidEvent;
 use super::AnalyticsError;
@@ -172,7 +173,7 @@ async fn update_user_activity(
     events: &[ValidEvent],
     counters: &mut Counters,
 ) -> Result<(), AnalyticsError> {
-    let mut batch: BTreeMap<(i32, Uuid), HourBits> = BTreeMap::new();
+    let mut batch: BTreeMap<(i32, Uuid), BlockActivity> = BTreeMap::new();
     for e in events {
         let Some(user) = e.user_id else { continue };
         let hour = hour_index(e.occurred_at);
@@ -185,64 +186,88 @@ async fn update_user_activity(
     }
     let blocks: Vec<i32> = batch.keys().map(|(b, _)| *b).collect();
     let users: Vec<Uuid> = batch.keys().map(|(_, u)| *u).collect();
-    let bits: Vec<&[u8]> = batch.values().map(|b| &b.0[..]).collect();
+    let days: Vec<i32> = batch.values().map(|a| a.days() as i32).collect();
+    let columns: Vec<Vec<i32>> = (0..BLOCK_DAYS)
+        .map(|d| batch.values().map(|a| a.to_columns()[d]).collect())
+        .collect();
+    let day_cols: Vec<String> = (0..BLOCK_DAYS).map(day_column).collect();
+    let list = day_cols.join(", ");
+    let a_list = day_cols
+        .iter()
+        .map(|c| format!("a.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let merged = day_cols
+        .iter()
+        .map(|c| format!("a.{c} | excluded.{c}"))
+        .collect::<Vec<_>>();
+    let unnest_args = (0..BLOCK_DAYS)
+        .map(|d| format!("${}::int4[]", d + 5))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let set = day_cols
+        .iter()
+        .zip(&merged)
+        .map(|(c, m)| format!("{c} = {m}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     // One statement: `old` reads the rows as they were before `up` changes them (all parts
     // of a statement share one snapshot), and the update ORs bits in, so a concurrent
-    // retention pass clearing old hours is never undone.
+    // retention pass clearing old days is never undone. Rows the batch adds nothing to are
+    // not rewritten.
     let sql = format!(
         "with input as ( \
-             select b, u, ('x' || encode(h, 'hex'))::bit(768) as h \
-             from unnest($2::int4[], $3::uuid[], $4::bytea[]) as i(b, u, h)), \
+             select * from unnest($2::int4[], $3::uuid[], $4::int4[], {unnest_args}) \
+             as i(block, user_id, days, {list})), \
          old as ( \
-             select a.block, a.user_id, varbit_send(a.hours) as hours \
-             from {schema}.user_activity a join input i on a.block = i.b and a.user_id = i.u \
+             select a.block, a.user_id, {a_list} \
+             from {schema}.user_activity a join input i on a.block = i.block and a.user_id = i.user_id \
              where a.tenant_id = $1), \
          up as ( \
-             insert into {schema}.user_activity as a (tenant_id, block, user_id, hours) \
-             select $1, b, u, h from input \
-             on conflict (tenant_id, block, user_id) do update set hours = a.hours | excluded.hours \
-             where (a.hours | excluded.hours) <> a.hours) \
-         select block, user_id, hours from old"
+             insert into {schema}.user_activity as a (tenant_id, block, user_id, days, {list}) \
+             select $1, block, user_id, days, {list} from input \
+             on conflict (tenant_id, block, user_id) do update \
+             set days = a.days | excluded.days, {set} \
+             where row({merged}) is distinct from row({a_list})) \
+         select block, user_id, {list} from old",
+        merged = merged.join(", "),
     );
-    let rows = tx
-        .query_typed(
-            &sql,
-            &[
-                (&tenant, Type::UUID),
-                (&blocks, Type::INT4_ARRAY),
-                (&users, Type::UUID_ARRAY),
-                (&bits, Type::BYTEA_ARRAY),
-            ],
-        )
-        .await?;
-    let mut old: HashMap<(i32, Uuid), HourBits> = HashMap::with_capacity(rows.len());
-    for row in rows {
-        let raw: &[u8] = row.try_get(2)?;
-        let bits = HourBits::from_varbit_send(raw).ok_or_else(|| {
-            AnalyticsError::Internal("user_activity.hours is not bit(768)".into())
-        })?;
-        old.insert((row.try_get(0)?, row.try_get(1)?), bits);
+    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
+        (&tenant, Type::UUID),
+        (&blocks, Type::INT4_ARRAY),
+        (&users, Type::UUID_ARRAY),
+        (&days, Type::INT4_ARRAY),
+    ];
+    for column in &columns {
+        params.push((column, Type::INT4_ARRAY));
     }
-    let empty = HourBits::default();
+    let rows = tx.query_typed(&sql, &params).await?;
+    let mut old: HashMap<(i32, Uuid), BlockActivity> = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let mut columns = [0i32; BLOCK_DAYS];
+        for (d, c) in columns.iter_mut().enumerate() {
+            *c = row.try_get(d + 2)?;
+        }
+        old.insert(
+            (row.try_get(0)?, row.try_get(1)?),
+            BlockActivity::from_columns(columns),
+        );
+    }
+    let empty = BlockActivity::default();
     for ((block, user), bits) in &batch {
         let before = old.get(&(*block, *user)).unwrap_or(&empty);
         let added = bits.minus(before);
         let block_start = i64::from(*block) * BLOCK_HOURS;
-        let mut days_counted: Vec<i64> = Vec::new();
+        let before_days = before.days();
+        let mut days_counted = 0u32;
         for offset in added.ones() {
-            let hour = block_start + offset as i64;
-            let hour_ts = hour_ts(hour);
+            let hour_ts = hour_ts(block_start + offset as i64);
             counters.add(kind::USERS, hour_ts, "", 1);
-            // The user is new to the day if no hour of that day was set before.
-            let day = hour.div_euclid(24);
-            if days_counted.contains(&day) {
-                continue;
-            }
-            days_counted.push(day);
-            let (lo, hi) = (day * 24 - block_start, (day + 1) * 24 - block_start);
-            // A block is 32 whole days (768 = 32 x 24, both aligned on the epoch), so the
-            // day lies inside this block.
-            if !before.any_in(lo as usize, hi as usize) {
+            // New to the day if no hour of that day was set before (a block is 32 whole days,
+            // so the day lies in this block).
+            let day_bit = 1u32 << (offset / 24);
+            if before_days & day_bit == 0 && days_counted & day_bit == 0 {
+                days_counted |= day_bit;
                 counters.add(kind::USERS_DAY, floor_day(hour_ts), "", 1);
             }
         }

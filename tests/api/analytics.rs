@@ -817,6 +817,10 @@ async fn retention_deletes_what_the_plan_no_longer_keeps_while_ingestion_goes_on
     let db = app.superuser_db().await;
     let schema = tenant_schema_name(t.id);
     let expected_deleted = old.iter().filter(|e| e.occurred_at < cutoff).count() as u64;
+    assert!(
+        report.activity_deleted + report.activity_trimmed > 0,
+        "{report:?}"
+    );
     assert_eq!(report.events_deleted, expected_deleted);
     let left: i64 = db
         .query_one(
