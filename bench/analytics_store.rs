@@ -92,7 +92,7 @@ fn user_id(i: u64) -> Uuid {
 }
 
 fn feature(i: u64) -> Option<String> {
-    (i % 3 != 0).then(|| format!("feature_{:02}", i % 20))
+    (!i.is_multiple_of(3)).then(|| format!("feature_{:02}", i % 20))
 }
 
 struct Bench {
@@ -315,7 +315,7 @@ async fn load_large(bench: &Bench, tenant: Uuid, total: u64, args: &Args) -> Val
             .collect();
         write_batch(&bench.pools.app, tenant, &events).await;
         i += n;
-        if i % 1_000_000 == 0 || i == total {
+        if i.is_multiple_of(1_000_000) || i == total {
             let secs = began.elapsed().as_secs_f64();
             println!("  {i} events, {:.0} events/s", i as f64 / secs);
         }
@@ -623,7 +623,7 @@ async fn ingest_run(
         "events": events,
         "events_per_second": (events as f64 / elapsed).round(),
         "flushes": flushes,
-        "events_per_flush": if flushes > 0 { events / flushes } else { 0 },
+        "events_per_flush": events.checked_div(flushes).unwrap_or(0),
         "refused_overloaded": refused.load(Ordering::Relaxed),
         "submit_latency": percentiles(latencies),
     });
@@ -690,7 +690,7 @@ async fn many_tenants(bench: &Bench, args: &Args) -> Value {
             futures_util::future::join_all(chunk.iter().map(|s| ensure_tenant(bench, s))).await;
         tenants.extend(ids);
         created += chunk.len();
-        if created % 1000 == 0 {
+        if created.is_multiple_of(1000) {
             println!(
                 "  {created} tenants ready ({:.0} s)",
                 began.elapsed().as_secs_f64()
