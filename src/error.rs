@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+use crate::analytics::AnalyticsError;
 use crate::auth::AuthError;
 use crate::db::DbError;
 use crate::domain::DomainError;
@@ -325,5 +326,28 @@ pub fn path_config() -> actix_web::web::PathConfig {
 impl From<tokio_postgres::Error> for Problem {
     fn from(err: tokio_postgres::Error) -> Self {
         DbError::from(err).into()
+    }
+}
+
+impl From<AnalyticsError> for Problem {
+    fn from(err: AnalyticsError) -> Self {
+        match err {
+            AnalyticsError::Validation(errors) => Problem::validation(errors),
+            AnalyticsError::Overloaded { retry_after } => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many analytics events are waiting to be stored for this tenant; retry later",
+            )
+            .retry_after(retry_after),
+            AnalyticsError::Unavailable(reason) => {
+                tracing::warn!(%reason, "analytics unavailable");
+                Problem::unavailable("analytics ingestion is unavailable; nothing was stored", 1)
+            }
+            AnalyticsError::Db(db) => db.into(),
+            AnalyticsError::Internal(reason) => {
+                tracing::error!(%reason, "analytics error");
+                Problem::internal()
+            }
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod actors;
 pub mod allocator;
+pub mod analytics;
 pub mod audit;
 pub mod auth;
 pub mod cache;

@@ -81,8 +81,13 @@ impl Application {
             metrics.clone(),
             ActorSettings::from_config(&config),
         );
+        let analytics = crate::analytics::AnalyticsRegistry::new(
+            pools.app.clone(),
+            crate::analytics::CommitterConfig::default(),
+        );
         let state = web::Data::new(AppState {
             config,
+            analytics,
             pools,
             redis,
             jwt,
@@ -94,6 +99,10 @@ impl Application {
         actix_web::rt::spawn(crate::cache::subscribe(state.clone()));
         if let Some(every) = options.purge_interval {
             actix_web::rt::spawn(purge_loop(state.clone(), every));
+            actix_web::rt::spawn(crate::analytics::retention::run(
+                state.pools.app.clone(),
+                every,
+            ));
         }
         crate::jobs::spawn(&state, crate::jobs::Registry::standard());
         let app_state = state.clone();

@@ -23,6 +23,7 @@ pub struct AppState {
     pub metrics: Metrics,
     pub actors: TenantRegistry,
     pub caches: Caches,
+    pub analytics: crate::analytics::AnalyticsRegistry,
 }
 
 /// Read-mostly caches of the request path. Entries expire after `config.cache_ttl`; changes

@@ -19,4 +19,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     routes::projects::configure(cfg);
     routes::tasks::configure(cfg);
     routes::audit_logs::configure(cfg);
+    routes::analytics::configure(cfg);
 }

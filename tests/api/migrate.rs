@@ -4,6 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The built-in template's version, and the one a test template folder adds on top of it.
+/// Kept in step with tenant_template/ (checked in `copy_of_embedded`).
+const BASE: i32 = 2;
+const NEXT: i32 = BASE + 1;
+
 use tenantry::config::Config;
 use tenantry::db::migrate::{migrate, MigrateOptions, MigrateReport};
 use tenantry::db::template::TenantTemplate;
@@ -22,6 +27,11 @@ struct TemplateDir(PathBuf);
 impl TemplateDir {
     fn copy_of_embedded() -> TemplateDir {
         let dir = std::env::temp_dir().join(format!("tenantry-template-{}", Uuid::new_v4()));
+        assert_eq!(
+            TenantTemplate::embedded().latest_version(),
+            BASE,
+            "a template migration was added: update BASE in tests/api/migrate.rs"
+        );
         std::fs::create_dir_all(&dir).unwrap();
         let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tenant_template");
         for entry in std::fs::read_dir(source).unwrap() {
@@ -34,7 +44,7 @@ impl TemplateDir {
     fn with_v2() -> TemplateDir {
         let dir = TemplateDir::copy_of_embedded();
         dir.write(
-            "V2__add_column.sql",
+            &format!("V{NEXT}__add_column.sql"),
             "ALTER TABLE events ADD COLUMN source text;\n\
              CREATE INDEX events_tenant_source_idx ON events (tenant_id, source);\n",
         );
@@ -134,16 +144,16 @@ async fn a_new_template_version_migrates_every_tenant_schema() {
     let su = db.superuser_db().await;
     let dir = TemplateDir::with_v2();
     let template = dir.template().unwrap();
-    assert_eq!(template.latest_version(), 2);
+    assert_eq!(template.latest_version(), NEXT);
 
     let report = run(&db.config, template.clone()).await.unwrap();
-    assert_eq!(report.template_version, 2);
+    assert_eq!(report.template_version, NEXT);
     assert_eq!(report.tenants_migrated, 3, "{report}");
     assert!(report.tenants_failed.is_empty(), "{report}");
     for (id, version) in versions(&su).await {
-        assert_eq!(version, 2, "{id}");
+        assert_eq!(version, NEXT, "{id}");
         assert!(has_column(&su, id, "source").await);
-        assert_eq!(history_len(&su, id).await, 2);
+        assert_eq!(history_len(&su, id).await, i64::from(NEXT));
         let index = su
             .query_opt(
                 "select 1 from pg_indexes where schemaname = $1 and indexname = 'events_tenant_source_idx'",
@@ -187,7 +197,11 @@ async fn a_new_template_version_migrates_every_tenant_schema() {
     assert_eq!(report.tenants_total, 4);
     assert_eq!(report.tenants_migrated, 0, "{report}");
     assert_eq!(
-        versions(&su).await.iter().filter(|(_, v)| *v == 2).count(),
+        versions(&su)
+            .await
+            .iter()
+            .filter(|(_, v)| *v == NEXT)
+            .count(),
         4
     );
 }
@@ -220,8 +234,8 @@ async fn migrate_resumes_after_a_reset_version_or_a_failed_tenant() {
         report.tenants_failed
     );
     let v = versions(&su).await;
-    assert_eq!(v, vec![(ids[0], 2), (ids[1], 1), (ids[2], 2)]);
-    assert_eq!(history_len(&su, broken).await, 1);
+    assert_eq!(v, vec![(ids[0], NEXT), (ids[1], BASE), (ids[2], NEXT)]);
+    assert_eq!(history_len(&su, broken).await, i64::from(BASE));
 
     // Once repaired, the next run picks up exactly that tenant.
     su.batch_execute(&format!(
@@ -233,8 +247,8 @@ async fn migrate_resumes_after_a_reset_version_or_a_failed_tenant() {
     let report = run(&db.config, dir.template().unwrap()).await.unwrap();
     assert_eq!(report.tenants_migrated, 1, "{report}");
     assert!(report.tenants_failed.is_empty(), "{report}");
-    assert!(versions(&su).await.iter().all(|(_, v)| *v == 2));
-    assert_eq!(history_len(&su, broken).await, 2);
+    assert!(versions(&su).await.iter().all(|(_, v)| *v == NEXT));
+    assert_eq!(history_len(&su, broken).await, i64::from(NEXT));
 
     // A tenant whose recorded version was lost (reset) is taken up again; its schema already
     // has V2 in its own history, so nothing is applied twice.
@@ -247,8 +261,8 @@ async fn migrate_resumes_after_a_reset_version_or_a_failed_tenant() {
     let report = run(&db.config, dir.template().unwrap()).await.unwrap();
     assert_eq!(report.tenants_migrated, 1, "{report}");
     assert!(report.tenants_failed.is_empty(), "{report}");
-    assert!(versions(&su).await.iter().all(|(_, v)| *v == 2));
-    assert_eq!(history_len(&su, ids[2]).await, 2);
+    assert!(versions(&su).await.iter().all(|(_, v)| *v == NEXT));
+    assert_eq!(history_len(&su, ids[2]).await, i64::from(NEXT));
 }
 
 #[tokio::test]
@@ -294,7 +308,7 @@ async fn a_second_runner_waits_for_the_advisory_lock() {
     );
     let su = db.superuser_db().await;
     assert!(
-        versions(&su).await.iter().all(|(_, v)| *v == 1),
+        versions(&su).await.iter().all(|(_, v)| *v == BASE),
         "a tenant was migrated while the lock was held"
     );
 
@@ -308,7 +322,7 @@ async fn a_second_runner_waits_for_the_advisory_lock() {
         .unwrap()
         .unwrap();
     assert_eq!(report.tenants_migrated, 3, "{report}");
-    assert!(versions(&su).await.iter().all(|(_, v)| *v == 2));
+    assert!(versions(&su).await.iter().all(|(_, v)| *v == NEXT));
 }
 
 #[tokio::test]
@@ -332,7 +346,7 @@ async fn a_divergent_template_is_refused() {
     let err = dir.template().err().expect("edited V1 accepted");
     assert!(err.to_string().contains("diverge"), "{err}");
     dir.write(
-        "V2__add_column.sql",
+        &format!("V{NEXT}__add_column.sql"),
         "ALTER TABLE events ADD COLUMN source text;",
     );
     let err = dir
@@ -360,7 +374,7 @@ async fn a_divergent_template_is_refused() {
         .expect_err("divergent history accepted");
     assert!(err.to_string().contains("diverge"), "{err}");
     assert!(
-        versions(&su).await.iter().all(|(_, v)| *v == 1),
+        versions(&su).await.iter().all(|(_, v)| *v == BASE),
         "a schema was migrated by a refused run"
     );
     for id in &ids {
@@ -386,7 +400,7 @@ async fn two_runners_started_together_migrate_each_schema_once() {
         "{first} / {second}"
     );
     for (id, version) in versions(&su).await {
-        assert_eq!(version, 2);
-        assert_eq!(history_len(&su, id).await, 2);
+        assert_eq!(version, NEXT);
+        assert_eq!(history_len(&su, id).await, i64::from(NEXT));
     }
 }

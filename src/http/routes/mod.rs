@@ -1,3 +1,4 @@
+pub mod analytics;
 pub mod audit_logs;
 pub mod auth;
 pub mod bench;

@@ -1,0 +1,312 @@
+//! Group commit of a tenant's analytics events. Concurrent `submit`s are coalesced: while one
+//! transaction is being written, the next requests queue up and all go into the following
+//! transaction. A submit returns only once the transaction holding its events has committed,
+//! and every submit of a failed transaction gets the error: nothing is acknowledged that is not
+//! committed. The queue is bounded per tenant; past the bound a submit is refused at once
+//! (`Overloaded`, answered 503 with Retry-After) instead of waiting.
+//!
+//! Self-contained on purpose: the tenant actor owns one per tenant (DESIGN.md); until then the
+//! `AnalyticsRegistry` keeps them.
+
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
+use tokio::sync::{broadcast, oneshot};
+use uuid::Uuid;
+
+use super::model::{IngestRules, ValidEvent};
+use super::{retention, store, AnalyticsError};
+use crate::db::{begin_tenant_tx, DbError, PgPool};
+
+#[derive(Clone, Debug)]
+pub struct CommitterConfig {
+    /// Events queued or being written for one tenant; a submit that would go past it is
+    /// refused with `Overloaded` (a submit into an empty queue is always taken).
+    pub max_pending_events: usize,
+    /// Events in one transaction at most; requests are never split across transactions.
+    pub max_flush_events: usize,
+    /// Seconds a refused client is told to wait.
+    pub retry_after_secs: u64,
+    /// How long the plan's retention, which bounds late events, is cached.
+    pub plan_cache_ttl: Duration,
+    /// Committed batches kept for slow live subscribers before they lag.
+    pub live_capacity: usize,
+}
+
+impl Default for CommitterConfig {
+    fn default() -> Self {
+        CommitterConfig {
+            max_pending_events: 20_000,
+            max_flush_events: 10_000,
+            retry_after_secs: 1,
+            plan_cache_ttl: Duration::from_secs(60),
+            live_capacity: 64,
+        }
+    }
+}
+
+/// Events of one committed transaction, offered to live subscribers (the WebSocket stream).
+#[derive(Debug)]
+pub struct CommittedBatch {
+    pub tenant_id: Uuid,
+    pub committed_at: DateTime<Utc>,
+    pub events: Vec<ValidEvent>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitterStats {
+    pub flushes: u64,
+    pub committed_events: u64,
+    pub failed_flushes: u64,
+    pub rejected_overloaded: u64,
+    pub largest_flush: u64,
+    pub pending_events: usize,
+}
+
+struct Pending {
+    events: Vec<ValidEvent>,
+    done: oneshot::Sender<Result<u64, AnalyticsError>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<Pending>,
+    /// Queued plus being written: the bound applies to both.
+    pending_events: usize,
+    flushing: bool,
+}
+
+#[derive(Default)]
+struct Stats {
+    flushes: AtomicU64,
+    committed_events: AtomicU64,
+    failed_flushes: AtomicU64,
+    rejected_overloaded: AtomicU64,
+    largest_flush: AtomicU64,
+}
+
+pub struct GroupCommitter {
+    tenant: Uuid,
+    pool: PgPool,
+    config: CommitterConfig,
+    queue: Mutex<Queue>,
+    live: broadcast::Sender<Arc<CommittedBatch>>,
+    stats: Stats,
+    retention: Mutex<Option<(Instant, Option<u32>)>>,
+}
+
+impl GroupCommitter {
+    /// `pool` is the app role's pool: the flush runs under RLS like any tenant request.
+    pub fn new(tenant: Uuid, pool: PgPool, config: CommitterConfig) -> Arc<GroupCommitter> {
+        let (live, _) = broadcast::channel(config.live_capacity.max(1));
+        Arc::new(GroupCommitter {
+            tenant,
+            pool,
+            config,
+            queue: Mutex::new(Queue::default()),
+            live,
+            stats: Stats::default(),
+            retention: Mutex::new(None),
+        })
+    }
+
+    pub fn tenant(&self) -> Uuid {
+        self.tenant
+    }
+
+    /// Every batch committed from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<CommittedBatch>> {
+        self.live.subscribe()
+    }
+
+    pub fn has_subscribers(&self) -> bool {
+        self.live.receiver_count() > 0
+    }
+
+    pub fn stats(&self) -> CommitterStats {
+        CommitterStats {
+            flushes: self.stats.flushes.load(Ordering::Relaxed),
+            committed_events: self.stats.committed_events.load(Ordering::Relaxed),
+            failed_flushes: self.stats.failed_flushes.load(Ordering::Relaxed),
+            rejected_overloaded: self.stats.rejected_overloaded.load(Ordering::Relaxed),
+            largest_flush: self.stats.largest_flush.load(Ordering::Relaxed),
+            pending_events: self.lock().pending_events,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // The queue stays consistent across a panic (every change is a single step), so a
+        // poisoned lock is still usable.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The rules events are validated against now: the clock and the plan's retention.
+    pub async fn ingest_rules(&self) -> Result<IngestRules, AnalyticsError> {
+        let cached = *self
+            .retention
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let retention_days = match cached {
+            Some((at, days)) if at.elapsed() < self.config.plan_cache_ttl => days,
+            _ => {
+                let mut conn = self.pool.get().await.map_err(DbError::from)?;
+                let tx = begin_tenant_tx(&mut conn, self.tenant).await?;
+                let days = retention::retention_days(&tx, self.tenant).await?;
+                tx.commit().await?;
+                *self
+                    .retention
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), days));
+                days
+            }
+        };
+        Ok(IngestRules {
+            now: Utc::now(),
+            retention_days,
+        })
+    }
+
+    /// Stores `events` and returns their number once they are committed.
+    pub async fn submit(self: &Arc<Self>, events: Vec<ValidEvent>) -> Result<u64, AnalyticsError> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let count = events.len();
+        let (done, answer) = oneshot::channel();
+        let start_flusher = {
+            let mut queue = self.lock();
+            if queue.pending_events > 0
+                && queue.pending_events + count > self.config.max_pending_events
+            {
+                self.stats
+                    .rejected_overloaded
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(AnalyticsError::Overloaded {
+                    retry_after: self.config.retry_after_secs,
+                });
+            }
+            queue.pending_events += count;
+            queue.waiting.push_back(Pending { events, done });
+            !std::mem::replace(&mut queue.flushing, true)
+        };
+        if start_flusher {
+            tokio::spawn(self.clone().flush_loop());
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(AnalyticsError::Unavailable(
+                "the analytics writer stopped before the events were committed".into(),
+            ))
+        })
+    }
+
+    /// Runs while requests are waiting: takes everything queued (up to max_flush_events),
+    /// writes it in one transaction, answers, and starts over.
+    async fn flush_loop(self: Arc<Self>) {
+        let mut guard = FlusherGuard {
+            committer: &self,
+            finished: false,
+        };
+        loop {
+            let batch: Vec<Pending> = {
+                let mut queue = self.lock();
+                if queue.waiting.is_empty() {
+                    queue.flushing = false;
+                    guard.finished = true;
+                    return;
+                }
+                let mut taken = Vec::new();
+                let mut size = 0;
+                while let Some(next) = queue.waiting.front() {
+                    if !taken.is_empty() && size + next.events.len() > self.config.max_flush_events
+                    {
+                        break;
+                    }
+                    size += next.events.len();
+                    if let Some(p) = queue.waiting.pop_front() {
+                        taken.push(p);
+                    }
+                }
+                taken
+            };
+            let mut answers = Vec::with_capacity(batch.len());
+            let mut events = Vec::with_capacity(batch.iter().map(|p| p.events.len()).sum());
+            for pending in batch {
+                answers.push((pending.done, pending.events.len() as u64));
+                events.extend(pending.events);
+            }
+            let size = events.len();
+            let result = AssertUnwindSafe(self.flush(&events))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Err(AnalyticsError::Internal("the flush panicked".into())));
+            self.lock().pending_events -= size;
+            match result {
+                Ok(()) => {
+                    self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .committed_events
+                        .fetch_add(size as u64, Ordering::Relaxed);
+                    self.stats
+                        .largest_flush
+                        .fetch_max(size as u64, Ordering::Relaxed);
+                    for (done, n) in answers {
+                        let _ = done.send(Ok(n));
+                    }
+                    // No subscriber is the normal case; the error only says so.
+                    let _ = self.live.send(Arc::new(CommittedBatch {
+                        tenant_id: self.tenant,
+                        committed_at: Utc::now(),
+                        events,
+                    }));
+                }
+                Err(err) => {
+                    self.stats.failed_flushes.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(tenant_id = %self.tenant, events = size, %err, "analytics flush failed");
+                    for (done, _) in answers {
+                        let _ = done.send(Err(err.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn flush(&self, events: &[ValidEvent]) -> Result<(), AnalyticsError> {
+        let mut conn = self.pool.get().await.map_err(DbError::from)?;
+        conn.touch_tenant_schema(self.tenant);
+        let tx = begin_tenant_tx(&mut conn, self.tenant).await?;
+        store::insert_batch(&tx, self.tenant, events).await?;
+        // A commit that fails, or whose answer is lost, is reported as a failure: the events
+        // may or may not be stored, but none is acknowledged without a confirmed commit.
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// If the flush task is dropped (its runtime shuts down), the queue must not stay marked as
+/// being flushed forever: waiting submits are failed and the next submit starts a new flusher.
+struct FlusherGuard<'a> {
+    committer: &'a GroupCommitter,
+    finished: bool,
+}
+
+impl Drop for FlusherGuard<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let mut queue = self.committer.lock();
+        queue.flushing = false;
+        while let Some(pending) = queue.waiting.pop_front() {
+            let _ = pending.done.send(Err(AnalyticsError::Unavailable(
+                "the analytics writer stopped".into(),
+            )));
+        }
+        // Nothing is queued or in flight any more (the in-flight batch died with the task).
+        queue.pending_events = 0;
+    }
+}

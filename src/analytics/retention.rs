@@ -1,0 +1,227 @@
+//! Retention: analytics older than the plan allows (`app.plans.limits ->
+//! analytics_retention_days`) is deleted in small batches, each its own short transaction, so
+//! ingestion and queries of the tenant go on meanwhile (no lock is held for longer than one
+//! batch, and ingestion only ever writes rows newer than the cutoff).
+//!
+//! The cutoff is a day boundary, `floor_day(now - days)`, so raw events, hourly and daily
+//! rollups and activity bits are cut at the same instant and stay consistent with each other.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::types::Type;
+use tokio_postgres::Transaction;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::buckets::{block_of_hour, day_column, hour_index, BLOCK_HOURS};
+use super::store::{kind, retention_cutoff};
+use super::AnalyticsError;
+use crate::db::{begin_tenant_tx, tenant_schema_name, DbError, PgPool};
+
+#[derive(Clone, Debug)]
+pub struct RetentionConfig {
+    /// Rows deleted (or trimmed) per transaction.
+    pub batch_rows: i64,
+    /// Pause between two batches, leaving room to other work of the database.
+    pub pause: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            batch_rows: 5_000,
+            pause: Duration::from_millis(5),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CleanupReport {
+    pub tenant_id: Uuid,
+    /// None when the plan keeps analytics forever.
+    pub cutoff: Option<DateTime<Utc>>,
+    pub events_deleted: u64,
+    pub counters_deleted: u64,
+    pub activity_deleted: u64,
+    pub activity_trimmed: u64,
+}
+
+/// The plan's analytics retention in days, None for no limit. `tx` is bound to `tenant`.
+pub async fn retention_days(
+    tx: &Transaction<'_>,
+    tenant: Uuid,
+) -> Result<Option<u32>, AnalyticsError> {
+    let row = tx
+        .query_typed_opt(
+            "select case when jsonb_typeof(p.limits -> 'analytics_retention_days') = 'number' \
+                    then greatest((p.limits ->> 'analytics_retention_days')::numeric, 0)::int4 end \
+             from app.tenants t join app.plans p on p.name = t.plan where t.id = $1",
+            &[(&tenant, Type::UUID)],
+        )
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get::<_, Option<i32>>(0)?.map(|d| d.max(0) as u32),
+        None => None,
+    })
+}
+
+/// Deletes the tenant's analytics older than its plan's retention, as of `now`.
+pub async fn cleanup_tenant(
+    pool: &PgPool,
+    tenant: Uuid,
+    now: DateTime<Utc>,
+    config: &RetentionConfig,
+) -> Result<CleanupReport, AnalyticsError> {
+    let mut report = CleanupReport {
+        tenant_id: tenant,
+        ..Default::default()
+    };
+    let days = {
+        let mut conn = pool.get().await.map_err(DbError::from)?;
+        let tx = begin_tenant_tx(&mut conn, tenant).await?;
+        let days = retention_days(&tx, tenant).await?;
+        tx.commit().await?;
+        days
+    };
+    let Some(days) = days else {
+        return Ok(report);
+    };
+    let cutoff = retention_cutoff(now, days);
+    report.cutoff = Some(cutoff);
+    let schema = tenant_schema_name(tenant);
+    let batch = config.batch_rows.max(1);
+    let cutoff_hour = hour_index(cutoff);
+    let first_kept_block = block_of_hour(cutoff_hour);
+    // The cutoff is a day boundary: days [0, first_kept_day) of the block are forgotten.
+    let first_kept_day =
+        ((cutoff_hour - i64::from(first_kept_block) * BLOCK_HOURS) / 24).clamp(0, 31) as usize;
+    let keep_days: i32 = (!0u32 << first_kept_day) as i32;
+    let cleared: String = (0..first_kept_day)
+        .map(|d| format!(", {} = 0", day_column(d)))
+        .collect();
+    let kinds: Vec<i8> = kind::ALL.iter().map(|k| *k as i8).collect();
+
+    // Each statement picks at most `batch` rows by ctid and works on those only.
+    let steps: [(&str, String); 4] = [
+        (
+            "events",
+            format!(
+                "with d as (delete from {schema}.events where tenant_id = $1 and ctid = any(array( \
+                   select ctid from {schema}.events where tenant_id = $1 and occurred_at < $2 limit $3)) \
+                 returning 1) select count(*) from d"
+            ),
+        ),
+        (
+            "counters",
+            format!(
+                "with d as (delete from {schema}.counters where tenant_id = $1 and ctid = any(array( \
+                   select ctid from {schema}.counters where tenant_id = $1 and kind = any($4) \
+                   and bucket < $2 limit $3)) returning 1) select count(*) from d"
+            ),
+        ),
+        (
+            "activity",
+            format!(
+                "with d as (delete from {schema}.user_activity where tenant_id = $1 and ctid = any(array( \
+                   select ctid from {schema}.user_activity where tenant_id = $1 and block < $5 limit $3)) \
+                 returning 1) select count(*) from d"
+            ),
+        ),
+        (
+            "trim",
+            format!(
+                "with u as (update {schema}.user_activity set days = days & $6{cleared} \
+                 where tenant_id = $1 and ctid = any(array( \
+                   select ctid from {schema}.user_activity where tenant_id = $1 and block = $5 \
+                   and (days & ~$6) <> 0 limit $3)) \
+                 returning 1) select count(*) from u"
+            ),
+        ),
+    ];
+    for (step, sql) in &steps {
+        loop {
+            let mut conn = pool.get().await.map_err(DbError::from)?;
+            conn.touch_tenant_schema(tenant);
+            let tx = begin_tenant_tx(&mut conn, tenant).await?;
+            let row = tx
+                .query_typed_one(
+                    sql,
+                    &[
+                        (&tenant, Type::UUID),
+                        (&cutoff, Type::TIMESTAMPTZ),
+                        (&batch, Type::INT8),
+                        (&kinds, Type::CHAR_ARRAY),
+                        (&first_kept_block, Type::INT4),
+                        (&keep_days, Type::INT4),
+                    ],
+                )
+                .await?;
+            tx.commit().await?;
+            let n = row.try_get::<_, i64>(0)?.max(0) as u64;
+            match *step {
+                "events" => report.events_deleted += n,
+                "counters" => report.counters_deleted += n,
+                "activity" => report.activity_deleted += n,
+                _ => report.activity_trimmed += n,
+            }
+            // A short batch means nothing is left; a batch whose rows were all changed by a
+            // concurrent flush comes back short too and the rest waits for the next run.
+            if (n as i64) < batch {
+                break;
+            }
+            tokio::time::sleep(config.pause).await;
+        }
+    }
+    Ok(report)
+}
+
+/// Cleans every live tenant, one after the other; a failure is logged and the next tenant
+/// goes on.
+pub async fn cleanup_all(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    config: &RetentionConfig,
+) -> Result<Vec<CleanupReport>, AnalyticsError> {
+    let tenants: Vec<Uuid> = {
+        let conn = pool.get().await.map_err(DbError::from)?;
+        conn.query_typed(
+            "select id from app.tenants where deleted_at is null order by id",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?
+    };
+    let mut reports = Vec::with_capacity(tenants.len());
+    for tenant in tenants {
+        let span = tracing::info_span!("analytics_retention", tenant_id = %tenant);
+        match cleanup_tenant(pool, tenant, now, config)
+            .instrument(span)
+            .await
+        {
+            Ok(report) => reports.push(report),
+            Err(err) => tracing::warn!(%err, "analytics retention failed; next run retries"),
+        }
+    }
+    Ok(reports)
+}
+
+/// The retention job: a pass over every tenant each `every`.
+pub async fn run(pool: PgPool, every: Duration) {
+    let config = RetentionConfig::default();
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        ticker.tick().await;
+        match cleanup_all(&pool, Utc::now(), &config).await {
+            Ok(reports) => {
+                let deleted: u64 = reports.iter().map(|r| r.events_deleted).sum();
+                if deleted > 0 {
+                    tracing::info!(events = deleted, "analytics retention pass");
+                }
+            }
+            Err(err) => tracing::warn!(%err, "analytics retention pass failed; will retry"),
+        }
+    }
+}

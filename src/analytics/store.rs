@@ -1,0 +1,305 @@
+//! Writes: a batch of events and every rollup it changes, in the caller's transaction, so
+//! the rollups are exact the moment the events commit. Also the API-call counts recorded by
+//! the request pipeline.
+//!
+//! Table names are qualified with `tenant_schema_name(tenant)`, derived from the tenant id
+//! only. Statements go through `query_typed` (one round trip, no named statement): their text
+//! differs per tenant schema, and a per-connection statement cache would keep one entry per
+//! tenant the connection ever served.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Duration, Utc};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::Transaction;
+use uuid::Uuid;
+
+use super::buckets::{
+    block_of_hour, day_column, floor_day, floor_hour, hour_index, BlockActivity, BLOCK_DAYS,
+    BLOCK_HOURS, HOUR_SECS,
+};
+use super::model::ValidEvent;
+use super::AnalyticsError;
+use crate::db::tenant_schema_name;
+
+/// Counter kinds (`counters.kind`); lower case is hourly, upper case daily.
+pub mod kind {
+    pub const EVENTS_BY_TYPE: u8 = b'e';
+    pub const EVENTS_BY_TYPE_DAY: u8 = b'E';
+    pub const EVENTS: u8 = b't';
+    pub const EVENTS_DAY: u8 = b'T';
+    pub const FEATURE: u8 = b'f';
+    pub const FEATURE_DAY: u8 = b'F';
+    pub const API_CALLS: u8 = b'a';
+    pub const API_CALLS_DAY: u8 = b'A';
+    pub const USERS: u8 = b'u';
+    pub const USERS_DAY: u8 = b'U';
+    pub const ALL: &[u8] = b"eEtTfFaAuU";
+}
+
+/// Every flush of a tenant, from any server instance, runs under this transaction-level lock:
+/// the distinct-user counters are derived from the activity bits read before the update, which
+/// is only right if no other flush of the tenant interleaves.
+pub const FLUSH_LOCK_SQL: &str = "select pg_advisory_xact_lock(hashtextextended($1, 0))";
+
+pub fn flush_lock_key(tenant: Uuid) -> String {
+    format!("tenantry.analytics.flush:{tenant}")
+}
+
+type CounterKey = (u8, DateTime<Utc>, String);
+
+#[derive(Default)]
+struct Counters(BTreeMap<CounterKey, i64>);
+
+impl Counters {
+    fn add(&mut self, kind: u8, bucket: DateTime<Utc>, key: &str, n: i64) {
+        *self.0.entry((kind, bucket, key.to_string())).or_insert(0) += n;
+    }
+
+    /// Sorted by key (a BTreeMap), so concurrent upserts of overlapping rows lock them in the
+    /// same order and cannot deadlock.
+    async fn upsert(
+        self,
+        tx: &Transaction<'_>,
+        schema: &str,
+        tenant: Uuid,
+    ) -> Result<(), AnalyticsError> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let mut kinds: Vec<i8> = Vec::with_capacity(self.0.len());
+        let mut buckets = Vec::with_capacity(self.0.len());
+        let mut keys = Vec::with_capacity(self.0.len());
+        let mut counts = Vec::with_capacity(self.0.len());
+        for ((kind, bucket, key), n) in self.0 {
+            kinds.push(kind as i8);
+            buckets.push(bucket);
+            keys.push(key);
+            counts.push(n);
+        }
+        let sql = format!(
+            "insert into {schema}.counters as c (tenant_id, kind, bucket, key, n) \
+             select $1, * from unnest($2::\"char\"[], $3::timestamptz[], $4::text[], $5::int8[]) \
+             on conflict (tenant_id, kind, bucket, key) do update set n = c.n + excluded.n"
+        );
+        tx.query_typed(
+            &sql,
+            &[
+                (&tenant, Type::UUID),
+                (&kinds, Type::CHAR_ARRAY),
+                (&buckets, Type::TIMESTAMPTZ_ARRAY),
+                (&keys, Type::TEXT_ARRAY),
+                (&counts, Type::INT8_ARRAY),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Inserts `events` into the tenant's raw table and updates every rollup they touch. `tx`
+/// must be bound to `tenant` (`begin_tenant_tx`). Returns the number of events written.
+pub async fn insert_batch(
+    tx: &Transaction<'_>,
+    tenant: Uuid,
+    events: &[ValidEvent],
+) -> Result<u64, AnalyticsError> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let schema = tenant_schema_name(tenant);
+    tx.query_typed(FLUSH_LOCK_SQL, &[(&flush_lock_key(tenant), Type::TEXT)])
+        .await?;
+    insert_raw(tx, &schema, tenant, events).await?;
+
+    let mut counters = Counters::default();
+    for e in events {
+        let hour = floor_hour(e.occurred_at);
+        let day = floor_day(e.occurred_at);
+        counters.add(kind::EVENTS, hour, "", 1);
+        counters.add(kind::EVENTS_DAY, day, "", 1);
+        counters.add(kind::EVENTS_BY_TYPE, hour, &e.event_type, 1);
+        counters.add(kind::EVENTS_BY_TYPE_DAY, day, &e.event_type, 1);
+        if let Some(feature) = &e.feature {
+            counters.add(kind::FEATURE, hour, feature, 1);
+            counters.add(kind::FEATURE_DAY, day, feature, 1);
+        }
+    }
+    update_user_activity(tx, &schema, tenant, events, &mut counters).await?;
+    counters.upsert(tx, &schema, tenant).await?;
+    Ok(events.len() as u64)
+}
+
+async fn insert_raw(
+    tx: &Transaction<'_>,
+    schema: &str,
+    tenant: Uuid,
+    events: &[ValidEvent],
+) -> Result<(), AnalyticsError> {
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let users: Vec<Option<Uuid>> = events.iter().map(|e| e.user_id).collect();
+    let features: Vec<Option<&str>> = events.iter().map(|e| e.feature.as_deref()).collect();
+    let metadata: Vec<Option<&serde_json::Value>> =
+        events.iter().map(|e| e.metadata.as_ref()).collect();
+    let occurred: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at).collect();
+    let received: Vec<DateTime<Utc>> = events.iter().map(|e| e.received_at).collect();
+    let sql = format!(
+        "insert into {schema}.events \
+         (tenant_id, id, event_type, user_id, feature, metadata, occurred_at, received_at) \
+         select $1, * from unnest($2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::jsonb[], \
+         $7::timestamptz[], $8::timestamptz[])"
+    );
+    let params: [(&(dyn ToSql + Sync), Type); 8] = [
+        (&tenant, Type::UUID),
+        (&ids, Type::UUID_ARRAY),
+        (&types, Type::TEXT_ARRAY),
+        (&users, Type::UUID_ARRAY),
+        (&features, Type::TEXT_ARRAY),
+        (&metadata, Type::JSONB_ARRAY),
+        (&occurred, Type::TIMESTAMPTZ_ARRAY),
+        (&received, Type::TIMESTAMPTZ_ARRAY),
+    ];
+    tx.query_typed(&sql, &params).await?;
+    Ok(())
+}
+
+/// Sets the (user, hour) bits of the batch and counts, from the bits that were not set
+/// before, how many users became active in each hour (`u`) and each day (`U`).
+async fn update_user_activity(
+    tx: &Transaction<'_>,
+    schema: &str,
+    tenant: Uuid,
+    events: &[ValidEvent],
+    counters: &mut Counters,
+) -> Result<(), AnalyticsError> {
+    let mut batch: BTreeMap<(i32, Uuid), BlockActivity> = BTreeMap::new();
+    for e in events {
+        let Some(user) = e.user_id else { continue };
+        let hour = hour_index(e.occurred_at);
+        let block = block_of_hour(hour);
+        let offset = (hour - i64::from(block) * BLOCK_HOURS) as usize;
+        batch.entry((block, user)).or_default().set(offset);
+    }
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let blocks: Vec<i32> = batch.keys().map(|(b, _)| *b).collect();
+    let users: Vec<Uuid> = batch.keys().map(|(_, u)| *u).collect();
+    let days: Vec<i32> = batch.values().map(|a| a.days() as i32).collect();
+    let columns: Vec<Vec<i32>> = (0..BLOCK_DAYS)
+        .map(|d| batch.values().map(|a| a.to_columns()[d]).collect())
+        .collect();
+    let day_cols: Vec<String> = (0..BLOCK_DAYS).map(day_column).collect();
+    let list = day_cols.join(", ");
+    let a_list = day_cols
+        .iter()
+        .map(|c| format!("a.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let merged = day_cols
+        .iter()
+        .map(|c| format!("a.{c} | excluded.{c}"))
+        .collect::<Vec<_>>();
+    let unnest_args = (0..BLOCK_DAYS)
+        .map(|d| format!("${}::int4[]", d + 5))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let set = day_cols
+        .iter()
+        .zip(&merged)
+        .map(|(c, m)| format!("{c} = {m}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // One statement: `old` reads the rows as they were before `up` changes them (all parts
+    // of a statement share one snapshot), and the update ORs bits in, so a concurrent
+    // retention pass clearing old days is never undone. Rows the batch adds nothing to are
+    // not rewritten.
+    let sql = format!(
+        "with input as ( \
+             select * from unnest($2::int4[], $3::uuid[], $4::int4[], {unnest_args}) \
+             as i(block, user_id, days, {list})), \
+         old as ( \
+             select a.block, a.user_id, {a_list} \
+             from {schema}.user_activity a join input i on a.block = i.block and a.user_id = i.user_id \
+             where a.tenant_id = $1), \
+         up as ( \
+             insert into {schema}.user_activity as a (tenant_id, block, user_id, days, {list}) \
+             select $1, block, user_id, days, {list} from input \
+             on conflict (tenant_id, block, user_id) do update \
+             set days = a.days | excluded.days, {set} \
+             where row({merged}) is distinct from row({a_list})) \
+         select block, user_id, {list} from old",
+        merged = merged.join(", "),
+    );
+    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
+        (&tenant, Type::UUID),
+        (&blocks, Type::INT4_ARRAY),
+        (&users, Type::UUID_ARRAY),
+        (&days, Type::INT4_ARRAY),
+    ];
+    for column in &columns {
+        params.push((column, Type::INT4_ARRAY));
+    }
+    let rows = tx.query_typed(&sql, &params).await?;
+    let mut old: HashMap<(i32, Uuid), BlockActivity> = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let mut columns = [0i32; BLOCK_DAYS];
+        for (d, c) in columns.iter_mut().enumerate() {
+            *c = row.try_get(d + 2)?;
+        }
+        old.insert(
+            (row.try_get(0)?, row.try_get(1)?),
+            BlockActivity::from_columns(columns),
+        );
+    }
+    let empty = BlockActivity::default();
+    for ((block, user), bits) in &batch {
+        let before = old.get(&(*block, *user)).unwrap_or(&empty);
+        let added = bits.minus(before);
+        let block_start = i64::from(*block) * BLOCK_HOURS;
+        let before_days = before.days();
+        let mut days_counted = 0u32;
+        for offset in added.ones() {
+            let hour_ts = hour_ts(block_start + offset as i64);
+            counters.add(kind::USERS, hour_ts, "", 1);
+            // New to the day if no hour of that day was set before (a block is 32 whole days,
+            // so the day lies in this block).
+            let day_bit = 1u32 << (offset / 24);
+            if before_days & day_bit == 0 && days_counted & day_bit == 0 {
+                days_counted |= day_bit;
+                counters.add(kind::USERS_DAY, floor_day(hour_ts), "", 1);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn hour_ts(hour: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(hour * HOUR_SECS, 0).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// Adds API-call counts of the tenant: `(any instant in the hour, count)` pairs, as the request
+/// pipeline aggregates them. `tx` must be bound to `tenant`.
+pub async fn record_api_calls(
+    tx: &Transaction<'_>,
+    tenant: Uuid,
+    calls: &[(DateTime<Utc>, i64)],
+) -> Result<(), AnalyticsError> {
+    let mut counters = Counters::default();
+    for (at, n) in calls {
+        if *n <= 0 {
+            continue;
+        }
+        counters.add(kind::API_CALLS, floor_hour(*at), "", *n);
+        counters.add(kind::API_CALLS_DAY, floor_day(*at), "", *n);
+    }
+    counters
+        .upsert(tx, &tenant_schema_name(tenant), tenant)
+        .await
+}
+
+/// The oldest instant a day bucket may start at and still be kept: `floor_day(now - days)`.
+pub fn retention_cutoff(now: DateTime<Utc>, days: u32) -> DateTime<Utc> {
+    floor_day(now - Duration::days(i64::from(days)))
+}

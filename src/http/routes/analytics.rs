@@ -1,0 +1,196 @@
+//! Analytics (API.md "Analytics"): event ingestion and the summary and time-series reads.
+
+use actix_web::{get, post, web, HttpResponse};
+use chrono::{DateTime, Duration, Utc};
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::actors::{Caller, TenantOp};
+use crate::analytics::buckets::{to_micros, Interval};
+use crate::analytics::query::{self, Metric, Series, SeriesRequest, Summary};
+use crate::analytics::{model, AnalyticsError, EventBatch};
+use crate::error::{FieldError, Problem};
+use crate::http::tenant::TenantRequest;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(ingest_events)
+        .service(get_summary)
+        .service(get_timeseries);
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Accepted {
+    /// Events stored (committed) by this request.
+    pub accepted: u64,
+}
+
+#[utoipa::path(post, path = "/analytics/events", tag = "analytics",
+    request_body(content = EventBatch,
+        description = "`{events: [...]}` with 1 to 1,000 events, or one event object; 1 MiB at most"),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, body = Accepted, description = "Stored: the events are committed"),
+        (status = 401), (status = 413, description = "Body over 1 MiB"),
+        (status = 422, description = "Field errors, e.g. `events[3].timestamp`"),
+        (status = 503, description = "Too many events pending for the tenant, or the database is unavailable; nothing was stored. See Retry-After")))]
+#[post("/analytics/events")]
+pub async fn ingest_events(
+    req: TenantRequest,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, Problem> {
+    req.user()?;
+    let committer = req.state().analytics.committer(req.tenant_id);
+    let rules = committer.ingest_rules().await?;
+    let events = model::validate_body(&body, &rules).map_err(AnalyticsError::Validation)?;
+    let accepted = committer.submit(events).await?;
+    Ok(HttpResponse::Accepted().json(Accepted { accepted }))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct SummaryParams {
+    /// RFC 3339; default: 30 days before `to`.
+    pub from: Option<String>,
+    /// RFC 3339, exclusive; default: now.
+    pub to: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct SeriesParams {
+    /// `events` (default), `active_users` or `api_calls`.
+    pub metric: Option<String>,
+    /// Only events of this type (metrics `events` and `active_users`).
+    pub event_type: Option<String>,
+    /// `hour` (default) or `day`, in UTC.
+    pub interval: Option<String>,
+    /// RFC 3339; default: 24 hours (interval=hour) or 30 days (interval=day) before `to`.
+    pub from: Option<String>,
+    /// RFC 3339, exclusive; default: now.
+    pub to: Option<String>,
+}
+
+fn parse_time(
+    field: &str,
+    raw: &Option<String>,
+    errors: &mut Vec<FieldError>,
+) -> Option<DateTime<Utc>> {
+    let raw = raw.as_deref().filter(|s| !s.is_empty())?;
+    match DateTime::parse_from_rfc3339(raw) {
+        Ok(t) => Some(to_micros(t.with_timezone(&Utc))),
+        Err(_) => {
+            errors.push(FieldError::new(field, "must be an RFC 3339 timestamp"));
+            None
+        }
+    }
+}
+
+fn range(
+    params_from: &Option<String>,
+    params_to: &Option<String>,
+    default_span: Duration,
+    errors: &mut Vec<FieldError>,
+) -> (DateTime<Utc>, DateTime<Utc>) {
+    let to = parse_time("to", params_to, errors).unwrap_or_else(|| to_micros(Utc::now()));
+    let from = parse_time("from", params_from, errors).unwrap_or(to - default_span);
+    (from, to)
+}
+
+struct GetSummary {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+}
+
+impl TenantOp for GetSummary {
+    type Output = Summary;
+
+    fn run<'a>(
+        self,
+        tx: &'a deadpool_postgres::Transaction<'a>,
+        caller: &'a Caller,
+    ) -> BoxFuture<'a, Result<Summary, Problem>> {
+        Box::pin(async move { Ok(query::summary(tx, caller.tenant_id, self.from, self.to).await?) })
+    }
+}
+
+#[utoipa::path(get, path = "/analytics/summary", tag = "analytics", params(SummaryParams),
+    security(("bearer" = [])),
+    responses((status = 200, body = Summary), (status = 401), (status = 422)))]
+#[get("/analytics/summary")]
+pub async fn get_summary(
+    req: TenantRequest,
+    params: web::Query<SummaryParams>,
+) -> Result<HttpResponse, Problem> {
+    req.user()?;
+    let mut errors = Vec::new();
+    let (from, to) = range(&params.from, &params.to, query::MAU_WINDOW, &mut errors);
+    if !errors.is_empty() {
+        return Err(Problem::validation(errors));
+    }
+    let summary = req.execute(GetSummary { from, to }).await?;
+    Ok(HttpResponse::Ok().json(summary))
+}
+
+struct GetSeries(SeriesRequest);
+
+impl TenantOp for GetSeries {
+    type Output = Series;
+
+    fn run<'a>(
+        self,
+        tx: &'a deadpool_postgres::Transaction<'a>,
+        caller: &'a Caller,
+    ) -> BoxFuture<'a, Result<Series, Problem>> {
+        Box::pin(async move { Ok(query::timeseries(tx, caller.tenant_id, &self.0).await?) })
+    }
+}
+
+#[utoipa::path(get, path = "/analytics/timeseries", tag = "analytics", params(SeriesParams),
+    security(("bearer" = [])),
+    responses((status = 200, body = Series), (status = 401),
+        (status = 422, description = "Bad parameter, or more than 10,000 points")))]
+#[get("/analytics/timeseries")]
+pub async fn get_timeseries(
+    req: TenantRequest,
+    params: web::Query<SeriesParams>,
+) -> Result<HttpResponse, Problem> {
+    req.user()?;
+    let mut errors = Vec::new();
+    let metric = match params.metric.as_deref().filter(|s| !s.is_empty()) {
+        None => Metric::Events,
+        Some(raw) => Metric::parse(raw).unwrap_or_else(|| {
+            errors.push(FieldError::new(
+                "metric",
+                "must be events, active_users or api_calls",
+            ));
+            Metric::Events
+        }),
+    };
+    let interval = match params.interval.as_deref().filter(|s| !s.is_empty()) {
+        None | Some("hour") => Interval::Hour,
+        Some("day") => Interval::Day,
+        Some(_) => {
+            errors.push(FieldError::new("interval", "must be hour or day"));
+            Interval::Hour
+        }
+    };
+    let default_span = match interval {
+        Interval::Hour => Duration::hours(24),
+        Interval::Day => Duration::days(30),
+    };
+    let (from, to) = range(&params.from, &params.to, default_span, &mut errors);
+    if !errors.is_empty() {
+        return Err(Problem::validation(errors));
+    }
+    let event_type = params.event_type.clone().filter(|s| !s.is_empty());
+    let series = req
+        .execute(GetSeries(SeriesRequest {
+            metric,
+            event_type,
+            interval,
+            from,
+            to,
+        }))
+        .await?;
+    Ok(HttpResponse::Ok().json(series))
+}
