@@ -5,6 +5,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod routes;
 pub mod tenant;
+pub mod ws;
 
 use actix_web::web;
 
@@ -20,4 +21,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     routes::tasks::configure(cfg);
     routes::audit_logs::configure(cfg);
     routes::analytics::configure(cfg);
+    ws::configure(cfg);
 }

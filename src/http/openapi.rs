@@ -79,6 +79,10 @@ impl Modify for SecuritySchemes {
         routes::tasks::update_task,
         routes::tasks::delete_task,
         routes::audit_logs::list_audit_logs,
+        routes::analytics::ingest_events,
+        routes::analytics::get_summary,
+        routes::analytics::get_timeseries,
+        super::ws::analytics_socket,
     ),
 )]
 pub struct ApiDoc;

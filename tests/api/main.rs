@@ -21,3 +21,4 @@ mod provisioning;
 mod resolution;
 mod rls;
 mod smoke;
+mod ws;

@@ -44,6 +44,10 @@ async fn openapi_document_lists_the_api() {
         "/tasks",
         "/tasks/{id}",
         "/audit-logs",
+        "/analytics/events",
+        "/analytics/summary",
+        "/analytics/timeseries",
+        "/ws/analytics",
     ] {
         assert!(
             paths.contains_key(path),
