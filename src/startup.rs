@@ -95,7 +95,14 @@ impl Application {
             metrics,
             actors,
             caches: Default::default(),
+            api_calls: Default::default(),
         });
+        actix_web::rt::spawn(
+            state
+                .api_calls
+                .clone()
+                .run(state.pools.app.clone(), Duration::from_secs(2)),
+        );
         actix_web::rt::spawn(crate::cache::subscribe(state.clone()));
         if let Some(every) = options.purge_interval {
             actix_web::rt::spawn(purge_loop(state.clone(), every));

@@ -24,6 +24,7 @@ pub struct AppState {
     pub actors: TenantRegistry,
     pub caches: Caches,
     pub analytics: crate::analytics::AnalyticsRegistry,
+    pub api_calls: std::sync::Arc<crate::analytics::api_calls::ApiCallMeter>,
 }
 
 /// Read-mostly caches of the request path. Entries expire after `config.cache_ttl`; changes

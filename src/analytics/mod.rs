@@ -2,6 +2,7 @@
 //! kept exact in the same transaction as the events, summary and time series queries, and
 //! retention per plan. The tables live in each tenant's own schema (tenant_template/V2).
 
+pub mod api_calls;
 pub mod buckets;
 pub mod ingest;
 pub mod model;

@@ -172,6 +172,7 @@ pub async fn resolve_with_token(
         ));
     }
     tracing::Span::current().record("tenant_id", tracing::field::display(tenant.id));
+    state.api_calls.record(tenant.id);
     Ok(TenantRequest {
         caller: Caller {
             tenant_id: tenant.id,

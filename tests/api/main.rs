@@ -15,6 +15,7 @@ mod helpers;
 mod isolation;
 mod jobs;
 mod lifecycle;
+mod metering;
 mod migrate;
 mod openapi;
 mod provisioning;

@@ -1,0 +1,101 @@
+//! Metering of `api_calls`: the request pipeline counts every request of a resolved tenant in
+//! memory (one atomic add on the hot path), and a flusher adds the counts to the tenant's
+//! analytics counters every few seconds, one tenant-bound transaction per tenant. A crash loses
+//! at most one flush interval of counts; counts that fail to flush are kept for the next try.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use dashmap::DashMap;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::db::{begin_tenant_tx, PgPool};
+
+#[derive(Default)]
+pub struct ApiCallMeter {
+    counts: DashMap<(Uuid, DateTime<Utc>), AtomicI64>,
+}
+
+fn hour_of(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.duration_trunc(TimeDelta::hours(1)).unwrap_or(at)
+}
+
+impl ApiCallMeter {
+    pub fn record(&self, tenant: Uuid) {
+        let key = (tenant, hour_of(Utc::now()));
+        if let Some(counter) = self.counts.get(&key) {
+            counter.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.counts
+            .entry(key)
+            .or_default()
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes every count out of the meter, grouped by tenant.
+    fn drain(&self) -> Vec<(Uuid, Vec<(DateTime<Utc>, i64)>)> {
+        let mut by_tenant: std::collections::HashMap<Uuid, Vec<(DateTime<Utc>, i64)>> =
+            Default::default();
+        for entry in self.counts.iter() {
+            let n = entry.value().swap(0, Ordering::Relaxed);
+            if n > 0 {
+                by_tenant
+                    .entry(entry.key().0)
+                    .or_default()
+                    .push((entry.key().1, n));
+            }
+        }
+        // Past hours will not be counted again; dropping their zeroed entries bounds the map, and
+        // counts that could not be written for two days (a purged tenant) are given up.
+        let current = hour_of(Utc::now());
+        let give_up = current - TimeDelta::hours(48);
+        self.counts.retain(|(_, hour), n| {
+            *hour >= current || (n.load(Ordering::Relaxed) != 0 && *hour > give_up)
+        });
+        by_tenant.into_iter().collect()
+    }
+
+    fn give_back(&self, tenant: Uuid, calls: &[(DateTime<Utc>, i64)]) {
+        for (hour, n) in calls {
+            self.counts
+                .entry((tenant, *hour))
+                .or_default()
+                .fetch_add(*n, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes the counts gathered so far.
+    pub async fn flush(&self, pool: &PgPool) {
+        for (tenant, calls) in self.drain() {
+            let span = tracing::info_span!("api_calls_flush", tenant_id = %tenant);
+            let result = crate::context::scope(tenant, async {
+                let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+                conn.touch_tenant_schema(tenant);
+                let tx = begin_tenant_tx(&mut conn, tenant)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                super::store::record_api_calls(&tx, tenant, &calls)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tx.commit().await.map_err(|e| e.to_string())
+            })
+            .instrument(span)
+            .await;
+            if let Err(err) = result {
+                tracing::warn!(tenant_id = %tenant, %err, "api_calls not flushed; kept for the next try");
+                self.give_back(tenant, &calls);
+            }
+        }
+    }
+
+    pub async fn run(self: std::sync::Arc<Self>, pool: PgPool, every: Duration) {
+        let mut ticker = tokio::time::interval(every);
+        loop {
+            ticker.tick().await;
+            self.flush(&pool).await;
+        }
+    }
+}
