@@ -10,8 +10,10 @@
 set -euo pipefail
 
 PG_HOST=127.0.0.1
-PG_PORT=5432
-REDIS_PORT=6379
+# Other ports only to try this script against a scratch cluster or Redis; tenantry's defaults
+# expect 5432 and 6379.
+PG_PORT=${SERVICES_PG_PORT:-5432}
+REDIS_PORT=${SERVICES_REDIS_PORT:-6379}
 WAIT_SECONDS=${SERVICES_WAIT_SECONDS:-60}
 
 say() { printf 'services: %s\n' "$*" >&2; }
@@ -115,7 +117,7 @@ password even after the change; set DATABASE_URL to a URL that works and SKIP_PO
 # log in as postgres without one. For local development only, trust TCP from this machine.
 trust_local_tcp() {
     local hba
-    hba=$(as_postgres psql -X -Atc 'show hba_file' 2>/dev/null) ||
+    hba=$(as_postgres psql -X -p "$PG_PORT" -Atc 'show hba_file' 2>/dev/null) ||
         die "cannot reach PostgreSQL over its local socket as the postgres user to find pg_hba.conf"
     [ -n "$hba" ] || die "PostgreSQL did not report its hba_file"
     say "PostgreSQL refuses postgres@$PG_HOST without a password; for LOCAL DEVELOPMENT ONLY,"
@@ -128,7 +130,7 @@ trust_local_tcp() {
 host all all 127.0.0.1/32 trust\
 host all all ::1/128 trust' "$hba"
     say "(previous file kept as $hba.before-tenantry)"
-    as_postgres psql -X -q -Atc 'select pg_reload_conf()' >/dev/null
+    as_postgres psql -X -q -p "$PG_PORT" -Atc 'select pg_reload_conf()' >/dev/null
     sleep 0.3
 }
 
@@ -152,6 +154,13 @@ ensure_redis() {
     wait_for Redis redis_answers
 }
 
-if [ "${SKIP_POSTGRES:-0}" != 1 ]; then ensure_postgres; fi
-if [ "${SKIP_REDIS:-0}" != 1 ]; then ensure_redis; fi
-say "PostgreSQL $PG_HOST:$PG_PORT and Redis 127.0.0.1:$REDIS_PORT are up"
+up=()
+if [ "${SKIP_POSTGRES:-0}" != 1 ]; then
+    ensure_postgres
+    up+=("PostgreSQL $PG_HOST:$PG_PORT")
+fi
+if [ "${SKIP_REDIS:-0}" != 1 ]; then
+    ensure_redis
+    up+=("Redis 127.0.0.1:$REDIS_PORT")
+fi
+[ ${#up[@]} -eq 0 ] || say "up: ${up[*]}"
