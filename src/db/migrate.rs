@@ -398,6 +398,7 @@ async fn apply_template(
     let schema = tenant_schema_name(tenant);
     tx.batch_execute(&format!("SET LOCAL search_path TO {schema}"))
         .await?;
+    roles::default_privileges_tenant_schema(tx, &schema, &config.roles).await?;
     template.apply(tx, &schema).await?;
     roles::grant_tenant_schema(tx, &schema, &config.roles).await?;
     tx.batch_execute("SET LOCAL search_path TO DEFAULT").await?;

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs tenantry locally: services, a release build, `tenantry migrate` (creates and migrates the
+# database), `tenantry demo` (prints the demo tenant and its login), then `tenantry serve`.
+# Every setting of README.md's configuration table can be given in the environment.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+scripts/services.sh
+require_cargo
+
+echo "== building tenantry (release)"
+cargo build --release --locked --bin tenantry
+bin="$(target_dir)/release/tenantry"
+[ -x "$bin" ] || { echo "error: $bin was not built" >&2; exit 1; }
+
+export LOG_FORMAT=${LOG_FORMAT:-pretty}
+# Each argon2 hash (login, provisioning) allocates 19 MiB; with glibc's adaptive mmap threshold
+# those blocks stay in the heap after use and the process grows to about 1 GB under load (seen in
+# bench/tenant_schemas). A fixed threshold makes glibc return them to the system at once.
+export MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-4194304}
+if [ -z "${PLATFORM_ADMIN_TOKEN:-}" ]; then
+    # A well-known value is fine on 127.0.0.1; set your own for anything reachable by others.
+    export PLATFORM_ADMIN_TOKEN=dev-operator-token
+    dev_token=1
+fi
+
+echo "== tenantry migrate"
+"$bin" migrate
+echo "== tenantry demo"
+"$bin" demo
+
+bind=${BIND:-127.0.0.1:8080}
+echo
+echo "operator token (PLATFORM_ADMIN_TOKEN): $PLATFORM_ADMIN_TOKEN${dev_token:+   (development default)}"
+echo "try:  curl -s http://$bind/healthz"
+echo "      curl -s http://$bind/admin/tenants -H 'Authorization: Bearer $PLATFORM_ADMIN_TOKEN'"
+if [ -n "${dev_token:-}" ] && [[ "$bind" != 127.* && "$bind" != localhost:* && "$bind" != "[::1]":* ]]; then
+    echo "warning: BIND=$bind is reachable from other machines and the operator token is the" >&2
+    echo "         development default; set PLATFORM_ADMIN_TOKEN" >&2
+fi
+echo "== tenantry serve on $bind (Ctrl-C stops it)"
+exec "$bin" serve

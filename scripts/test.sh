@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Everything CI checks, in the order CI checks it: services, formatting, lints (warnings are
+# errors), then every test target against the real PostgreSQL and Redis. Exits non-zero on the
+# first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+scripts/services.sh
+require_cargo
+require_component fmt rustfmt
+require_component clippy clippy
+
+# Test databases are dropped by each test when it ends; a killed run leaves some behind. Drop
+# those nobody uses that are older than ten minutes, so a concurrent test run on the same
+# server keeps its own.
+leftovers=$(psql -X -w -q -h 127.0.0.1 -U postgres -d postgres -Atc "
+    select datname from pg_database d
+    where datname like 'tenantry\_test\_%'
+      and not exists (select 1 from pg_stat_activity a where a.datname = d.datname)
+      and (pg_stat_file('base/' || d.oid || '/PG_VERSION')).modification
+          < now() - interval '10 minutes'" 2>/dev/null || true)
+if [ -n "$leftovers" ]; then
+    echo "dropping $(wc -l <<<"$leftovers") leftover test database(s)"
+    while read -r db; do
+        psql -X -w -q -h 127.0.0.1 -U postgres -d postgres \
+            -c "drop database if exists \"$db\"" >/dev/null 2>&1 || true
+    done <<<"$leftovers"
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo test"
+# Each test runs its own server and database with a few connections each; bound the parallel
+# tests so a many-core machine stays under PostgreSQL's default max_connections (100).
+if [ -z "${RUST_TEST_THREADS:-}" ]; then
+    threads=$(nproc 2>/dev/null || echo 4)
+    export RUST_TEST_THREADS=$((threads > 8 ? 8 : threads))
+fi
+# Benches are left out: they are compiled by clippy above and run on demand (bench/), where
+# they load millions of rows.
+cargo test --locked
+echo "== all checks passed"
