@@ -13,6 +13,9 @@ use uuid::Uuid;
 
 use crate::db::{begin_tenant_tx, PgPool};
 
+/// Calls counted in each hour: `(start of the hour, count)`.
+type HourlyCalls = Vec<(DateTime<Utc>, i64)>;
+
 #[derive(Default)]
 pub struct ApiCallMeter {
     counts: DashMap<(Uuid, DateTime<Utc>), AtomicI64>,
@@ -36,7 +39,7 @@ impl ApiCallMeter {
     }
 
     /// Takes every count out of the meter, grouped by tenant.
-    fn drain(&self) -> Vec<(Uuid, Vec<(DateTime<Utc>, i64)>)> {
+    fn drain(&self) -> Vec<(Uuid, HourlyCalls)> {
         let mut by_tenant: std::collections::HashMap<Uuid, Vec<(DateTime<Utc>, i64)>> =
             Default::default();
         for entry in self.counts.iter() {
