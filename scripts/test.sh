@@ -41,5 +41,11 @@ if [ -z "${RUST_TEST_THREADS:-}" ]; then
 fi
 # Benches are left out: they are compiled by clippy above and run on demand (bench/), where
 # they load millions of rows.
-cargo test --locked
+# No doctests (the crate has no examples in its docs); the summary below adds up every runner.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --locked --lib --bins --tests 2>&1 | tee "$log"
+passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')
+failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s += $1} END {print s + 0}')
 echo "== all checks passed"
+echo "tests: $passed passed, $failed failed"
