@@ -185,6 +185,10 @@ async fn run_in_tenant_tx<O: TenantOp>(
     op: O,
 ) -> Result<O::Output, Problem> {
     let mut conn = shared.pool.get().await.map_err(crate::db::DbError::from)?;
+    // Any operation may open the tenant's own schema (analytics do), so every one counts
+    // against the connection's schema budget: a connection that served many tenants is
+    // retired instead of growing its relation cache without bound.
+    conn.touch_tenant_schema(tenant);
     let tx = begin_tenant_tx(&mut conn, tenant).await?;
     let output = op.run(&tx, caller).await?;
     tx.commit().await.map_err(crate::db::DbError::from)?;

@@ -2,6 +2,7 @@
 //! and its own server (see helpers::spawn_app), so they run in parallel.
 
 mod actors;
+mod admin_bypass;
 mod analytics;
 mod audit;
 mod auth;
