@@ -242,6 +242,10 @@ async fn run(args: Args, bench_mode: bool) -> Result<()> {
     }
     let budget = config.tenant_schemas_per_connection;
 
+    // Pasted into DROP/CREATE DATABASE: only a plain identifier is accepted.
+    if !tenantry::config::is_plain_identifier(&args.database) {
+        bail!("--database: use lowercase letters, digits and underscores");
+    }
     let maintenance = connect(&with_database(&config.database_url, "postgres")).await?;
     let machine_start = (
         load_average(),
@@ -268,6 +272,11 @@ async fn run(args: Args, bench_mode: bool) -> Result<()> {
         println!(
             "  note:       {} other active backend(s) on the server at start: figures may be disturbed",
             machine_start.1
+        );
+    }
+    if busy_cpu(nproc) {
+        println!(
+            "  note:       the load average is above the core count: other work competes for the CPU and inflates latencies"
         );
     }
     println!(
@@ -1048,6 +1057,14 @@ fn load_average() -> String {
         .ok()
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|| "?".into())
+}
+
+/// Whether the 1-minute load average, read before the benchmark starts working, exceeds the cores.
+fn busy_cpu(nproc: usize) -> bool {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .is_some_and(|load| load > nproc as f64 + 1.0)
 }
 
 fn machine_facts() -> (String, f64) {
