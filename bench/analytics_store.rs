@@ -566,6 +566,7 @@ async fn ingest_run(
     tenants: &[Uuid],
     clients_per_tenant: usize,
     secs: u64,
+    users: u64,
 ) -> Value {
     let committers: Vec<Arc<GroupCommitter>> = tenants
         .iter()
@@ -589,7 +590,7 @@ async fn ingest_run(
                         now: Utc::now(),
                         retention_days: Some(365),
                     };
-                    let events = validate_events(new_events(&mut rng, 1_000, 10_000), &rules)
+                    let events = validate_events(new_events(&mut rng, 1_000, users), &rules)
                         .expect("valid events");
                     let sent = Instant::now();
                     match committer.submit(events).await {
@@ -619,6 +620,7 @@ async fn ingest_run(
         "run": label,
         "tenants": tenants.len(),
         "clients": tenants.len() * clients_per_tenant,
+        "distinct_users": users,
         "seconds": (elapsed * 10.0).round() / 10.0,
         "events": events,
         "events_per_second": (events as f64 / elapsed).round(),
@@ -642,6 +644,19 @@ async fn ingest_benches(bench: &Bench, args: &Args, large: Option<Uuid>) -> Valu
             &[one],
             args.clients,
             args.ingest_secs,
+            10_000,
+        )
+        .await,
+    );
+    let unique = ensure_tenant(bench, "bench-ingest-unique").await;
+    runs.push(
+        ingest_run(
+            bench,
+            "one fresh tenant, every event by a new user",
+            &[unique],
+            args.clients,
+            args.ingest_secs,
+            u64::MAX >> 16,
         )
         .await,
     );
@@ -656,6 +671,7 @@ async fn ingest_benches(bench: &Bench, args: &Args, large: Option<Uuid>) -> Valu
             &several,
             1,
             args.ingest_secs,
+            10_000,
         )
         .await,
     );
@@ -667,6 +683,7 @@ async fn ingest_benches(bench: &Bench, args: &Args, large: Option<Uuid>) -> Valu
                 &[large],
                 args.clients,
                 args.ingest_secs,
+                10_000,
             )
             .await,
         );
@@ -1056,13 +1073,14 @@ fn markdown(r: &Value) -> String {
     }
     if let Some(runs) = r["ingest"].as_array() {
         md.push_str("## Ingest through GroupCommitter (batches of 1,000)\n\n");
-        md.push_str("| run | tenants | clients | seconds | events/s | events/flush | refused | submit p50 ms | submit p95 ms |\n|---|---|---|---|---|---|---|---|---|\n");
+        md.push_str("| run | tenants | clients | distinct users | seconds | events/s | events/flush | refused | submit p50 ms | submit p95 ms |\n|---|---|---|---|---|---|---|---|---|---|\n");
         for x in runs {
             md.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 cell(&x["run"]),
                 x["tenants"],
                 x["clients"],
+                x["distinct_users"],
                 x["seconds"],
                 x["events_per_second"],
                 x["events_per_flush"],

@@ -8,7 +8,7 @@
 //! Self-contained on purpose: the tenant actor owns one per tenant (DESIGN.md); until then the
 //! `AnalyticsRegistry` keeps them.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -90,6 +90,41 @@ struct Stats {
     largest_flush: AtomicU64,
 }
 
+/// (user, hour) activity marks this committer saw committed, for the two most recent hours
+/// seen: in the steady state nearly every event is by a user already marked for its hour, and
+/// skipping those spares the flush its most expensive statement. Bounded in entries; marks of
+/// older hours are dropped, which only costs a database read.
+#[derive(Default)]
+struct ActivityCache {
+    by_hour: BTreeMap<i64, HashSet<Uuid>>,
+    len: usize,
+}
+
+const ACTIVITY_CACHE_HOURS: usize = 2;
+const ACTIVITY_CACHE_ENTRIES: usize = 100_000;
+
+impl ActivityCache {
+    fn contains(&self, user: Uuid, hour: i64) -> bool {
+        self.by_hour.get(&hour).is_some_and(|s| s.contains(&user))
+    }
+
+    fn remember(&mut self, marks: Vec<(Uuid, i64)>) {
+        for (user, hour) in marks {
+            if self.len >= ACTIVITY_CACHE_ENTRIES {
+                break;
+            }
+            if self.by_hour.entry(hour).or_default().insert(user) {
+                self.len += 1;
+            }
+        }
+        while self.by_hour.len() > ACTIVITY_CACHE_HOURS {
+            if let Some((_, users)) = self.by_hour.pop_first() {
+                self.len -= users.len();
+            }
+        }
+    }
+}
+
 pub struct GroupCommitter {
     tenant: Uuid,
     pool: PgPool,
@@ -98,6 +133,7 @@ pub struct GroupCommitter {
     live: broadcast::Sender<Arc<CommittedBatch>>,
     stats: Stats,
     retention: Mutex<Option<(Instant, Option<u32>)>>,
+    activity: Mutex<ActivityCache>,
 }
 
 impl GroupCommitter {
@@ -112,6 +148,7 @@ impl GroupCommitter {
             live,
             stats: Stats::default(),
             retention: Mutex::new(None),
+            activity: Mutex::new(ActivityCache::default()),
         })
     }
 
@@ -279,10 +316,20 @@ impl GroupCommitter {
         let mut conn = self.pool.get().await.map_err(DbError::from)?;
         conn.touch_tenant_schema(self.tenant);
         let tx = begin_tenant_tx(&mut conn, self.tenant).await?;
-        store::insert_batch(&tx, self.tenant, events).await?;
+        let written = store::insert_batch_skipping(&tx, self.tenant, events, |user, hour| {
+            self.activity
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(user, hour)
+        })
+        .await?;
         // A commit that fails, or whose answer is lost, is reported as a failure: the events
         // may or may not be stored, but none is acknowledged without a confirmed commit.
         tx.commit().await?;
+        self.activity
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remember(written.activity);
         Ok(())
     }
 }

@@ -104,8 +104,32 @@ pub async fn insert_batch(
     tenant: Uuid,
     events: &[ValidEvent],
 ) -> Result<u64, AnalyticsError> {
+    Ok(insert_batch_skipping(tx, tenant, events, |_, _| false)
+        .await?
+        .events)
+}
+
+/// What a batch wrote.
+#[derive(Debug, Default)]
+pub struct BatchWritten {
+    pub events: u64,
+    /// The (user, hour since the epoch) pairs now marked in `user_activity`; once the
+    /// transaction commits the caller may remember them and pass them as `known` next time.
+    pub activity: Vec<(Uuid, i64)>,
+}
+
+/// `insert_batch`, skipping the activity marks `known(user, hour)` says are already stored.
+/// Marks are only ever added (retention removes whole days older than anything accepted), so
+/// a pair once committed stays true and costs nothing to skip; a wrong "known" would lose a
+/// distinct user, so only pass pairs taken from a committed `BatchWritten`.
+pub async fn insert_batch_skipping(
+    tx: &Transaction<'_>,
+    tenant: Uuid,
+    events: &[ValidEvent],
+    known: impl Fn(Uuid, i64) -> bool + Send,
+) -> Result<BatchWritten, AnalyticsError> {
     if events.is_empty() {
-        return Ok(0);
+        return Ok(BatchWritten::default());
     }
     let schema = tenant_schema_name(tenant);
     tx.query_typed(FLUSH_LOCK_SQL, &[(&flush_lock_key(tenant), Type::TEXT)])
@@ -125,9 +149,28 @@ pub async fn insert_batch(
             counters.add(kind::FEATURE_DAY, day, feature, 1);
         }
     }
-    update_user_activity(tx, &schema, tenant, events, &mut counters).await?;
+    let mut batch: BTreeMap<(i32, Uuid), BlockActivity> = BTreeMap::new();
+    let mut activity = Vec::new();
+    for e in events {
+        let Some(user) = e.user_id else { continue };
+        let hour = hour_index(e.occurred_at);
+        if known(user, hour) {
+            continue;
+        }
+        let block = block_of_hour(hour);
+        let offset = (hour - i64::from(block) * BLOCK_HOURS) as usize;
+        let marks = batch.entry((block, user)).or_default();
+        if !marks.get(offset) {
+            marks.set(offset);
+            activity.push((user, hour));
+        }
+    }
+    update_user_activity(tx, &schema, tenant, &batch, &mut counters).await?;
     counters.upsert(tx, &schema, tenant).await?;
-    Ok(events.len() as u64)
+    Ok(BatchWritten {
+        events: events.len() as u64,
+        activity,
+    })
 }
 
 async fn insert_raw(
@@ -170,67 +213,58 @@ async fn update_user_activity(
     tx: &Transaction<'_>,
     schema: &str,
     tenant: Uuid,
-    events: &[ValidEvent],
+    batch: &BTreeMap<(i32, Uuid), BlockActivity>,
     counters: &mut Counters,
 ) -> Result<(), AnalyticsError> {
-    let mut batch: BTreeMap<(i32, Uuid), BlockActivity> = BTreeMap::new();
-    for e in events {
-        let Some(user) = e.user_id else { continue };
-        let hour = hour_index(e.occurred_at);
-        let block = block_of_hour(hour);
-        let offset = (hour - i64::from(block) * BLOCK_HOURS) as usize;
-        batch.entry((block, user)).or_default().set(offset);
-    }
     if batch.is_empty() {
         return Ok(());
     }
     let blocks: Vec<i32> = batch.keys().map(|(b, _)| *b).collect();
     let users: Vec<Uuid> = batch.keys().map(|(_, u)| *u).collect();
     let days: Vec<i32> = batch.values().map(|a| a.days() as i32).collect();
-    let columns: Vec<Vec<i32>> = (0..BLOCK_DAYS)
-        .map(|d| batch.values().map(|a| a.to_columns()[d]).collect())
+    // Only the day columns this batch touches (usually one or two of the 32) are sent, read
+    // and written; the statement text names them, and they are constants of the template.
+    let touched = batch.values().fold(0u32, |acc, a| acc | a.days());
+    let day_idx: Vec<usize> = (0..BLOCK_DAYS).filter(|d| touched & 1 << d != 0).collect();
+    let columns: Vec<Vec<i32>> = day_idx
+        .iter()
+        .map(|d| batch.values().map(|a| a.to_columns()[*d]).collect())
         .collect();
-    let day_cols: Vec<String> = (0..BLOCK_DAYS).map(day_column).collect();
-    let list = day_cols.join(", ");
-    let a_list = day_cols
-        .iter()
-        .map(|c| format!("a.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let merged = day_cols
-        .iter()
-        .map(|c| format!("a.{c} | excluded.{c}"))
-        .collect::<Vec<_>>();
-    let unnest_args = (0..BLOCK_DAYS)
-        .map(|d| format!("${}::int4[]", d + 5))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let set = day_cols
-        .iter()
-        .zip(&merged)
-        .map(|(c, m)| format!("{c} = {m}"))
+    let cols: Vec<String> = day_idx.iter().map(|d| day_column(*d)).collect();
+    let each =
+        |f: &dyn Fn(&str) -> String| cols.iter().map(|c| f(c)).collect::<Vec<_>>().join(", ");
+    let list = each(&|c| c.to_string());
+    let unnest_args = (0..cols.len())
+        .map(|k| format!("${}::int4[]", k + 5))
         .collect::<Vec<_>>()
         .join(", ");
     // One statement: `old` reads the rows as they were before `up` changes them (all parts
-    // of a statement share one snapshot), and the update ORs bits in, so a concurrent
-    // retention pass clearing old days is never undone. Rows the batch adds nothing to are
-    // not rewritten.
+    // of a statement share one snapshot). Only rows the batch adds hours to are written: in
+    // the steady state most users of a batch are already marked for its hour, and skipping
+    // them avoids the row lock ON CONFLICT would take on each. The update ORs bits in, so a
+    // concurrent retention pass clearing old days is never undone (and retention never
+    // touches the days a batch may write, which are younger than the cutoff).
     let sql = format!(
         "with input as ( \
              select * from unnest($2::int4[], $3::uuid[], $4::int4[], {unnest_args}) \
              as i(block, user_id, days, {list})), \
          old as ( \
-             select a.block, a.user_id, {a_list} \
+             select a.block, a.user_id, a.days, {a_list} \
              from {schema}.user_activity a join input i on a.block = i.block and a.user_id = i.user_id \
              where a.tenant_id = $1), \
          up as ( \
              insert into {schema}.user_activity as a (tenant_id, block, user_id, days, {list}) \
-             select $1, block, user_id, days, {list} from input \
+             select $1, i.block, i.user_id, i.days, {i_list} from input i \
+             left join old o on o.block = i.block and o.user_id = i.user_id \
+             where o.user_id is null or row({i_or_o}) is distinct from row({o_list}) \
              on conflict (tenant_id, block, user_id) do update \
-             set days = a.days | excluded.days, {set} \
-             where row({merged}) is distinct from row({a_list})) \
-         select block, user_id, {list} from old",
-        merged = merged.join(", "),
+             set days = a.days | excluded.days, {set}) \
+         select block, user_id, days, {list} from old",
+        a_list = each(&|c| format!("a.{c}")),
+        i_list = each(&|c| format!("i.{c}")),
+        o_list = each(&|c| format!("o.{c}")),
+        i_or_o = each(&|c| format!("i.{c} | o.{c}")),
+        set = each(&|c| format!("{c} = a.{c} | excluded.{c}")),
     );
     let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
         (&tenant, Type::UUID),
@@ -242,23 +276,21 @@ async fn update_user_activity(
         params.push((column, Type::INT4_ARRAY));
     }
     let rows = tx.query_typed(&sql, &params).await?;
-    let mut old: HashMap<(i32, Uuid), BlockActivity> = HashMap::with_capacity(rows.len());
+    // Per (block, user): the hours stored before, for the days read, and the `days` mask.
+    let mut old: HashMap<(i32, Uuid), (BlockActivity, u32)> = HashMap::with_capacity(rows.len());
     for row in rows {
-        let mut columns = [0i32; BLOCK_DAYS];
-        for (d, c) in columns.iter_mut().enumerate() {
-            *c = row.try_get(d + 2)?;
+        let mut activity = BlockActivity::default();
+        for (k, d) in day_idx.iter().enumerate() {
+            activity.0[*d] = row.try_get::<_, i32>(k + 3)? as u32;
         }
-        old.insert(
-            (row.try_get(0)?, row.try_get(1)?),
-            BlockActivity::from_columns(columns),
-        );
+        let days = row.try_get::<_, i32>(2)? as u32;
+        old.insert((row.try_get(0)?, row.try_get(1)?), (activity, days));
     }
-    let empty = BlockActivity::default();
-    for ((block, user), bits) in &batch {
-        let before = old.get(&(*block, *user)).unwrap_or(&empty);
+    let empty = (BlockActivity::default(), 0u32);
+    for ((block, user), bits) in batch {
+        let (before, before_days) = old.get(&(*block, *user)).unwrap_or(&empty);
         let added = bits.minus(before);
         let block_start = i64::from(*block) * BLOCK_HOURS;
-        let before_days = before.days();
         let mut days_counted = 0u32;
         for offset in added.ones() {
             let hour_ts = hour_ts(block_start + offset as i64);
