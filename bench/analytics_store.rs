@@ -159,7 +159,7 @@ async fn setup() -> Bench {
     config.database_url = url.clone();
     config.app_database_url = with_user(&url, &config.roles.app).expect("app url");
     config.admin_database_url = with_user(&url, &config.roles.admin).expect("admin url");
-    config.app_pool_size = 16;
+    config.app_shared_pool_size = 16;
     config.owner_pool_size = 4;
     migrate::create_database_if_missing(&url)
         .await
@@ -479,7 +479,7 @@ async fn run_case(pool: &PgPool, tenant: Uuid, case: &Case, to: DateTime<Utc>) -
     let tx = begin_tenant_tx(&mut conn, tenant).await.expect("tx");
     let size = match case {
         Case::Summary { span, .. } => {
-            let s = query::summary(&tx, tenant, to - *span, to)
+            let s = query::summary(tx.client(), tenant, to - *span, to)
                 .await
                 .expect("summary");
             s.top_features.len()
@@ -491,7 +491,7 @@ async fn run_case(pool: &PgPool, tenant: Uuid, case: &Case, to: DateTime<Utc>) -
             event_type,
         } => {
             let s = query::timeseries(
-                &tx,
+                tx.client(),
                 tenant,
                 &SeriesRequest {
                     metric: *metric,

@@ -7,6 +7,7 @@
 #
 #   bench/http_load.sh                    # 1,000 tenants, 10,000 actors, 20 s a run
 #   TENANTS=200 ACTORS=2000 DURATION=10s bench/http_load.sh
+#   RUNS="reference_full get_full" TENANTS=100 bench/http_load.sh   # a quick look, not recorded
 #
 # Prints its figures and writes bench/results/http_load.json and http_load.md.
 set -euo pipefail
@@ -86,6 +87,20 @@ run() { # name script rate
   echo "$name: $json"
 }
 
+if [ -n "${RUNS:-}" ]; then
+  # A quick look at some runs only (e.g. RUNS="reference_full get_full"): printed, not recorded.
+  for name in $RUNS; do
+    case $name in
+      reference_full) run reference_full reference.lua 0 ;;
+      get_full) run get_full get_task.lua 0 ;;
+      post_full) run post_full post_task.lua 0 ;;
+      get_fixed) run get_fixed get_task.lua "$RATE" ;;
+      post_fixed) run post_fixed post_task.lua "$RATE" ;;
+      *) echo "unknown run $name" >&2; exit 2 ;;
+    esac
+  done
+  exit 0
+fi
 run reference_full reference.lua 0
 run get_full get_task.lua 0
 run post_full post_task.lua 0

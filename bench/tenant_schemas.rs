@@ -235,7 +235,7 @@ async fn run(args: Args, bench_mode: bool) -> Result<()> {
     config.app_database_url = with_database(&config.app_database_url, &args.database);
     config.admin_database_url = with_database(&config.admin_database_url, &args.database);
     config.owner_pool_size = args.concurrency.max(1);
-    config.app_pool_size = args.request_concurrency.max(1);
+    config.app_shared_pool_size = args.request_concurrency.max(1);
     config.admin_pool_size = 1;
     if let Some(budget) = args.budget {
         config.tenant_schemas_per_connection = budget.max(1);

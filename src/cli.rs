@@ -230,7 +230,7 @@ impl Ops {
     async fn find(&self, key: &str) -> Result<tenancy::Tenant, TenancyError> {
         let mut conn = self.pools.admin.get().await?;
         let tx = conn.transaction().await?;
-        lifecycle::find(&tx, key).await
+        lifecycle::find(tx.client(), key).await
     }
 }
 
@@ -406,7 +406,7 @@ async fn export(ops: &Ops, tenant: uuid::Uuid, output: Option<PathBuf>) -> anyho
     });
     let mut conn = ops.pools.admin.get().await?;
     let tx = crate::db::begin_tenant_tx(&mut conn, tenant).await?;
-    let exported = tenancy::export::export(&tx, tenant, tx_lines)
+    let exported = tenancy::export::export(&*tx, tenant, tx_lines)
         .await
         .map_err(describe)?;
     // An operator reading every row of a tenant is audited like any other operator action.

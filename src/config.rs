@@ -35,8 +35,12 @@ pub struct Config {
     pub jwt_ttl: Duration,
     pub base_domain: String,
     pub log_format: LogFormat,
-    /// Connections of the app pool: bounded whatever the number of tenants.
+    /// App-role connections of the tenant actors' operations (the request path), split evenly
+    /// over the threads hosting actors: bounded whatever the number of tenants.
     pub app_pool_size: usize,
+    /// App-role connections for everything else: resolving tenants and users on a cache miss,
+    /// jobs, analytics flushes, metering.
+    pub app_shared_pool_size: usize,
     pub admin_pool_size: usize,
     pub owner_pool_size: usize,
     /// A pooled connection is retired once it has opened this many tenant schemas, which bounds
@@ -50,6 +54,8 @@ pub struct Config {
     pub actor_mailbox_capacity: usize,
     /// Operations of one tenant running at once; past it, 503 + Retry-After.
     pub actor_max_in_flight: usize,
+    /// Threads the tenant actors are spread over (default: one per core).
+    pub actor_arbiters: usize,
     /// Connections of the app pool one tenant may hold at once (noisy neighbours).
     pub tenant_max_connections: usize,
     /// How long resolved tenants and verified users are trusted without asking the database;
@@ -209,6 +215,7 @@ impl Config {
                 .to_ascii_lowercase(),
             log_format,
             app_pool_size,
+            app_shared_pool_size: parse_var("APP_SHARED_POOL_SIZE", 8usize)?.max(1),
             admin_pool_size: parse_var("ADMIN_POOL_SIZE", 4usize)?.max(1),
             owner_pool_size: parse_var("OWNER_POOL_SIZE", 4usize)?.max(1),
             tenant_schemas_per_connection: parse_var("TENANT_SCHEMAS_PER_CONNECTION", 500usize)?
@@ -223,6 +230,11 @@ impl Config {
             ),
             actor_mailbox_capacity: parse_var("ACTOR_MAILBOX_CAPACITY", 256usize)?.max(1),
             actor_max_in_flight: parse_var("ACTOR_MAX_IN_FLIGHT", 256usize)?.max(1),
+            actor_arbiters: parse_var(
+                "ACTOR_ARBITERS",
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )?
+            .clamp(1, 256),
             tenant_max_connections: parse_var(
                 "TENANT_MAX_CONNECTIONS",
                 (app_pool_size / 4).max(2),

@@ -76,11 +76,16 @@ impl Application {
             })?
             .port();
         let metrics = Metrics::new();
+        let workers = if options.workers > 0 {
+            options.workers
+        } else {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        };
         let actors = TenantRegistry::start(
-            pools.app.clone(),
+            &config,
             metrics.clone(),
-            ActorSettings::from_config(&config),
-        );
+            ActorSettings::for_hosts(&config, workers),
+        )?;
         let analytics = crate::analytics::AnalyticsRegistry::new(
             pools.app.clone(),
             crate::analytics::CommitterConfig::default(),
@@ -119,6 +124,10 @@ impl Application {
             tracing::warn!("benchmark routes are enabled: /__bench/* reads any tenant's data without credentials");
         }
         let mut server = HttpServer::new(move || {
+            // Each HTTP worker hosts a share of the tenant actors (see actors::supervisor).
+            if let Err(err) = app_state.actors.host_on_current_thread() {
+                tracing::error!(error = %err, "this worker cannot host tenant actors");
+            }
             App::new()
                 .app_data(app_state.clone())
                 .app_data(json_config())
@@ -137,9 +146,7 @@ impl Application {
                 })
                 .default_service(web::to(not_found))
         });
-        if options.workers > 0 {
-            server = server.workers(options.workers);
-        }
+        server = server.workers(workers);
         let server = server
             .listen(listener)
             .map_err(|source| StartupError::Bind {

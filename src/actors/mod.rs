@@ -57,7 +57,7 @@ pub trait TenantOp: Send + 'static {
 
     fn run<'a>(
         self,
-        tx: &'a deadpool_postgres::Transaction<'a>,
+        tx: &'a crate::db::TenantTx<'a>,
         caller: &'a Caller,
     ) -> BoxFuture<'a, Result<Self::Output, Problem>>;
 }

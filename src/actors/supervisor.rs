@@ -2,12 +2,20 @@
 //!
 //! Lookups are lock-free (a DashMap read on the request path). A miss asks the single
 //! `TenantSupervisor` actor, whose mailbox serialises activations, so a tenant is activated
-//! exactly once however many first requests race. Actors are spread over a fixed set of
-//! arbiters (one per core) by tenant id, and their addresses are replaced when their mailbox has
-//! closed.
+//! exactly once however many first requests race. Actors are spread by tenant id over the
+//! threads that host them, and their addresses are replaced when their mailbox has closed.
+//!
+//! The hosts are the HTTP worker threads themselves (each registers in the server's app factory,
+//! [`TenantRegistry::host_on_current_thread`]), and each host has its own slice of the app pool.
+//! A request whose tenant lives on the worker that accepted it then runs without leaving that
+//! thread: mailbox, reply and the connection's I/O task (tokio-postgres drives each connection
+//! from a task on the thread that opened it) are all local. On 2 cores, thread hand-offs cost
+//! more than the work itself: dedicated arbiters and one shared pool spent a third of the
+//! server's CPU switching threads.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::thread::ThreadId;
 use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
@@ -21,7 +29,7 @@ use uuid::Uuid;
 use super::tenant::{Execute, TenantActor};
 use super::{Caller, TenantOp};
 use crate::config::Config;
-use crate::db::PgPool;
+use crate::db::{DbError, PgPool};
 use crate::error::Problem;
 use crate::metrics::Metrics;
 
@@ -31,7 +39,12 @@ pub struct ActorSettings {
     pub mailbox_capacity: usize,
     pub max_in_flight: usize,
     pub max_connections_per_tenant: usize,
+    /// Dedicated threads for the actors; 0 hosts them on the HTTP worker threads.
     pub arbiters: usize,
+    /// Connections of each host's pool.
+    pub pool_per_host: usize,
+    /// Threads expected to host actors (the HTTP workers), to size each one's pool.
+    pub expected_hosts: usize,
 }
 
 impl ActorSettings {
@@ -41,11 +54,34 @@ impl ActorSettings {
             mailbox_capacity: config.actor_mailbox_capacity,
             max_in_flight: config.actor_max_in_flight,
             max_connections_per_tenant: config.tenant_max_connections,
-            arbiters: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
+            arbiters: config.actor_arbiters,
+            pool_per_host: 0,
+            expected_hosts: 0,
         }
     }
+
+    /// Splits `config.app_pool_size` over `hosts` threads.
+    pub fn for_hosts(config: &Config, hosts: usize) -> Self {
+        let mut settings = ActorSettings::from_config(config);
+        let hosts = if settings.arbiters > 0 {
+            settings.arbiters
+        } else {
+            hosts.max(1)
+        };
+        settings.expected_hosts = hosts;
+        settings.pool_per_host = config.app_pool_size.div_ceil(hosts).max(1);
+        settings.max_connections_per_tenant = settings
+            .max_connections_per_tenant
+            .min(settings.pool_per_host);
+        settings
+    }
+}
+
+/// A thread hosting tenant actors, and the pool its actors' operations use.
+pub struct ActorHost {
+    arbiter: ArbiterHandle,
+    thread: Option<ThreadId>,
+    pub pool: PgPool,
 }
 
 /// What the registry knows of one running actor, readable without messaging it.
@@ -64,8 +100,9 @@ pub struct ActorStats {
 }
 
 pub struct ActorShared {
-    pub pool: PgPool,
     pub metrics: Metrics,
+    hosts: RwLock<Vec<Arc<ActorHost>>>,
+    config: Config,
     pub settings: ActorSettings,
     pub actors: DashMap<Uuid, Arc<ActorEntry>>,
 }
@@ -87,23 +124,55 @@ pub struct ActorInfo {
 }
 
 impl TenantRegistry {
-    /// Must be called inside an actix System.
-    pub fn start(pool: PgPool, metrics: Metrics, settings: ActorSettings) -> TenantRegistry {
-        let arbiters: Vec<ArbiterHandle> = (0..settings.arbiters.max(1))
-            .map(|_| Arbiter::new().handle())
-            .collect();
+    /// Must be called inside an actix System. With `settings.arbiters` 0 the actors wait for
+    /// hosts to register ([`host_on_current_thread`](Self::host_on_current_thread)); if none
+    /// has when the first tenant is activated, dedicated threads are started instead.
+    pub fn start(
+        config: &Config,
+        metrics: Metrics,
+        settings: ActorSettings,
+    ) -> Result<TenantRegistry, DbError> {
         let shared = Arc::new(ActorShared {
-            pool,
             metrics,
+            hosts: RwLock::new(Vec::new()),
+            config: config.clone(),
             settings,
             actors: DashMap::new(),
         });
+        for _ in 0..shared.settings.arbiters {
+            shared.add_host(Arbiter::new().handle(), None)?;
+        }
         let supervisor = TenantSupervisor {
             shared: shared.clone(),
-            arbiters,
         }
         .start();
-        TenantRegistry { shared, supervisor }
+        Ok(TenantRegistry { shared, supervisor })
+    }
+
+    /// Makes the current thread (an actix arbiter, e.g. an HTTP worker) a host of tenant
+    /// actors, once. Does nothing when the registry has dedicated threads.
+    pub fn host_on_current_thread(&self) -> Result<(), DbError> {
+        if self.shared.settings.arbiters > 0 {
+            return Ok(());
+        }
+        let Some(arbiter) = actix::Arbiter::try_current() else {
+            return Ok(());
+        };
+        let thread = std::thread::current().id();
+        let known = self
+            .shared
+            .hosts
+            .read()
+            .map(|hosts| hosts.iter().any(|h| h.thread == Some(thread)))
+            .unwrap_or(false);
+        if known {
+            return Ok(());
+        }
+        self.shared.add_host(arbiter, Some(thread))
+    }
+
+    pub fn hosts(&self) -> usize {
+        self.shared.hosts.read().map(|h| h.len()).unwrap_or(0)
     }
 
     /// The tenant's actor, activating it on first use.
@@ -113,10 +182,11 @@ impl TenantRegistry {
                 return Ok(entry.clone());
             }
         }
-        self.supervisor
+        Ok(self
+            .supervisor
             .send(Activate { tenant })
             .await
-            .map_err(|_| Problem::unavailable("the tenant supervisor is unavailable", 1))
+            .map_err(|_| Problem::unavailable("the tenant supervisor is unavailable", 1))??)
     }
 
     /// Runs `op` in the tenant's actor. A full mailbox answers 503 at once (back-pressure); an
@@ -149,7 +219,9 @@ impl TenantRegistry {
                         tenant: message.caller.tenant_id,
                     })
                     .await
-                    .map_err(|_| Problem::unavailable("the tenant supervisor is unavailable", 1))?;
+                    .map_err(|_| {
+                        Problem::unavailable("the tenant supervisor is unavailable", 1)
+                    })??;
                 fresh.stats.queued.fetch_add(1, Ordering::Relaxed);
                 if fresh.addr.try_send(message).is_err() {
                     fresh.stats.queued.fetch_sub(1, Ordering::Relaxed);
@@ -196,9 +268,42 @@ impl TenantRegistry {
     }
 }
 
+impl ActorShared {
+    fn add_host(&self, arbiter: ArbiterHandle, thread: Option<ThreadId>) -> Result<(), DbError> {
+        let pool = crate::db::pool::app_pool(&self.config, self.settings.pool_per_host.max(1))?;
+        let mut hosts = self
+            .hosts
+            .write()
+            .map_err(|_| DbError::Other("actor hosts lock poisoned".into()))?;
+        hosts.push(Arc::new(ActorHost {
+            arbiter,
+            thread,
+            pool,
+        }));
+        Ok(())
+    }
+
+    /// The host of `tenant`: always the same one while the set of hosts does not change.
+    fn host_for(&self, tenant: Uuid) -> Result<Arc<ActorHost>, DbError> {
+        let empty = self.hosts.read().map(|h| h.is_empty()).unwrap_or(true);
+        if empty {
+            // No HTTP worker registered (a library user, a test without a server): start
+            // dedicated threads once.
+            for _ in 0..self.settings.expected_hosts.max(1) {
+                self.add_host(Arbiter::new().handle(), None)?;
+            }
+        }
+        let hosts = self
+            .hosts
+            .read()
+            .map_err(|_| DbError::Other("actor hosts lock poisoned".into()))?;
+        let index = (tenant.as_u128() % hosts.len() as u128) as usize;
+        Ok(hosts[index].clone())
+    }
+}
+
 pub struct TenantSupervisor {
     shared: Arc<ActorShared>,
-    arbiters: Vec<ArbiterHandle>,
 }
 
 impl Actor for TenantSupervisor {
@@ -211,7 +316,7 @@ impl Actor for TenantSupervisor {
 }
 
 #[derive(Message)]
-#[rtype(result = "Arc<ActorEntry>")]
+#[rtype(result = "Result<Arc<ActorEntry>, DbError>")]
 struct Activate {
     tenant: Uuid,
 }
@@ -222,10 +327,13 @@ impl Handler<Activate> for TenantSupervisor {
     fn handle(&mut self, msg: Activate, _ctx: &mut Context<Self>) -> Self::Result {
         if let Some(entry) = self.shared.actors.get(&msg.tenant) {
             if entry.addr.connected() {
-                return MessageResult(entry.clone());
+                return MessageResult(Ok(entry.clone()));
             }
         }
-        let index = (msg.tenant.as_u128() % self.arbiters.len() as u128) as usize;
+        let host = match self.shared.host_for(msg.tenant) {
+            Ok(host) => host,
+            Err(err) => return MessageResult(Err(err)),
+        };
         let shared = self.shared.clone();
         let tenant = msg.tenant;
         let stats = Arc::new(ActorStats {
@@ -236,13 +344,14 @@ impl Handler<Activate> for TenantSupervisor {
             evicted: AtomicBool::new(false),
         });
         let actor_stats = stats.clone();
-        let addr = Supervisor::start_in_arbiter(&self.arbiters[index], move |_ctx| {
-            TenantActor::new(tenant, shared, actor_stats)
+        let pool = host.pool.clone();
+        let addr = Supervisor::start_in_arbiter(&host.arbiter, move |_ctx| {
+            TenantActor::new(tenant, shared, actor_stats, pool)
         });
         let entry = Arc::new(ActorEntry { addr, stats });
         self.shared.actors.insert(msg.tenant, entry.clone());
         self.shared.metrics.actor_activations.inc();
         self.shared.metrics.actors_active.inc();
-        MessageResult(entry)
+        MessageResult(Ok(entry))
     }
 }

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::supervisor::{ActorShared, ActorStats};
 use super::{Caller, TenantOp};
-use crate::db::begin_tenant_tx;
+use crate::db::TenantTx;
 use crate::error::Problem;
 
 pub struct TenantActor {
@@ -25,18 +25,26 @@ pub struct TenantActor {
     shared: Arc<ActorShared>,
     stats: Arc<ActorStats>,
     leases: Arc<Semaphore>,
+    /// The pool of the thread hosting this actor (see `supervisor`).
+    pool: crate::db::PgPool,
     in_flight: usize,
     last_active: Instant,
 }
 
 impl TenantActor {
-    pub fn new(tenant: Uuid, shared: Arc<ActorShared>, stats: Arc<ActorStats>) -> Self {
+    pub fn new(
+        tenant: Uuid,
+        shared: Arc<ActorShared>,
+        stats: Arc<ActorStats>,
+        pool: crate::db::PgPool,
+    ) -> Self {
         let leases = Arc::new(Semaphore::new(shared.settings.max_connections_per_tenant));
         TenantActor {
             tenant,
             shared,
             stats,
             leases,
+            pool,
             in_flight: 0,
             last_active: Instant::now(),
         }
@@ -134,6 +142,7 @@ impl<O: TenantOp> Handler<Execute<O>> for TenantActor {
         let Execute { caller, op, reply } = msg;
         let leases = self.leases.clone();
         let shared = self.shared.clone();
+        let pool = self.pool.clone();
         let tenant = self.tenant;
         let span = tracing::info_span!(
             "tenant_op",
@@ -148,7 +157,7 @@ impl<O: TenantOp> Handler<Execute<O>> for TenantActor {
                 .map_err(|_| Problem::unavailable("the tenant actor is restarting", 1))?;
             shared.metrics.tenant_pool_in_use.inc();
             let result =
-                crate::context::scope(tenant, run_in_tenant_tx(&shared, tenant, &caller, op)).await;
+                crate::context::scope(tenant, run_in_tenant_tx(&pool, tenant, &caller, op)).await;
             shared.metrics.tenant_pool_in_use.dec();
             result
         }
@@ -179,20 +188,34 @@ impl<O: TenantOp> Handler<Execute<O>> for TenantActor {
 }
 
 async fn run_in_tenant_tx<O: TenantOp>(
-    shared: &ActorShared,
+    pool: &crate::db::PgPool,
     tenant: Uuid,
     caller: &Caller,
     op: O,
 ) -> Result<O::Output, Problem> {
-    let mut conn = shared.pool.get().await.map_err(crate::db::DbError::from)?;
+    let mut conn = pool.get().await.map_err(crate::db::DbError::from)?;
     // Any operation may open the tenant's own schema (analytics do), so every one counts
     // against the connection's schema budget: a connection that served many tenants is
     // retired instead of growing its relation cache without bound.
     conn.touch_tenant_schema(tenant);
-    let tx = begin_tenant_tx(&mut conn, tenant).await?;
-    let output = op.run(&tx, caller).await?;
-    tx.commit().await.map_err(crate::db::DbError::from)?;
-    Ok(output)
+    // BEGIN, the tenant context and the operation's first query leave in one write and come
+    // back in one read; `join` polls `opened` first, so they are queued in that order.
+    let (tx, opened) = TenantTx::open(&conn, tenant);
+    let (opened, output) = futures_util::future::join(opened, op.run(&tx, caller)).await;
+    match (opened, output) {
+        (Ok(()), Ok(output)) => {
+            tx.commit().await?;
+            Ok(output)
+        }
+        (Err(not_opened), _) => {
+            tx.rollback().await;
+            Err(not_opened.into())
+        }
+        (Ok(()), Err(problem)) => {
+            tx.rollback().await;
+            Err(problem)
+        }
+    }
 }
 
 fn short_type_name<T>() -> &'static str {

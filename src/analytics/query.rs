@@ -12,7 +12,7 @@ use chrono::{DateTime, Duration, Utc};
 use futures_util::future::try_join_all;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::Transaction;
+use tokio_postgres::Client;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -112,7 +112,7 @@ fn check_range(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<(), AnalyticsEr
 }
 
 pub async fn summary(
-    tx: &Transaction<'_>,
+    tx: &Client,
     tenant: Uuid,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -161,7 +161,7 @@ pub async fn summary(
 }
 
 pub async fn timeseries(
-    tx: &Transaction<'_>,
+    tx: &Client,
     tenant: Uuid,
     req: &SeriesRequest,
 ) -> Result<Series, AnalyticsError> {
@@ -248,8 +248,8 @@ impl Source<'_> {
     }
 }
 
-struct Reader<'t, 'c> {
-    tx: &'t Transaction<'c>,
+struct Reader<'t> {
+    tx: &'t Client,
     schema: &'t str,
     tenant: Uuid,
 }
@@ -262,7 +262,7 @@ fn add_all(into: &mut BTreeMap<DateTime<Utc>, i64>, from: BTreeMap<DateTime<Utc>
     }
 }
 
-impl Reader<'_, '_> {
+impl Reader<'_> {
     /// Counts per bucket of `interval` over the parts of `plan`.
     async fn counts(
         &self,

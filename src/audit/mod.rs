@@ -3,8 +3,8 @@
 //! and after it, who did it and the request id. The app role may only INSERT and SELECT there,
 //! so the trail is append-only for everything on the request path.
 
+use crate::db::TenantTx;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Transaction;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tokio_postgres::types::ToSql;
@@ -62,7 +62,7 @@ fn redact(value: Option<Value>) -> Value {
     }
 }
 
-pub async fn record(tx: &Transaction<'_>, caller: &Caller, entry: Entry) -> Result<(), DbError> {
+pub async fn record(tx: &TenantTx<'_>, caller: &Caller, entry: Entry) -> Result<(), DbError> {
     let mut changes = Map::new();
     changes.insert("before".into(), redact(entry.before));
     changes.insert("after".into(), redact(entry.after));
@@ -151,7 +151,7 @@ pub struct AuditQuery {
 pub struct ListAuditLogs(pub AuditQuery);
 
 async fn list(
-    tx: &Transaction<'_>,
+    tx: &TenantTx<'_>,
     caller: &Caller,
     ListAuditLogs(q): ListAuditLogs,
 ) -> Result<Page<AuditLog>, DomainError> {

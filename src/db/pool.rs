@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
@@ -19,6 +20,10 @@ use crate::config::Config;
 pub struct PgConn {
     client: ClientWrapper,
     tenant_schemas: HashSet<Uuid>,
+    /// Set while a [`super::TenantTx`] is open on this connection. A transaction abandoned
+    /// halfway (its future dropped, a panic) leaves it set, and the pool then retires the
+    /// connection instead of handing an open transaction to the next tenant.
+    in_transaction: AtomicBool,
 }
 
 impl PgConn {
@@ -30,6 +35,14 @@ impl PgConn {
 
     pub fn tenant_schemas_touched(&self) -> usize {
         self.tenant_schemas.len()
+    }
+
+    pub(super) fn mark_in_transaction(&self, open: bool) {
+        self.in_transaction.store(open, Ordering::Release);
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        self.in_transaction.load(Ordering::Acquire)
     }
 }
 
@@ -60,6 +73,7 @@ impl managed::Manager for TrackedManager {
         Ok(PgConn {
             client,
             tenant_schemas: HashSet::new(),
+            in_transaction: AtomicBool::new(false),
         })
     }
 
@@ -70,6 +84,9 @@ impl managed::Manager for TrackedManager {
     ) -> RecycleResult<tokio_postgres::Error> {
         if conn.tenant_schemas.len() >= self.tenant_schema_budget {
             return Err(RecycleError::message("tenant schema budget spent"));
+        }
+        if conn.in_transaction() {
+            return Err(RecycleError::message("a transaction was left open"));
         }
         managed::Manager::recycle(&self.inner, &mut conn.client, metrics).await
     }
@@ -127,7 +144,9 @@ pub fn build_pool(opts: PoolOptions<'_>) -> Result<PgPool, DbError> {
 /// The three pools of DESIGN.md's roles.
 #[derive(Clone)]
 pub struct Pools {
-    /// Request path and workers; RLS applies.
+    /// The app role (RLS applies) for work outside the tenant actors: resolving tenants and
+    /// users on a cache miss, jobs, analytics flushes, metering. Tenant operations use the
+    /// pools of the threads hosting the actors (`crate::actors`).
     pub app: PgPool,
     /// BYPASSRLS, platform-admin endpoints only, every use audited.
     pub admin: PgPool,
@@ -137,20 +156,11 @@ pub struct Pools {
 
 impl Pools {
     pub fn new(config: &Config) -> Result<Pools, DbError> {
-        let statement_timeout = (
-            "statement_timeout".to_string(),
-            config.statement_timeout.as_millis().to_string(),
-        );
-        let app = build_pool(PoolOptions {
-            url: &config.app_database_url,
-            size: config.app_pool_size,
-            settings: vec![statement_timeout.clone()],
-            tenant_schema_budget: config.tenant_schemas_per_connection,
-        })?;
+        let app = app_pool(config, config.app_shared_pool_size)?;
         let admin = build_pool(PoolOptions {
             url: &config.admin_database_url,
             size: config.admin_pool_size,
-            settings: vec![statement_timeout],
+            settings: vec![statement_timeout(config)],
             tenant_schema_budget: config.tenant_schemas_per_connection,
         })?;
         let owner = build_pool(PoolOptions {
@@ -161,6 +171,24 @@ impl Pools {
         })?;
         Ok(Pools { app, admin, owner })
     }
+}
+
+fn statement_timeout(config: &Config) -> (String, String) {
+    (
+        "statement_timeout".to_string(),
+        config.statement_timeout.as_millis().to_string(),
+    )
+}
+
+/// A pool of the app role (RLS applies). The tenant actors get one per thread hosting them, so
+/// each connection's I/O task runs on the thread whose operations use it.
+pub fn app_pool(config: &Config, size: usize) -> Result<PgPool, DbError> {
+    build_pool(PoolOptions {
+        url: &config.app_database_url,
+        size,
+        settings: vec![statement_timeout(config)],
+        tenant_schema_budget: config.tenant_schemas_per_connection,
+    })
 }
 
 /// Objects created through the owner connection must belong to the owner role even when

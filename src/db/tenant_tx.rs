@@ -2,13 +2,19 @@
 //! local to the transaction: it cannot leak to the next user of a pooled connection, and a
 //! connection outside a transaction reads '' (no rows under the policies).
 
-use deadpool_postgres::Transaction;
+use std::future::Future;
+use std::ops::Deref;
+
+use deadpool_postgres::{ClientWrapper, Transaction};
 use uuid::Uuid;
 
+use super::pool::PgConn;
 use super::{DbError, PooledConn};
 
 pub const SET_TENANT_SQL: &str = "select set_config('app.current_tenant', $1, true)";
 
+/// A deadpool transaction bound to `tenant`, for code outside the tenant actors (jobs, the
+/// resolver's checks, maintenance). Operations of the actors use [`TenantTx`].
 pub async fn begin_tenant_tx(
     conn: &mut PooledConn,
     tenant: Uuid,
@@ -17,6 +23,81 @@ pub async fn begin_tenant_tx(
     let stmt = tx.prepare_cached(SET_TENANT_SQL).await?;
     tx.execute(&stmt, &[&tenant.to_string()]).await?;
     Ok(tx)
+}
+
+/// The transaction a tenant operation runs in: every statement sent through it runs after
+/// `BEGIN` and the tenant's `set_config`, on one pooled connection.
+///
+/// Unlike a deadpool `Transaction`, opening one does not wait for the server:
+/// [`TenantTx::open`] sends `BEGIN` and `set_config` as one message and hands back the
+/// transaction at once, so the operation's first query is written right behind them and the
+/// three share one round trip (tokio-postgres keeps requests of one connection in order). If
+/// `BEGIN` failed, that query ran outside any transaction with no tenant set, where the
+/// policies show no row and refuse every write; the caller then reports the `opened` error,
+/// never the query's result.
+///
+/// It must end with [`commit`](TenantTx::commit) or [`rollback`](TenantTx::rollback). One that
+/// is dropped open leaves its connection marked, and the pool retires that connection.
+pub struct TenantTx<'a> {
+    conn: &'a PgConn,
+}
+
+impl<'a> TenantTx<'a> {
+    /// Sends `BEGIN` and the tenant context without waiting. The returned future must be polled
+    /// before anything is sent through the transaction (it sends on its first poll), and its
+    /// error, if any, wins over whatever the operation returned.
+    pub fn open(
+        conn: &'a PgConn,
+        tenant: Uuid,
+    ) -> (
+        TenantTx<'a>,
+        impl Future<Output = Result<(), DbError>> + Send + 'a,
+    ) {
+        conn.mark_in_transaction(true);
+        // The id is formatted by `Uuid`, never taken from input, so it is safe as a literal;
+        // a simple query can carry both statements in one message, where a parameter could not.
+        let sql = format!(
+            "begin; select set_config('app.current_tenant', '{}', true)",
+            tenant.hyphenated()
+        );
+        let opened = async move { conn.batch_execute(&sql).await.map_err(DbError::from) };
+        (TenantTx { conn }, opened)
+    }
+
+    /// Opens the transaction and waits until the server has it.
+    pub async fn begin(conn: &'a PgConn, tenant: Uuid) -> Result<TenantTx<'a>, DbError> {
+        let (tx, opened) = TenantTx::open(conn, tenant);
+        if let Err(err) = opened.await {
+            tx.rollback().await;
+            return Err(err);
+        }
+        Ok(tx)
+    }
+
+    /// For code written against tokio-postgres' `GenericClient`.
+    pub fn client(&self) -> &tokio_postgres::Client {
+        self.conn
+    }
+
+    pub async fn commit(self) -> Result<(), DbError> {
+        self.conn.batch_execute("commit").await?;
+        self.conn.mark_in_transaction(false);
+        Ok(())
+    }
+
+    /// Best effort: when even the rollback fails the connection stays marked and is retired.
+    pub async fn rollback(self) {
+        if self.conn.batch_execute("rollback").await.is_ok() {
+            self.conn.mark_in_transaction(false);
+        }
+    }
+}
+
+impl Deref for TenantTx<'_> {
+    type Target = ClientWrapper;
+    fn deref(&self) -> &ClientWrapper {
+        self.conn
+    }
 }
 
 /// The schema of a tenant is derived from its id only, never from input, because the name is

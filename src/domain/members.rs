@@ -2,8 +2,8 @@
 //! (tenant_id, project_id, user_id); removing a member soft-deletes the row and adding them back
 //! revives it.
 
+use crate::db::TenantTx;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Transaction;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_postgres::Row;
@@ -58,11 +58,7 @@ pub struct MemberQuery {
     pub cursor: Option<String>,
 }
 
-async fn project_or_404(
-    tx: &Transaction<'_>,
-    tenant: Uuid,
-    project: Uuid,
-) -> Result<(), DomainError> {
+async fn project_or_404(tx: &TenantTx<'_>, tenant: Uuid, project: Uuid) -> Result<(), DomainError> {
     if require_live(tx, tenant, project).await? {
         Ok(())
     } else {
@@ -72,7 +68,7 @@ async fn project_or_404(
 
 /// A live user of the tenant, share-locked against a concurrent delete.
 pub(crate) async fn user_is_live(
-    tx: &Transaction<'_>,
+    tx: &TenantTx<'_>,
     tenant: Uuid,
     user: Uuid,
 ) -> Result<bool, DomainError> {
@@ -88,7 +84,7 @@ pub(crate) async fn user_is_live(
 pub struct ListMembers(pub Uuid, pub MemberQuery);
 
 async fn list(
-    tx: &Transaction<'_>,
+    tx: &TenantTx<'_>,
     caller: &Caller,
     ListMembers(project, q): ListMembers,
 ) -> Result<Page<Member>, DomainError> {
@@ -138,7 +134,7 @@ tenant_op!(ListMembers => Page<Member>, list);
 pub struct AddMember(pub Uuid, pub NewMember);
 
 async fn add(
-    tx: &Transaction<'_>,
+    tx: &TenantTx<'_>,
     caller: &Caller,
     AddMember(project, new): AddMember,
 ) -> Result<Member, DomainError> {
@@ -188,7 +184,7 @@ tenant_op!(AddMember => Member, add);
 pub struct RemoveMember(pub Uuid, pub Uuid);
 
 async fn remove(
-    tx: &Transaction<'_>,
+    tx: &TenantTx<'_>,
     caller: &Caller,
     RemoveMember(project, user): RemoveMember,
 ) -> Result<(), DomainError> {

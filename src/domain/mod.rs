@@ -24,7 +24,7 @@ pub mod projects;
 pub mod tasks;
 pub mod users;
 
-use deadpool_postgres::Transaction;
+use crate::db::TenantTx;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use thiserror::Error;
@@ -103,7 +103,7 @@ macro_rules! tenant_op {
 
             fn run<'a>(
                 self,
-                tx: &'a deadpool_postgres::Transaction<'a>,
+                tx: &'a crate::db::TenantTx<'a>,
                 caller: &'a $crate::actors::Caller,
             ) -> futures_util::future::BoxFuture<'a, Result<$out, $crate::error::Problem>> {
                 Box::pin(async move { $f(tx, caller, self).await.map_err(Into::into) })
@@ -115,7 +115,7 @@ pub(crate) use tenant_op;
 
 /// Statements are prepared once per connection and reused (deadpool's statement cache).
 pub(crate) async fn query(
-    tx: &Transaction<'_>,
+    tx: &TenantTx<'_>,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Vec<Row>, DomainError> {
@@ -124,7 +124,7 @@ pub(crate) async fn query(
 }
 
 pub(crate) async fn query_opt(
-    tx: &Transaction<'_>,
+    tx: &TenantTx<'_>,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Option<Row>, DomainError> {
@@ -133,7 +133,7 @@ pub(crate) async fn query_opt(
 }
 
 pub(crate) async fn query_one(
-    tx: &Transaction<'_>,
+    tx: &TenantTx<'_>,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Row, DomainError> {
@@ -142,7 +142,7 @@ pub(crate) async fn query_one(
 }
 
 pub(crate) async fn execute(
-    tx: &Transaction<'_>,
+    tx: &TenantTx<'_>,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<u64, DomainError> {
@@ -162,7 +162,7 @@ pub(crate) struct Change<'a> {
 }
 
 pub(crate) async fn record_change(
-    tx: &Transaction<'_>,
+    tx: &TenantTx<'_>,
     caller: &Caller,
     change: Change<'_>,
 ) -> Result<(), DomainError> {

@@ -1,8 +1,8 @@
 //! Projects of a tenant. Names are unique per tenant among live projects (case-insensitive, the
 //! `projects_tenant_name_key` index): a duplicate is 409.
 
+use crate::db::TenantTx;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Transaction;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tokio_postgres::Row;
@@ -69,7 +69,7 @@ pub struct ProjectQuery {
 /// A live project of the tenant, share-locked: a concurrent delete waits for this transaction,
 /// so nothing can be attached to a project that is being deleted.
 pub(crate) async fn require_live(
-    tx: &Transaction<'_>,
+    tx: &TenantTx<'_>,
     tenant: Uuid,
     id: Uuid,
 ) -> Result<bool, DomainError> {
@@ -83,7 +83,7 @@ pub(crate) async fn require_live(
 }
 
 async fn find(
-    tx: &Transaction<'_>,
+    tx: &TenantTx<'_>,
     tenant: Uuid,
     id: Uuid,
     lock: bool,
@@ -101,7 +101,7 @@ async fn find(
 pub struct ListProjects(pub ProjectQuery);
 
 async fn list(
-    tx: &Transaction<'_>,
+    tx: &TenantTx<'_>,
     caller: &Caller,
     ListProjects(q): ListProjects,
 ) -> Result<Page<Project>, DomainError> {
@@ -142,7 +142,7 @@ tenant_op!(ListProjects => Page<Project>, list);
 pub struct GetProject(pub Uuid);
 
 async fn get(
-    tx: &Transaction<'_>,
+    tx: &TenantTx<'_>,
     caller: &Caller,
     GetProject(id): GetProject,
 ) -> Result<Project, DomainError> {
@@ -154,7 +154,7 @@ tenant_op!(GetProject => Project, get);
 pub struct CreateProject(pub NewProject);
 
 async fn create(
-    tx: &Transaction<'_>,
+    tx: &TenantTx<'_>,
     caller: &Caller,
     CreateProject(new): CreateProject,
 ) -> Result<Project, DomainError> {
@@ -200,7 +200,7 @@ tenant_op!(CreateProject => Project, create);
 pub struct UpdateProject(pub Uuid, pub ProjectPatch);
 
 async fn update(
-    tx: &Transaction<'_>,
+    tx: &TenantTx<'_>,
     caller: &Caller,
     UpdateProject(id, patch): UpdateProject,
 ) -> Result<Project, DomainError> {
@@ -256,7 +256,7 @@ pub struct DeleteProject(pub Uuid);
 /// Deletes the project with its tasks and memberships, all stamped with one time. Each deleted
 /// task gets its own audit row and `task.deleted` event, as if deleted one by one.
 async fn delete(
-    tx: &Transaction<'_>,
+    tx: &TenantTx<'_>,
     caller: &Caller,
     DeleteProject(id): DeleteProject,
 ) -> Result<(), DomainError> {

@@ -4,8 +4,8 @@
 //! (tenant_id, project_id) / (tenant_id, assignee_id) stay the guarantee underneath. Titles are
 //! unique per project among live tasks (case-insensitive): a duplicate is 409.
 
+use crate::db::TenantTx;
 use chrono::{DateTime, NaiveDate, Utc};
-use deadpool_postgres::Transaction;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
@@ -127,12 +127,7 @@ pub struct TaskQuery {
     pub cursor: Option<String>,
 }
 
-async fn find(
-    tx: &Transaction<'_>,
-    tenant: Uuid,
-    id: Uuid,
-    lock: bool,
-) -> Result<Task, DomainError> {
+async fn find(tx: &TenantTx<'_>, tenant: Uuid, id: Uuid, lock: bool) -> Result<Task, DomainError> {
     let sql = format!(
         "select {TASK_COLUMNS} from app.tasks where tenant_id = $1 and id = $2 and deleted_at is null{}",
         if lock { " for update" } else { "" }
@@ -145,7 +140,7 @@ async fn find(
 
 /// References in a task body must resolve to live rows of the caller's tenant.
 async fn check_references(
-    tx: &Transaction<'_>,
+    tx: &TenantTx<'_>,
     tenant: Uuid,
     project: Option<Uuid>,
     assignee: Option<Uuid>,
@@ -171,7 +166,7 @@ async fn check_references(
 pub struct ListTasks(pub TaskQuery);
 
 async fn list(
-    tx: &Transaction<'_>,
+    tx: &TenantTx<'_>,
     caller: &Caller,
     ListTasks(q): ListTasks,
 ) -> Result<Page<Task>, DomainError> {
@@ -218,7 +213,7 @@ tenant_op!(ListTasks => Page<Task>, list);
 pub struct GetTask(pub Uuid);
 
 async fn get(
-    tx: &Transaction<'_>,
+    tx: &TenantTx<'_>,
     caller: &Caller,
     GetTask(id): GetTask,
 ) -> Result<Task, DomainError> {
@@ -230,7 +225,7 @@ tenant_op!(GetTask => Task, get);
 pub struct CreateTask(pub NewTask);
 
 async fn create(
-    tx: &Transaction<'_>,
+    tx: &TenantTx<'_>,
     caller: &Caller,
     CreateTask(new): CreateTask,
 ) -> Result<Task, DomainError> {
@@ -289,7 +284,7 @@ tenant_op!(CreateTask => Task, create);
 pub struct UpdateTask(pub Uuid, pub TaskPatch);
 
 async fn update(
-    tx: &Transaction<'_>,
+    tx: &TenantTx<'_>,
     caller: &Caller,
     UpdateTask(id, patch): UpdateTask,
 ) -> Result<Task, DomainError> {
@@ -364,7 +359,7 @@ tenant_op!(UpdateTask => Task, update);
 pub struct DeleteTask(pub Uuid);
 
 async fn delete(
-    tx: &Transaction<'_>,
+    tx: &TenantTx<'_>,
     caller: &Caller,
     DeleteTask(id): DeleteTask,
 ) -> Result<(), DomainError> {

@@ -3,8 +3,8 @@
 //! checked under a per-tenant advisory lock, so two concurrent requests cannot both take the last
 //! seat or both remove the last two admins.
 
+use crate::db::TenantTx;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Transaction;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tokio_postgres::Row;
@@ -120,7 +120,7 @@ pub fn validate_patch(patch: &UserPatch) -> Result<(), DomainError> {
 }
 
 /// Serialises seat counting and admin counting within one tenant (transaction-scoped).
-async fn lock_roster(tx: &Transaction<'_>, tenant: Uuid) -> Result<(), DomainError> {
+async fn lock_roster(tx: &TenantTx<'_>, tenant: Uuid) -> Result<(), DomainError> {
     // Two-key form: the first key names this lock's purpose, so it never meets another area's
     // advisory locks; the second spreads tenants (a collision only serialises two tenants).
     const ROSTER_LOCK: i32 = 0x5553_4552; // "USER"
@@ -136,7 +136,7 @@ async fn lock_roster(tx: &Transaction<'_>, tenant: Uuid) -> Result<(), DomainErr
 }
 
 async fn live_admins_other_than(
-    tx: &Transaction<'_>,
+    tx: &TenantTx<'_>,
     tenant: Uuid,
     user: Uuid,
 ) -> Result<i64, DomainError> {
@@ -150,12 +150,7 @@ async fn live_admins_other_than(
     .get(0))
 }
 
-async fn find(
-    tx: &Transaction<'_>,
-    tenant: Uuid,
-    id: Uuid,
-    lock: bool,
-) -> Result<User, DomainError> {
+async fn find(tx: &TenantTx<'_>, tenant: Uuid, id: Uuid, lock: bool) -> Result<User, DomainError> {
     let sql = format!(
         "select {USER_COLUMNS} from app.users where tenant_id = $1 and id = $2 and deleted_at is null{}",
         if lock { " for update" } else { "" }
@@ -169,7 +164,7 @@ async fn find(
 pub struct ListUsers(pub UserQuery);
 
 async fn list(
-    tx: &Transaction<'_>,
+    tx: &TenantTx<'_>,
     caller: &Caller,
     ListUsers(q): ListUsers,
 ) -> Result<Page<User>, DomainError> {
@@ -215,7 +210,7 @@ tenant_op!(ListUsers => Page<User>, list);
 pub struct GetUser(pub Uuid);
 
 async fn get(
-    tx: &Transaction<'_>,
+    tx: &TenantTx<'_>,
     caller: &Caller,
     GetUser(id): GetUser,
 ) -> Result<User, DomainError> {
@@ -234,7 +229,7 @@ pub struct CreateUser {
 }
 
 async fn create(
-    tx: &Transaction<'_>,
+    tx: &TenantTx<'_>,
     caller: &Caller,
     op: CreateUser,
 ) -> Result<CreatedUser, DomainError> {
@@ -313,11 +308,7 @@ pub struct UpdateUser {
     pub password_hash: Option<String>,
 }
 
-async fn update(
-    tx: &Transaction<'_>,
-    caller: &Caller,
-    op: UpdateUser,
-) -> Result<User, DomainError> {
+async fn update(tx: &TenantTx<'_>, caller: &Caller, op: UpdateUser) -> Result<User, DomainError> {
     let me = require_user(caller)?;
     let tenant = caller.tenant_id;
     let demoting = op.role == Some(Role::Member);
@@ -382,7 +373,7 @@ tenant_op!(UpdateUser => User, update);
 pub struct DeleteUser(pub Uuid);
 
 async fn delete(
-    tx: &Transaction<'_>,
+    tx: &TenantTx<'_>,
     caller: &Caller,
     DeleteUser(id): DeleteUser,
 ) -> Result<(), DomainError> {

@@ -139,7 +139,7 @@ impl JobHandler for LogEvents {
 
 /// Writes an event to the outbox in the caller's transaction (which must be bound to `tenant`).
 pub async fn enqueue(
-    tx: &Transaction<'_>,
+    tx: &crate::db::TenantTx<'_>,
     tenant: Uuid,
     event_type: &str,
     payload: &Value,

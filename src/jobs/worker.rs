@@ -255,7 +255,7 @@ pub fn spawn(state: &AppState, registry: Registry) {
     let options = WorkerOptions {
         poll_interval: state.config.job_poll_interval,
         // Leaves most of the app pool to requests.
-        concurrency: (state.config.app_pool_size / 4).max(1),
+        concurrency: (state.config.app_shared_pool_size / 2).max(1),
         ..WorkerOptions::default()
     };
     let worker = Worker::new(state.pools.app.clone(), registry, options);

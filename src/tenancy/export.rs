@@ -3,7 +3,7 @@
 
 use futures_util::{pin_mut, StreamExt};
 use tokio::sync::mpsc;
-use tokio_postgres::Transaction;
+use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::TenancyError;
@@ -23,7 +23,7 @@ const SHARED_EXPORTS: &[(&str, &str)] = &[
 /// Sends each line to `out`. `tx` has the tenant's context set; every query also filters by
 /// tenant_id, so it is correct under a BYPASSRLS role too. Stops early when `out` is closed.
 pub async fn export(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     tenant: Uuid,
     out: mpsc::Sender<String>,
 ) -> Result<u64, TenancyError> {
@@ -55,7 +55,7 @@ pub async fn export(
 }
 
 async fn stream_query(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     kind: &str,
     sql: &str,
     tenant: Uuid,

@@ -69,7 +69,7 @@ pub async fn list(
 }
 
 /// Finds a tenant by id or slug, deleted ones included (the CLI and restore need them).
-pub async fn find(client: &impl GenericClient, key: &str) -> Result<Tenant, TenancyError> {
+pub async fn find(client: &tokio_postgres::Client, key: &str) -> Result<Tenant, TenancyError> {
     let row = match Uuid::parse_str(key) {
         Ok(id) => {
             client
@@ -99,7 +99,7 @@ pub async fn get(
 ) -> Result<Tenant, TenancyError> {
     let mut conn = admin.get().await?;
     let tx = conn.transaction().await?;
-    let tenant = find(&tx, &id.to_string()).await?;
+    let tenant = find(tx.client(), &id.to_string()).await?;
     record_platform_action(
         &tx,
         "operator",
@@ -122,7 +122,7 @@ pub async fn set_status(
     let status = if suspended { "suspended" } else { "active" };
     let mut conn = admin.get().await?;
     let tx = conn.transaction().await?;
-    let before = find(&tx, &id.to_string()).await?;
+    let before = find(tx.client(), &id.to_string()).await?;
     if before.deleted_at.is_some() {
         return Err(TenancyError::NotFound);
     }
@@ -184,7 +184,7 @@ pub async fn soft_delete(
 ) -> Result<(), TenancyError> {
     let mut conn = admin.get().await?;
     let tx = conn.transaction().await?;
-    let tenant = find(&tx, &id.to_string()).await?;
+    let tenant = find(tx.client(), &id.to_string()).await?;
     if tenant.deleted_at.is_some() {
         return Err(TenancyError::NotFound);
     }
@@ -233,7 +233,7 @@ pub async fn restore(
 ) -> Result<Tenant, TenancyError> {
     let mut conn = admin.get().await?;
     let tx = conn.transaction().await?;
-    let tenant = find(&tx, &id.to_string()).await?;
+    let tenant = find(tx.client(), &id.to_string()).await?;
     let Some(deleted_at) = tenant.deleted_at else {
         return Err(TenancyError::NotDeleted);
     };

@@ -6,7 +6,7 @@ use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 use tenantry::actors::{Caller, TenantOp};
 use tenantry::auth::Role;
-use tenantry::db::{begin_tenant_tx, Pools, TENANT_TABLES};
+use tenantry::db::{Pools, TenantTx, TENANT_TABLES};
 use tenantry::error::Problem;
 use tokio_postgres::Client;
 use uuid::Uuid;
@@ -310,7 +310,7 @@ impl TenantOp for UnfilteredTasks {
 
     fn run<'a>(
         self,
-        tx: &'a deadpool_postgres::Transaction<'a>,
+        tx: &'a TenantTx<'a>,
         _caller: &'a Caller,
     ) -> BoxFuture<'a, Result<Vec<Uuid>, Problem>> {
         Box::pin(async move {
@@ -337,9 +337,9 @@ async fn rls_backstops_an_unfiltered_query() {
     create_task(&app, &a.token, wa.project, "More A").await;
 
     let pools = Pools::new(&app.config).unwrap();
-    let mut conn = pools.app.get().await.unwrap();
+    let conn = pools.app.get().await.unwrap();
     for t in [&a, &b] {
-        let tx = begin_tenant_tx(&mut conn, t.id).await.unwrap();
+        let tx = TenantTx::begin(&conn, t.id).await.unwrap();
         let caller = Caller {
             tenant_id: t.id,
             tenant_slug: t.slug.clone(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use deadpool_postgres::Transaction;
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
-use tenantry::db::{begin_tenant_tx, PgPool, Pools};
+use tenantry::db::{PgPool, Pools, TenantTx};
 use tenantry::jobs::{Job, JobError, JobHandler, Registry, Worker, WorkerOptions};
 use uuid::Uuid;
 
@@ -394,8 +394,8 @@ impl JobHandler for Counter {
 }
 
 async fn enqueue_many(pool: &PgPool, tenant: Uuid, n: usize) {
-    let mut conn = pool.get().await.unwrap();
-    let tx = begin_tenant_tx(&mut conn, tenant).await.unwrap();
+    let conn = pool.get().await.unwrap();
+    let tx = TenantTx::begin(&conn, tenant).await.unwrap();
     for i in 0..n {
         tenantry::jobs::enqueue(&tx, tenant, "test.event", &json!({"n": i}))
             .await

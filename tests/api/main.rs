@@ -23,4 +23,5 @@ mod provisioning;
 mod resolution;
 mod rls;
 mod smoke;
+mod tenant_tx;
 mod ws;

@@ -106,10 +106,12 @@ impl TenantOp for GetSummary {
 
     fn run<'a>(
         self,
-        tx: &'a deadpool_postgres::Transaction<'a>,
+        tx: &'a crate::db::TenantTx<'a>,
         caller: &'a Caller,
     ) -> BoxFuture<'a, Result<Summary, Problem>> {
-        Box::pin(async move { Ok(query::summary(tx, caller.tenant_id, self.from, self.to).await?) })
+        Box::pin(async move {
+            Ok(query::summary(tx.client(), caller.tenant_id, self.from, self.to).await?)
+        })
     }
 }
 
@@ -138,10 +140,12 @@ impl TenantOp for GetSeries {
 
     fn run<'a>(
         self,
-        tx: &'a deadpool_postgres::Transaction<'a>,
+        tx: &'a crate::db::TenantTx<'a>,
         caller: &'a Caller,
     ) -> BoxFuture<'a, Result<Series, Problem>> {
-        Box::pin(async move { Ok(query::timeseries(tx, caller.tenant_id, &self.0).await?) })
+        Box::pin(
+            async move { Ok(query::timeseries(tx.client(), caller.tenant_id, &self.0).await?) },
+        )
     }
 }
 

@@ -50,7 +50,7 @@ impl TenantOp for FindLoginUser {
 
     fn run<'a>(
         self,
-        tx: &'a deadpool_postgres::Transaction<'a>,
+        tx: &'a crate::db::TenantTx<'a>,
         caller: &'a Caller,
     ) -> BoxFuture<'a, Result<Self::Output, Problem>> {
         Box::pin(async move {
@@ -164,7 +164,7 @@ impl TenantOp for InsertApiKey {
 
     fn run<'a>(
         self,
-        tx: &'a deadpool_postgres::Transaction<'a>,
+        tx: &'a crate::db::TenantTx<'a>,
         caller: &'a Caller,
     ) -> BoxFuture<'a, Result<Self::Output, Problem>> {
         Box::pin(async move {
@@ -248,7 +248,7 @@ impl TenantOp for ListApiKeys {
 
     fn run<'a>(
         self,
-        tx: &'a deadpool_postgres::Transaction<'a>,
+        tx: &'a crate::db::TenantTx<'a>,
         caller: &'a Caller,
     ) -> BoxFuture<'a, Result<Self::Output, Problem>> {
         Box::pin(async move {
@@ -302,7 +302,7 @@ impl TenantOp for RevokeApiKey {
 
     fn run<'a>(
         self,
-        tx: &'a deadpool_postgres::Transaction<'a>,
+        tx: &'a crate::db::TenantTx<'a>,
         caller: &'a Caller,
     ) -> BoxFuture<'a, Result<Self::Output, Problem>> {
         Box::pin(async move {

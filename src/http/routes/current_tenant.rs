@@ -22,10 +22,12 @@ impl TenantOp for GetCurrentTenant {
 
     fn run<'a>(
         self,
-        tx: &'a deadpool_postgres::Transaction<'a>,
+        tx: &'a crate::db::TenantTx<'a>,
         caller: &'a Caller,
     ) -> BoxFuture<'a, Result<Tenant, Problem>> {
-        Box::pin(async move { Ok(lifecycle::find(tx, &caller.tenant_id.to_string()).await?) })
+        Box::pin(
+            async move { Ok(lifecycle::find(tx.client(), &caller.tenant_id.to_string()).await?) },
+        )
     }
 }
 
@@ -47,11 +49,11 @@ impl TenantOp for ExportTenant {
 
     fn run<'a>(
         self,
-        tx: &'a deadpool_postgres::Transaction<'a>,
+        tx: &'a crate::db::TenantTx<'a>,
         caller: &'a Caller,
     ) -> BoxFuture<'a, Result<u64, Problem>> {
         Box::pin(async move {
-            Ok(crate::tenancy::export::export(tx, caller.tenant_id, self.out).await?)
+            Ok(crate::tenancy::export::export(tx.client(), caller.tenant_id, self.out).await?)
         })
     }
 }

@@ -24,7 +24,7 @@ impl TenantOp for PanicOp {
 
     fn run<'a>(
         self,
-        _tx: &'a deadpool_postgres::Transaction<'a>,
+        _tx: &'a crate::db::TenantTx<'a>,
         caller: &'a Caller,
     ) -> BoxFuture<'a, Result<(), Problem>> {
         Box::pin(async move { panic!("injected panic in the work of tenant {}", caller.tenant_id) })
@@ -51,7 +51,7 @@ impl TenantOp for SleepOp {
 
     fn run<'a>(
         self,
-        tx: &'a deadpool_postgres::Transaction<'a>,
+        tx: &'a crate::db::TenantTx<'a>,
         _caller: &'a Caller,
     ) -> BoxFuture<'a, Result<(), Problem>> {
         Box::pin(async move {

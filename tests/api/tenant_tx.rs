@@ -1,0 +1,115 @@
+//! The tenant operations' transaction (`db::TenantTx`): BEGIN, the tenant context and the first
+//! query travel together, the context never outlives the transaction, and a transaction
+//! abandoned halfway never reaches the next user of its pooled connection.
+
+use tenantry::db::{Pools, TenantTx};
+use uuid::Uuid;
+
+use crate::helpers::{provision_tenant, test_db, TestDb};
+
+/// A database with one tenant and an app pool of a single connection, so every `get` is the
+/// same connection unless the pool retired it.
+async fn one_connection_pool() -> (TestDb, Pools, Uuid) {
+    let mut db = test_db().await;
+    db.config.app_shared_pool_size = 1;
+    let pools = db.pools();
+    let tenant = provision_tenant(&db.config, &pools, "txtenant")
+        .await
+        .tenant
+        .id;
+    (db, pools, tenant)
+}
+
+async fn backend_pid(pools: &Pools) -> i32 {
+    let conn = pools.app.get().await.unwrap();
+    conn.query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn context_outside_transactions(pools: &Pools) -> String {
+    let conn = pools.app.get().await.unwrap();
+    conn.query_one(
+        "select coalesce(current_setting('app.current_tenant', true), '')",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+#[tokio::test]
+async fn the_first_query_sent_behind_open_runs_in_the_tenant_context() {
+    let (_db, pools, tenant) = one_connection_pool().await;
+    let conn = pools.app.get().await.unwrap();
+    let (tx, opened) = TenantTx::open(&conn, tenant);
+    let query = async {
+        tx.query_one(
+            "select current_setting('app.current_tenant'), \
+             (select count(*) from app.users where tenant_id = $1)",
+            &[&tenant],
+        )
+        .await
+    };
+    let (opened, row) = futures_util::future::join(opened, query).await;
+    opened.unwrap();
+    let row = row.unwrap();
+    assert_eq!(row.get::<_, String>(0), tenant.to_string());
+    assert_eq!(
+        row.get::<_, i64>(1),
+        1,
+        "the tenant's admin is visible under RLS"
+    );
+    tx.commit().await.unwrap();
+    assert!(!conn.in_transaction());
+    drop(conn);
+    assert_eq!(context_outside_transactions(&pools).await, "");
+}
+
+#[tokio::test]
+async fn a_finished_transaction_keeps_its_connection() {
+    let (_db, pools, tenant) = one_connection_pool().await;
+    let before = backend_pid(&pools).await;
+    {
+        let conn = pools.app.get().await.unwrap();
+        let tx = TenantTx::begin(&conn, tenant).await.unwrap();
+        tx.commit().await.unwrap();
+        let tx = TenantTx::begin(&conn, tenant).await.unwrap();
+        tx.rollback().await;
+    }
+    assert_eq!(backend_pid(&pools).await, before);
+}
+
+#[tokio::test]
+async fn an_abandoned_transaction_retires_its_connection() {
+    let (_db, pools, tenant) = one_connection_pool().await;
+    let before = backend_pid(&pools).await;
+    {
+        let conn = pools.app.get().await.unwrap();
+        // Ends without commit or rollback, as when a request's future is cancelled.
+        let tx = TenantTx::begin(&conn, tenant).await.unwrap();
+        tx.execute(
+            "update app.users set name = 'changed' where tenant_id = $1",
+            &[&tenant],
+        )
+        .await
+        .unwrap();
+        assert!(conn.in_transaction());
+    }
+    let after = backend_pid(&pools).await;
+    assert_ne!(after, before, "the open transaction must not be handed on");
+    assert_eq!(context_outside_transactions(&pools).await, "");
+    let conn = pools.app.get().await.unwrap();
+    let tx = TenantTx::begin(&conn, tenant).await.unwrap();
+    let changed: i64 = tx
+        .query_one(
+            "select count(*) from app.users where tenant_id = $1 and name = 'changed'",
+            &[&tenant],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    tx.commit().await.unwrap();
+    assert_eq!(changed, 0, "the abandoned write was never committed");
+}
