@@ -54,7 +54,8 @@ pub struct Config {
     pub actor_mailbox_capacity: usize,
     /// Operations of one tenant running at once; past it, 503 + Retry-After.
     pub actor_max_in_flight: usize,
-    /// Threads the tenant actors are spread over (default: one per core).
+    /// Threads of their own for the tenant actors; 0 (the default) hosts them on the HTTP
+    /// workers.
     pub actor_arbiters: usize,
     /// Connections of the app pool one tenant may hold at once (noisy neighbours).
     pub tenant_max_connections: usize,
@@ -230,11 +231,7 @@ impl Config {
             ),
             actor_mailbox_capacity: parse_var("ACTOR_MAILBOX_CAPACITY", 256usize)?.max(1),
             actor_max_in_flight: parse_var("ACTOR_MAX_IN_FLIGHT", 256usize)?.max(1),
-            actor_arbiters: parse_var(
-                "ACTOR_ARBITERS",
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            )?
-            .clamp(1, 256),
+            actor_arbiters: parse_var("ACTOR_ARBITERS", 0usize)?.min(256),
             tenant_max_connections: parse_var(
                 "TENANT_MAX_CONNECTIONS",
                 (app_pool_size / 4).max(2),

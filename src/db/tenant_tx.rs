@@ -4,8 +4,11 @@
 
 use std::future::Future;
 use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use deadpool_postgres::{ClientWrapper, Transaction};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Statement};
 use uuid::Uuid;
 
 use super::pool::PgConn;
@@ -40,6 +43,8 @@ pub async fn begin_tenant_tx(
 /// is dropped open leaves its connection marked, and the pool retires that connection.
 pub struct TenantTx<'a> {
     conn: &'a PgConn,
+    /// Set once COMMIT went out with the operation's last statement.
+    committed: AtomicBool,
 }
 
 impl<'a> TenantTx<'a> {
@@ -61,7 +66,11 @@ impl<'a> TenantTx<'a> {
             tenant.hyphenated()
         );
         let opened = async move { conn.batch_execute(&sql).await.map_err(DbError::from) };
-        (TenantTx { conn }, opened)
+        let tx = TenantTx {
+            conn,
+            committed: AtomicBool::new(false),
+        };
+        (tx, opened)
     }
 
     /// Opens the transaction and waits until the server has it.
@@ -80,14 +89,40 @@ impl<'a> TenantTx<'a> {
     }
 
     pub async fn commit(self) -> Result<(), DbError> {
-        self.conn.batch_execute("commit").await?;
+        if !self.committed.load(Ordering::Acquire) {
+            self.conn.batch_execute("commit").await?;
+        }
         self.conn.mark_in_transaction(false);
         Ok(())
     }
 
+    /// Runs an operation's last statement with COMMIT written right behind it: one round trip
+    /// for a read that is a whole operation. Nothing may be sent through the transaction
+    /// afterwards (it has ended; a later statement would run with no tenant set and see no
+    /// row). If the statement fails, PostgreSQL turns that COMMIT into a rollback.
+    pub async fn query_opt_then_commit(
+        &self,
+        statement: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, DbError> {
+        let (row, committed) = futures_util::future::join(
+            self.conn.query_opt(statement, params),
+            self.conn.batch_execute("commit"),
+        )
+        .await;
+        if committed.is_ok() {
+            self.committed.store(true, Ordering::Release);
+        }
+        let row = row?;
+        committed?;
+        Ok(row)
+    }
+
     /// Best effort: when even the rollback fails the connection stays marked and is retired.
     pub async fn rollback(self) {
-        if self.conn.batch_execute("rollback").await.is_ok() {
+        if self.committed.load(Ordering::Acquire)
+            || self.conn.batch_execute("rollback").await.is_ok()
+        {
             self.conn.mark_in_transaction(false);
         }
     }

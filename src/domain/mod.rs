@@ -132,6 +132,40 @@ pub(crate) async fn query_opt(
     Ok(tx.query_opt(&stmt, params).await?)
 }
 
+/// How an operation reads one row by id.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// More statements follow.
+    Plain,
+    /// Locked for the update that follows.
+    ForUpdate,
+    /// The operation's only statement: it travels with COMMIT (`TenantTx::query_opt_then_commit`).
+    Last,
+}
+
+impl Read {
+    pub(crate) fn suffix(self) -> &'static str {
+        match self {
+            Read::ForUpdate => " for update",
+            Read::Plain | Read::Last => "",
+        }
+    }
+}
+
+/// One row by id, read as `read` says.
+pub(crate) async fn read_row(
+    tx: &TenantTx<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    read: Read,
+) -> Result<Option<Row>, DomainError> {
+    let stmt = tx.prepare_cached(sql).await?;
+    if read == Read::Last {
+        return Ok(tx.query_opt_then_commit(&stmt, params).await?);
+    }
+    Ok(tx.query_opt(&stmt, params).await?)
+}
+
 pub(crate) async fn query_one(
     tx: &TenantTx<'_>,
     sql: &str,

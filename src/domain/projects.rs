@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use super::page::{Cursor, Page, PageRequest};
 use super::{
-    check, execute, query, query_one, query_opt, record_change, require_user, tenant_op, text,
-    Change, DomainError, MAX_DESCRIPTION,
+    check, execute, query, query_one, query_opt, read_row, record_change, require_user, tenant_op,
+    text, Change, DomainError, Read, MAX_DESCRIPTION,
 };
 use crate::actors::Caller;
 use crate::audit::AuditAction;
@@ -86,13 +86,13 @@ async fn find(
     tx: &TenantTx<'_>,
     tenant: Uuid,
     id: Uuid,
-    lock: bool,
+    read: Read,
 ) -> Result<Project, DomainError> {
     let sql = format!(
         "select {PROJECT_COLUMNS} from app.projects where tenant_id = $1 and id = $2 and deleted_at is null{}",
-        if lock { " for update" } else { "" }
+        read.suffix()
     );
-    query_opt(tx, &sql, &[&tenant, &id])
+    read_row(tx, &sql, &[&tenant, &id], read)
         .await?
         .map(|r| Project::from_row(&r))
         .ok_or(DomainError::NotFound("project"))
@@ -147,7 +147,7 @@ async fn get(
     GetProject(id): GetProject,
 ) -> Result<Project, DomainError> {
     require_user(caller)?;
-    find(tx, caller.tenant_id, id, false).await
+    find(tx, caller.tenant_id, id, Read::Last).await
 }
 tenant_op!(GetProject => Project, get);
 
@@ -218,7 +218,7 @@ async fn update(
         errors.push(crate::error::FieldError::new("body", "nothing to change"));
     }
     check(errors)?;
-    let before = find(tx, caller.tenant_id, id, true).await?;
+    let before = find(tx, caller.tenant_id, id, Read::ForUpdate).await?;
     let row = query_one(
         tx,
         &format!(
@@ -262,7 +262,7 @@ async fn delete(
 ) -> Result<(), DomainError> {
     require_user(caller)?;
     let tenant = caller.tenant_id;
-    let before = find(tx, tenant, id, true).await?;
+    let before = find(tx, tenant, id, Read::ForUpdate).await?;
     execute(
         tx,
         "update app.projects set deleted_at = now(), updated_at = now() \

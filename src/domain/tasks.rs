@@ -17,8 +17,8 @@ use super::members::user_is_live;
 use super::page::{Cursor, Page, PageRequest};
 use super::projects::require_live;
 use super::{
-    check, nullable, query, query_one, query_opt, record_change, require_user, tenant_op, text,
-    Change, DomainError, MAX_DESCRIPTION,
+    check, nullable, query, query_one, query_opt, read_row, record_change, require_user, tenant_op,
+    text, Change, DomainError, Read, MAX_DESCRIPTION,
 };
 use crate::actors::Caller;
 use crate::audit::AuditAction;
@@ -127,12 +127,12 @@ pub struct TaskQuery {
     pub cursor: Option<String>,
 }
 
-async fn find(tx: &TenantTx<'_>, tenant: Uuid, id: Uuid, lock: bool) -> Result<Task, DomainError> {
+async fn find(tx: &TenantTx<'_>, tenant: Uuid, id: Uuid, read: Read) -> Result<Task, DomainError> {
     let sql = format!(
         "select {TASK_COLUMNS} from app.tasks where tenant_id = $1 and id = $2 and deleted_at is null{}",
-        if lock { " for update" } else { "" }
+        read.suffix()
     );
-    query_opt(tx, &sql, &[&tenant, &id])
+    read_row(tx, &sql, &[&tenant, &id], read)
         .await?
         .map(|r| Task::from_row(&r))
         .ok_or(DomainError::NotFound("task"))
@@ -218,7 +218,7 @@ async fn get(
     GetTask(id): GetTask,
 ) -> Result<Task, DomainError> {
     require_user(caller)?;
-    find(tx, caller.tenant_id, id, false).await
+    find(tx, caller.tenant_id, id, Read::Last).await
 }
 tenant_op!(GetTask => Task, get);
 
@@ -312,7 +312,7 @@ async fn update(
     // References are share-locked before the task row, the order every path takes (user or
     // project first, then tasks), so a concurrent user or project delete cannot deadlock with it.
     check_references(tx, tenant, patch.project_id, patch.assignee_id.flatten()).await?;
-    let before = find(tx, tenant, id, true).await?;
+    let before = find(tx, tenant, id, Read::ForUpdate).await?;
     let project = patch.project_id.unwrap_or(before.project_id);
     let title = title.unwrap_or_else(|| before.title.clone());
     let description = description.unwrap_or_else(|| before.description.clone());

@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use super::page::{Cursor, Page, PageRequest};
 use super::{
-    check, execute, is_admin, query, query_one, query_opt, record_change, require_admin,
-    require_user, tenant_op, text, Change, DomainError,
+    check, execute, is_admin, query, query_one, query_opt, read_row, record_change, require_admin,
+    require_user, tenant_op, text, Change, DomainError, Read,
 };
 use crate::actors::Caller;
 use crate::audit::AuditAction;
@@ -150,12 +150,12 @@ async fn live_admins_other_than(
     .get(0))
 }
 
-async fn find(tx: &TenantTx<'_>, tenant: Uuid, id: Uuid, lock: bool) -> Result<User, DomainError> {
+async fn find(tx: &TenantTx<'_>, tenant: Uuid, id: Uuid, read: Read) -> Result<User, DomainError> {
     let sql = format!(
         "select {USER_COLUMNS} from app.users where tenant_id = $1 and id = $2 and deleted_at is null{}",
-        if lock { " for update" } else { "" }
+        read.suffix()
     );
-    query_opt(tx, &sql, &[&tenant, &id])
+    read_row(tx, &sql, &[&tenant, &id], read)
         .await?
         .map(|r| User::from_row(&r))
         .ok_or(DomainError::NotFound("user"))
@@ -215,7 +215,7 @@ async fn get(
     GetUser(id): GetUser,
 ) -> Result<User, DomainError> {
     require_user(caller)?;
-    find(tx, caller.tenant_id, id, false).await
+    find(tx, caller.tenant_id, id, Read::Last).await
 }
 tenant_op!(GetUser => User, get);
 
@@ -316,7 +316,7 @@ async fn update(tx: &TenantTx<'_>, caller: &Caller, op: UpdateUser) -> Result<Us
         lock_roster(tx, tenant).await?;
     }
     // Found first: a user of another tenant is 404 for everyone, never 403.
-    let before = find(tx, tenant, op.id, true).await?;
+    let before = find(tx, tenant, op.id, Read::ForUpdate).await?;
     if !is_admin(caller) {
         if op.id != me {
             return Err(DomainError::Forbidden(
@@ -380,11 +380,11 @@ async fn delete(
     require_user(caller)?;
     let tenant = caller.tenant_id;
     // Existence before role: a user of another tenant is 404 for everyone.
-    find(tx, tenant, id, false).await?;
+    find(tx, tenant, id, Read::Plain).await?;
     require_admin(caller)?;
     // The roster lock is taken before any row lock, in every path, so paths cannot deadlock.
     lock_roster(tx, tenant).await?;
-    let before = find(tx, tenant, id, true).await?;
+    let before = find(tx, tenant, id, Read::ForUpdate).await?;
     if before.role == Role::Admin && live_admins_other_than(tx, tenant, id).await? == 0 {
         return Err(DomainError::LastAdmin);
     }

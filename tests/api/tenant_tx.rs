@@ -113,3 +113,38 @@ async fn an_abandoned_transaction_retires_its_connection() {
     tx.commit().await.unwrap();
     assert_eq!(changed, 0, "the abandoned write was never committed");
 }
+
+#[tokio::test]
+async fn a_last_read_commits_with_its_statement_and_keeps_the_connection() {
+    let (_db, pools, tenant) = one_connection_pool().await;
+    let before = backend_pid(&pools).await;
+    {
+        let conn = pools.app.get().await.unwrap();
+        let (tx, opened) = TenantTx::open(&conn, tenant);
+        let read = async {
+            let stmt = tx
+                .prepare_cached("select count(*) from app.users where tenant_id = $1")
+                .await
+                .unwrap();
+            tx.query_opt_then_commit(&stmt, &[&tenant]).await
+        };
+        let (opened, row) = futures_util::future::join(opened, read).await;
+        opened.unwrap();
+        let users: i64 = row.unwrap().expect("one row").get(0);
+        assert_eq!(users, 1);
+        // The transaction is over: the context is gone on this very connection.
+        let context: String = conn
+            .query_one(
+                "select coalesce(current_setting('app.current_tenant', true), '')",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(context, "");
+        // The actor still calls commit; it sends nothing more and releases the connection.
+        tx.commit().await.unwrap();
+        assert!(!conn.in_transaction());
+    }
+    assert_eq!(backend_pid(&pools).await, before);
+}
