@@ -9,7 +9,8 @@
 #   TENANTS=200 ACTORS=2000 DURATION=10s bench/http_load.sh
 #   RUNS="reference_full get_full" TENANTS=100 bench/http_load.sh   # a quick look, not recorded
 #
-# Prints its figures and writes bench/results/http_load.json and http_load.md.
+# Prints its figures and writes bench/results/http_load.json and http_load.md
+# (http_load_workers1.* with WORKERS=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,7 +44,9 @@ BASE=http://127.0.0.1:$PORT
 psql -q "$PG/postgres" -c "drop database if exists $DB with (force)" >/dev/null
 $BIN migrate --no-progress >/dev/null
 
-$BIN serve --enable-bench-routes 2>"$OUT/.http_load_server.log" &
+# WORKERS=1 runs one HTTP worker (which then hosts every tenant actor): with PostgreSQL and
+# wrk on the same 2 cores, fewer server threads means fewer thread switches.
+$BIN serve --enable-bench-routes ${WORKERS:+--workers "$WORKERS"} 2>"$OUT/.http_load_server.log" &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -sf "$BASE/readyz" >/dev/null && break; sleep 0.1; done
@@ -66,6 +69,32 @@ sample_connections() {
   echo "$max"
 }
 
+# CPU time (clock ticks) of the server, of each PostgreSQL process, and of the whole machine
+# (busy, idle), so each run says where its CPU went. PostgreSQL backends come and go (the
+# connection sampler's own), so only processes alive at both samples count.
+cpu_sample() {
+  local p pg=""
+  for p in $(pgrep -u postgres); do
+    [ -r "/proc/$p/stat" ] && pg="$pg $p:$(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null)"
+  done
+  echo "$(awk '{print $14+$15}' "/proc/$SERVER/stat") $(awk '/^cpu / {print $2+$3+$4+$6+$7+$8, $5}' /proc/stat)$pg"
+}
+cpu_json() { # before after requests
+  python3 - "$1" "$2" "$3" "$(getconf CLK_TCK)" <<'PY'
+import sys
+def parse(sample):
+    f = sample.split()
+    pg = dict(x.split(":") for x in f[3:] if x.endswith(":") is False)
+    return int(f[0]), int(f[1]), int(f[2]), {k: int(v) for k, v in pg.items() if v}
+bs, bb, bi, bpg = parse(sys.argv[1]); as_, ab, ai, apg = parse(sys.argv[2])
+n = max(int(sys.argv[3]), 1); hz = int(sys.argv[4])
+per = lambda ticks: round(ticks / hz / n * 1e6, 1)
+pg = sum(apg[p] - bpg[p] for p in apg if p in bpg)
+print(f'{{"server_cpu_us_per_request": {per(as_ - bs)}, "postgres_cpu_us_per_request": {per(pg)}, '
+      f'"machine_cpu_us_per_request": {per(ab - bb)}, "machine_idle_share": {round((ai - bi) / max(ab - bb + ai - bi, 1), 3)}}}')
+PY
+}
+
 declare -A RESULTS
 run() { # name script rate
   local name=$1 script=$2 rate=$3 conns=$CONNS
@@ -77,12 +106,17 @@ run() { # name script rate
   wrk -t1 -c"$conns" -d"$DURATION" -s "bench/http_load/$script" "$BASE" -- "$ENTRIES" "$rate" "$conns" \
     >"$OUT/.wrk_$name.txt" &
   local wrk_pid=$!
+  local cpu_before cpu_after
+  cpu_before=$(cpu_sample)
   local max_conns
   max_conns=$(sample_connections $wrk_pid)
   wait $wrk_pid
-  local json
+  cpu_after=$(cpu_sample)
+  local json requests cpu
   json=$(grep '^RESULT ' "$OUT/.wrk_$name.txt" | sed 's/^RESULT //')
-  json=${json%\}}", \"max_db_connections\": $max_conns, \"server_rss_mb\": $(rss_mb)}"
+  requests=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["requests"])' "$json")
+  cpu=$(cpu_json "$cpu_before" "$cpu_after" "$requests")
+  json=${json%\}}", \"max_db_connections\": $max_conns, \"server_rss_mb\": $(rss_mb), \"cpu\": $cpu}"
   RESULTS[$name]=$json
   echo "$name: $json"
 }
@@ -101,11 +135,13 @@ if [ -n "${RUNS:-}" ]; then
   done
   exit 0
 fi
+# Reads before writes: every POST leaves an outbox event that the job worker processes in the
+# background, which would otherwise land in the read runs' figures.
 run reference_full reference.lua 0
 run get_full get_task.lua 0
-run post_full post_task.lua 0
 run get_fixed get_task.lua "$RATE"
 run post_fixed post_task.lua "$RATE"
+run post_full post_task.lua 0
 
 echo "activating $ACTORS tenant actors"
 extra=$((ACTORS - TENANTS))
@@ -136,11 +172,13 @@ actors_json="{\"tenants\": $n_tokens, \"active_actors\": $active, \"rss_mb_befor
 echo "actors: $actors_json"
 
 ratio=$(python3 -c "import json; a=json.loads('''${RESULTS[get_full]}'''); b=json.loads('''${RESULTS[reference_full]}'''); print(round(a['rps']/b['rps'], 3))")
-cat >"$OUT/http_load.json" <<JSON
+RESULT_NAME=http_load${WORKERS:+_workers$WORKERS}
+cat >"$OUT/$RESULT_NAME.json" <<JSON
 {
   "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
   "machine": {"nproc": $(nproc), "postgres": "$(psql -tA "$PG/postgres" -c 'show server_version')"},
   "tenants": $TENANTS, "duration": "$DURATION", "connections_full_speed": $CONNS,
+  "http_workers": "${WORKERS:-default (one per core)}",
   "reference_full_speed": ${RESULTS[reference_full]},
   "get_task_full_speed": ${RESULTS[get_full]},
   "post_task_full_speed": ${RESULTS[post_full]},
@@ -150,17 +188,18 @@ cat >"$OUT/http_load.json" <<JSON
   "actors": $actors_json
 }
 JSON
-python3 - "$OUT/http_load.json" >"$OUT/http_load.md" <<'PY'
+python3 - "$OUT/$RESULT_NAME.json" >"$OUT/$RESULT_NAME.md" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-print(f"# Request pipeline load ({r['date']}, {r['machine']['nproc']} cores, PostgreSQL {r['machine']['postgres']}, {r['tenants']} tenants)\n")
-print("| run | req/s | p50 ms | p95 ms | p99 ms | non-2xx | max DB conns | server RSS MB |")
-print("|---|---|---|---|---|---|---|---|")
+print(f"# Request pipeline load ({r['date']}, {r['machine']['nproc']} cores, PostgreSQL {r['machine']['postgres']}, {r['tenants']} tenants, HTTP workers: {r.get('http_workers')})\n")
+print("| run | req/s | p50 ms | p95 ms | p99 ms | non-2xx | max DB conns | server RSS MB | server CPU µs/req | PostgreSQL CPU µs/req | machine CPU µs/req | machine idle |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for k in ["reference_full_speed", "get_task_full_speed", "post_task_full_speed", "get_task_fixed_rate", "post_task_fixed_rate"]:
     x = r[k]
-    print(f"| {k} | {x['rps']:.0f} | {x['p50_ms']:.2f} | {x['p95_ms']:.2f} | {x['p99_ms']:.2f} | {x['non_2xx']} | {x['max_db_connections']} | {x['server_rss_mb']} |")
+    c = x["cpu"]
+    print(f"| {k} | {x['rps']:.0f} | {x['p50_ms']:.2f} | {x['p95_ms']:.2f} | {x['p99_ms']:.2f} | {x['non_2xx']} | {x['max_db_connections']} | {x['server_rss_mb']} | {c['server_cpu_us_per_request']} | {c['postgres_cpu_us_per_request']} | {c['machine_cpu_us_per_request']} | {c['machine_idle_share']:.0%} |")
 a = r["actors"]
 print(f"\nGET /tasks/{{id}} at full speed / reference: **{r['get_over_reference']}**\n")
 print(f"Tenant actors: {a['active_actors']} active after requests for {a['tenants']} tenants; server RSS {a['rss_mb_before']} MB before, {a['rss_mb_after']} MB after.")
 PY
-cat "$OUT/http_load.md"
+cat "$OUT/$RESULT_NAME.md"

@@ -102,12 +102,10 @@ impl Application {
             caches: Default::default(),
             api_calls: Default::default(),
         });
-        actix_web::rt::spawn(
-            state
-                .api_calls
-                .clone()
-                .run(state.pools.app.clone(), Duration::from_secs(2)),
-        );
+        actix_web::rt::spawn(state.api_calls.clone().run(
+            state.pools.app.clone(),
+            state.config.api_calls_flush_interval,
+        ));
         actix_web::rt::spawn(crate::cache::subscribe(state.clone()));
         if let Some(every) = options.purge_interval {
             actix_web::rt::spawn(purge_loop(state.clone(), every));

@@ -57,6 +57,7 @@ pub async fn test_config() -> (Config, String) {
     config.jwt_secret = "test-jwt-secret-0123456789abcdef0123456789".into();
     config.app_pool_size = 8;
     config.app_shared_pool_size = 4;
+    config.api_calls_flush_interval = std::time::Duration::from_millis(200);
     migrate::create_database_if_missing(&config.database_url)
         .await
         .expect("create test database");
