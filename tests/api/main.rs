@@ -4,6 +4,7 @@
 mod actors;
 mod admin_bypass;
 mod analytics;
+mod analytics_durability;
 mod audit;
 mod auth;
 mod catalog;
