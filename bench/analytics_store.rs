@@ -479,7 +479,7 @@ async fn run_case(pool: &PgPool, tenant: Uuid, case: &Case, to: DateTime<Utc>) -
     let tx = begin_tenant_tx(&mut conn, tenant).await.expect("tx");
     let size = match case {
         Case::Summary { span, .. } => {
-            let s = query::summary(&tx, tenant, to - *span, to)
+            let s = query::summary(&*tx, tenant, to - *span, to)
                 .await
                 .expect("summary");
             s.top_features.len()
@@ -491,7 +491,7 @@ async fn run_case(pool: &PgPool, tenant: Uuid, case: &Case, to: DateTime<Utc>) -
             event_type,
         } => {
             let s = query::timeseries(
-                &tx,
+                &*tx,
                 tenant,
                 &SeriesRequest {
                     metric: *metric,

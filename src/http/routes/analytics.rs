@@ -109,7 +109,9 @@ impl TenantOp for GetSummary {
         tx: &'a deadpool_postgres::Transaction<'a>,
         caller: &'a Caller,
     ) -> BoxFuture<'a, Result<Summary, Problem>> {
-        Box::pin(async move { Ok(query::summary(tx, caller.tenant_id, self.from, self.to).await?) })
+        Box::pin(
+            async move { Ok(query::summary(&**tx, caller.tenant_id, self.from, self.to).await?) },
+        )
     }
 }
 
@@ -141,7 +143,7 @@ impl TenantOp for GetSeries {
         tx: &'a deadpool_postgres::Transaction<'a>,
         caller: &'a Caller,
     ) -> BoxFuture<'a, Result<Series, Problem>> {
-        Box::pin(async move { Ok(query::timeseries(tx, caller.tenant_id, &self.0).await?) })
+        Box::pin(async move { Ok(query::timeseries(&**tx, caller.tenant_id, &self.0).await?) })
     }
 }
 
