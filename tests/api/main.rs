@@ -5,6 +5,7 @@ mod actors;
 mod admin_bypass;
 mod analytics;
 mod analytics_durability;
+mod analytics_ops;
 mod audit;
 mod auth;
 mod catalog;
