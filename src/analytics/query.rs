@@ -476,11 +476,14 @@ impl<C: GenericClient + Sync> Reader<'_, C> {
         event_type: &str,
     ) -> Result<BTreeMap<DateTime<Utc>, i64>, AnalyticsError> {
         let schema = self.schema;
+        // An index-only scan of events_type_time_idx (template V3). Measured at 10M events
+        // (7 days by day, ~77K rows of the type): this form 23-60 ms, a hash of distinct
+        // (bucket, user) pairs first 43-68 ms, one subquery per bucket ~100 ms.
         let sql = format!(
             "select date_bin('{}', occurred_at, {EPOCH}), count(distinct user_id) \
              from {schema}.events \
-             where tenant_id = $1 and occurred_at >= $2 and occurred_at < $3 \
-             and event_type = $4 group by 1",
+             where tenant_id = $1 and event_type = $4 and occurred_at >= $2 \
+             and occurred_at < $3 group by 1",
             interval.pg_interval()
         );
         let rows = self
