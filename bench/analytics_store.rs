@@ -125,13 +125,13 @@ async fn main() {
             continue;
         }
         let tenant = ensure_tenant(&bench, slug).await;
-        let load = load_large(&bench, tenant, events, &args).await;
-        datasets.push((slug, tenant, events, load));
+        let (load, until) = load_large(&bench, tenant, events, &args).await;
+        datasets.push((slug, tenant, events, load, until));
     }
     let mut queries = Vec::new();
-    for (slug, tenant, events, load) in &datasets {
+    for (slug, tenant, events, load, until) in &datasets {
         println!("\n== queries on {slug} ({events} events)");
-        let cases = measure_cases(&bench, &[*tenant], args.iterations).await;
+        let cases = measure_cases(&bench, &[*tenant], args.iterations, *until).await;
         queries.push(json!({"dataset": slug, "events": events, "load": load, "cases": cases}));
     }
     report["single_tenant"] = json!(queries);
@@ -143,7 +143,7 @@ async fn main() {
         report["many_tenants"] = many_tenants(&bench, &args).await;
     }
     if args.index_study {
-        if let Some((_, tenant, _, _)) = datasets.first() {
+        if let Some((_, tenant, _, _, _)) = datasets.first() {
             report["index_study"] = index_study(&bench, *tenant).await;
         }
     }
@@ -178,7 +178,8 @@ async fn setup() -> Bench {
     println!("{report}");
     let su = connect(&url, &[]).await.expect("connect");
     su.batch_execute(
-        "create table if not exists public.bench_loaded (tenant_id uuid primary key, events bigint not null)",
+        "create table if not exists public.bench_loaded (tenant_id uuid primary key, events bigint not null); \
+         alter table public.bench_loaded add column if not exists until timestamptz",
     )
     .await
     .expect("bookkeeping table");
@@ -244,24 +245,47 @@ async fn ensure_tenant(bench: &Bench, slug: &str) -> Uuid {
     id
 }
 
-async fn loaded(bench: &Bench, tenant: Uuid) -> Option<i64> {
-    bench
+/// Events loaded into `tenant` and the end of their time span, if it was loaded.
+async fn loaded(bench: &Bench, tenant: Uuid) -> Option<(i64, DateTime<Utc>)> {
+    let row = bench
         .su
         .query_opt(
-            "select events from public.bench_loaded where tenant_id = $1",
+            "select events, until from public.bench_loaded where tenant_id = $1",
             &[&tenant],
         )
         .await
-        .expect("bookkeeping")
-        .map(|r| r.get(0))
+        .expect("bookkeeping")?;
+    let events: i64 = row.get(0);
+    let until = match row.get::<_, Option<DateTime<Utc>>>(1) {
+        Some(until) => until,
+        // Loaded before the end was recorded: every loaded event carries the load's clock as
+        // received_at, and events ingested later carry a later one.
+        None => {
+            let until: DateTime<Utc> = bench
+                .su
+                .query_one(
+                    &format!(
+                        "select coalesce(min(received_at), now()) from {}.events",
+                        tenant_schema_name(tenant)
+                    ),
+                    &[],
+                )
+                .await
+                .expect("load end")
+                .get(0);
+            mark_loaded(bench, tenant, events, until).await;
+            until
+        }
+    };
+    Some((events, until))
 }
 
-async fn mark_loaded(bench: &Bench, tenant: Uuid, events: i64) {
+async fn mark_loaded(bench: &Bench, tenant: Uuid, events: i64, until: DateTime<Utc>) {
     bench
         .su
         .execute(
-            "insert into public.bench_loaded values ($1, $2) on conflict (tenant_id) do update set events = excluded.events",
-            &[&tenant, &events],
+            "insert into public.bench_loaded values ($1, $2, $3) on conflict (tenant_id) do update set events = excluded.events, until = excluded.until",
+            &[&tenant, &events, &until],
         )
         .await
         .expect("bookkeeping");
@@ -278,10 +302,21 @@ async fn write_batch(pool: &PgPool, tenant: Uuid, events: &[ValidEvent]) {
 }
 
 /// `total` events over `days` days ending now, in time order with 2% late by up to 3 days.
-async fn load_large(bench: &Bench, tenant: Uuid, total: u64, args: &Args) -> Value {
-    if let Some(events) = loaded(bench, tenant).await {
-        println!("{tenant}: {events} events already loaded");
-        return json!({"reused": true, "events": events});
+/// Returns the load's description and the end of its span, where the measured ranges end:
+/// the ingest runs add events after it (into the large tenant), and a later run must still
+/// measure the data set as loaded.
+async fn load_large(
+    bench: &Bench,
+    tenant: Uuid,
+    total: u64,
+    args: &Args,
+) -> (Value, DateTime<Utc>) {
+    if let Some((events, until)) = loaded(bench, tenant).await {
+        println!("{tenant}: {events} events already loaded, up to {until}");
+        return (
+            json!({"reused": true, "events": events, "until": until}),
+            until,
+        );
     }
     println!("loading {total} events into {tenant} ...");
     let start = bench.now - Duration::days(args.days);
@@ -342,10 +377,13 @@ async fn load_large(bench: &Bench, tenant: Uuid, total: u64, args: &Args) -> Val
             .await
             .expect("vacuum");
     }
-    mark_loaded(bench, tenant, total as i64).await;
+    mark_loaded(bench, tenant, total as i64, bench.now).await;
     let sizes = table_sizes(bench, tenant).await;
     println!("  loaded in {secs:.0} s; sizes {sizes}");
-    json!({"reused": false, "events": total, "seconds": secs, "events_per_second": total as f64 / secs, "sizes": sizes})
+    (
+        json!({"reused": false, "events": total, "seconds": secs, "events_per_second": total as f64 / secs, "sizes": sizes, "until": bench.now}),
+        bench.now,
+    )
 }
 
 async fn table_sizes(bench: &Bench, tenant: Uuid) -> Value {
@@ -479,7 +517,7 @@ async fn run_case(pool: &PgPool, tenant: Uuid, case: &Case, to: DateTime<Utc>) -
     let tx = begin_tenant_tx(&mut conn, tenant).await.expect("tx");
     let size = match case {
         Case::Summary { span, .. } => {
-            let s = query::summary(tx.client(), tenant, to - *span, to)
+            let s = query::summary(&*tx, tenant, to - *span, to)
                 .await
                 .expect("summary");
             s.top_features.len()
@@ -491,7 +529,7 @@ async fn run_case(pool: &PgPool, tenant: Uuid, case: &Case, to: DateTime<Utc>) -
             event_type,
         } => {
             let s = query::timeseries(
-                tx.client(),
+                &*tx,
                 tenant,
                 &SeriesRequest {
                     metric: *metric,
@@ -520,8 +558,13 @@ fn percentiles(mut ms: Vec<f64>) -> Value {
 }
 
 /// Each case `iterations` times on a tenant drawn from `tenants`, `to` a random instant of the
-/// last hour (or the last midnight for day-aligned cases).
-async fn measure_cases(bench: &Bench, tenants: &[Uuid], iterations: usize) -> Vec<Value> {
+/// hour before `until` (or the midnight before it for day-aligned cases).
+async fn measure_cases(
+    bench: &Bench,
+    tenants: &[Uuid],
+    iterations: usize,
+    until: DateTime<Utc>,
+) -> Vec<Value> {
     let mut rng = StdRng::seed_from_u64(42);
     let mut out = Vec::new();
     for case in cases() {
@@ -529,8 +572,8 @@ async fn measure_cases(bench: &Bench, tenants: &[Uuid], iterations: usize) -> Ve
         for i in 0..iterations + 3 {
             let tenant = tenants[rng.random_range(0..tenants.len())];
             let to = match case {
-                Case::Summary { aligned: true, .. } => floor_day(bench.now),
-                _ => bench.now - Duration::microseconds(rng.random_range(0..3_600_000_000)),
+                Case::Summary { aligned: true, .. } => floor_day(until),
+                _ => until - Duration::microseconds(rng.random_range(0..3_600_000_000)),
             };
             let began = Instant::now();
             run_case(&bench.pools.app, tenant, &case, to).await;
@@ -636,7 +679,9 @@ async fn ingest_run(
 async fn ingest_benches(bench: &Bench, args: &Args, large: Option<Uuid>) -> Value {
     println!("\n== ingest through GroupCommitter, batches of 1,000");
     let mut runs = Vec::new();
-    let one = ensure_tenant(bench, "bench-ingest-0").await;
+    // New tenants each run: "fresh" must not mean the tables an earlier run filled.
+    let run = bench.now.timestamp();
+    let one = ensure_tenant(bench, &format!("bench-ingest-{run}-0")).await;
     runs.push(
         ingest_run(
             bench,
@@ -648,7 +693,7 @@ async fn ingest_benches(bench: &Bench, args: &Args, large: Option<Uuid>) -> Valu
         )
         .await,
     );
-    let unique = ensure_tenant(bench, "bench-ingest-unique").await;
+    let unique = ensure_tenant(bench, &format!("bench-ingest-{run}-unique")).await;
     runs.push(
         ingest_run(
             bench,
@@ -662,7 +707,7 @@ async fn ingest_benches(bench: &Bench, args: &Args, large: Option<Uuid>) -> Valu
     );
     let mut several = Vec::new();
     for i in 0..args.clients {
-        several.push(ensure_tenant(bench, &format!("bench-ingest-{}", i + 1)).await);
+        several.push(ensure_tenant(bench, &format!("bench-ingest-{run}-{}", i + 1)).await);
     }
     runs.push(
         ingest_run(
@@ -747,7 +792,7 @@ async fn many_tenants(bench: &Bench, args: &Args) -> Value {
                 .collect();
             async move {
                 write_batch(&bench.pools.app, *t, &events).await;
-                mark_loaded(bench, *t, per as i64).await;
+                mark_loaded(bench, *t, per as i64, now).await;
             }
         }))
         .await;
@@ -774,7 +819,7 @@ async fn many_tenants(bench: &Bench, args: &Args) -> Value {
         catalog.0,
         catalog.1 / 1_048_576
     );
-    let cases = measure_cases(bench, &tenants, args.iterations.max(200)).await;
+    let cases = measure_cases(bench, &tenants, args.iterations.max(200), bench.now).await;
     json!({
         "tenants": tenants.len(),
         "events_per_tenant": per,

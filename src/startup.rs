@@ -107,6 +107,10 @@ impl Application {
             state.config.api_calls_flush_interval,
         ));
         actix_web::rt::spawn(crate::cache::subscribe(state.clone()));
+        actix_web::rt::spawn(crate::analytics::maintain(
+            state.analytics.clone(),
+            state.metrics.registry().clone(),
+        ));
         if let Some(every) = options.purge_interval {
             actix_web::rt::spawn(purge_loop(state.clone(), every));
             actix_web::rt::spawn(crate::analytics::retention::run(

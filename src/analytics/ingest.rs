@@ -60,12 +60,34 @@ pub struct CommittedBatch {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CommitterStats {
+    /// Events taken into the queue (each is later committed or failed).
+    pub accepted_events: u64,
     pub flushes: u64,
     pub committed_events: u64,
     pub failed_flushes: u64,
+    /// Events of failed flushes: their requests got an error, nothing of them was stored.
+    pub failed_events: u64,
+    /// Requests refused at once because the queue was full (503).
     pub rejected_overloaded: u64,
+    /// Events of those requests.
+    pub refused_events: u64,
     pub largest_flush: u64,
     pub pending_events: usize,
+}
+
+impl CommitterStats {
+    /// Adds `other`'s counters; `largest_flush` keeps the larger.
+    pub fn add(&mut self, other: &CommitterStats) {
+        self.accepted_events += other.accepted_events;
+        self.flushes += other.flushes;
+        self.committed_events += other.committed_events;
+        self.failed_flushes += other.failed_flushes;
+        self.failed_events += other.failed_events;
+        self.rejected_overloaded += other.rejected_overloaded;
+        self.refused_events += other.refused_events;
+        self.largest_flush = self.largest_flush.max(other.largest_flush);
+        self.pending_events += other.pending_events;
+    }
 }
 
 struct Pending {
@@ -83,10 +105,13 @@ struct Queue {
 
 #[derive(Default)]
 struct Stats {
+    accepted_events: AtomicU64,
     flushes: AtomicU64,
     committed_events: AtomicU64,
     failed_flushes: AtomicU64,
+    failed_events: AtomicU64,
     rejected_overloaded: AtomicU64,
+    refused_events: AtomicU64,
     largest_flush: AtomicU64,
 }
 
@@ -167,10 +192,13 @@ impl GroupCommitter {
 
     pub fn stats(&self) -> CommitterStats {
         CommitterStats {
+            accepted_events: self.stats.accepted_events.load(Ordering::Relaxed),
             flushes: self.stats.flushes.load(Ordering::Relaxed),
             committed_events: self.stats.committed_events.load(Ordering::Relaxed),
             failed_flushes: self.stats.failed_flushes.load(Ordering::Relaxed),
+            failed_events: self.stats.failed_events.load(Ordering::Relaxed),
             rejected_overloaded: self.stats.rejected_overloaded.load(Ordering::Relaxed),
+            refused_events: self.stats.refused_events.load(Ordering::Relaxed),
             largest_flush: self.stats.largest_flush.load(Ordering::Relaxed),
             pending_events: self.lock().pending_events,
         }
@@ -223,11 +251,17 @@ impl GroupCommitter {
                 self.stats
                     .rejected_overloaded
                     .fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .refused_events
+                    .fetch_add(count as u64, Ordering::Relaxed);
                 return Err(AnalyticsError::Overloaded {
                     retry_after: self.config.retry_after_secs,
                 });
             }
             queue.pending_events += count;
+            self.stats
+                .accepted_events
+                .fetch_add(count as u64, Ordering::Relaxed);
             queue.waiting.push_back(Pending { events, done });
             !std::mem::replace(&mut queue.flushing, true)
         };
@@ -303,6 +337,9 @@ impl GroupCommitter {
                 }
                 Err(err) => {
                     self.stats.failed_flushes.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .failed_events
+                        .fetch_add(size as u64, Ordering::Relaxed);
                     tracing::warn!(tenant_id = %self.tenant, events = size, %err, "analytics flush failed");
                     for (done, _) in answers {
                         let _ = done.send(Err(err.clone()));
@@ -354,6 +391,10 @@ impl Drop for FlusherGuard<'_> {
             )));
         }
         // Nothing is queued or in flight any more (the in-flight batch died with the task).
+        self.committer
+            .stats
+            .failed_events
+            .fetch_add(queue.pending_events as u64, Ordering::Relaxed);
         queue.pending_events = 0;
     }
 }

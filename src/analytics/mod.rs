@@ -5,12 +5,14 @@
 pub mod api_calls;
 pub mod buckets;
 pub mod ingest;
+mod metrics;
 pub mod model;
 pub mod query;
 pub mod retention;
 pub mod store;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use uuid::Uuid;
@@ -21,6 +23,10 @@ use crate::error::FieldError;
 pub use ingest::{CommittedBatch, CommitterConfig, CommitterStats, GroupCommitter};
 pub use model::{EventBatch, IngestRules, NewEvent, ValidEvent};
 pub use query::{Metric, Series, SeriesRequest, Summary};
+
+/// Tables of a tenant schema that only hold what is derived from `events` (rollups and the
+/// activity masks): rebuilt from the events, left out of the GDPR export.
+pub const DERIVED_TABLES: &[&str] = &["counters", "user_activity"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyticsError {
@@ -70,44 +76,130 @@ impl Clone for AnalyticsError {
 
 /// The group committers of the tenants that ingested since the start, created on first use.
 /// The tenant actor takes over ownership of its committer later (DESIGN.md); the committer
-/// does not depend on this registry.
+/// does not depend on this registry. Cloning shares the registry (the metrics collector
+/// holds a clone).
+#[derive(Clone)]
 pub struct AnalyticsRegistry {
+    inner: Arc<Committers>,
+}
+
+struct Committers {
     pool: PgPool,
     config: CommitterConfig,
-    committers: DashMap<Uuid, Arc<GroupCommitter>>,
+    live: DashMap<Uuid, Arc<GroupCommitter>>,
+    /// Counters of the committers evicted so far, so totals never go down; also the lock
+    /// that orders `evict_idle` and `totals` (see there).
+    retired: Mutex<(CommitterStats, u64)>,
 }
+
+/// Ingest totals of this process since it started (`/metrics`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IngestTotals {
+    /// Counters summed over every committer, live or evicted; `pending_events` and
+    /// `largest_flush` over the live ones only.
+    pub stats: CommitterStats,
+    pub committers_active: usize,
+    pub committers_evicted: u64,
+}
+
+/// How often idle committers are dropped (`maintain`).
+pub const EVICT_EVERY: Duration = Duration::from_secs(60);
 
 impl AnalyticsRegistry {
     pub fn new(pool: PgPool, config: CommitterConfig) -> AnalyticsRegistry {
         AnalyticsRegistry {
-            pool,
-            config,
-            committers: DashMap::new(),
+            inner: Arc::new(Committers {
+                pool,
+                config,
+                live: DashMap::new(),
+                retired: Mutex::new((CommitterStats::default(), 0)),
+            }),
         }
     }
 
     pub fn committer(&self, tenant: Uuid) -> Arc<GroupCommitter> {
-        if let Some(found) = self.committers.get(&tenant) {
+        let inner = &self.inner;
+        if let Some(found) = inner.live.get(&tenant) {
             return found.clone();
         }
-        self.committers
+        inner
+            .live
             .entry(tenant)
-            .or_insert_with(|| GroupCommitter::new(tenant, self.pool.clone(), self.config.clone()))
+            .or_insert_with(|| {
+                GroupCommitter::new(tenant, inner.pool.clone(), inner.config.clone())
+            })
             .clone()
     }
 
     /// The tenant's committer if it exists (live subscriptions).
     pub fn existing(&self, tenant: Uuid) -> Option<Arc<GroupCommitter>> {
-        self.committers.get(&tenant).map(|c| c.clone())
+        self.inner.live.get(&tenant).map(|c| c.clone())
     }
 
     /// Drops committers with nothing pending and no live subscriber, bounding memory when many
     /// tenants ingest once in a while. Returns how many were dropped.
     pub fn evict_idle(&self) -> usize {
-        let before = self.committers.len();
-        self.committers.retain(|_, c| {
-            Arc::strong_count(c) > 1 || c.stats().pending_events > 0 || c.has_subscribers()
+        let mut evicted = 0;
+        let mut retired = self
+            .inner
+            .retired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.inner.live.retain(|_, c| {
+            let stats = c.stats();
+            // Held elsewhere (a request in submit, a flush running): not idle. `committer()`
+            // hands out clones under the map's shard lock, which retain holds, so the count
+            // cannot grow while this runs.
+            if Arc::strong_count(c) > 1 || stats.pending_events > 0 || c.has_subscribers() {
+                return true;
+            }
+            retired.0.add(&CommitterStats {
+                largest_flush: 0,
+                ..stats
+            });
+            evicted += 1;
+            false
         });
-        before - self.committers.len()
+        retired.1 += evicted as u64;
+        evicted
+    }
+
+    /// Ingest totals over every committer this registry had.
+    pub fn totals(&self) -> IngestTotals {
+        // Held while the live ones are read, so a committer evicted meanwhile is counted
+        // exactly once (evict_idle takes the same lock before the map's).
+        let retired = self
+            .inner
+            .retired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut stats = retired.0;
+        let mut active = 0;
+        for committer in self.inner.live.iter() {
+            stats.add(&committer.stats());
+            active += 1;
+        }
+        IngestTotals {
+            stats,
+            committers_active: active,
+            committers_evicted: retired.1,
+        }
+    }
+}
+
+/// The registry's background work, started once per server: exports the ingest totals to
+/// `/metrics` and drops idle committers every `EVICT_EVERY`.
+pub async fn maintain(registry: AnalyticsRegistry, metrics: prometheus::Registry) {
+    if let Err(err) = metrics::IngestCollector::register(registry.clone(), &metrics) {
+        tracing::warn!(%err, "analytics ingest metrics not registered");
+    }
+    let mut ticker = tokio::time::interval(EVICT_EVERY);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let evicted = registry.evict_idle();
+        if evicted > 0 {
+            tracing::debug!(evicted, "idle analytics committers dropped");
+        }
     }
 }

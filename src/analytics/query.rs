@@ -9,10 +9,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
-use futures_util::future::try_join_all;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::Client;
+use tokio_postgres::GenericClient;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -112,7 +111,7 @@ fn check_range(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<(), AnalyticsEr
 }
 
 pub async fn summary(
-    tx: &Client,
+    db: &(impl GenericClient + Sync),
     tenant: Uuid,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -126,19 +125,57 @@ pub async fn summary(
     }
     let schema = tenant_schema_name(tenant);
     let reader = Reader {
-        tx,
+        db,
         schema: &schema,
         tenant,
     };
     let plan = Plan::new(from, to, true);
     let api_plan = Plan::new(floor_hour(from), ceil_hour(to), true);
+    let mut parts = Vec::new();
+    for range in &plan.hourly {
+        parts.push(Part::counters(&[kind::EVENTS, kind::FEATURE], None, *range));
+    }
+    if let Some(range) = plan.daily {
+        parts.push(Part::counters(
+            &[kind::EVENTS_DAY, kind::FEATURE_DAY],
+            None,
+            range,
+        ));
+    }
+    for range in &api_plan.hourly {
+        parts.push(Part::counters(&[kind::API_CALLS], None, *range));
+    }
+    if let Some(range) = api_plan.daily {
+        parts.push(Part::counters(&[kind::API_CALLS_DAY], None, range));
+    }
+    for range in &plan.raw {
+        parts.push(Part::Raw {
+            event_type: None,
+            range: *range,
+        });
+    }
+    // Two statements in one round trip: every count, and the distinct users (DAU, MAU).
     let user_windows = [(to - MAU_WINDOW, to), (to - DAU_WINDOW, to)];
-    let (events, features, api_calls, users) = tokio::try_join!(
-        reader.counts(Source::Events(None), &plan, Interval::Day),
-        reader.features(&plan),
-        reader.counts(Source::ApiCalls, &api_plan, Interval::Day),
+    let (sums, users) = tokio::try_join!(
+        reader.sums(&parts, Group::Key),
         reader.distinct_users(&user_windows),
     )?;
+    let (mut events, mut api_calls) = (0i64, 0i64);
+    let mut features: HashMap<String, i64> = HashMap::new();
+    for ((kind, key), n) in sums {
+        match kind {
+            kind::EVENTS | kind::EVENTS_DAY => events += n,
+            kind::API_CALLS | kind::API_CALLS_DAY => api_calls += n,
+            kind::FEATURE | kind::FEATURE_DAY => *features.entry(key).or_insert(0) += n,
+            RAW => {
+                events += n;
+                if !key.is_empty() {
+                    *features.entry(key).or_insert(0) += n;
+                }
+            }
+            _ => {}
+        }
+    }
     let mut top: Vec<FeatureCount> = features
         .into_iter()
         .map(|(feature, count)| FeatureCount { feature, count })
@@ -154,14 +191,14 @@ pub async fn summary(
         to,
         dau: users[1],
         mau: users[0],
-        events: events.values().sum(),
-        api_calls: api_calls.values().sum(),
+        events,
+        api_calls,
         top_features: top,
     })
 }
 
 pub async fn timeseries(
-    tx: &Client,
+    db: &(impl GenericClient + Sync),
     tenant: Uuid,
     req: &SeriesRequest,
 ) -> Result<Series, AnalyticsError> {
@@ -185,7 +222,7 @@ pub async fn timeseries(
     }
     let schema = tenant_schema_name(tenant);
     let reader = Reader {
-        tx,
+        db,
         schema: &schema,
         tenant,
     };
@@ -193,20 +230,24 @@ pub async fn timeseries(
     let values = match req.metric {
         Metric::Events => {
             let plan = Plan::new(from, to, interval == Interval::Day);
-            reader
-                .counts(Source::Events(event_type), &plan, interval)
-                .await?
+            let (hourly, daily) = match event_type {
+                None => (kind::EVENTS, kind::EVENTS_DAY),
+                Some(_) => (kind::EVENTS_BY_TYPE, kind::EVENTS_BY_TYPE_DAY),
+            };
+            let parts = plan_parts(&plan, hourly, daily, event_type, true);
+            reader.by_bucket(&parts, interval).await?
         }
         Metric::ApiCalls => {
             let plan = Plan::new(floor_hour(from), ceil_hour(to), interval == Interval::Day);
-            reader.counts(Source::ApiCalls, &plan, interval).await?
+            let parts = plan_parts(&plan, kind::API_CALLS, kind::API_CALLS_DAY, None, false);
+            reader.by_bucket(&parts, interval).await?
         }
         Metric::ActiveUsers => match event_type {
             // Users per event type have no rollup (it would multiply user_activity by the
             // number of event types): this one reads the raw events of the range.
             Some(event_type) => {
                 reader
-                    .raw_by_bucket((from, to), interval, Some(event_type), true)
+                    .raw_users_by_bucket((from, to), interval, event_type)
                     .await?
             }
             None => reader.active_users(from, to, interval).await?,
@@ -231,207 +272,229 @@ pub async fn timeseries(
     })
 }
 
-#[derive(Clone, Copy)]
-enum Source<'a> {
-    /// All events, or those of one event type.
-    Events(Option<&'a str>),
-    ApiCalls,
+/// The parts of `plan` as counter reads of `hourly`/`daily` (optionally one `key`), plus its
+/// raw edges when `raw` (API calls have no raw events: their plan is whole hours).
+fn plan_parts<'a>(
+    plan: &Plan,
+    hourly: u8,
+    daily: u8,
+    key: Option<&'a str>,
+    raw: bool,
+) -> Vec<Part<'a>> {
+    let mut parts = Vec::new();
+    for range in &plan.hourly {
+        parts.push(Part::counters(&[hourly], key, *range));
+    }
+    if let Some(range) = plan.daily {
+        parts.push(Part::counters(&[daily], key, range));
+    }
+    if raw {
+        for range in &plan.raw {
+            parts.push(Part::Raw {
+                event_type: key,
+                range: *range,
+            });
+        }
+    }
+    parts
 }
 
-impl Source<'_> {
-    fn kinds(self) -> (u8, u8) {
-        match self {
-            Source::Events(None) => (kind::EVENTS, kind::EVENTS_DAY),
-            Source::Events(Some(_)) => (kind::EVENTS_BY_TYPE, kind::EVENTS_BY_TYPE_DAY),
-            Source::ApiCalls => (kind::API_CALLS, kind::API_CALLS_DAY),
+/// The pseudo-kind of raw-event rows in `Reader::sums` (no counter kind is `r`).
+const RAW: u8 = b'r';
+const _: () = assert!(!matches!(
+    RAW,
+    b'e' | b'E' | b't' | b'T' | b'f' | b'F' | b'a' | b'A' | b'u' | b'U'
+));
+
+/// One piece of a read: counter rows of some kinds in a range, or the raw events of a range.
+enum Part<'a> {
+    Counters {
+        kinds: Vec<i8>,
+        key: Option<&'a str>,
+        range: Range,
+    },
+    Raw {
+        event_type: Option<&'a str>,
+        range: Range,
+    },
+}
+
+impl<'a> Part<'a> {
+    fn counters(kinds: &[u8], key: Option<&'a str>, range: Range) -> Part<'a> {
+        Part::Counters {
+            kinds: kinds.iter().map(|k| *k as i8).collect(),
+            key,
+            range,
         }
     }
 }
 
-struct Reader<'t> {
-    tx: &'t Client,
+/// How `Reader::sums` groups: by (kind, key), or by bucket start.
+#[derive(Clone, Copy)]
+enum Group {
+    Key,
+    Bucket(Interval),
+}
+
+/// Parameters of a statement built at run time; `push` returns the placeholder.
+#[derive(Default)]
+struct Params(Vec<(Box<dyn ToSql + Sync + Send>, Type)>);
+
+impl Params {
+    fn push(&mut self, value: impl ToSql + Sync + Send + 'static, ty: Type) -> String {
+        self.0.push((Box::new(value), ty));
+        format!("${}", self.0.len())
+    }
+
+    fn refs(&self) -> Vec<(&(dyn ToSql + Sync), Type)> {
+        self.0
+            .iter()
+            .map(|(v, t)| (v.as_ref() as &(dyn ToSql + Sync), t.clone()))
+            .collect()
+    }
+}
+
+struct Reader<'t, C> {
+    db: &'t C,
     schema: &'t str,
     tenant: Uuid,
 }
 
 const EPOCH: &str = "timestamptz '1970-01-01 00:00:00+00'";
 
-fn add_all(into: &mut BTreeMap<DateTime<Utc>, i64>, from: BTreeMap<DateTime<Utc>, i64>) {
-    for (k, v) in from {
-        *into.entry(k).or_insert(0) += v;
+impl<C: GenericClient + Sync> Reader<'_, C> {
+    fn params(&self) -> Params {
+        let mut params = Params::default();
+        params.push(self.tenant, Type::UUID);
+        params
     }
-}
 
-impl Reader<'_> {
-    /// Counts per bucket of `interval` over the parts of `plan`.
-    async fn counts(
+    /// One statement summing every part: counter rows keep their kind and key, a raw event
+    /// counts 1 under kind `RAW` with its feature as key (for `Group::Key`). Each branch of
+    /// the union is one range scan of a primary key.
+    async fn sum_rows(
         &self,
-        source: Source<'_>,
-        plan: &Plan,
-        interval: Interval,
-    ) -> Result<BTreeMap<DateTime<Utc>, i64>, AnalyticsError> {
-        let (hourly, daily) = source.kinds();
-        let key = match source {
-            Source::Events(t) => t,
-            Source::ApiCalls => None,
-        };
-        let mut parts = Vec::new();
-        for range in &plan.hourly {
-            parts.push(self.counter_by_bucket(hourly, key, *range, interval));
-        }
-        if let Some(range) = plan.daily {
-            parts.push(self.counter_by_bucket(daily, key, range, interval));
-        }
-        let raw_parts = plan.raw.iter().map(|range| {
-            let event_type = match source {
-                Source::Events(t) => t,
-                Source::ApiCalls => None,
-            };
-            self.raw_by_bucket(*range, interval, event_type, false)
-        });
-        let (counted, raw) = tokio::try_join!(try_join_all(parts), try_join_all(raw_parts))?;
-        let mut total = BTreeMap::new();
-        for part in counted {
-            add_all(&mut total, part);
-        }
-        if matches!(source, Source::Events(_)) {
-            for part in raw {
-                add_all(&mut total, part);
+        parts: &[Part<'_>],
+        group: Group,
+    ) -> Result<Vec<tokio_postgres::Row>, AnalyticsError> {
+        let schema = self.schema;
+        let mut params = self.params();
+        let mut branches = Vec::with_capacity(parts.len());
+        for part in parts {
+            match part {
+                Part::Counters { kinds, key, range } => {
+                    let kinds = params.push(kinds.clone(), Type::CHAR_ARRAY);
+                    let (lo, hi) = (
+                        params.push(range.0, Type::TIMESTAMPTZ),
+                        params.push(range.1, Type::TIMESTAMPTZ),
+                    );
+                    let key_filter = match key {
+                        Some(key) => {
+                            format!("and key = {}", params.push(key.to_string(), Type::TEXT))
+                        }
+                        None => String::new(),
+                    };
+                    branches.push(format!(
+                        "select kind, key::text as key, bucket as at, n from {schema}.counters \
+                         where tenant_id = $1 and kind = any({kinds}) and bucket >= {lo} \
+                         and bucket < {hi} {key_filter}"
+                    ));
+                }
+                Part::Raw { event_type, range } => {
+                    let (lo, hi) = (
+                        params.push(range.0, Type::TIMESTAMPTZ),
+                        params.push(range.1, Type::TIMESTAMPTZ),
+                    );
+                    let type_filter = match event_type {
+                        Some(t) => format!(
+                            "and event_type = {}",
+                            params.push(t.to_string(), Type::TEXT)
+                        ),
+                        None => String::new(),
+                    };
+                    branches.push(format!(
+                        "select '{}'::\"char\" as kind, coalesce(feature, '') as key, \
+                         occurred_at as at, 1::int8 as n \
+                         from {schema}.events where tenant_id = $1 and occurred_at >= {lo} \
+                         and occurred_at < {hi} {type_filter}",
+                        RAW as char
+                    ));
+                }
             }
         }
-        Ok(total)
-    }
-
-    async fn counter_by_bucket(
-        &self,
-        kind: u8,
-        key: Option<&str>,
-        (lo, hi): Range,
-        interval: Interval,
-    ) -> Result<BTreeMap<DateTime<Utc>, i64>, AnalyticsError> {
-        let schema = self.schema;
-        let kind = kind as i8;
-        let key_filter = if key.is_some() { "and key = $5" } else { "" };
-        let sql = format!(
-            "select date_bin('{}', bucket, {EPOCH}), sum(n)::int8 from {schema}.counters \
-             where tenant_id = $1 and kind = $2 and bucket >= $3 and bucket < $4 {key_filter} \
-             group by 1",
-            interval.pg_interval()
-        );
-        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
-            (&self.tenant, Type::UUID),
-            (&kind, Type::CHAR),
-            (&lo, Type::TIMESTAMPTZ),
-            (&hi, Type::TIMESTAMPTZ),
-        ];
-        if let Some(key) = &key {
-            params.push((key, Type::TEXT));
+        if branches.is_empty() {
+            return Ok(Vec::new());
         }
-        let rows = self.tx.query_typed(&sql, &params).await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect()
-    }
-
-    /// Counts (or distinct users) of raw events per bucket in [lo, hi).
-    async fn raw_by_bucket(
-        &self,
-        (lo, hi): Range,
-        interval: Interval,
-        event_type: Option<&str>,
-        distinct_users: bool,
-    ) -> Result<BTreeMap<DateTime<Utc>, i64>, AnalyticsError> {
-        let schema = self.schema;
-        let what = if distinct_users {
-            "count(distinct user_id)"
-        } else {
-            "count(*)"
-        };
-        let type_filter = if event_type.is_some() {
-            "and event_type = $4"
-        } else {
-            ""
+        let (select, group_by) = match group {
+            Group::Key => ("kind, key".to_string(), "kind, key"),
+            Group::Bucket(interval) => (
+                format!("date_bin('{}', at, {EPOCH})", interval.pg_interval()),
+                "1",
+            ),
         };
         let sql = format!(
-            "select date_bin('{}', occurred_at, {EPOCH}), {what} from {schema}.events \
-             where tenant_id = $1 and occurred_at >= $2 and occurred_at < $3 {type_filter} \
-             group by 1",
+            "select {select}, sum(n)::int8 from ({}) s group by {group_by}",
+            branches.join(" union all ")
+        );
+        Ok(self.db.query_typed(&sql, &params.refs()).await?)
+    }
+
+    /// Sums per (kind, key) over `parts`.
+    async fn sums(
+        &self,
+        parts: &[Part<'_>],
+        group: Group,
+    ) -> Result<Vec<((u8, String), i64)>, AnalyticsError> {
+        let rows = self.sum_rows(parts, group).await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    (r.try_get::<_, i8>(0)? as u8, r.try_get::<_, String>(1)?),
+                    r.try_get(2)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Sums per bucket of `interval` over `parts`.
+    async fn by_bucket(
+        &self,
+        parts: &[Part<'_>],
+        interval: Interval,
+    ) -> Result<BTreeMap<DateTime<Utc>, i64>, AnalyticsError> {
+        let rows = self.sum_rows(parts, Group::Bucket(interval)).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    /// Distinct users of one event type per bucket in [lo, hi), from the raw events.
+    async fn raw_users_by_bucket(
+        &self,
+        (lo, hi): Range,
+        interval: Interval,
+        event_type: &str,
+    ) -> Result<BTreeMap<DateTime<Utc>, i64>, AnalyticsError> {
+        let schema = self.schema;
+        // An index-only scan of events_type_time_idx (template V3). Measured at 10M events
+        // (7 days by day, ~77K rows of the type): this form 23-60 ms, a hash of distinct
+        // (bucket, user) pairs first 43-68 ms, one subquery per bucket ~100 ms.
+        let sql = format!(
+            "select date_bin('{}', occurred_at, {EPOCH}), count(distinct user_id) \
+             from {schema}.events \
+             where tenant_id = $1 and event_type = $4 and occurred_at >= $2 \
+             and occurred_at < $3 group by 1",
             interval.pg_interval()
         );
-        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
-            (&self.tenant, Type::UUID),
-            (&lo, Type::TIMESTAMPTZ),
-            (&hi, Type::TIMESTAMPTZ),
-        ];
-        if let Some(t) = &event_type {
-            params.push((t, Type::TEXT));
-        }
-        let rows = self.tx.query_typed(&sql, &params).await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect()
-    }
-
-    /// Events per feature over the parts of `plan`.
-    async fn features(&self, plan: &Plan) -> Result<HashMap<String, i64>, AnalyticsError> {
-        let mut counted = Vec::new();
-        for range in &plan.hourly {
-            counted.push(self.counter_by_key(kind::FEATURE, *range));
-        }
-        if let Some(range) = plan.daily {
-            counted.push(self.counter_by_key(kind::FEATURE_DAY, range));
-        }
-        let raw = plan.raw.iter().map(|r| self.raw_by_feature(*r));
-        let (counted, raw) = tokio::try_join!(try_join_all(counted), try_join_all(raw))?;
-        let mut total: HashMap<String, i64> = HashMap::new();
-        for (feature, n) in counted.into_iter().chain(raw).flatten() {
-            *total.entry(feature).or_insert(0) += n;
-        }
-        Ok(total)
-    }
-
-    async fn counter_by_key(
-        &self,
-        kind: u8,
-        (lo, hi): Range,
-    ) -> Result<Vec<(String, i64)>, AnalyticsError> {
-        let schema = self.schema;
-        let kind = kind as i8;
-        let sql = format!(
-            "select key::text, sum(n)::int8 from {schema}.counters \
-             where tenant_id = $1 and kind = $2 and bucket >= $3 and bucket < $4 group by key"
-        );
         let rows = self
-            .tx
-            .query_typed(
-                &sql,
-                &[
-                    (&self.tenant, Type::UUID),
-                    (&kind, Type::CHAR),
-                    (&lo, Type::TIMESTAMPTZ),
-                    (&hi, Type::TIMESTAMPTZ),
-                ],
-            )
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect()
-    }
-
-    async fn raw_by_feature(&self, (lo, hi): Range) -> Result<Vec<(String, i64)>, AnalyticsError> {
-        let schema = self.schema;
-        let sql = format!(
-            "select feature, count(*) from {schema}.events where tenant_id = $1 \
-             and occurred_at >= $2 and occurred_at < $3 and feature is not null group by 1"
-        );
-        let rows = self
-            .tx
+            .db
             .query_typed(
                 &sql,
                 &[
                     (&self.tenant, Type::UUID),
                     (&lo, Type::TIMESTAMPTZ),
                     (&hi, Type::TIMESTAMPTZ),
+                    (&event_type, Type::TEXT),
                 ],
             )
             .await?;
@@ -469,7 +532,7 @@ impl Reader<'_> {
         let counted = async {
             match whole {
                 Some(range) => {
-                    self.counter_by_bucket(whole_kind, None, range, interval)
+                    self.by_bucket(&[Part::counters(&[whole_kind], None, range)], interval)
                         .await
                 }
                 None => Ok(BTreeMap::new()),
@@ -490,12 +553,7 @@ impl Reader<'_> {
         if windows.is_empty() {
             return Ok(Vec::new());
         }
-        let mut params: Vec<(Box<dyn ToSql + Sync + Send>, Type)> =
-            vec![(Box::new(self.tenant), Type::UUID)];
-        let mut next = |value: Box<dyn ToSql + Sync + Send>, ty: Type| {
-            params.push((value, ty));
-            format!("${}", params.len())
-        };
+        let mut params = self.params();
         let mut bit_flags = Vec::new();
         let mut raw_flags = Vec::new();
         let mut raw_ranges = Vec::new();
@@ -510,14 +568,14 @@ impl Reader<'_> {
                     block_hi = block_hi.max(w.block);
                     let mut tests = Vec::new();
                     if w.days != 0 {
-                        let m = next(Box::new(w.days as i32), Type::INT4);
+                        let m = params.push(w.days as i32, Type::INT4);
                         tests.push(format!("(days & {m}) <> 0"));
                     }
                     for (day, mask) in w.partial {
-                        let m = next(Box::new(mask as i32), Type::INT4);
+                        let m = params.push(mask as i32, Type::INT4);
                         tests.push(format!("({} & {m}) <> 0", day_column(day)));
                     }
-                    let b = next(Box::new(w.block), Type::INT4);
+                    let b = params.push(w.block, Type::INT4);
                     per_block.push(format!("(block = {b} and ({}))", tests.join(" or ")));
                 }
                 bit_flags.push(format!("({})", per_block.join(" or ")));
@@ -534,8 +592,8 @@ impl Reader<'_> {
             let mut conds = Vec::new();
             for (lo, hi) in raw {
                 let (x, y) = (
-                    next(Box::new(lo), Type::TIMESTAMPTZ),
-                    next(Box::new(hi), Type::TIMESTAMPTZ),
+                    params.push(lo, Type::TIMESTAMPTZ),
+                    params.push(hi, Type::TIMESTAMPTZ),
                 );
                 let cond = format!("(occurred_at >= {x} and occurred_at < {y})");
                 conds.push(cond.clone());
@@ -552,8 +610,8 @@ impl Reader<'_> {
         let mut branches = Vec::new();
         if block_lo <= block_hi {
             let (lo, hi) = (
-                next(Box::new(block_lo), Type::INT4),
-                next(Box::new(block_hi), Type::INT4),
+                params.push(block_lo, Type::INT4),
+                params.push(block_hi, Type::INT4),
             );
             let flags: Vec<String> = bit_flags
                 .iter()
@@ -588,11 +646,7 @@ impl Reader<'_> {
             counts.join(", "),
             branches.join(" union all ")
         );
-        let refs: Vec<(&(dyn ToSql + Sync), Type)> = params
-            .iter()
-            .map(|(v, t)| (v.as_ref() as &(dyn ToSql + Sync), t.clone()))
-            .collect();
-        let row = self.tx.query_typed_one(&sql, &refs).await?;
+        let row = self.db.query_typed_one(&sql, &params.refs()).await?;
         (0..windows.len())
             .map(|i| Ok(row.try_get::<_, i64>(i)?))
             .collect()

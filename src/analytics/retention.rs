@@ -3,6 +3,9 @@
 //! ingestion and queries of the tenant go on meanwhile (no lock is held for longer than one
 //! batch, and ingestion only ever writes rows newer than the cutoff).
 //!
+//! Steps that change `user_activity` take the tenant's flush lock for their (short)
+//! transaction, like every flush: see `store::update_user_activity`.
+//!
 //! The cutoff is a day boundary, `floor_day(now - days)`, so raw events, hourly and daily
 //! rollups and activity bits are cut at the same instant and stay consistent with each other.
 
@@ -15,7 +18,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::buckets::{block_of_hour, day_column, hour_index, BLOCK_HOURS};
-use super::store::{kind, retention_cutoff};
+use super::store::{flush_lock_key, kind, retention_cutoff, FLUSH_LOCK_SQL};
 use super::AnalyticsError;
 use crate::db::{begin_tenant_tx, tenant_schema_name, DbError, PgPool};
 
@@ -144,6 +147,12 @@ pub async fn cleanup_tenant(
             let mut conn = pool.get().await.map_err(DbError::from)?;
             conn.touch_tenant_schema(tenant);
             let tx = begin_tenant_tx(&mut conn, tenant).await?;
+            if matches!(*step, "activity" | "trim") {
+                // Flushes rewrite user_activity rows by the ctid they read under this lock;
+                // a row changed or removed in between would lose that flush its marks.
+                tx.query_typed(FLUSH_LOCK_SQL, &[(&flush_lock_key(tenant), Type::TEXT)])
+                    .await?;
+            }
             let row = tx
                 .query_typed_one(
                     sql,

@@ -7,7 +7,7 @@
 //! differs per tenant schema, and a per-connection statement cache would keep one entry per
 //! tenant the connection ever served.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use tokio_postgres::types::{ToSql, Type};
@@ -209,6 +209,12 @@ async fn insert_raw(
 
 /// Sets the (user, hour) bits of the batch and counts, from the bits that were not set
 /// before, how many users became active in each hour (`u`) and each day (`U`).
+///
+/// Runs under the tenant's flush lock (`FLUSH_LOCK_SQL`), which every writer of
+/// `user_activity` takes (flushes and retention): the rows read here cannot change before
+/// this transaction ends. That lets the new masks be computed here and existing rows be
+/// rewritten by `ctid`, with no second index probe and no `ON CONFLICT` (measured: the
+/// upsert was the most expensive statement of a flush), and new rows be plain inserts.
 async fn update_user_activity(
     tx: &Transaction<'_>,
     schema: &str,
@@ -219,77 +225,69 @@ async fn update_user_activity(
     if batch.is_empty() {
         return Ok(());
     }
-    let blocks: Vec<i32> = batch.keys().map(|(b, _)| *b).collect();
-    let users: Vec<Uuid> = batch.keys().map(|(_, u)| *u).collect();
-    let days: Vec<i32> = batch.values().map(|a| a.days() as i32).collect();
-    // Only the day columns this batch touches (usually one or two of the 32) are sent, read
-    // and written; the statement text names them, and they are constants of the template.
+    let keys: Vec<&(i32, Uuid)> = batch.keys().collect();
+    let blocks: Vec<i32> = keys.iter().map(|(b, _)| *b).collect();
+    let users: Vec<Uuid> = keys.iter().map(|(_, u)| *u).collect();
+    // Only the day columns this batch touches (usually one or two of the 32) are read and
+    // written; the statement text names them, and they are constants of the template.
     let touched = batch.values().fold(0u32, |acc, a| acc | a.days());
     let day_idx: Vec<usize> = (0..BLOCK_DAYS).filter(|d| touched & 1 << d != 0).collect();
-    let columns: Vec<Vec<i32>> = day_idx
-        .iter()
-        .map(|d| batch.values().map(|a| a.to_columns()[*d]).collect())
-        .collect();
     let cols: Vec<String> = day_idx.iter().map(|d| day_column(*d)).collect();
     let each =
         |f: &dyn Fn(&str) -> String| cols.iter().map(|c| f(c)).collect::<Vec<_>>().join(", ");
     let list = each(&|c| c.to_string());
-    let unnest_args = (0..cols.len())
-        .map(|k| format!("${}::int4[]", k + 5))
-        .collect::<Vec<_>>()
-        .join(", ");
-    // One statement: `old` reads the rows as they were before `up` changes them (all parts
-    // of a statement share one snapshot). Only rows the batch adds hours to are written: in
-    // the steady state most users of a batch are already marked for its hour, and skipping
-    // them avoids the row lock ON CONFLICT would take on each. The update ORs bits in, so a
-    // concurrent retention pass clearing old days is never undone (and retention never
-    // touches the days a batch may write, which are younger than the cutoff).
-    let sql = format!(
-        "with input as ( \
-             select * from unnest($2::int4[], $3::uuid[], $4::int4[], {unnest_args}) \
-             as i(block, user_id, days, {list})), \
-         old as ( \
-             select a.block, a.user_id, a.days, {a_list} \
-             from {schema}.user_activity a join input i on a.block = i.block and a.user_id = i.user_id \
-             where a.tenant_id = $1), \
-         up as ( \
-             insert into {schema}.user_activity as a (tenant_id, block, user_id, days, {list}) \
-             select $1, i.block, i.user_id, i.days, {i_list} from input i \
-             left join old o on o.block = i.block and o.user_id = i.user_id \
-             where o.user_id is null or row({i_or_o}) is distinct from row({o_list}) \
-             on conflict (tenant_id, block, user_id) do update \
-             set days = a.days | excluded.days, {set}) \
-         select block, user_id, days, {list} from old",
+    let read = format!(
+        "select i.ord::int4, a.ctid::text, a.days, {a_list} \
+         from unnest($2::int4[], $3::uuid[]) with ordinality as i(block, user_id, ord) \
+         join {schema}.user_activity a \
+           on a.tenant_id = $1 and a.block = i.block and a.user_id = i.user_id",
         a_list = each(&|c| format!("a.{c}")),
-        i_list = each(&|c| format!("i.{c}")),
-        o_list = each(&|c| format!("o.{c}")),
-        i_or_o = each(&|c| format!("i.{c} | o.{c}")),
-        set = each(&|c| format!("{c} = a.{c} | excluded.{c}")),
     );
-    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
-        (&tenant, Type::UUID),
-        (&blocks, Type::INT4_ARRAY),
-        (&users, Type::UUID_ARRAY),
-        (&days, Type::INT4_ARRAY),
-    ];
-    for column in &columns {
-        params.push((column, Type::INT4_ARRAY));
-    }
-    let rows = tx.query_typed(&sql, &params).await?;
-    // Per (block, user): the hours stored before, for the days read, and the `days` mask.
-    let mut old: HashMap<(i32, Uuid), (BlockActivity, u32)> = HashMap::with_capacity(rows.len());
+    let rows = tx
+        .query_typed(
+            &read,
+            &[
+                (&tenant, Type::UUID),
+                (&blocks, Type::INT4_ARRAY),
+                (&users, Type::UUID_ARRAY),
+            ],
+        )
+        .await?;
+    // Per batch entry (by position): the row's ctid, `days` and the touched day columns.
+    let mut old: Vec<Option<(String, u32, BlockActivity)>> = vec![None; keys.len()];
     for row in rows {
+        let at = (row.try_get::<_, i32>(0)? - 1) as usize;
         let mut activity = BlockActivity::default();
         for (k, d) in day_idx.iter().enumerate() {
             activity.0[*d] = row.try_get::<_, i32>(k + 3)? as u32;
         }
-        let days = row.try_get::<_, i32>(2)? as u32;
-        old.insert((row.try_get(0)?, row.try_get(1)?), (activity, days));
+        if let Some(slot) = old.get_mut(at) {
+            *slot = Some((row.try_get(1)?, row.try_get::<_, i32>(2)? as u32, activity));
+        }
     }
-    let empty = (BlockActivity::default(), 0u32);
-    for ((block, user), bits) in batch {
-        let (before, before_days) = old.get(&(*block, *user)).unwrap_or(&empty);
-        let added = bits.minus(before);
+
+    let mut update = Changes::new(day_idx.len());
+    let mut insert = Changes::new(day_idx.len());
+    let empty = BlockActivity::default();
+    for (((block, user), bits), before) in batch.iter().zip(&old) {
+        let (before_bits, before_days) = match before {
+            Some((_, days, activity)) => (activity, *days),
+            None => (&empty, 0),
+        };
+        let added = bits.minus(before_bits);
+        if added == empty {
+            continue;
+        }
+        let mut merged = *before_bits;
+        for (d, hours) in merged.0.iter_mut().zip(bits.0.iter()) {
+            *d |= hours;
+        }
+        let masks = day_idx.iter().map(|d| merged.0[*d] as i32);
+        let days = (before_days | bits.days()) as i32;
+        match before {
+            Some((ctid, _, _)) => update.push(Key::Ctid(ctid.clone()), days, masks),
+            None => insert.push(Key::New(*block, *user), days, masks),
+        }
         let block_start = i64::from(*block) * BLOCK_HOURS;
         let mut days_counted = 0u32;
         for offset in added.ones() {
@@ -304,7 +302,106 @@ async fn update_user_activity(
             }
         }
     }
+
+    let unnest_args = |first: usize| {
+        (0..cols.len())
+            .map(|k| format!("${}::int4[]", k + first))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let updated = async {
+        if update.days.is_empty() {
+            return Ok(0);
+        }
+        // `ctid = any(...)` makes the scan a TID scan whatever the batch size; the join then
+        // only pairs each row with its new values.
+        let sql = format!(
+            "update {schema}.user_activity a set days = u.days, {set} \
+             from unnest($2::text[]::tid[], $3::int4[], {args}) as u(t, days, {list}) \
+             where a.ctid = any($2::text[]::tid[]) and a.ctid = u.t and a.tenant_id = $1",
+            set = each(&|c| format!("{c} = u.{c}")),
+            args = unnest_args(4),
+        );
+        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
+            (&tenant, Type::UUID),
+            (&update.ctids, Type::TEXT_ARRAY),
+            (&update.days, Type::INT4_ARRAY),
+        ];
+        for column in &update.columns {
+            params.push((column, Type::INT4_ARRAY));
+        }
+        tx.execute_typed(&sql, &params).await
+    };
+    let inserted = async {
+        if insert.days.is_empty() {
+            return Ok(0);
+        }
+        let sql = format!(
+            "insert into {schema}.user_activity (tenant_id, block, user_id, days, {list}) \
+             select $1, * from unnest($2::int4[], $3::uuid[], $4::int4[], {args})",
+            args = unnest_args(5),
+        );
+        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
+            (&tenant, Type::UUID),
+            (&insert.blocks, Type::INT4_ARRAY),
+            (&insert.users, Type::UUID_ARRAY),
+            (&insert.days, Type::INT4_ARRAY),
+        ];
+        for column in &insert.columns {
+            params.push((column, Type::INT4_ARRAY));
+        }
+        tx.execute_typed(&sql, &params).await
+    };
+    let (updated, _) = tokio::try_join!(updated, inserted)?;
+    // Every row read above must still be there: if one were not, its hours would be lost
+    // and the distinct counts wrong, so the flush fails instead (nothing is acknowledged).
+    if updated != update.days.len() as u64 {
+        return Err(AnalyticsError::Internal(format!(
+            "user_activity changed under the flush lock: {updated} of {} rows updated",
+            update.days.len()
+        )));
+    }
     Ok(())
+}
+
+enum Key {
+    Ctid(String),
+    New(i32, Uuid),
+}
+
+/// Column arrays of the `user_activity` rows one statement writes.
+struct Changes {
+    ctids: Vec<String>,
+    blocks: Vec<i32>,
+    users: Vec<Uuid>,
+    days: Vec<i32>,
+    columns: Vec<Vec<i32>>,
+}
+
+impl Changes {
+    fn new(columns: usize) -> Changes {
+        Changes {
+            ctids: Vec::new(),
+            blocks: Vec::new(),
+            users: Vec::new(),
+            days: Vec::new(),
+            columns: vec![Vec::new(); columns],
+        }
+    }
+
+    fn push(&mut self, key: Key, days: i32, masks: impl Iterator<Item = i32>) {
+        match key {
+            Key::Ctid(ctid) => self.ctids.push(ctid),
+            Key::New(block, user) => {
+                self.blocks.push(block);
+                self.users.push(user);
+            }
+        }
+        self.days.push(days);
+        for (column, mask) in self.columns.iter_mut().zip(masks) {
+            column.push(mask);
+        }
+    }
 }
 
 fn hour_ts(hour: i64) -> DateTime<Utc> {

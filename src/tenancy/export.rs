@@ -43,6 +43,12 @@ pub async fn export(
         .into_iter()
         .map(|r| r.get(0))
         .collect();
+    // A person asking for their data gets the events they sent, as they sent them. The
+    // rollups are counts over everybody and the activity masks a bit encoding of those same
+    // events: nothing more about anyone, unreadable as is.
+    let tables = tables
+        .into_iter()
+        .filter(|t| !crate::analytics::DERIVED_TABLES.contains(&t.as_str()));
     for table in tables {
         // Table names come from the catalog of the tenant's own schema.
         let sql = format!(

@@ -4,6 +4,8 @@
 mod actors;
 mod admin_bypass;
 mod analytics;
+mod analytics_durability;
+mod analytics_ops;
 mod audit;
 mod auth;
 mod catalog;

@@ -59,7 +59,7 @@ impl TenantOp for ExportTenant {
 }
 
 #[utoipa::path(get, path = "/tenant/export", tag = "tenant", security(("bearer" = [])),
-    responses((status = 200, description = "Every row of the tenant, one JSON object a line with a `type` member",
+    responses((status = 200, description = "Every row of the tenant's shared tables and its raw analytics events (not the rollups derived from them), one JSON object a line with a `type` member",
         content_type = "application/x-ndjson"), (status = 403)))]
 #[get("/tenant/export")]
 pub async fn export_tenant(req: TenantRequest) -> Result<HttpResponse, Problem> {

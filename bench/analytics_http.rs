@@ -1,0 +1,612 @@
+//! Analytics over HTTP: `cargo bench --bench analytics_http -- [options]`.
+//!
+//! Starts the release server (`tenantry serve`, the binary cargo builds beside this bench) on
+//! a fresh database `tenantry_bench_analytics_http` (override with ANALYTICS_HTTP_DATABASE_URL;
+//! it is dropped and created again, so its name must contain `bench`), provisions the tenants
+//! through `POST /tenants`, then measures:
+//! 1. ingest throughput: clients each posting batches of 1,000 events back to back for
+//!    `--secs` seconds, into one tenant, then spread over several tenants;
+//! 2. live lag: from the 202 of a small batch to the WebSocket tick that carries it
+//!    (`/ws/analytics`), on an idle server and while the several-tenant ingest runs.
+//!
+//! Bodies are serialised once before the runs, so the client costs little more than the
+//! HTTP round trips. Results: bench/results/analytics_http.{json,md}. Run it under the bench
+//! lock on a shared machine: `flock /work/bench.lock cargo bench --bench analytics_http`.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use tenantry::config::{with_database, with_user, Config};
+use tenantry::db::migrate::{self, connect, MigrateOptions};
+use tenantry::db::template::TenantTemplate;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Parser, Debug, Clone)]
+struct Args {
+    /// Seconds of each throughput run.
+    #[arg(long, default_value_t = 20)]
+    secs: u64,
+    /// Concurrent HTTP clients of each throughput run.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Tenants of the several-tenant run (the clients are spread over them).
+    #[arg(long, default_value_t = 8)]
+    tenants: usize,
+    /// Distinct users the events are spread over.
+    #[arg(long, default_value_t = 10_000)]
+    users: u64,
+    /// Lag samples per lag run (one small batch every `--lag-every-ms`).
+    #[arg(long, default_value_t = 100)]
+    lag_samples: usize,
+    #[arg(long, default_value_t = 230)]
+    lag_every_ms: u64,
+    /// HTTP worker threads of the server (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// cargo bench passes --bench; accepted and ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+const TYPES: &[&str] = &[
+    "page_view",
+    "click",
+    "signup",
+    "login",
+    "purchase",
+    "search",
+    "share",
+    "upload",
+];
+const OPERATOR_TOKEN: &str = "bench-operator-token-0123456789abcdef";
+const JWT_SECRET: &str = "bench-jwt-secret-0123456789abcdef0123456789";
+
+struct Server {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    fn rss_mb(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| (kb / 102.4).round() / 10.0)
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let config = fresh_database().await;
+    let server = start_server(&config, &args).await;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .expect("http client");
+    let mut report = json!({
+        "started_at": Utc::now(),
+        "args": format!("{args:?}"),
+        "machine": machine(&config).await,
+    });
+    println!("machine: {}", report["machine"]);
+
+    let tenants = provision(&http, &server, args.tenants.max(1) + 2).await;
+    let (one, rest) = tenants.split_first().expect("tenants");
+    let (lag_tenant, several) = rest.split_last().expect("tenants");
+    let bodies = Arc::new(bodies(&args));
+
+    let mut runs = Vec::new();
+    runs.push(
+        throughput(
+            &http,
+            &server.address,
+            "one tenant",
+            std::slice::from_ref(one),
+            &args,
+            &bodies,
+        )
+        .await,
+    );
+    runs.push(
+        throughput(
+            &http,
+            &server.address,
+            "several tenants",
+            several,
+            &args,
+            &bodies,
+        )
+        .await,
+    );
+    report["ingest"] = json!(runs);
+
+    let idle = lag(&http, &server, lag_tenant, &args, "idle server").await;
+    // The same while the several-tenant ingest runs: the tick must not wait behind it.
+    let load = {
+        let (http2, bodies2, args2) = (http.clone(), bodies.clone(), args.clone());
+        let several2: Vec<Tenant> = several.to_vec();
+        let address = server.address.clone();
+        let secs = (args.lag_samples as u64 * args.lag_every_ms / 1000 + 4).max(args.secs);
+        tokio::spawn(async move {
+            throughput(
+                &http2,
+                &address,
+                "several tenants, during the lag run",
+                &several2,
+                &Args { secs, ..args2 },
+                &bodies2,
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let busy = lag(
+        &http,
+        &server,
+        lag_tenant,
+        &args,
+        "during several-tenant ingest",
+    )
+    .await;
+    let background = load.await.expect("background ingest");
+    report["lag"] = json!([idle, busy]);
+    report["ingest_during_lag"] = background;
+    report["server_rss_mb"] = json!(server.rss_mb());
+    report["finished_at"] = json!(Utc::now());
+    report["machine_after"] = machine(&config).await;
+    write_results(&report);
+}
+
+async fn fresh_database() -> Config {
+    let mut config = Config::from_env().expect("configuration");
+    let url = std::env::var("ANALYTICS_HTTP_DATABASE_URL")
+        .unwrap_or_else(|_| with_database(&config.database_url, "tenantry_bench_analytics_http"));
+    let database = url
+        .rsplit('/')
+        .next()
+        .and_then(|d| d.split('?').next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        database.contains("bench")
+            && database
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+        "the bench database is dropped first: its name must be a plain identifier containing `bench`, got {database:?}"
+    );
+    let admin = connect(&with_database(&url, "postgres"), &[])
+        .await
+        .expect("connect to postgres");
+    admin
+        .batch_execute(&format!("drop database if exists {database} with (force)"))
+        .await
+        .expect("drop the previous bench database");
+    config.database_url = url.clone();
+    config.app_database_url = with_user(&url, &config.roles.app).expect("app url");
+    config.admin_database_url = with_user(&url, &config.roles.admin).expect("admin url");
+    migrate::create_database_if_missing(&url)
+        .await
+        .expect("create database");
+    migrate::migrate(
+        &config,
+        MigrateOptions {
+            jobs: 2,
+            template: TenantTemplate::embedded(),
+            progress: false,
+        },
+    )
+    .await
+    .expect("migrate");
+    config
+}
+
+async fn machine(config: &Config) -> Value {
+    let pg = match connect(&config.database_url, &[]).await {
+        Ok(db) => db
+            .query_one("select version()", &[])
+            .await
+            .map(|r| r.get::<_, String>(0))
+            .unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    json!({
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "loadavg": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+        "postgres": pg,
+    })
+}
+
+async fn start_server(config: &Config, args: &Args) -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let log = std::fs::File::create(std::env::temp_dir().join("analytics_http_server.log"))
+        .expect("server log");
+    let child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(["serve", "--workers", &args.workers.to_string()])
+        .env("DATABASE_URL", &config.database_url)
+        .env("APP_DATABASE_URL", &config.app_database_url)
+        .env("ADMIN_DATABASE_URL", &config.admin_database_url)
+        .env("JWT_SECRET", JWT_SECRET)
+        .env("PLATFORM_ADMIN_TOKEN", OPERATOR_TOKEN)
+        .env("BIND", format!("127.0.0.1:{port}"))
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("start tenantry serve");
+    let server = Server {
+        child,
+        address: format!("http://127.0.0.1:{port}"),
+    };
+    let http = reqwest::Client::new();
+    for _ in 0..300 {
+        if let Ok(r) = http.get(server.url("/healthz")).send().await {
+            if r.status().is_success() {
+                println!("server {} (pid {})", server.address, server.child.id());
+                return server;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the server did not answer /healthz; see $TMPDIR/analytics_http_server.log");
+}
+
+#[derive(Clone)]
+struct Tenant {
+    slug: String,
+    token: String,
+}
+
+async fn provision(http: &reqwest::Client, server: &Server, n: usize) -> Vec<Tenant> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let slug = format!("bench-http-{i}");
+        let r = http
+            .post(server.url("/tenants"))
+            .bearer_auth(OPERATOR_TOKEN)
+            .json(&json!({
+                "name": slug,
+                "slug": slug,
+                "plan": "pro",
+                "admin_email": format!("admin@{slug}.example.com"),
+                "admin_password": "correct-horse-battery",
+            }))
+            .send()
+            .await
+            .expect("POST /tenants");
+        assert_eq!(r.status().as_u16(), 201, "provision {slug}");
+        let body: Value = r.json().await.expect("tenant body");
+        let token = body["credentials"]["token"]
+            .as_str()
+            .expect("admin token")
+            .to_string();
+        out.push(Tenant { slug, token });
+    }
+    println!("provisioned {n} tenants through POST /tenants");
+    out
+}
+
+/// Request bodies of 1,000 events each, serialised once; clients cycle through them.
+fn bodies(args: &Args) -> Vec<Vec<u8>> {
+    let mut rng = StdRng::seed_from_u64(7);
+    (0..32)
+        .map(|_| {
+            let events: Vec<Value> = (0..1_000)
+                .map(|_| {
+                    let u = rng.random_range(0..args.users);
+                    json!({
+                        "event_type": TYPES[rng.random_range(0..TYPES.len())],
+                        "user_id": uuid::Uuid::from_u128(0xb0b0_0000_0000_7000_8000_0000_0000_0000 | u128::from(u)),
+                        "feature": format!("feature_{:02}", rng.random_range(0..20)),
+                        "metadata": {"plan": "pro", "n": rng.random_range(0..100)},
+                    })
+                })
+                .collect();
+            serde_json::to_vec(&json!({ "events": events })).expect("body")
+        })
+        .collect()
+}
+
+fn percentiles(mut ms: Vec<f64>) -> Value {
+    if ms.is_empty() {
+        return json!({"n": 0});
+    }
+    ms.sort_by(|a, b| a.total_cmp(b));
+    let at = |p: f64| {
+        let idx = ((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1;
+        (ms[idx] * 10.0).round() / 10.0
+    };
+    json!({"n": ms.len(), "p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99), "max_ms": at(1.0)})
+}
+
+/// `args.clients` clients spread over `tenants`, each posting 1,000-event batches back to back.
+async fn throughput(
+    http: &reqwest::Client,
+    address: &str,
+    label: &str,
+    tenants: &[Tenant],
+    args: &Args,
+    bodies: &Arc<Vec<Vec<u8>>>,
+) -> Value {
+    let url = format!("{address}/analytics/events");
+    let accepted = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let began = Instant::now();
+    let deadline = began + Duration::from_secs(args.secs);
+    let mut tasks = Vec::new();
+    for c in 0..args.clients.max(1) {
+        let tenant = tenants[c % tenants.len()].clone();
+        let (http, url, bodies) = (http.clone(), url.clone(), bodies.clone());
+        let (accepted, refused, failed) = (accepted.clone(), refused.clone(), failed.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut k = c;
+            while Instant::now() < deadline {
+                let body = bodies[k % bodies.len()].clone();
+                k += 1;
+                let sent = Instant::now();
+                let r = http
+                    .post(&url)
+                    .bearer_auth(&tenant.token)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().as_u16() == 202 => {
+                        let _ = r.bytes().await;
+                        accepted.fetch_add(1_000, Ordering::Relaxed);
+                        latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    Ok(r) if r.status().as_u16() == 503 => {
+                        let wait = r
+                            .headers()
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.parse::<u64>().ok())
+                            .unwrap_or(1);
+                        let _ = r.bytes().await;
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        // A tenth of Retry-After: the queue drains in well under a second.
+                        tokio::time::sleep(Duration::from_millis(wait * 100)).await;
+                    }
+                    Ok(r) => {
+                        let status = r.status();
+                        let text = r.text().await.unwrap_or_default();
+                        eprintln!("unexpected {status}: {text}");
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(err) => {
+                        eprintln!("request failed: {err}");
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.expect("client"));
+    }
+    let secs = began.elapsed().as_secs_f64();
+    let events = accepted.load(Ordering::Relaxed);
+    let out = json!({
+        "run": label,
+        "tenants": tenants.len(),
+        "clients": args.clients,
+        "batch": 1000,
+        "seconds": (secs * 10.0).round() / 10.0,
+        "events": events,
+        "events_per_second": (events as f64 / secs).round(),
+        "refused_503": refused.load(Ordering::Relaxed),
+        "failed": failed.load(Ordering::Relaxed),
+        "latency_202": percentiles(latencies),
+        "tenant_slugs": tenants.iter().map(|t| t.slug.clone()).collect::<Vec<_>>(),
+    });
+    println!("  {out}");
+    out
+}
+
+/// From the 202 of a marked batch to the arrival of the tick that counts it. Each sample is
+/// a batch of 10 events of a unique event type (`lag<n>`), so the tick's `counts` say which
+/// samples it carries. Ticks come at most once a second, so the expected lag is spread over
+/// 0 to 1 s, plus the commit and delivery times.
+async fn lag(
+    http: &reqwest::Client,
+    server: &Server,
+    tenant: &Tenant,
+    args: &Args,
+    label: &str,
+) -> Value {
+    let ws_url = format!(
+        "{}/ws/analytics?token={}",
+        server.address.replacen("http://", "ws://", 1),
+        tenant.token
+    );
+    let (socket, _) = tokio_tungstenite::connect_async(&ws_url)
+        .await
+        .expect("WebSocket connect");
+    let (mut sink, mut stream) = socket.split();
+    let acked: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let ticks = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (seen, ticks) = (seen.clone(), ticks.clone());
+        tokio::spawn(async move {
+            while let Some(message) = stream.next().await {
+                let at = Instant::now();
+                let Ok(Message::Text(text)) = message else {
+                    continue;
+                };
+                let Ok(tick) = serde_json::from_str::<Value>(&text) else {
+                    continue;
+                };
+                ticks.fetch_add(1, Ordering::Relaxed);
+                if let Some(counts) = tick["counts"].as_object() {
+                    let mut seen = seen.lock().expect("seen");
+                    for key in counts.keys().filter(|k| k.starts_with("lag")) {
+                        seen.entry(key.clone()).or_insert(at);
+                    }
+                }
+            }
+        })
+    };
+    let url = server.url("/analytics/events");
+    let run = Utc::now().timestamp_millis();
+    for n in 0..args.lag_samples {
+        let marker = format!("lag{run}_{n}");
+        let events: Vec<Value> = (0..10)
+            .map(|i| json!({"event_type": marker, "user_id": uuid::Uuid::from_u128(i as u128 + 1)}))
+            .collect();
+        let r = http
+            .post(&url)
+            .bearer_auth(&tenant.token)
+            .json(&json!({ "events": events }))
+            .send()
+            .await
+            .expect("POST lag sample");
+        let at = Instant::now();
+        assert_eq!(r.status().as_u16(), 202, "lag sample");
+        acked.lock().expect("acked").insert(marker, at);
+        tokio::time::sleep(Duration::from_millis(args.lag_every_ms)).await;
+    }
+    // The last samples wait for their tick.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let _ = sink.send(Message::Close(None)).await;
+    reader.abort();
+    let acked = acked.lock().expect("acked").clone();
+    let seen = seen.lock().expect("seen").clone();
+    let mut ms = Vec::new();
+    let mut early = 0;
+    let mut missing = 0;
+    for (marker, ack) in &acked {
+        match seen.get(marker) {
+            Some(tick) if *tick >= *ack => ms.push((*tick - *ack).as_secs_f64() * 1000.0),
+            // The broadcast follows the commit at once, so a tick may beat the 202 to the
+            // client: the lag is then zero.
+            Some(_) => {
+                early += 1;
+                ms.push(0.0);
+            }
+            None => missing += 1,
+        }
+    }
+    let out = json!({
+        "run": label,
+        "samples": acked.len(),
+        "ticks": ticks.load(Ordering::Relaxed),
+        "tick_before_202": early,
+        "missing": missing,
+        "lag": percentiles(ms),
+    });
+    println!("  lag {out}");
+    out
+}
+
+fn write_results(report: &Value) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results");
+    std::fs::create_dir_all(&dir).expect("results dir");
+    std::fs::write(
+        dir.join("analytics_http.json"),
+        serde_json::to_string_pretty(report).expect("json"),
+    )
+    .expect("write json");
+    std::fs::write(dir.join("analytics_http.md"), markdown(report)).expect("write markdown");
+    println!("\nwrote bench/results/analytics_http.json and bench/results/analytics_http.md");
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn markdown(r: &Value) -> String {
+    let mut md = String::new();
+    md.push_str("# Analytics over HTTP\n\n");
+    md.push_str(
+        "Generated by `cargo bench --bench analytics_http` (bench/analytics_http.rs): the release \
+         server on its own database, tenants provisioned through `POST /tenants`, the load \
+         generator (reqwest, bodies serialised once) on the same machine.\n\n",
+    );
+    md.push_str(&format!(
+        "- started {} / finished {}\n- machine: {} cores, {}\n- load average before / after: {} / {}\n- args: `{}`\n- server RSS at the end: {} MB\n\n",
+        cell(&r["started_at"]),
+        cell(&r["finished_at"]),
+        r["machine"]["cores"],
+        cell(&r["machine"]["postgres"]),
+        cell(&r["machine"]["loadavg"]),
+        cell(&r["machine_after"]["loadavg"]),
+        cell(&r["args"]),
+        r["server_rss_mb"],
+    ));
+    md.push_str("## Ingest: `POST /analytics/events`, batches of 1,000 events\n\n");
+    md.push_str("| run | tenants | clients | seconds | events/s | 503 | failed | 202 p50 ms | 202 p95 ms | 202 p99 ms |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    let mut rows: Vec<&Value> = r["ingest"].as_array().into_iter().flatten().collect();
+    if r["ingest_during_lag"].is_object() {
+        rows.push(&r["ingest_during_lag"]);
+    }
+    for x in rows {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            cell(&x["run"]),
+            x["tenants"],
+            x["clients"],
+            x["seconds"],
+            x["events_per_second"],
+            x["refused_503"],
+            x["failed"],
+            x["latency_202"]["p50_ms"],
+            x["latency_202"]["p95_ms"],
+            x["latency_202"]["p99_ms"],
+        ));
+    }
+    md.push_str("\n## Live lag: 202 to the WebSocket tick carrying the batch\n\n");
+    md.push_str("| run | samples | ticks | missing | p50 ms | p95 ms | max ms |\n|---|---|---|---|---|---|---|\n");
+    for x in r["lag"].as_array().into_iter().flatten() {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            cell(&x["run"]),
+            x["samples"],
+            x["ticks"],
+            x["missing"],
+            x["lag"]["p50_ms"],
+            x["lag"]["p95_ms"],
+            x["lag"]["max_ms"],
+        ));
+    }
+    md.push('\n');
+    md
+}
