@@ -97,6 +97,10 @@ pub struct ActorStats {
     pub in_flight: AtomicUsize,
     pub restarts: AtomicU64,
     pub evicted: AtomicBool,
+    /// Set once the actor has run `started` and bounded its mailbox. Until then actix's
+    /// default bound (16) applies, and on a busy host thread a burst of first requests arrives
+    /// before the actor gets to run at all.
+    pub started: AtomicBool,
 }
 
 pub struct ActorShared {
@@ -196,6 +200,14 @@ impl TenantRegistry {
         let (reply, answer) = oneshot::channel();
         entry.stats.queued.fetch_add(1, Ordering::Relaxed);
         let message = Execute { caller, op, reply };
+        if !entry.stats.started.load(Ordering::Acquire) {
+            // Not yet started: the mailbox has no bound of ours yet. What queues here is bounded
+            // by the requests in progress, and the actor drains it as soon as it runs.
+            entry.addr.do_send(message);
+            return answer.await.map_err(|_| {
+                Problem::unavailable("the operation was cancelled by a restart; retry", 1)
+            })?;
+        }
         match entry.addr.try_send(message) {
             Ok(()) => {}
             Err(SendError::Full(_)) => {
@@ -342,6 +354,7 @@ impl Handler<Activate> for TenantSupervisor {
             in_flight: AtomicUsize::new(0),
             restarts: AtomicU64::new(0),
             evicted: AtomicBool::new(false),
+            started: AtomicBool::new(false),
         });
         let actor_stats = stats.clone();
         let pool = host.pool.clone();

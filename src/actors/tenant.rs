@@ -75,6 +75,7 @@ impl Actor for TenantActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.shared.settings.mailbox_capacity);
+        self.stats.started.store(true, Ordering::Release);
         let every = (self.shared.settings.idle_timeout / 4)
             .clamp(Duration::from_millis(50), Duration::from_secs(30));
         ctx.run_interval(every, |act, ctx| act.check_idle(ctx));

@@ -132,11 +132,15 @@ async fn a_tenant_over_its_in_flight_limit_gets_503_with_retry_after() {
 async fn concurrent_first_requests_activate_a_tenant_once() {
     let app = app_with(|_| {}).await;
     let a = app.create_tenant("alpha").await;
-    let requests: Vec<_> = (0..40)
+    // More than actix's default mailbox bound (16), all on the one worker that also hosts the
+    // actor: they arrive before the actor has started and bounded its mailbox.
+    let requests: Vec<_> = (0..100)
         .map(|_| app.get("/tenant", &a.token).send())
         .collect();
     for r in futures_util::future::join_all(requests).await {
-        assert_eq!(r.unwrap().status().as_u16(), 200);
+        let r = r.unwrap();
+        let status = r.status().as_u16();
+        assert_eq!(status, 200, "{}", r.text().await.unwrap_or_default());
     }
     let report = actors(&app).await;
     assert_eq!(report["activations"], 1);
