@@ -56,8 +56,11 @@ python3 bench/http_load/setup.py --base "$BASE" --operator "$PLATFORM_ADMIN_TOKE
   --tenants "$TENANTS" --out "$ENTRIES"
 
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' /proc/$SERVER/status; }
+# Counted from the backends' process titles ("postgres: 15/main: <user> <database> ..."): a
+# psql every half second would itself fork a backend each time, a CPU burst that showed in the
+# paced runs' p99.
 connections() {
-  psql -tA "$PG/postgres" -c "select count(*) from pg_stat_activity where datname = '$DB'"
+  pgrep -c -f "^postgres: [^ ]+: [^ ]+ $DB " || true
 }
 # Samples the database connections of the server while a run goes on; prints the maximum.
 sample_connections() {
