@@ -48,32 +48,24 @@ pub struct ActorSettings {
 }
 
 impl ActorSettings {
-    pub fn from_config(config: &Config) -> Self {
+    /// The actor settings of `config`, with `config.app_pool_size` split over the threads that
+    /// will host actors: `hosts` HTTP workers, or `ACTOR_ARBITERS` dedicated threads.
+    pub fn for_hosts(config: &Config, hosts: usize) -> Self {
+        let hosts = if config.actor_arbiters > 0 {
+            config.actor_arbiters
+        } else {
+            hosts.max(1)
+        };
+        let pool_per_host = config.app_pool_size.div_ceil(hosts).max(1);
         ActorSettings {
             idle_timeout: config.actor_idle_timeout,
             mailbox_capacity: config.actor_mailbox_capacity,
             max_in_flight: config.actor_max_in_flight,
-            max_connections_per_tenant: config.tenant_max_connections,
+            max_connections_per_tenant: config.tenant_max_connections.min(pool_per_host),
             arbiters: config.actor_arbiters,
-            pool_per_host: 0,
-            expected_hosts: 0,
+            pool_per_host,
+            expected_hosts: hosts,
         }
-    }
-
-    /// Splits `config.app_pool_size` over `hosts` threads.
-    pub fn for_hosts(config: &Config, hosts: usize) -> Self {
-        let mut settings = ActorSettings::from_config(config);
-        let hosts = if settings.arbiters > 0 {
-            settings.arbiters
-        } else {
-            hosts.max(1)
-        };
-        settings.expected_hosts = hosts;
-        settings.pool_per_host = config.app_pool_size.div_ceil(hosts).max(1);
-        settings.max_connections_per_tenant = settings
-            .max_connections_per_tenant
-            .min(settings.pool_per_host);
-        settings
     }
 }
 
