@@ -87,8 +87,9 @@ cpu_json() { # before after requests
 import sys
 def parse(sample):
     f = sample.split()
-    pg = dict(x.split(":") for x in f[3:] if x.endswith(":") is False)
-    return int(f[0]), int(f[1]), int(f[2]), {k: int(v) for k, v in pg.items() if v}
+    # "pid:ticks"; a process that exited while sampled left "pid:" and is skipped.
+    pg = {p: int(t) for p, t in (x.split(":") for x in f[3:]) if t}
+    return int(f[0]), int(f[1]), int(f[2]), pg
 bs, bb, bi, bpg = parse(sys.argv[1]); as_, ab, ai, apg = parse(sys.argv[2])
 n = max(int(sys.argv[3]), 1); hz = int(sys.argv[4])
 per = lambda ticks: round(ticks / hz / n * 1e6, 1)

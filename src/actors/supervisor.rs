@@ -167,10 +167,6 @@ impl TenantRegistry {
         self.shared.add_host(arbiter, Some(thread))
     }
 
-    pub fn hosts(&self) -> usize {
-        self.shared.hosts.read().map(|h| h.len()).unwrap_or(0)
-    }
-
     /// The tenant's actor, activating it on first use.
     pub async fn actor(&self, tenant: Uuid) -> Result<Arc<ActorEntry>, Problem> {
         if let Some(entry) = self.shared.actors.get(&tenant) {
