@@ -242,27 +242,13 @@ impl AppState {
             }
         }
         let conn = self.pools.app.get().await.map_err(DbError::from)?;
-        // Prepared before the transaction opens, so BEGIN, the context, the read and COMMIT
-        // leave together: a cache miss costs one round trip.
         let stmt = conn
             .prepare_cached("select role from app.users where tenant_id = $1 and id = $2 and deleted_at is null")
             .await?;
-        let (tx, opened) = TenantTx::open(&conn, tenant.id);
-        let (opened, row) = futures_util::future::join(
-            opened,
-            tx.query_opt_then_commit(&stmt, &[&tenant.id, &claims.sub]),
-        )
-        .await;
-        let row = match (opened, row) {
-            (Ok(()), Ok(row)) => {
-                tx.commit().await?;
-                row
-            }
-            (Err(err), _) | (Ok(()), Err(err)) => {
-                tx.rollback().await;
-                return Err(err.into());
-            }
-        };
+        // The context and the read share one Sync: a cache miss costs one round trip.
+        let row = TenantTx::single_statement(&conn, tenant.id)
+            .query_opt_then_commit(&stmt, &[&tenant.id, &claims.sub])
+            .await?;
         let Some(role) = row.and_then(|r| Role::parse(r.get::<_, &str>(0))) else {
             return Err(AuthError::InvalidToken("the user no longer exists".into()).into());
         };

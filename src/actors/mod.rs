@@ -55,6 +55,16 @@ impl Caller {
 pub trait TenantOp: Send + 'static {
     type Output: Send + 'static;
 
+    /// True for an operation whose only statement goes through
+    /// `TenantTx::query_opt_then_commit` (a read by id): it then runs without `BEGIN`, with the
+    /// tenant context and the statement under one Sync (`TenantTx::single_statement`).
+    const SINGLE_STATEMENT: bool = false;
+
+    /// False for an operation that touches only the shared schema: it then does not count
+    /// against its connection's budget of tenant schemas (`db::pool`). Counted, a thousand busy
+    /// tenants spent that budget in about a second and retired a connection each time.
+    const OPENS_TENANT_SCHEMA: bool = true;
+
     fn run<'a>(
         self,
         tx: &'a crate::db::TenantTx<'a>,

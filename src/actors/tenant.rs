@@ -195,10 +195,18 @@ async fn run_in_tenant_tx<O: TenantOp>(
     op: O,
 ) -> Result<O::Output, Problem> {
     let mut conn = pool.get().await.map_err(crate::db::DbError::from)?;
-    // Any operation may open the tenant's own schema (analytics do), so every one counts
-    // against the connection's schema budget: a connection that served many tenants is
-    // retired instead of growing its relation cache without bound.
-    conn.touch_tenant_schema(tenant);
+    // An operation that opens the tenant's own schema (analytics do) counts against the
+    // connection's schema budget: a connection that served many tenants is retired instead of
+    // growing its relation cache without bound.
+    if O::OPENS_TENANT_SCHEMA {
+        conn.touch_tenant_schema(tenant);
+    }
+    if O::SINGLE_STATEMENT {
+        // Nothing to commit or roll back: the statement's implicit transaction ended with it.
+        return op
+            .run(&TenantTx::single_statement(&conn, tenant), caller)
+            .await;
+    }
     // BEGIN, the tenant context and the operation's first query leave in one write and come
     // back in one read; `join` polls `opened` first, so they are queued in that order.
     let (tx, opened) = TenantTx::open(&conn, tenant);

@@ -24,8 +24,46 @@ pub struct PgConn {
     /// halfway (its future dropped, a panic) leaves it set, and the pool then retires the
     /// connection instead of handing an open transaction to the next tenant.
     in_transaction: AtomicBool,
-    /// `set_config('app.current_tenant', $1, true)`, prepared when the connection opens.
+    statements: TxStatements,
+}
+
+/// The statements of every tenant transaction, prepared when the connection opens so that
+/// each use is only a bind and an execute.
+pub struct TxStatements {
+    begin: Statement,
     set_tenant: Statement,
+    commit: Statement,
+}
+
+impl TxStatements {
+    async fn prepare(
+        client: &tokio_postgres::Client,
+    ) -> Result<TxStatements, tokio_postgres::Error> {
+        let (begin, set_tenant, commit) = futures_util::future::join3(
+            client.prepare("begin"),
+            client.prepare(super::tenant_tx::SET_TENANT_SQL),
+            client.prepare("commit"),
+        )
+        .await;
+        Ok(TxStatements {
+            begin: begin?,
+            set_tenant: set_tenant?,
+            commit: commit?,
+        })
+    }
+
+    pub fn begin(&self) -> &Statement {
+        &self.begin
+    }
+
+    /// `set_config('app.current_tenant', $1, true)`.
+    pub fn set_tenant(&self) -> &Statement {
+        &self.set_tenant
+    }
+
+    pub fn commit(&self) -> &Statement {
+        &self.commit
+    }
 }
 
 impl PgConn {
@@ -43,8 +81,8 @@ impl PgConn {
         self.in_transaction.store(open, Ordering::Release);
     }
 
-    pub fn set_tenant_statement(&self) -> &Statement {
-        &self.set_tenant
+    pub fn statements(&self) -> &TxStatements {
+        &self.statements
     }
 
     pub fn in_transaction(&self) -> bool {
@@ -76,10 +114,10 @@ impl managed::Manager for TrackedManager {
 
     async fn create(&self) -> Result<PgConn, tokio_postgres::Error> {
         let client = managed::Manager::create(&self.inner).await?;
-        let set_tenant = client.prepare(super::tenant_tx::SET_TENANT_SQL).await?;
+        let statements = TxStatements::prepare(&client).await?;
         Ok(PgConn {
             client,
-            set_tenant,
+            statements,
             tenant_schemas: HashSet::new(),
             in_transaction: AtomicBool::new(false),
         })

@@ -32,17 +32,25 @@ pub async fn begin_tenant_tx(
 /// `BEGIN` and the tenant's `set_config`, on one pooled connection.
 ///
 /// Unlike a deadpool `Transaction`, opening one does not wait for the server:
-/// [`TenantTx::open`] writes `BEGIN` and `set_config` without waiting and hands back the
-/// transaction at once, so the operation's first query is written right behind them and the
-/// three share one round trip (tokio-postgres keeps requests of one connection in order). If
-/// `BEGIN` failed, that query ran outside any transaction with no tenant set, where the
+/// [`TenantTx::open`] writes `BEGIN` and `set_config` under one Sync without waiting and hands
+/// back the transaction at once, so the operation's first query is written right behind them
+/// and they share one round trip (tokio-postgres keeps requests of one connection in order).
+/// If `BEGIN` failed, that query ran outside any transaction with no tenant set, where the
 /// policies show no row and refuse every write; the caller then reports the `opened` error,
 /// never the query's result.
+///
+/// An operation that is a single statement needs no `BEGIN` at all:
+/// [`TenantTx::single_statement`] sends nothing until that statement, which then travels with
+/// the tenant context under one Sync, in the implicit transaction PostgreSQL opens for them and
+/// ends at the Sync.
 ///
 /// It must end with [`commit`](TenantTx::commit) or [`rollback`](TenantTx::rollback). One that
 /// is dropped open leaves its connection marked, and the pool retires that connection.
 pub struct TenantTx<'a> {
     conn: &'a PgConn,
+    tenant: Uuid,
+    /// No `BEGIN` was sent (see [`TenantTx::single_statement`]).
+    single_statement: bool,
     /// Set once COMMIT went out with the operation's last statement.
     committed: AtomicBool,
 }
@@ -61,23 +69,17 @@ impl<'a> TenantTx<'a> {
         conn.mark_in_transaction(true);
         let opened = async move {
             let tenant = tenant.hyphenated().to_string();
-            // Both are written on the first poll, in this order; set_config is a statement the
-            // connection prepared when it was opened, so the server only binds and runs it
-            // (parsing and planning it on every request cost PostgreSQL a fifth of its time).
-            let (begun, set) = futures_util::future::join(
-                conn.batch_execute("begin"),
-                conn.execute(conn.set_tenant_statement(), &[&tenant]),
-            )
-            .await;
-            begun?;
-            set?;
+            // Both statements were prepared when the connection opened, so the server only
+            // binds and runs them (parsing and planning set_config on every request cost
+            // PostgreSQL a fifth of its time), and one Sync answers for both.
+            conn.pipeline(&[
+                (conn.statements().begin(), &[]),
+                (conn.statements().set_tenant(), &[&tenant]),
+            ])
+            .await?;
             Ok(())
         };
-        let tx = TenantTx {
-            conn,
-            committed: AtomicBool::new(false),
-        };
-        (tx, opened)
+        (TenantTx::new(conn, tenant, false), opened)
     }
 
     /// Opens the transaction and waits until the server has it.
@@ -90,44 +92,85 @@ impl<'a> TenantTx<'a> {
         Ok(tx)
     }
 
+    /// For an operation whose only statement goes through
+    /// [`query_opt_then_commit`](TenantTx::query_opt_then_commit): nothing is sent now, and
+    /// that statement later travels with the tenant context under a single Sync (one
+    /// `ReadyForQuery` where `BEGIN`, the context, the statement and `COMMIT` took four).
+    /// Anything else sent through it runs outside any transaction with no tenant set: the
+    /// policies show it no row and refuse every write.
+    pub fn single_statement(conn: &'a PgConn, tenant: Uuid) -> TenantTx<'a> {
+        TenantTx::new(conn, tenant, true)
+    }
+
+    fn new(conn: &'a PgConn, tenant: Uuid, single_statement: bool) -> TenantTx<'a> {
+        TenantTx {
+            conn,
+            tenant,
+            single_statement,
+            committed: AtomicBool::new(false),
+        }
+    }
+
     /// For code written against tokio-postgres' `GenericClient`.
     pub fn client(&self) -> &tokio_postgres::Client {
         self.conn
     }
 
     pub async fn commit(self) -> Result<(), DbError> {
-        if !self.committed.load(Ordering::Acquire) {
-            self.conn.batch_execute("commit").await?;
+        if !self.single_statement && !self.committed.load(Ordering::Acquire) {
+            self.conn
+                .execute(self.conn.statements().commit(), &[])
+                .await?;
         }
         self.conn.mark_in_transaction(false);
         Ok(())
     }
 
-    /// Runs an operation's last statement with COMMIT written right behind it: one round trip
-    /// for a read that is a whole operation. Nothing may be sent through the transaction
-    /// afterwards (it has ended; a later statement would run with no tenant set and see no
-    /// row). If the statement fails, PostgreSQL turns that COMMIT into a rollback.
+    /// Runs an operation's last statement with the end of its transaction under the same
+    /// Sync: COMMIT right behind it, or, for a [`single_statement`](TenantTx::single_statement)
+    /// transaction, the tenant context right before it. Nothing may be sent through the
+    /// transaction afterwards (it has ended; a later statement would run with no tenant set and
+    /// see no row). If the statement fails, PostgreSQL skips the COMMIT and the caller rolls
+    /// back.
     pub async fn query_opt_then_commit(
         &self,
         statement: &Statement,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, DbError> {
-        let (row, committed) = futures_util::future::join(
-            self.conn.query_opt(statement, params),
-            self.conn.batch_execute("commit"),
-        )
-        .await;
-        if committed.is_ok() {
+        let statements = self.conn.statements();
+        let tenant;
+        let (results, index) = if self.single_statement {
+            tenant = self.tenant.hyphenated().to_string();
+            let pipeline = [
+                (
+                    statements.set_tenant(),
+                    &[&tenant as &(dyn ToSql + Sync)][..],
+                ),
+                (statement, params),
+            ];
+            (self.conn.pipeline(&pipeline).await?, 1)
+        } else {
+            let pipeline = [(statement, params), (statements.commit(), &[][..])];
+            let results = self.conn.pipeline(&pipeline).await?;
             self.committed.store(true, Ordering::Release);
+            (results, 0)
+        };
+        let mut rows = results
+            .into_iter()
+            .nth(index)
+            .unwrap_or_default()
+            .into_iter();
+        let row = rows.next();
+        if rows.next().is_some() {
+            return Err(DbError::Other("query returned more than one row".into()));
         }
-        let row = row?;
-        committed?;
         Ok(row)
     }
 
     /// Best effort: when even the rollback fails the connection stays marked and is retired.
     pub async fn rollback(self) {
-        if self.committed.load(Ordering::Acquire)
+        if self.single_statement
+            || self.committed.load(Ordering::Acquire)
             || self.conn.batch_execute("rollback").await.is_ok()
         {
             self.conn.mark_in_transaction(false);

@@ -96,10 +96,21 @@ pub fn is_admin(caller: &Caller) -> bool {
 }
 
 /// One operation type = one struct; this writes the `TenantOp` impl that calls its function.
+/// `single_statement` marks a read by id whose only statement is a `Read::Last`
+/// (`TenantOp::SINGLE_STATEMENT`).
 macro_rules! tenant_op {
     ($op:ty => $out:ty, $f:path) => {
+        $crate::domain::tenant_op!($op => $out, $f, false);
+    };
+    ($op:ty => $out:ty, $f:path, single_statement) => {
+        $crate::domain::tenant_op!($op => $out, $f, true);
+    };
+    ($op:ty => $out:ty, $f:path, $single:literal) => {
         impl $crate::actors::TenantOp for $op {
             type Output = $out;
+            const SINGLE_STATEMENT: bool = $single;
+            // The domain lives in the shared schema only.
+            const OPENS_TENANT_SCHEMA: bool = false;
 
             fn run<'a>(
                 self,
@@ -139,7 +150,8 @@ pub(crate) enum Read {
     Plain,
     /// Locked for the update that follows.
     ForUpdate,
-    /// The operation's only statement: it travels with COMMIT (`TenantTx::query_opt_then_commit`).
+    /// The operation's only statement: it travels with the end of its transaction
+    /// (`TenantTx::query_opt_then_commit`; see `tenant_op!(.., single_statement)`).
     Last,
 }
 

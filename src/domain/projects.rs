@@ -149,7 +149,7 @@ async fn get(
     require_user(caller)?;
     find(tx, caller.tenant_id, id, Read::Last).await
 }
-tenant_op!(GetProject => Project, get);
+tenant_op!(GetProject => Project, get, single_statement);
 
 pub struct CreateProject(pub NewProject);
 

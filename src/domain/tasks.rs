@@ -220,7 +220,7 @@ async fn get(
     require_user(caller)?;
     find(tx, caller.tenant_id, id, Read::Last).await
 }
-tenant_op!(GetTask => Task, get);
+tenant_op!(GetTask => Task, get, single_statement);
 
 pub struct CreateTask(pub NewTask);
 

@@ -217,7 +217,7 @@ async fn get(
     require_user(caller)?;
     find(tx, caller.tenant_id, id, Read::Last).await
 }
-tenant_op!(GetUser => User, get);
+tenant_op!(GetUser => User, get, single_statement);
 
 /// The body, validated, with its password already hashed (off the async workers).
 pub struct CreateUser {

@@ -206,3 +206,39 @@ async fn operator_views_need_the_operator_token() {
     assert!(metrics.contains("tenantry_db_pool_connections"));
     assert!(metrics.contains("tenantry_tenant_actors_active"));
 }
+
+async fn backend_pid(app: &TestApp, token: &str, tenant_schema: bool) -> i64 {
+    let body: Value = app
+        .post(
+            &format!("/__faults/backend?tenant_schema={tenant_schema}"),
+            token,
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["pid"].as_i64().expect("a pid")
+}
+
+/// Only operations that open a tenant's own schema count against a connection's budget of
+/// tenant schemas; the sample domain, in the shared schema, must not retire connections.
+#[tokio::test]
+async fn only_operations_in_tenant_schemas_spend_the_connection_budget() {
+    let app = app_with(|config| {
+        config.app_pool_size = 1;
+        config.tenant_schemas_per_connection = 1;
+    })
+    .await;
+    let a = app.create_tenant("budget-a").await;
+    let b = app.create_tenant("budget-b").await;
+    let first = backend_pid(&app, &a.token, false).await;
+    assert_eq!(backend_pid(&app, &b.token, false).await, first);
+    assert_eq!(backend_pid(&app, &a.token, false).await, first);
+    // Opening a's schema spends the budget of one: the connection is retired after this.
+    assert_eq!(backend_pid(&app, &a.token, true).await, first);
+    let next = backend_pid(&app, &b.token, false).await;
+    assert_ne!(next, first);
+    assert_eq!(backend_pid(&app, &a.token, false).await, next);
+}

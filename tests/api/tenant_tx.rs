@@ -148,3 +148,116 @@ async fn a_last_read_commits_with_its_statement_and_keeps_the_connection() {
     }
     assert_eq!(backend_pid(&pools).await, before);
 }
+
+#[tokio::test]
+async fn a_single_statement_read_runs_in_the_tenant_context_and_leaves_none_behind() {
+    let (_db, pools, tenant) = one_connection_pool().await;
+    let before = backend_pid(&pools).await;
+    {
+        let conn = pools.app.get().await.unwrap();
+        let stmt = conn
+            .prepare_cached(
+                "select current_setting('app.current_tenant'), \
+                 (select count(*) from app.users where tenant_id = $1)",
+            )
+            .await
+            .unwrap();
+        let tx = TenantTx::single_statement(&conn, tenant);
+        let row = tx
+            .query_opt_then_commit(&stmt, &[&tenant])
+            .await
+            .unwrap()
+            .expect("one row");
+        assert_eq!(row.get::<_, String>(0), tenant.to_string());
+        assert_eq!(
+            row.get::<_, i64>(1),
+            1,
+            "the tenant's admin is visible under RLS"
+        );
+        assert!(!conn.in_transaction());
+        // SAVEPOINT is refused outside a transaction block.
+        assert!(
+            conn.batch_execute("savepoint probe").await.is_err(),
+            "no transaction block is left open"
+        );
+        tx.commit().await.unwrap();
+    }
+    assert_eq!(backend_pid(&pools).await, before);
+    assert_eq!(context_outside_transactions(&pools).await, "");
+}
+
+#[tokio::test]
+async fn a_failed_single_statement_read_leaves_a_clean_connection() {
+    let (_db, pools, tenant) = one_connection_pool().await;
+    let before = backend_pid(&pools).await;
+    {
+        let conn = pools.app.get().await.unwrap();
+        let stmt = conn
+            .prepare_cached("select 1 / ($1::int - 1)")
+            .await
+            .unwrap();
+        let tx = TenantTx::single_statement(&conn, tenant);
+        let failed = tx.query_opt_then_commit(&stmt, &[&1i32]).await;
+        assert!(failed.is_err(), "division by zero is reported");
+        tx.rollback().await;
+        assert!(!conn.in_transaction());
+    }
+    assert_eq!(backend_pid(&pools).await, before);
+    assert_eq!(context_outside_transactions(&pools).await, "");
+}
+
+#[tokio::test]
+async fn a_last_statement_that_fails_is_rolled_back_not_committed() {
+    let (_db, pools, tenant) = one_connection_pool().await;
+    {
+        let conn = pools.app.get().await.unwrap();
+        let tx = TenantTx::begin(&conn, tenant).await.unwrap();
+        tx.execute(
+            "update app.users set name = 'changed' where tenant_id = $1",
+            &[&tenant],
+        )
+        .await
+        .unwrap();
+        let stmt = conn
+            .prepare_cached("select 1 / ($1::int - 1)")
+            .await
+            .unwrap();
+        assert!(tx.query_opt_then_commit(&stmt, &[&1i32]).await.is_err());
+        tx.rollback().await;
+        assert!(!conn.in_transaction());
+    }
+    let conn = pools.app.get().await.unwrap();
+    let tx = TenantTx::begin(&conn, tenant).await.unwrap();
+    let changed: i64 = tx
+        .query_one(
+            "select count(*) from app.users where tenant_id = $1 and name = 'changed'",
+            &[&tenant],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    tx.commit().await.unwrap();
+    assert_eq!(
+        changed, 0,
+        "the write before the failed statement was rolled back"
+    );
+}
+
+#[tokio::test]
+async fn a_single_statement_transaction_sends_nothing_else_in_the_tenant_context() {
+    let (_db, pools, tenant) = one_connection_pool().await;
+    let conn = pools.app.get().await.unwrap();
+    let tx = TenantTx::single_statement(&conn, tenant);
+    // Misuse: a statement sent directly, not through query_opt_then_commit. It must fail
+    // closed: no tenant context, so RLS shows no row.
+    let users: i64 = tx
+        .query_one(
+            "select count(*) from app.users where tenant_id = $1",
+            &[&tenant],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(users, 0);
+    tx.commit().await.unwrap();
+}

@@ -47,6 +47,7 @@ struct FindLoginUser {
 
 impl TenantOp for FindLoginUser {
     type Output = Option<(Uuid, String, String, Option<String>)>;
+    const OPENS_TENANT_SCHEMA: bool = false;
 
     fn run<'a>(
         self,
@@ -161,6 +162,7 @@ struct InsertApiKey {
 
 impl TenantOp for InsertApiKey {
     type Output = DateTime<Utc>;
+    const OPENS_TENANT_SCHEMA: bool = false;
 
     fn run<'a>(
         self,
@@ -245,6 +247,7 @@ struct ListApiKeys;
 
 impl TenantOp for ListApiKeys {
     type Output = Vec<ApiKey>;
+    const OPENS_TENANT_SCHEMA: bool = false;
 
     fn run<'a>(
         self,
@@ -299,6 +302,7 @@ struct RevokeApiKey {
 
 impl TenantOp for RevokeApiKey {
     type Output = bool;
+    const OPENS_TENANT_SCHEMA: bool = false;
 
     fn run<'a>(
         self,

@@ -19,6 +19,7 @@ struct GetCurrentTenant;
 
 impl TenantOp for GetCurrentTenant {
     type Output = Tenant;
+    const OPENS_TENANT_SCHEMA: bool = false;
 
     fn run<'a>(
         self,

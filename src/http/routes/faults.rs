@@ -1,5 +1,5 @@
 //! Test-only routes that make a tenant's work fail on purpose, to prove supervision and
-//! back-pressure. Registered only when `Config::fault_injection` is set, which no environment
+//! back-pressure, or show which database connection ran it. Registered only when `Config::fault_injection` is set, which no environment
 //! variable can do: only the test harness sets it.
 
 use std::time::Duration;
@@ -14,7 +14,8 @@ use crate::http::tenant::TenantRequest;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(panic_in_tenant_work)
-        .service(sleep_in_tenant_work);
+        .service(sleep_in_tenant_work)
+        .service(backend_of_tenant_work);
 }
 
 struct PanicOp;
@@ -70,4 +71,46 @@ async fn sleep_in_tenant_work(
 ) -> Result<HttpResponse, Problem> {
     req.execute(SleepOp { ms: q.ms }).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Which PostgreSQL backend ran an operation, with or without opening the tenant's schema: shows
+/// which operations spend their connection's budget of tenant schemas.
+struct BackendPidOp<const OPENS_SCHEMA: bool>;
+
+impl<const OPENS_SCHEMA: bool> TenantOp for BackendPidOp<OPENS_SCHEMA> {
+    type Output = i32;
+    const OPENS_TENANT_SCHEMA: bool = OPENS_SCHEMA;
+
+    fn run<'a>(
+        self,
+        tx: &'a crate::db::TenantTx<'a>,
+        _caller: &'a Caller,
+    ) -> BoxFuture<'a, Result<i32, Problem>> {
+        Box::pin(async move {
+            let row = tx
+                .query_one("select pg_backend_pid()", &[])
+                .await
+                .map_err(crate::db::DbError::from)?;
+            Ok(row.get(0))
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct BackendQuery {
+    #[serde(default)]
+    tenant_schema: bool,
+}
+
+#[post("/__faults/backend")]
+async fn backend_of_tenant_work(
+    req: TenantRequest,
+    q: web::Query<BackendQuery>,
+) -> Result<HttpResponse, Problem> {
+    let pid = if q.tenant_schema {
+        req.execute(BackendPidOp::<true>).await?
+    } else {
+        req.execute(BackendPidOp::<false>).await?
+    };
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "pid": pid })))
 }
