@@ -8,6 +8,7 @@
 #   bench/http_load.sh                    # 1,000 tenants, 10,000 actors, 20 s a run
 #   TENANTS=200 ACTORS=2000 DURATION=10s bench/http_load.sh
 #   RUNS="reference_full get_full" TENANTS=100 bench/http_load.sh   # a quick look, not recorded
+#   REUSE=1 RUNS=get_full bench/http_load.sh   # same, keeping the previous run's tenants
 #
 # Prints its figures and writes bench/results/http_load.json and http_load.md
 # (http_load_workers1.* with WORKERS=1).
@@ -41,7 +42,14 @@ export RUST_LOG=${RUST_LOG:-warn}
 export ACTOR_IDLE_SECONDS=${ACTOR_IDLE_SECONDS:-900}
 BASE=http://127.0.0.1:$PORT
 
-psql -q "$PG/postgres" -c "drop database if exists $DB with (force)" >/dev/null
+# REUSE=1 keeps the database and tenants of the previous run (quick looks while iterating).
+reuse=
+if [ -n "${REUSE:-}" ] && [ -s "$ENTRIES" ] && [ "$(wc -l <"$ENTRIES")" -ge "$TENANTS" ] \
+  && psql -tA "$PG/postgres" -c "select 1 from pg_database where datname = '$DB'" | grep -q 1; then
+  reuse=1
+else
+  psql -q "$PG/postgres" -c "drop database if exists $DB with (force)" >/dev/null
+fi
 $BIN migrate --no-progress >/dev/null
 
 # WORKERS=1 runs one HTTP worker (which then hosts every tenant actor): with PostgreSQL and
@@ -51,9 +59,13 @@ SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -sf "$BASE/readyz" >/dev/null && break; sleep 0.1; done
 
-echo "provisioning $TENANTS tenants through the API"
-python3 bench/http_load/setup.py --base "$BASE" --operator "$PLATFORM_ADMIN_TOKEN" \
-  --tenants "$TENANTS" --out "$ENTRIES"
+if [ -z "$reuse" ]; then
+  echo "provisioning $TENANTS tenants through the API"
+  python3 bench/http_load/setup.py --base "$BASE" --operator "$PLATFORM_ADMIN_TOKEN" \
+    --tenants "$TENANTS" --out "$ENTRIES"
+else
+  echo "reusing the $TENANTS tenants of the previous run"
+fi
 
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' /proc/$SERVER/status; }
 # Counted from the backends' process titles ("postgres: 15/main: <user> <database> ..."): a
