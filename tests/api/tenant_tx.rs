@@ -39,6 +39,22 @@ async fn context_outside_transactions(pools: &Pools) -> String {
     .get(0)
 }
 
+/// Users the tests' writes renamed, as the tenant sees them in a transaction of its own.
+async fn users_named_changed(pools: &Pools, tenant: Uuid) -> i64 {
+    let conn = pools.app.get().await.unwrap();
+    let tx = TenantTx::begin(&conn, tenant).await.unwrap();
+    let changed: i64 = tx
+        .query_one(
+            "select count(*) from app.users where tenant_id = $1 and name = 'changed'",
+            &[&tenant],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    tx.commit().await.unwrap();
+    changed
+}
+
 #[tokio::test]
 async fn the_first_query_sent_behind_open_runs_in_the_tenant_context() {
     let (_db, pools, tenant) = one_connection_pool().await;
@@ -100,17 +116,7 @@ async fn an_abandoned_transaction_retires_its_connection() {
     let after = backend_pid(&pools).await;
     assert_ne!(after, before, "the open transaction must not be handed on");
     assert_eq!(context_outside_transactions(&pools).await, "");
-    let conn = pools.app.get().await.unwrap();
-    let tx = TenantTx::begin(&conn, tenant).await.unwrap();
-    let changed: i64 = tx
-        .query_one(
-            "select count(*) from app.users where tenant_id = $1 and name = 'changed'",
-            &[&tenant],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    tx.commit().await.unwrap();
+    let changed = users_named_changed(&pools, tenant).await;
     assert_eq!(changed, 0, "the abandoned write was never committed");
 }
 
@@ -226,17 +232,7 @@ async fn a_last_statement_that_fails_is_rolled_back_not_committed() {
         tx.rollback().await;
         assert!(!conn.in_transaction());
     }
-    let conn = pools.app.get().await.unwrap();
-    let tx = TenantTx::begin(&conn, tenant).await.unwrap();
-    let changed: i64 = tx
-        .query_one(
-            "select count(*) from app.users where tenant_id = $1 and name = 'changed'",
-            &[&tenant],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    tx.commit().await.unwrap();
+    let changed = users_named_changed(&pools, tenant).await;
     assert_eq!(
         changed, 0,
         "the write before the failed statement was rolled back"
