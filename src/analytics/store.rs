@@ -433,11 +433,16 @@ async fn update_type_activity(
     let blocks: Vec<i32> = batch.keys().map(|(b, _, _)| *b).collect();
     let types: Vec<&str> = batch.keys().map(|(_, t, _)| *t).collect();
     let users: Vec<Uuid> = batch.keys().map(|(_, _, u)| *u).collect();
+    // One primary-key probe per entry, whatever the statistics say: `limit 1` (the key is
+    // unique) keeps the planner from turning the lateral subquery into a join. As a plain join,
+    // on a table not analyzed yet (a new tenant, or just after V4's backfill) it hashed every
+    // row of the table each flush: 570 ms for 4,000 entries against 400K rows, 40 ms probed.
     let read = format!(
         "select i.ord::int4, a.ctid::text, a.days \
          from unnest($2::int4[], $3::text[], $4::uuid[]) with ordinality as i(block, event_type, user_id, ord) \
-         join {schema}.type_activity a on a.tenant_id = $1 and a.block = i.block \
-           and a.event_type = i.event_type and a.user_id = i.user_id"
+         cross join lateral (select ctid, days from {schema}.type_activity a \
+           where a.tenant_id = $1 and a.block = i.block and a.event_type = i.event_type \
+           and a.user_id = i.user_id limit 1) a"
     );
     let rows = tx
         .query_typed(
