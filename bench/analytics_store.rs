@@ -370,7 +370,7 @@ async fn load_large(
     }
     // What autovacuum would have done by the time anyone queries: visibility map and stats.
     let schema = tenant_schema_name(tenant);
-    for table in ["events", "counters", "user_activity"] {
+    for table in ["events", "counters", "user_activity", "type_activity"] {
         bench
             .su
             .batch_execute(&format!("vacuum analyze {schema}.{table}"))
@@ -507,6 +507,9 @@ fn cases() -> Vec<Case> {
         s(Metric::ActiveUsers, Interval::Day, d(30), None),
         s(Metric::ActiveUsers, Interval::Day, d(90), None),
         s(Metric::ActiveUsers, Interval::Day, d(7), Some("purchase")),
+        s(Metric::ActiveUsers, Interval::Day, d(30), Some("purchase")),
+        s(Metric::ActiveUsers, Interval::Hour, d(1), Some("purchase")),
+        s(Metric::ActiveUsers, Interval::Hour, d(7), Some("purchase")),
         s(Metric::ApiCalls, Interval::Day, d(30), None),
     ]
 }

@@ -112,6 +112,23 @@ pub fn block_of_hour(hour: i64) -> i32 {
     hour.div_euclid(BLOCK_HOURS) as i32
 }
 
+/// Days since the epoch (floor).
+pub fn day_index(t: DateTime<Utc>) -> i64 {
+    t.timestamp().div_euclid(DAY_SECS)
+}
+
+/// The block holding day `day` (days since the epoch) and the day's bit in that block's
+/// `days` masks (`user_activity`, `type_activity`).
+pub fn block_day_bit(day: i64) -> (i32, u32) {
+    let block = day.div_euclid(BLOCK_DAYS as i64);
+    (block as i32, 1u32 << (day - block * BLOCK_DAYS as i64))
+}
+
+/// The start of day `day` (days since the epoch).
+pub fn day_start(day: i64) -> DateTime<Utc> {
+    from_secs(day * DAY_SECS)
+}
+
 /// A half-open time range [lo, hi).
 pub type Range = (DateTime<Utc>, DateTime<Utc>);
 
@@ -321,5 +338,25 @@ mod tests {
         assert_eq!(w[1].days, 0);
         assert_eq!(w[1].partial, vec![(0, 0x3ff)]);
         assert_eq!(block_windows(5, 5), vec![]);
+    }
+
+    #[test]
+    fn days_map_to_the_blocks_of_their_hours() {
+        for t in [
+            t("1970-01-01T00:00:00Z"),
+            t("1969-12-31T23:59:59Z"),
+            t("2024-03-05T23:59:59Z"),
+            t("2024-03-06T00:00:00Z"),
+        ] {
+            let day = day_index(t);
+            let (block, bit) = block_day_bit(day);
+            assert_eq!(block, block_of_hour(hour_index(t)), "{t}");
+            let first_day_of_block = i64::from(block) * BLOCK_DAYS as i64;
+            assert_eq!(bit, 1 << (day - first_day_of_block), "{t}");
+            assert_eq!(day_start(day), floor_day(t));
+        }
+        assert_eq!(block_day_bit(31), (0, 1 << 31));
+        assert_eq!(block_day_bit(32), (1, 1));
+        assert_eq!(block_day_bit(-1), (-1, 1 << 31));
     }
 }

@@ -1,6 +1,6 @@
 //! Real-time analytics of a tenant (API.md "Analytics"): ingestion with group commit, rollups
 //! kept exact in the same transaction as the events, summary and time series queries, and
-//! retention per plan. The tables live in each tenant's own schema (tenant_template/V2).
+//! retention per plan. The tables live in each tenant's own schema (tenant_template/V2 to V4).
 
 pub mod api_calls;
 pub mod buckets;
@@ -26,7 +26,7 @@ pub use query::{Metric, Series, SeriesRequest, Summary};
 
 /// Tables of a tenant schema that only hold what is derived from `events` (rollups and the
 /// activity masks): rebuilt from the events, left out of the GDPR export.
-pub const DERIVED_TABLES: &[&str] = &["counters", "user_activity"];
+pub const DERIVED_TABLES: &[&str] = &["counters", "user_activity", "type_activity"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyticsError {

@@ -16,8 +16,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::buckets::{
-    block_windows, ceil_hour, ceil_to, day_column, floor_hour, hour_index, Interval, Plan, Range,
-    DAY_SECS,
+    block_windows, ceil_hour, ceil_to, day_column, floor_day, floor_hour, hour_index, Interval,
+    Plan, Range, DAY_SECS,
 };
 use super::store::kind;
 use super::AnalyticsError;
@@ -242,15 +242,18 @@ pub async fn timeseries(
             let parts = plan_parts(&plan, kind::API_CALLS, kind::API_CALLS_DAY, None, false);
             reader.by_bucket(&parts, interval).await?
         }
-        Metric::ActiveUsers => match event_type {
-            // Users per event type have no rollup (it would multiply user_activity by the
-            // number of event types): this one reads the raw events of the range.
-            Some(event_type) => {
+        Metric::ActiveUsers => match (event_type, interval) {
+            (Some(event_type), Interval::Day) => {
+                reader.type_users_by_day(from, to, event_type).await?
+            }
+            // Users of one event type per hour have no rollup (it would take hour masks per
+            // type: template V4): they are counted from the raw events of the range.
+            (Some(event_type), Interval::Hour) => {
                 reader
                     .raw_users_by_bucket((from, to), interval, event_type)
                     .await?
             }
-            None => reader.active_users(from, to, interval).await?,
+            (None, _) => reader.active_users(from, to, interval).await?,
         },
     };
     let mut out = Vec::with_capacity(points as usize);
@@ -303,7 +306,7 @@ fn plan_parts<'a>(
 const RAW: u8 = b'r';
 const _: () = assert!(!matches!(
     RAW,
-    b'e' | b'E' | b't' | b'T' | b'f' | b'F' | b'a' | b'A' | b'u' | b'U'
+    b'e' | b'E' | b't' | b'T' | b'f' | b'F' | b'a' | b'A' | b'u' | b'U' | b'P'
 ));
 
 /// One piece of a read: counter rows of some kinds in a range, or the raw events of a range.
@@ -468,7 +471,8 @@ impl<C: GenericClient + Sync> Reader<'_, C> {
             .collect()
     }
 
-    /// Distinct users of one event type per bucket in [lo, hi), from the raw events.
+    /// Distinct users of one event type per bucket in [lo, hi), from the raw events (series
+    /// by hour; by day see `type_users_by_day`).
     async fn raw_users_by_bucket(
         &self,
         (lo, hi): Range,
@@ -498,6 +502,66 @@ impl<C: GenericClient + Sync> Reader<'_, C> {
                 ],
             )
             .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    /// Distinct users of one event type per day of [from, to): whole days from the `P`
+    /// counters, the partial day at each end from the raw events of that type (an index-only
+    /// range scan of events_type_time_idx, template V3), all in one statement.
+    async fn type_users_by_day(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        event_type: &str,
+    ) -> Result<BTreeMap<DateTime<Utc>, i64>, AnalyticsError> {
+        let (d1, d2) = (ceil_to(from, DAY_SECS), floor_day(to));
+        let mut partial: Vec<Range> = Vec::new();
+        let mut whole = None;
+        if d1 <= d2 {
+            if from < d1 {
+                partial.push((from, d1));
+            }
+            if d2 < to {
+                partial.push((d2, to));
+            }
+            whole = (d1 < d2).then_some((d1, d2));
+        } else {
+            partial.push((from, to));
+        }
+        let schema = self.schema;
+        let mut params = self.params();
+        let event_type = params.push(event_type.to_string(), Type::TEXT);
+        let mut branches = Vec::new();
+        if let Some((lo, hi)) = whole {
+            let kind = params.push(kind::TYPE_USERS_DAY as i8, Type::CHAR);
+            let (lo, hi) = (
+                params.push(lo, Type::TIMESTAMPTZ),
+                params.push(hi, Type::TIMESTAMPTZ),
+            );
+            branches.push(format!(
+                "select bucket, n from {schema}.counters where tenant_id = $1 and kind = {kind} \
+                 and bucket >= {lo} and bucket < {hi} and key = {event_type}"
+            ));
+        }
+        // Each partial window lies within one day: one count per window, no grouping. Two
+        // branches rather than one scan with an OR, which the planner turns into a bitmap
+        // scan that visits the heap.
+        for (lo, hi) in partial {
+            let day = params.push(floor_day(lo), Type::TIMESTAMPTZ);
+            let (lo, hi) = (
+                params.push(lo, Type::TIMESTAMPTZ),
+                params.push(hi, Type::TIMESTAMPTZ),
+            );
+            branches.push(format!(
+                "select {day}, count(distinct user_id) from {schema}.events \
+                 where tenant_id = $1 and event_type = {event_type} \
+                 and occurred_at >= {lo} and occurred_at < {hi}"
+            ));
+        }
+        let sql = branches.join(" union all ");
+        let rows = self.db.query_typed(&sql, &params.refs()).await?;
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect()

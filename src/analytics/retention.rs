@@ -3,8 +3,8 @@
 //! ingestion and queries of the tenant go on meanwhile (no lock is held for longer than one
 //! batch, and ingestion only ever writes rows newer than the cutoff).
 //!
-//! Steps that change `user_activity` take the tenant's flush lock for their (short)
-//! transaction, like every flush: see `store::update_user_activity`.
+//! Steps that change `user_activity` or `type_activity` take the tenant's flush lock for
+//! their (short) transaction, like every flush: see `store::update_user_activity`.
 //!
 //! The cutoff is a day boundary, `floor_day(now - days)`, so raw events, hourly and daily
 //! rollups and activity bits are cut at the same instant and stay consistent with each other.
@@ -48,6 +48,8 @@ pub struct CleanupReport {
     pub counters_deleted: u64,
     pub activity_deleted: u64,
     pub activity_trimmed: u64,
+    pub type_activity_deleted: u64,
+    pub type_activity_trimmed: u64,
 }
 
 /// The plan's analytics retention in days, None for no limit. `tx` is bound to `tenant`.
@@ -106,7 +108,7 @@ pub async fn cleanup_tenant(
     let kinds: Vec<i8> = kind::ALL.iter().map(|k| *k as i8).collect();
 
     // Each statement picks at most `batch` rows by ctid and works on those only.
-    let steps: [(&str, String); 4] = [
+    let steps: [(&str, String); 6] = [
         (
             "events",
             format!(
@@ -141,13 +143,34 @@ pub async fn cleanup_tenant(
                  returning 1) select count(*) from u"
             ),
         ),
+        // Per-type day masks are only read by flushes, to tell new (user, type, day) triples;
+        // a bit left on a day whose events are gone would hide that day's users from its `P`
+        // counter if the plan's retention were lengthened later.
+        (
+            "type_activity",
+            format!(
+                "with d as (delete from {schema}.type_activity where tenant_id = $1 and ctid = any(array( \
+                   select ctid from {schema}.type_activity where tenant_id = $1 and block < $5 limit $3)) \
+                 returning 1) select count(*) from d"
+            ),
+        ),
+        (
+            "type_trim",
+            format!(
+                "with u as (update {schema}.type_activity set days = days & $6 \
+                 where tenant_id = $1 and ctid = any(array( \
+                   select ctid from {schema}.type_activity where tenant_id = $1 and block = $5 \
+                   and (days & ~$6) <> 0 limit $3)) \
+                 returning 1) select count(*) from u"
+            ),
+        ),
     ];
     for (step, sql) in &steps {
         loop {
             let mut conn = pool.get().await.map_err(DbError::from)?;
             conn.touch_tenant_schema(tenant);
             let tx = begin_tenant_tx(&mut conn, tenant).await?;
-            if matches!(*step, "activity" | "trim") {
+            if matches!(*step, "activity" | "trim" | "type_activity" | "type_trim") {
                 // Flushes rewrite user_activity rows by the ctid they read under this lock;
                 // a row changed or removed in between would lose that flush its marks.
                 tx.query_typed(FLUSH_LOCK_SQL, &[(&flush_lock_key(tenant), Type::TEXT)])
@@ -172,7 +195,9 @@ pub async fn cleanup_tenant(
                 "events" => report.events_deleted += n,
                 "counters" => report.counters_deleted += n,
                 "activity" => report.activity_deleted += n,
-                _ => report.activity_trimmed += n,
+                "trim" => report.activity_trimmed += n,
+                "type_activity" => report.type_activity_deleted += n,
+                _ => report.type_activity_trimmed += n,
             }
             // A short batch means nothing is left; a batch whose rows were all changed by a
             // concurrent flush comes back short too and the rest waits for the next run.

@@ -357,6 +357,175 @@ async fn summary_and_every_series_match_a_direct_recount() {
     }
 }
 
+/// Per-type active users by day and by hour, for every type in `TYPES` and one never sent,
+/// against the recount.
+async fn check_type_users(
+    app: &TestApp,
+    token: &str,
+    recount: &Recount<'_>,
+    ranges: &[(DateTime<Utc>, DateTime<Utc>)],
+    stage: &str,
+) {
+    for &(from, to) in ranges {
+        for interval in [Interval::Day, Interval::Hour] {
+            for event_type in TYPES.iter().copied().chain(["never_sent"]) {
+                let got = series(
+                    app,
+                    token,
+                    "active_users",
+                    interval,
+                    Some(event_type),
+                    from,
+                    to,
+                )
+                .await;
+                assert_eq!(
+                    got.points.len(),
+                    interval.buckets_between(from, to) as usize
+                );
+                let want = recount
+                    .series(interval, true, Some(event_type), from, to)
+                    .await;
+                assert_eq!(
+                    points(&got),
+                    nonzero(want),
+                    "{stage}: {event_type} by {interval:?} [{from}, {to})"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn active_users_of_one_event_type_stay_exact_as_late_events_arrive() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("per-type").await;
+    let mut rng = StdRng::seed_from_u64(20241122);
+    let now = Utc::now();
+    // Few users, so most (user, type, day) triples come back many times.
+    let users: Vec<Uuid> = (0..40).map(|_| Uuid::now_v7()).collect();
+    let db = app.superuser_db().await;
+    let recount = Recount {
+        db: &db,
+        schema: tenant_schema_name(tenant.id),
+    };
+    let today = floor_day(now);
+    let ranges = [
+        (today - Duration::days(5), today),
+        (
+            now - Duration::days(6) - Duration::seconds(rng.random_range(0..86_400)),
+            now + Duration::minutes(1),
+        ),
+        (
+            today - Duration::days(2) + Duration::hours(3),
+            today - Duration::days(1),
+        ),
+        (
+            today - Duration::days(3) + Duration::minutes(17),
+            today - Duration::days(3) + Duration::hours(20),
+        ),
+        (today - Duration::days(4) - Duration::minutes(5), now),
+    ];
+
+    // In time order over six days.
+    let first: Vec<Value> = (0..800)
+        .map(|i| {
+            let at = now - Duration::days(6) + Duration::seconds(i * 6 * 86_400 / 800);
+            random_event(&mut rng, &users, at)
+        })
+        .collect();
+    ingest(&app, &tenant.token, &mut rng, first.clone()).await;
+    check_type_users(&app, &tenant.token, &recount, &ranges, "in order").await;
+
+    // Late events for days already counted: the same (user, type, day) at another instant of
+    // that day, which must not count again, and events of new triples.
+    let mut late: Vec<Value> = first
+        .iter()
+        .filter(|e| e.get("user_id").is_some())
+        .take(300)
+        .map(|e| {
+            let at: DateTime<Utc> = e["timestamp"].as_str().unwrap().parse().unwrap();
+            let day = floor_day(at);
+            let other = day + Duration::seconds(rng.random_range(0..86_400));
+            let mut again = e.clone();
+            again["timestamp"] = json!(rfc(other.min(now)));
+            again
+        })
+        .collect();
+    late.extend((0..300).map(|_| {
+        let at = now - Duration::seconds(rng.random_range(3_600..6 * 86_400));
+        random_event(&mut rng, &users, at)
+    }));
+    ingest(&app, &tenant.token, &mut rng, late).await;
+    check_type_users(&app, &tenant.token, &recount, &ranges, "late").await;
+
+    // Recent events twice over: the second time every (user, type, day) is one the committer
+    // has seen committed.
+    let recent: Vec<Value> = (0..200)
+        .map(|_| {
+            let at = now - Duration::seconds(rng.random_range(0..600));
+            random_event(&mut rng, &users, at)
+        })
+        .collect();
+    ingest(&app, &tenant.token, &mut rng, recent.clone()).await;
+    ingest(&app, &tenant.token, &mut rng, recent).await;
+    check_type_users(&app, &tenant.token, &recount, &ranges, "recent").await;
+}
+
+/// Template V4 folds the events stored before it into `type_activity` and the `P` counters;
+/// run again over a tenant's events, it must rebuild exactly what the flushes maintained.
+#[tokio::test]
+async fn the_v4_backfill_rebuilds_what_the_flushes_maintained() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("backfill").await;
+    let mut rng = StdRng::seed_from_u64(4);
+    let now = Utc::now();
+    let users: Vec<Uuid> = (0..30).map(|_| Uuid::now_v7()).collect();
+    let events: Vec<Value> = (0..900)
+        .map(|_| {
+            let at = now - Duration::seconds(rng.random_range(0..20 * 86_400));
+            random_event(&mut rng, &users, at)
+        })
+        .collect();
+    ingest(&app, &tenant.token, &mut rng, events).await;
+
+    let schema = tenant_schema_name(tenant.id);
+    let state = |db: &'static str| {
+        format!(
+            "select coalesce(string_agg(r, ';' order by r), '') from ( \
+               select format('%s %s %s %s', block, event_type, user_id, days) as r \
+               from {schema}.type_activity \
+               union all \
+               select format('P %s %s %s', bucket, key, n) from {schema}.counters where kind = 'P' \
+             ) s -- {db}"
+        )
+    };
+    let mut db = app.superuser_db().await;
+    let maintained: String = db.query_one(&state("flushes"), &[]).await.unwrap().get(0);
+    assert!(maintained.contains("P "), "no P counter: {maintained}");
+
+    let tx = db.transaction().await.unwrap();
+    tx.batch_execute(&format!(
+        "drop table {schema}.type_activity; \
+         delete from {schema}.counters where kind = 'P'; \
+         set local search_path to {schema}"
+    ))
+    .await
+    .unwrap();
+    tx.execute(
+        "select set_config('app.current_tenant', $1, true)",
+        &[&tenant.id.to_string()],
+    )
+    .await
+    .unwrap();
+    tx.batch_execute(include_str!("../../tenant_template/V4__type_activity.sql"))
+        .await
+        .unwrap();
+    let rebuilt: String = tx.query_one(&state("backfill"), &[]).await.unwrap().get(0);
+    tx.rollback().await.unwrap();
+    assert_eq!(rebuilt, maintained);
+}
+
 #[tokio::test]
 async fn tenants_never_see_each_others_events_under_concurrent_ingest() {
     let app = spawn_app().await;
@@ -402,7 +571,7 @@ async fn tenants_never_see_each_others_events_under_concurrent_ingest() {
             }]
         );
         let schema = tenant_schema_name(t.id);
-        for table in ["events", "counters", "user_activity"] {
+        for table in ["events", "counters", "user_activity", "type_activity"] {
             let foreign: i64 = db
                 .query_one(
                     &format!("select count(*) from {schema}.{table} where tenant_id <> $1"),
@@ -435,7 +604,7 @@ async fn tenants_never_see_each_others_events_under_concurrent_ingest() {
     .await
     .unwrap();
     let b_schema = tenant_schema_name(b.id);
-    for table in ["events", "counters", "user_activity"] {
+    for table in ["events", "counters", "user_activity", "type_activity"] {
         let seen: i64 = tx
             .query_one(&format!("select count(*) from {b_schema}.{table}"), &[])
             .await
@@ -667,7 +836,7 @@ async fn a_failed_flush_acknowledges_nothing_and_a_committed_one_everything() {
     let stats = committer.stats();
     assert_eq!((stats.failed_flushes, stats.flushes), (2, 0));
     assert_eq!(stats.pending_events, 0);
-    for table in ["events", "counters", "user_activity"] {
+    for table in ["events", "counters", "user_activity", "type_activity"] {
         let n: i64 = db
             .query_one(&format!("select count(*) from {schema}.{table}"), &[])
             .await
@@ -825,6 +994,10 @@ async fn retention_deletes_what_the_plan_no_longer_keeps_while_ingestion_goes_on
         report.activity_deleted + report.activity_trimmed > 0,
         "{report:?}"
     );
+    assert!(
+        report.type_activity_deleted + report.type_activity_trimmed > 0,
+        "{report:?}"
+    );
     assert_eq!(report.events_deleted, expected_deleted);
     let left: i64 = db
         .query_one(
@@ -882,6 +1055,49 @@ async fn retention_deletes_what_the_plan_no_longer_keeps_while_ingestion_goes_on
             points(&got),
             nonzero(recount.series(Interval::Day, true, None, from, to).await)
         );
+        for event_type in TYPES {
+            let got = series(
+                &app,
+                &t.token,
+                "active_users",
+                Interval::Day,
+                Some(event_type),
+                from,
+                to,
+            )
+            .await;
+            assert_eq!(
+                points(&got),
+                nonzero(
+                    recount
+                        .series(Interval::Day, true, Some(event_type), from, to)
+                        .await
+                ),
+                "{event_type} to {to}"
+            );
+        }
+    }
+    // No activity bit is left on a day before the cutoff.
+    let (first_kept_block, keep_days) = {
+        let day = cutoff.timestamp().div_euclid(86_400);
+        (
+            day.div_euclid(32) as i32,
+            (!0u32 << day.rem_euclid(32)) as i32,
+        )
+    };
+    for table in ["user_activity", "type_activity"] {
+        let stale: i64 = db
+            .query_one(
+                &format!(
+                    "select count(*) from {schema}.{table} \
+                     where block < $1 or (block = $1 and days & ~$2::int4 <> 0)"
+                ),
+                &[&first_kept_block, &keep_days],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(stale, 0, "{table}");
     }
     // A second pass finds nothing left to do.
     let again = cleanup_tenant(&pool, t.id, now, &RetentionConfig::default())
@@ -892,8 +1108,10 @@ async fn retention_deletes_what_the_plan_no_longer_keeps_while_ingestion_goes_on
             again.events_deleted,
             again.counters_deleted,
             again.activity_deleted,
-            again.activity_trimmed
+            again.activity_trimmed,
+            again.type_activity_deleted,
+            again.type_activity_trimmed
         ),
-        (0, 0, 0, 0)
+        (0, 0, 0, 0, 0, 0)
     );
 }

@@ -134,7 +134,7 @@ async fn the_export_carries_the_raw_events_and_no_rollups() {
     assert_eq!(events.len(), 2, "{text}");
     assert!(events.iter().all(|e| e["user_id"] == user.to_string()));
     assert!(events.iter().any(|e| e["metadata"]["ip"] == "x"));
-    for derived in ["counters", "user_activity"] {
+    for derived in ["counters", "user_activity", "type_activity"] {
         assert!(
             lines.iter().all(|l| l["type"] != derived),
             "{derived} in the export"
