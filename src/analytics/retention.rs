@@ -28,6 +28,10 @@ pub struct RetentionConfig {
     pub batch_rows: i64,
     /// Pause between two batches, leaving room to other work of the database.
     pub pause: Duration,
+    /// Spreads a pass over every tenant across about this long (at most 50 ms between two
+    /// tenants). Even with nothing to delete a tenant costs several short transactions, and a
+    /// thousand tenants back to back loaded PostgreSQL for seconds, in every request's latency.
+    pub spread_over: Option<Duration>,
 }
 
 impl Default for RetentionConfig {
@@ -35,6 +39,7 @@ impl Default for RetentionConfig {
         RetentionConfig {
             batch_rows: 5_000,
             pause: Duration::from_millis(5),
+            spread_over: None,
         }
     }
 }
@@ -229,7 +234,11 @@ pub async fn cleanup_all(
         .collect::<Result<_, _>>()?
     };
     let mut reports = Vec::with_capacity(tenants.len());
-    for tenant in tenants {
+    let between_tenants = pause_between_tenants(config.spread_over, tenants.len());
+    for (i, tenant) in tenants.into_iter().enumerate() {
+        if i > 0 && !between_tenants.is_zero() {
+            tokio::time::sleep(between_tenants).await;
+        }
         let span = tracing::info_span!("analytics_retention", tenant_id = %tenant);
         match cleanup_tenant(pool, tenant, now, config)
             .instrument(span)
@@ -242,9 +251,19 @@ pub async fn cleanup_all(
     Ok(reports)
 }
 
+fn pause_between_tenants(spread_over: Option<Duration>, tenants: usize) -> Duration {
+    match (spread_over, u32::try_from(tenants)) {
+        (Some(over), Ok(n)) if n > 0 => (over / n).min(Duration::from_millis(50)),
+        _ => Duration::ZERO,
+    }
+}
+
 /// The retention job: a pass over every tenant each `every`.
 pub async fn run(pool: PgPool, every: Duration) {
-    let config = RetentionConfig::default();
+    let config = RetentionConfig {
+        spread_over: Some(every / 2),
+        ..RetentionConfig::default()
+    };
     let mut ticker = tokio::time::interval(every);
     loop {
         ticker.tick().await;
@@ -257,5 +276,25 @@ pub async fn run(pool: PgPool, every: Duration) {
             }
             Err(err) => tracing::warn!(%err, "analytics retention pass failed; will retry"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pass_is_spread_over_its_time_with_at_most_50_ms_between_tenants() {
+        let hour = Duration::from_secs(3_600);
+        assert_eq!(pause_between_tenants(None, 1_000), Duration::ZERO);
+        assert_eq!(pause_between_tenants(Some(hour), 0), Duration::ZERO);
+        assert_eq!(
+            pause_between_tenants(Some(Duration::from_secs(1)), 100),
+            Duration::from_millis(10)
+        );
+        assert_eq!(
+            pause_between_tenants(Some(hour), 1_000),
+            Duration::from_millis(50)
+        );
     }
 }

@@ -979,6 +979,7 @@ async fn retention_deletes_what_the_plan_no_longer_keeps_while_ingestion_goes_on
         &RetentionConfig {
             batch_rows: 7,
             pause: StdDuration::from_millis(1),
+            spread_over: None,
         },
     )
     .await
