@@ -22,9 +22,11 @@ pub async fn begin_tenant_tx(
     conn: &mut PooledConn,
     tenant: Uuid,
 ) -> Result<Transaction<'_>, DbError> {
+    // The connection prepared set_config when it opened; a second copy in the statement cache
+    // would only cost a lookup per transaction.
+    let set_tenant = conn.statements().set_tenant().clone();
     let tx = conn.transaction().await?;
-    let stmt = tx.prepare_cached(SET_TENANT_SQL).await?;
-    tx.execute(&stmt, &[&tenant.to_string()]).await?;
+    tx.execute(&set_tenant, &[&tenant.to_string()]).await?;
     Ok(tx)
 }
 
