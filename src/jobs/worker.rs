@@ -154,12 +154,18 @@ impl Worker {
         let mut tx = begin_tenant_tx(&mut conn, claim.tenant_id).await?;
         // Filtered by tenant explicitly, under RLS. The row lock keeps every other claim off it
         // while the handlers run; the attempt number fences out a claim that outlived its lease.
+        // This waits for a lock instead of skipping it: another instance's claim that read the
+        // row before our claim committed locks it while it re-checks (and finds it leased), and
+        // keeps that lock until its claim commits a moment later. Skipping there would leave
+        // the row untouched until its lease runs out. A lock held by another handler means our
+        // lease ran out and the row was claimed again: after the wait the attempt number no
+        // longer matches, and the row is skipped.
         let stmt = tx
             .prepare_cached(
                 "select event_type, payload, created_at from app.outbox \
                  where tenant_id = $1 and id = $2 and attempts = $3 \
                  and processed_at is null and failed_at is null and deleted_at is null \
-                 for update skip locked",
+                 for update",
             )
             .await?;
         let Some(row) = tx
