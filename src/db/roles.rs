@@ -129,6 +129,9 @@ async fn run_role_statement(client: &Client, sql: &str) -> Result<(), DbError> {
 
 /// Grants on the shared schema, run as the owner after the shared migrations. Starts from
 /// nothing for the app role, so a privilege granted by hand (TRUNCATE, REFERENCES) is removed.
+/// The audit trails are append-only for the operators' admin role too: deleting a tenant marks
+/// its audit rows with the rest (and a restore unmarks them), which is all it may change there;
+/// only the owner's purge removes them.
 pub async fn grant_shared_schema(
     client: &impl GenericClient,
     roles: &RoleNames,
@@ -137,7 +140,9 @@ pub async fn grant_shared_schema(
         "GRANT USAGE ON SCHEMA app TO {app}, {admin};\n\
          REVOKE ALL ON ALL TABLES IN SCHEMA app FROM {app};\n\
          REVOKE ALL ON ALL TABLES IN SCHEMA app FROM {admin};\n\
-         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA app TO {admin};\n",
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA app TO {admin};\n\
+         REVOKE UPDATE, DELETE ON app.audit_logs, app.platform_audit_logs FROM {admin};\n\
+         GRANT UPDATE (deleted_at) ON app.audit_logs TO {admin};\n",
         app = roles.app,
         admin = roles.admin
     );

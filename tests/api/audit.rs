@@ -251,3 +251,62 @@ async fn the_trail_pages_newest_first() {
         .collect();
     assert_eq!(names, ["P4", "P3", "P2", "P1", "P0"]);
 }
+
+#[tokio::test]
+async fn operators_cannot_rewrite_or_remove_the_trail() {
+    let app = spawn_app().await;
+    let a = app.create_tenant("tenant-a").await;
+    create_project(&app, &a.token, "Apollo").await;
+    let admin = app.admin_db().await;
+    let tenant = a.id;
+    let audit_rows = || async {
+        admin
+            .query_one(
+                "select count(*) from app.audit_logs where tenant_id = $1",
+                &[&tenant],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let before = audit_rows().await;
+    assert!(before > 0);
+
+    // The admin role bypasses RLS, yet neither audit trail is its to edit or empty.
+    for sql in [
+        "update app.audit_logs set changes = '{}' where tenant_id = $1",
+        "update app.audit_logs set actor = 'nobody' where tenant_id = $1",
+        "delete from app.audit_logs where tenant_id = $1",
+        "update app.platform_audit_logs set details = '{}' where target_tenant_id = $1",
+        "delete from app.platform_audit_logs where target_tenant_id = $1",
+    ] {
+        let err = admin.execute(sql, &[&tenant]).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{sql}: {err}"
+        );
+    }
+    assert!(admin
+        .batch_execute("truncate app.audit_logs")
+        .await
+        .is_err());
+    assert_eq!(audit_rows().await, before);
+
+    // Deleting and restoring the tenant still marks and unmarks its trail with the rest.
+    let r = app
+        .operator(reqwest::Client::new().delete(app.url(&format!("/admin/tenants/{tenant}"))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let live: i64 = admin
+        .query_one(
+            "select count(*) from app.audit_logs where tenant_id = $1 and deleted_at is null",
+            &[&tenant],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(live, 0);
+}

@@ -415,6 +415,56 @@ async fn role_violations(db: &Client, roles: &RoleNames, v: &mut Vec<String>) {
     if admin.get::<_, bool>(1) {
         v.push(format!("admin role {} is a superuser", roles.admin));
     }
+    // The audit trails are append-only for the operators too; a tenant's delete and restore
+    // may only mark and unmark its audit rows.
+    for (table, privilege, expected) in [
+        ("app.audit_logs", "INSERT", true),
+        ("app.audit_logs", "UPDATE", false),
+        ("app.audit_logs", "DELETE", false),
+        ("app.audit_logs", "TRUNCATE", false),
+        ("app.platform_audit_logs", "INSERT", true),
+        ("app.platform_audit_logs", "UPDATE", false),
+        ("app.platform_audit_logs", "DELETE", false),
+        ("app.platform_audit_logs", "TRUNCATE", false),
+    ] {
+        let has: bool = db
+            .query_one(
+                "select has_table_privilege($1, $2, $3)",
+                &[&roles.admin, &table, &privilege],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if has != expected {
+            v.push(format!(
+                "admin role {} {} {privilege} on {table}",
+                roles.admin,
+                if has { "has" } else { "lacks" }
+            ));
+        }
+    }
+    for (table, column, expected) in [
+        ("app.audit_logs", "deleted_at", true),
+        ("app.audit_logs", "changes", false),
+        ("app.audit_logs", "actor", false),
+        ("app.platform_audit_logs", "details", false),
+    ] {
+        let has: bool = db
+            .query_one(
+                "select has_column_privilege($1, $2, $3, 'UPDATE')",
+                &[&roles.admin, &table, &column],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if has != expected {
+            v.push(format!(
+                "admin role {} {} UPDATE of {table}.{column}",
+                roles.admin,
+                if has { "has" } else { "lacks" }
+            ));
+        }
+    }
 }
 
 async fn object_violations(db: &Client, v: &mut Vec<String>) {
