@@ -1,7 +1,9 @@
 //! Metering of `api_calls`: the request pipeline counts every request of a resolved tenant in
 //! memory (one atomic add on the hot path), and a flusher adds the counts to the tenant's
 //! analytics counters every few seconds, one tenant-bound transaction per tenant. A crash loses
-//! at most one flush interval of counts; counts that fail to flush are kept for the next try.
+//! at most one flush interval of counts (a crash of PostgreSQL itself, also the flushes of its
+//! last fraction of a second: they commit without waiting for the WAL flush); counts that fail
+//! to flush are kept for the next try.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -90,6 +92,12 @@ impl ApiCallMeter {
                 let mut conn = pool.get().await.map_err(|e| e.to_string())?;
                 conn.touch_tenant_schema(tenant);
                 let tx = begin_tenant_tx(&mut conn, tenant)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                // The meter already gives up a flush interval of counts on a crash, so the
+                // commit need not wait for the WAL flush: waiting made a thousand tenants' flush
+                // a thousand fsyncs (3 ms each here) every interval, 3.3 s against 0.3 s.
+                tx.batch_execute("set local synchronous_commit = off")
                     .await
                     .map_err(|e| e.to_string())?;
                 super::store::record_api_calls(&tx, tenant, &calls)
