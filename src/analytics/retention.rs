@@ -9,6 +9,7 @@
 //! The cutoff is a day boundary, `floor_day(now - days)`, so raw events, hourly and daily
 //! rollups and activity bits are cut at the same instant and stay consistent with each other.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -57,6 +58,11 @@ pub struct CleanupReport {
     pub type_activity_trimmed: u64,
 }
 
+/// A plan's analytics retention in days (`p`: app.plans), NULL for no limit.
+const RETENTION_DAYS: &str =
+    "case when jsonb_typeof(p.limits -> 'analytics_retention_days') = 'number' \
+     then greatest((p.limits ->> 'analytics_retention_days')::numeric, 0)::int4 end";
+
 /// The plan's analytics retention in days, None for no limit. `tx` is bound to `tenant`.
 pub async fn retention_days(
     tx: &Transaction<'_>,
@@ -64,9 +70,10 @@ pub async fn retention_days(
 ) -> Result<Option<u32>, AnalyticsError> {
     let row = tx
         .query_typed_opt(
-            "select case when jsonb_typeof(p.limits -> 'analytics_retention_days') = 'number' \
-                    then greatest((p.limits ->> 'analytics_retention_days')::numeric, 0)::int4 end \
-             from app.tenants t join app.plans p on p.name = t.plan where t.id = $1",
+            &format!(
+                "select {RETENTION_DAYS} \
+                 from app.tenants t join app.plans p on p.name = t.plan where t.id = $1"
+            ),
             &[(&tenant, Type::UUID)],
         )
         .await?;
@@ -83,10 +90,6 @@ pub async fn cleanup_tenant(
     now: DateTime<Utc>,
     config: &RetentionConfig,
 ) -> Result<CleanupReport, AnalyticsError> {
-    let mut report = CleanupReport {
-        tenant_id: tenant,
-        ..Default::default()
-    };
     let days = {
         let mut conn = pool.get().await.map_err(DbError::from)?;
         let tx = begin_tenant_tx(&mut conn, tenant).await?;
@@ -95,10 +98,26 @@ pub async fn cleanup_tenant(
         days
     };
     let Some(days) = days else {
-        return Ok(report);
+        return Ok(CleanupReport {
+            tenant_id: tenant,
+            ..Default::default()
+        });
     };
-    let cutoff = retention_cutoff(now, days);
-    report.cutoff = Some(cutoff);
+    cleanup_tenant_before(pool, tenant, retention_cutoff(now, days), config).await
+}
+
+/// Deletes the tenant's analytics older than `cutoff` (a day boundary).
+async fn cleanup_tenant_before(
+    pool: &PgPool,
+    tenant: Uuid,
+    cutoff: DateTime<Utc>,
+    config: &RetentionConfig,
+) -> Result<CleanupReport, AnalyticsError> {
+    let mut report = CleanupReport {
+        tenant_id: tenant,
+        cutoff: Some(cutoff),
+        ..Default::default()
+    };
     let schema = tenant_schema_name(tenant);
     let batch = config.batch_rows.max(1);
     let cutoff_hour = hour_index(cutoff);
@@ -215,36 +234,72 @@ pub async fn cleanup_tenant(
     Ok(report)
 }
 
-/// Cleans every live tenant, one after the other; a failure is logged and the next tenant
-/// goes on.
+/// The cutoff each tenant was last cleaned up to by this process. Ingestion never writes
+/// below the cutoff (late events are accepted back to `now - days` only, and the cutoff is the
+/// day boundary at or before that), so a tenant cleaned up to a cutoff has nothing to delete
+/// until the cutoff moves: once a day, or when its plan changes. Passes run hourly, so 23 of
+/// 24 would otherwise open every tenant's schema (seven short transactions each) for nothing.
+#[derive(Debug, Default)]
+pub struct CleanedUpTo(HashMap<Uuid, DateTime<Utc>>);
+
+impl CleanedUpTo {
+    pub fn get(&self, tenant: Uuid) -> Option<DateTime<Utc>> {
+        self.0.get(&tenant).copied()
+    }
+}
+
+/// Cleans every live tenant whose cutoff moved since `cleaned` last saw it, one after the other;
+/// a failure is logged and the next tenant goes on (and is retried by the next pass).
 pub async fn cleanup_all(
     pool: &PgPool,
     now: DateTime<Utc>,
     config: &RetentionConfig,
+    cleaned: &mut CleanedUpTo,
 ) -> Result<Vec<CleanupReport>, AnalyticsError> {
-    let tenants: Vec<Uuid> = {
+    // Plans without a limit keep everything: those tenants are never opened.
+    let tenants: Vec<(Uuid, DateTime<Utc>)> = {
         let conn = pool.get().await.map_err(DbError::from)?;
-        conn.query_typed(
-            "select id from app.tenants where deleted_at is null order by id",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<_, _>>()?
+        let rows = conn
+            .query_typed(
+                &format!(
+                    "select t.id, {RETENTION_DAYS} from app.tenants t \
+                     join app.plans p on p.name = t.plan \
+                     where t.deleted_at is null order by t.id"
+                ),
+                &[],
+            )
+            .await?;
+        let mut tenants = Vec::with_capacity(rows.len());
+        for row in rows {
+            let days: Option<i32> = row.try_get(1)?;
+            if let Some(days) = days {
+                tenants.push((row.try_get(0)?, retention_cutoff(now, days.max(0) as u32)));
+            }
+        }
+        tenants
     };
-    let mut reports = Vec::with_capacity(tenants.len());
-    let between_tenants = pause_between_tenants(config.spread_over, tenants.len());
-    for (i, tenant) in tenants.into_iter().enumerate() {
+    cleaned
+        .0
+        .retain(|tenant, _| tenants.binary_search_by_key(tenant, |(t, _)| *t).is_ok());
+    let due: Vec<(Uuid, DateTime<Utc>)> = tenants
+        .into_iter()
+        .filter(|(tenant, cutoff)| cleaned.get(*tenant) != Some(*cutoff))
+        .collect();
+    let mut reports = Vec::with_capacity(due.len());
+    let between_tenants = pause_between_tenants(config.spread_over, due.len());
+    for (i, (tenant, cutoff)) in due.into_iter().enumerate() {
         if i > 0 && !between_tenants.is_zero() {
             tokio::time::sleep(between_tenants).await;
         }
         let span = tracing::info_span!("analytics_retention", tenant_id = %tenant);
-        match cleanup_tenant(pool, tenant, now, config)
+        match cleanup_tenant_before(pool, tenant, cutoff, config)
             .instrument(span)
             .await
         {
-            Ok(report) => reports.push(report),
+            Ok(report) => {
+                cleaned.0.insert(tenant, cutoff);
+                reports.push(report);
+            }
             Err(err) => tracing::warn!(%err, "analytics retention failed; next run retries"),
         }
     }
@@ -265,9 +320,10 @@ pub async fn run(pool: PgPool, every: Duration) {
         ..RetentionConfig::default()
     };
     let mut ticker = tokio::time::interval(every);
+    let mut cleaned = CleanedUpTo::default();
     loop {
         ticker.tick().await;
-        match cleanup_all(&pool, Utc::now(), &config).await {
+        match cleanup_all(&pool, Utc::now(), &config, &mut cleaned).await {
             Ok(reports) => {
                 let deleted: u64 = reports.iter().map(|r| r.events_deleted).sum();
                 if deleted > 0 {
