@@ -256,15 +256,16 @@ pub async fn cleanup_all(
     config: &RetentionConfig,
     cleaned: &mut CleanedUpTo,
 ) -> Result<Vec<CleanupReport>, AnalyticsError> {
-    // Plans without a limit keep everything: those tenants are never opened.
+    // Every live tenant, through the function that lists them for the app role (which reads no
+    // tenant row outside its context); plans without a limit keep everything, and those tenants
+    // are never opened.
     let tenants: Vec<(Uuid, DateTime<Utc>)> = {
         let conn = pool.get().await.map_err(DbError::from)?;
         let rows = conn
             .query_typed(
                 &format!(
-                    "select t.id, {RETENTION_DAYS} from app.tenants t \
-                     join app.plans p on p.name = t.plan \
-                     where t.deleted_at is null order by t.id"
+                    "select t.id, {RETENTION_DAYS} from app.live_tenant_plans() t \
+                     join app.plans p on p.name = t.plan order by t.id"
                 ),
                 &[],
             )

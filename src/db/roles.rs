@@ -162,6 +162,12 @@ pub async fn grant_shared_schema(
         "GRANT EXECUTE ON FUNCTION app.claim_outbox(integer, integer) TO {};\n",
         roles.app
     ));
+    // Resolution and the retention job's tenant list, before any tenant context (see V5).
+    sql.push_str(&format!(
+        "GRANT EXECUTE ON FUNCTION app.resolve_tenant(uuid, text, text), \
+         app.live_tenant_plans() TO {};\n",
+        roles.app
+    ));
     client.batch_execute(&sql).await?;
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! Looks tenants up for the request path (app role: every tenant row is readable for
-//! resolution, nothing else is). Deleted tenants do not resolve.
+//! Looks tenants up for the request path, through `app.resolve_tenant` (the app role reads no
+//! tenant row outside its context). Deleted tenants do not resolve.
 
 use uuid::Uuid;
 
@@ -24,42 +24,27 @@ pub enum TenantKey {
     Subdomain(String),
 }
 
-const RESOLVE_COLUMNS: &str = "id, slug, subdomain, plan, status = 'suspended'";
+/// The app role sees no tenant row but its current tenant's, so resolution, which happens
+/// before any context exists, goes through a SECURITY DEFINER function that returns the routing
+/// data of one live tenant and nothing else (migration V5).
+const RESOLVE_SQL: &str =
+    "select id, slug, subdomain, plan, suspended from app.resolve_tenant($1, $2, $3)";
 
 pub async fn lookup(
     pool: &PgPool,
     key: &TenantKey,
 ) -> Result<Option<ResolvedTenant>, TenancyError> {
-    let conn = pool.get().await?;
-    let row = match key {
-        TenantKey::Id(id) => {
-            let stmt = conn
-                .prepare_cached(&format!(
-                    "select {RESOLVE_COLUMNS} from app.tenants where id = $1 and deleted_at is null"
-                ))
-                .await?;
-            conn.query_opt(&stmt, &[id]).await?
-        }
+    let (id, slug, subdomain): (Option<Uuid>, Option<&str>, Option<&str>) = match key {
+        TenantKey::Id(id) => (Some(*id), None, None),
         TenantKey::IdOrSlug(raw) => match Uuid::parse_str(raw) {
-            Ok(id) => return Box::pin(lookup(pool, &TenantKey::Id(id))).await,
-            Err(_) => {
-                let stmt = conn
-                    .prepare_cached(&format!(
-                        "select {RESOLVE_COLUMNS} from app.tenants where slug = $1 and deleted_at is null"
-                    ))
-                    .await?;
-                conn.query_opt(&stmt, &[raw]).await?
-            }
+            Ok(id) => (Some(id), None, None),
+            Err(_) => (None, Some(raw.as_str()), None),
         },
-        TenantKey::Subdomain(sub) => {
-            let stmt = conn
-                .prepare_cached(&format!(
-                    "select {RESOLVE_COLUMNS} from app.tenants where subdomain = $1 and deleted_at is null"
-                ))
-                .await?;
-            conn.query_opt(&stmt, &[sub]).await?
-        }
+        TenantKey::Subdomain(sub) => (None, None, Some(sub.as_str())),
     };
+    let conn = pool.get().await?;
+    let stmt = conn.prepare_cached(RESOLVE_SQL).await?;
+    let row = conn.query_opt(&stmt, &[&id, &slug, &subdomain]).await?;
     Ok(row.map(|r| ResolvedTenant {
         id: r.get(0),
         slug: r.get(1),

@@ -681,3 +681,111 @@ async fn cross_tenant_foreign_keys_are_refused_even_when_rls_is_bypassed() {
         );
     }
 }
+
+#[tokio::test]
+async fn tenant_rows_are_walled_off_and_resolution_hands_back_routing_data_only() {
+    let db = test_db().await;
+    let (a, b) = two_tenants(&db).await;
+    let su = db.superuser_db().await;
+    su.execute(
+        "update app.tenants set settings = '{\"branding\": {\"name\": \"B secret\"}}' where id = $1",
+        &[&b.id],
+    )
+    .await
+    .unwrap();
+    let mut app = db.app_db().await;
+
+    // No context: no tenant row at all, however the query is written.
+    let n: i64 = app
+        .query_one("select count(*) from app.tenants", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    // A's context: an unfiltered query returns A's row and nothing of B's.
+    let tx = app.transaction().await.unwrap();
+    tx.execute(SET_TENANT_SQL, &[&a.id.to_string()])
+        .await
+        .unwrap();
+    let ids: Vec<Uuid> = tx
+        .query("select id from app.tenants", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, [a.id]);
+    // Nor can it change B's row.
+    let changed = tx
+        .execute(
+            "update app.tenants set settings = '{}' where id = $1",
+            &[&b.id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed, 0);
+    tx.commit().await.unwrap();
+
+    // Resolution works before any context, by each key, and returns routing data only.
+    let slug_b: String = su
+        .query_one("select slug from app.tenants where id = $1", &[&b.id])
+        .await
+        .unwrap()
+        .get(0);
+    let by_id = app
+        .query("select * from app.resolve_tenant($1, null, null)", &[&b.id])
+        .await
+        .unwrap();
+    let by_slug = app
+        .query(
+            "select * from app.resolve_tenant(null, $1, null)",
+            &[&slug_b],
+        )
+        .await
+        .unwrap();
+    for rows in [&by_id, &by_slug] {
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].get::<_, Uuid>("id"), b.id);
+        let columns: Vec<&str> = rows[0].columns().iter().map(|c| c.name()).collect();
+        assert_eq!(columns, ["id", "slug", "subdomain", "plan", "suspended"]);
+    }
+    // A deleted tenant does not resolve.
+    su.execute(
+        "update app.tenants set deleted_at = now() where id = $1",
+        &[&b.id],
+    )
+    .await
+    .unwrap();
+    let gone = app
+        .query("select * from app.resolve_tenant($1, null, null)", &[&b.id])
+        .await
+        .unwrap();
+    assert!(gone.is_empty());
+    let listed: Vec<Uuid> = app
+        .query("select id from app.live_tenant_plans()", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(listed, [a.id]);
+
+    // Only the app role may call them: not PUBLIC.
+    for function in [
+        "app.resolve_tenant(uuid, text, text)",
+        "app.live_tenant_plans()",
+    ] {
+        let public: bool = su
+            .query_one(
+                // A NULL acl is the default: PUBLIC may execute.
+                "select p.proacl is null or exists (select 1 from aclexplode(p.proacl) a \
+                   where a.grantee = 0 and a.privilege_type = 'EXECUTE') \
+                 from pg_proc p where p.oid = $1::text::regprocedure",
+                &[&function],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(!public, "{function} is executable by PUBLIC");
+    }
+}
