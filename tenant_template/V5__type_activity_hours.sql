@@ -97,7 +97,10 @@ CREATE POLICY tenant_isolation_delete ON type_activity FOR DELETE
 SET LOCAL work_mem = '256MB';
 
 -- Day d since the epoch is day (d & 31) of block (d >> 5), as in V4; hour_of_day is in 0..23
--- because both divisions round down.
+-- because both divisions round down. Rows go in in key order: the reads of one event type's
+-- rows of a block (query::distinct_users) then find them on neighbouring pages. In hash order,
+-- measured on the 10M-event tenant, 19,315 rows of one type in two blocks touched 20,222
+-- pages (150 ms cold).
 INSERT INTO type_activity (tenant_id, block, event_type, user_id, days, d00, d01, d02, d03, d04, d05, d06, d07, d08, d09, d10, d11, d12, d13, d14, d15, d16, d17, d18, d19, d20, d21, d22, d23, d24, d25, d26, d27, d28, d29, d30, d31)
 SELECT tenant_id, (day >> 5)::integer, event_type, user_id,
        bit_or(1 << day_of_block),
@@ -144,7 +147,8 @@ FROM (
         WHERE user_id IS NOT NULL
     ) e
 ) e
-GROUP BY tenant_id, day >> 5, event_type, user_id;
+GROUP BY tenant_id, day >> 5, event_type, user_id
+ORDER BY tenant_id, day >> 5, event_type, user_id;
 
 INSERT INTO counters (tenant_id, kind, bucket, key, n)
 SELECT tenant_id, 'p', to_timestamp(hour * 3600), event_type, count(*)
