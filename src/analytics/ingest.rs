@@ -115,23 +115,22 @@ struct Stats {
     largest_flush: AtomicU64,
 }
 
-/// Activity marks this committer saw committed: (user, hour) for the two most recent hours
-/// seen, and (user, event_type, day) for the two most recent days. In the steady state nearly
-/// every event is by a user already marked for its hour and for its type that day, and
-/// skipping those spares the flush its most expensive statements. Bounded in entries; marks
-/// of older hours and days are dropped, which only costs a database read.
+/// Activity marks this committer saw committed: (user, hour) and (user, event_type, hour) for
+/// the two most recent hours seen. In the steady state nearly every event is by a user already
+/// marked for its hour, and for its type in that hour, and skipping those spares the flush its
+/// most expensive statements. Bounded in entries; marks of older hours are dropped, which only
+/// costs a database read.
 #[derive(Default)]
 struct ActivityCache {
     by_hour: BTreeMap<i64, HashSet<Uuid>>,
     len: usize,
-    by_type_day: BTreeMap<i64, HashMap<Box<str>, HashSet<Uuid>>>,
+    by_type_hour: BTreeMap<i64, HashMap<Box<str>, HashSet<Uuid>>>,
     type_len: usize,
 }
 
 const ACTIVITY_CACHE_HOURS: usize = 2;
 const ACTIVITY_CACHE_ENTRIES: usize = 100_000;
-const TYPE_CACHE_DAYS: usize = 2;
-/// 10,000 users of 10 event types in a day fill half of it.
+/// 10,000 users of 10 event types in each of the two hours fill it.
 const TYPE_CACHE_ENTRIES: usize = 200_000;
 
 impl ActivityCache {
@@ -139,32 +138,55 @@ impl ActivityCache {
         self.by_hour.get(&hour).is_some_and(|s| s.contains(&user))
     }
 
-    fn contains_type(&self, user: Uuid, event_type: &str, day: i64) -> bool {
-        self.by_type_day
-            .get(&day)
+    fn contains_type(&self, user: Uuid, event_type: &str, hour: i64) -> bool {
+        self.by_type_hour
+            .get(&hour)
             .and_then(|types| types.get(event_type))
             .is_some_and(|users| users.contains(&user))
     }
 
+    /// Keeps the marks of `written` in the two most recent hours seen. Older hours go first,
+    /// before the entry bound is checked: a cache filled by the last two hours must still take
+    /// the hour that has just begun, or it would keep the old ones and miss from then on.
     fn remember(&mut self, written: store::BatchWritten) {
+        let newest = written
+            .activity
+            .iter()
+            .map(|(_, hour)| *hour)
+            .chain(written.type_activity.iter().map(|(_, _, hour)| *hour))
+            .chain(self.by_hour.keys().next_back().copied())
+            .chain(self.by_type_hour.keys().next_back().copied())
+            .max();
+        let Some(newest) = newest else { return };
+        let oldest_kept = newest - (ACTIVITY_CACHE_HOURS as i64 - 1);
+        while let Some(entry) = self.by_hour.first_entry() {
+            if *entry.key() >= oldest_kept {
+                break;
+            }
+            self.len -= entry.remove().len();
+        }
+        while let Some(entry) = self.by_type_hour.first_entry() {
+            if *entry.key() >= oldest_kept {
+                break;
+            }
+            self.type_len -= entry.remove().values().map(HashSet::len).sum::<usize>();
+        }
         for (user, hour) in written.activity {
             if self.len >= ACTIVITY_CACHE_ENTRIES {
                 break;
             }
-            if self.by_hour.entry(hour).or_default().insert(user) {
+            if hour >= oldest_kept && self.by_hour.entry(hour).or_default().insert(user) {
                 self.len += 1;
             }
         }
-        while self.by_hour.len() > ACTIVITY_CACHE_HOURS {
-            if let Some((_, users)) = self.by_hour.pop_first() {
-                self.len -= users.len();
-            }
-        }
-        for (user, event_type, day) in written.type_activity {
+        for (user, event_type, hour) in written.type_activity {
             if self.type_len >= TYPE_CACHE_ENTRIES {
                 break;
             }
-            let types = self.by_type_day.entry(day).or_default();
+            if hour < oldest_kept {
+                continue;
+            }
+            let types = self.by_type_hour.entry(hour).or_default();
             let inserted = match types.get_mut(event_type.as_str()) {
                 Some(users) => users.insert(user),
                 None => types
@@ -174,11 +196,6 @@ impl ActivityCache {
             };
             if inserted {
                 self.type_len += 1;
-            }
-        }
-        while self.by_type_day.len() > TYPE_CACHE_DAYS {
-            if let Some((_, types)) = self.by_type_day.pop_first() {
-                self.type_len -= types.values().map(HashSet::len).sum::<usize>();
             }
         }
     }
@@ -199,8 +216,8 @@ impl store::KnownActivity for Known<'_> {
         self.cache().contains(user, hour)
     }
 
-    fn type_day(&self, user: Uuid, event_type: &str, day: i64) -> bool {
-        self.cache().contains_type(user, event_type, day)
+    fn type_hour(&self, user: Uuid, event_type: &str, hour: i64) -> bool {
+        self.cache().contains_type(user, event_type, hour)
     }
 }
 
@@ -445,5 +462,42 @@ impl Drop for FlusherGuard<'_> {
             .failed_events
             .fetch_add(queue.pending_events as u64, Ordering::Relaxed);
         queue.pending_events = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(hour: i64, users: usize) -> store::BatchWritten {
+        let mut w = store::BatchWritten::default();
+        for i in 0..users {
+            let user = Uuid::from_u128(i as u128 + 1);
+            w.activity.push((user, hour));
+            w.type_activity.push((user, "click".into(), hour));
+        }
+        w
+    }
+
+    #[test]
+    fn a_full_cache_still_takes_the_hour_that_begins() {
+        let mut cache = ActivityCache::default();
+        cache.remember(written(10, TYPE_CACHE_ENTRIES / 2));
+        cache.remember(written(11, TYPE_CACHE_ENTRIES / 2));
+        assert_eq!(cache.type_len, TYPE_CACHE_ENTRIES);
+        let user = Uuid::from_u128(1);
+        assert!(cache.contains_type(user, "click", 10) && cache.contains(user, 10));
+
+        cache.remember(written(12, 3));
+        assert!(cache.contains_type(user, "click", 12) && cache.contains(user, 12));
+        assert!(cache.contains_type(user, "click", 11));
+        assert!(!cache.contains_type(user, "click", 10) && !cache.contains(user, 10));
+        assert_eq!(cache.type_len, TYPE_CACHE_ENTRIES / 2 + 3);
+        assert!(cache.len <= ACTIVITY_CACHE_ENTRIES);
+
+        // A late batch marks hours older than the two kept: nothing of it is cached.
+        cache.remember(written(3, 5));
+        assert!(!cache.contains_type(user, "click", 3));
+        assert!(cache.contains_type(user, "click", 12));
     }
 }

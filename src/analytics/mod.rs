@@ -1,6 +1,6 @@
 //! Real-time analytics of a tenant (API.md "Analytics"): ingestion with group commit, rollups
 //! kept exact in the same transaction as the events, summary and time series queries, and
-//! retention per plan. The tables live in each tenant's own schema (tenant_template/V2 to V4).
+//! retention per plan. The tables live in each tenant's own schema (tenant_template/V2 to V5).
 
 pub mod api_calls;
 pub mod buckets;

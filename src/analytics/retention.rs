@@ -4,7 +4,7 @@
 //! batch, and ingestion only ever writes rows newer than the cutoff).
 //!
 //! Steps that change `user_activity` or `type_activity` take the tenant's flush lock for
-//! their (short) transaction, like every flush: see `store::update_user_activity`.
+//! their (short) transaction, like every flush: see `store::update_activity`.
 //!
 //! The cutoff is a day boundary, `floor_day(now - days)`, so raw events, hourly and daily
 //! rollups and activity bits are cut at the same instant and stay consistent with each other.
@@ -167,9 +167,9 @@ async fn cleanup_tenant_before(
                  returning 1) select count(*) from u"
             ),
         ),
-        // Per-type day masks are only read by flushes, to tell new (user, type, day) triples;
-        // a bit left on a day whose events are gone would hide that day's users from its `P`
-        // counter if the plan's retention were lengthened later.
+        // Per-type masks are only read by flushes, to tell new (user, type, hour) triples; a
+        // bit left on a day whose events are gone would hide that day's users from its `p`
+        // and `P` counters if the plan's retention were lengthened later.
         (
             "type_activity",
             format!(
@@ -181,7 +181,7 @@ async fn cleanup_tenant_before(
         (
             "type_trim",
             format!(
-                "with u as (update {schema}.type_activity set days = days & $6 \
+                "with u as (update {schema}.type_activity set days = days & $6{cleared} \
                  where tenant_id = $1 and ctid = any(array( \
                    select ctid from {schema}.type_activity where tenant_id = $1 and block = $5 \
                    and (days & ~$6) <> 0 limit $3)) \

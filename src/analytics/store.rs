@@ -15,8 +15,8 @@ use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::buckets::{
-    block_day_bit, block_of_hour, day_column, day_index, day_start, floor_day, floor_hour,
-    hour_index, BlockActivity, BLOCK_DAYS, BLOCK_HOURS, HOUR_SECS,
+    block_of_hour, day_column, floor_day, floor_hour, hour_index, BlockActivity, BLOCK_DAYS,
+    BLOCK_HOURS, HOUR_SECS,
 };
 use super::model::ValidEvent;
 use super::AnalyticsError;
@@ -34,9 +34,11 @@ pub mod kind {
     pub const API_CALLS_DAY: u8 = b'A';
     pub const USERS: u8 = b'u';
     pub const USERS_DAY: u8 = b'U';
+    /// Distinct users of one event type in the hour, keyed by event_type (`type_activity`).
+    pub const TYPE_USERS: u8 = b'p';
     /// Distinct users of one event type in the day, keyed by event_type (`type_activity`).
     pub const TYPE_USERS_DAY: u8 = b'P';
-    pub const ALL: &[u8] = b"eEtTfFaAuUP";
+    pub const ALL: &[u8] = b"eEtTfFaAuUpP";
 }
 
 /// Every flush of a tenant, from any server instance, runs under this transaction-level lock:
@@ -122,8 +124,8 @@ pub async fn insert_batch(
 pub trait KnownActivity {
     /// `user` is marked in `hour` (hours since the epoch) in `user_activity`.
     fn hour(&self, user: Uuid, hour: i64) -> bool;
-    /// `user` is marked with `event_type` on `day` (days since the epoch) in `type_activity`.
-    fn type_day(&self, user: Uuid, event_type: &str, day: i64) -> bool;
+    /// `user` is marked with `event_type` in `hour` (hours since the epoch) in `type_activity`.
+    fn type_hour(&self, user: Uuid, event_type: &str, hour: i64) -> bool;
 }
 
 /// Knows nothing: every mark of a batch is looked up.
@@ -134,7 +136,7 @@ impl KnownActivity for NothingKnown {
         false
     }
 
-    fn type_day(&self, _: Uuid, _: &str, _: i64) -> bool {
+    fn type_hour(&self, _: Uuid, _: &str, _: i64) -> bool {
         false
     }
 }
@@ -146,10 +148,15 @@ pub struct BatchWritten {
     /// The (user, hour since the epoch) pairs now marked in `user_activity`; once the
     /// transaction commits the caller may remember them and report them as known next time.
     pub activity: Vec<(Uuid, i64)>,
-    /// The (user, event_type, day since the epoch) triples now marked in `type_activity`,
+    /// The (user, event_type, hour since the epoch) triples now marked in `type_activity`,
     /// likewise.
     pub type_activity: Vec<(Uuid, String, i64)>,
 }
+
+/// The (block, event_type, user) rows a batch marks, with the hours it marks in each; the
+/// event_type is '' for `user_activity`. Ordered like the primary keys, so concurrent writers
+/// would lock rows in the same order.
+type ActivityBatch<'a> = BTreeMap<(i32, &'a str, Uuid), BlockActivity>;
 
 /// `insert_batch`, skipping the activity marks `known` says are already stored. Marks are
 /// only ever added (retention removes whole days older than anything accepted), so a mark
@@ -182,8 +189,8 @@ pub async fn insert_batch_skipping(
             counters.add(kind::FEATURE_DAY, day, feature, 1);
         }
     }
-    let mut batch: BTreeMap<(i32, Uuid), BlockActivity> = BTreeMap::new();
-    let mut types: BTreeMap<(i32, &str, Uuid), u32> = BTreeMap::new();
+    let mut users = ActivityBatch::new();
+    let mut types = ActivityBatch::new();
     let mut written = BatchWritten {
         events: events.len() as u64,
         ..Default::default()
@@ -191,38 +198,39 @@ pub async fn insert_batch_skipping(
     for e in events {
         let Some(user) = e.user_id else { continue };
         let hour = hour_index(e.occurred_at);
-        if !known.hour(user, hour) {
-            let block = block_of_hour(hour);
-            let offset = (hour - i64::from(block) * BLOCK_HOURS) as usize;
-            let marks = batch.entry((block, user)).or_default();
-            if !marks.get(offset) {
-                marks.set(offset);
-                written.activity.push((user, hour));
-            }
+        let block = block_of_hour(hour);
+        let offset = (hour - i64::from(block) * BLOCK_HOURS) as usize;
+        if !known.hour(user, hour) && mark(&mut users, (block, "", user), offset) {
+            written.activity.push((user, hour));
         }
-        let day = day_index(e.occurred_at);
-        if !known.type_day(user, &e.event_type, day) {
-            let (block, bit) = block_day_bit(day);
-            let days = types
-                .entry((block, e.event_type.as_str(), user))
-                .or_default();
-            if *days & bit == 0 {
-                *days |= bit;
-                written
-                    .type_activity
-                    .push((user, e.event_type.clone(), day));
-            }
+        let event_type = e.event_type.as_str();
+        if !known.type_hour(user, event_type, hour)
+            && mark(&mut types, (block, event_type, user), offset)
+        {
+            written
+                .type_activity
+                .push((user, e.event_type.clone(), hour));
         }
     }
     // Two tables, no dependency between them: their statements go out pipelined.
     let (by_user, by_type) = tokio::try_join!(
-        update_user_activity(tx, &schema, tenant, &batch),
-        update_type_activity(tx, &schema, tenant, &types),
+        update_activity(tx, &schema, tenant, Activity::Users, &users),
+        update_activity(tx, &schema, tenant, Activity::Types, &types),
     )?;
     counters.merge(by_user);
     counters.merge(by_type);
     counters.upsert(tx, &schema, tenant).await?;
     Ok(written)
+}
+
+/// Sets hour `offset` of the row `key` in `batch`; false if the batch had it already.
+fn mark<'a>(batch: &mut ActivityBatch<'a>, key: (i32, &'a str, Uuid), offset: usize) -> bool {
+    let marks = batch.entry(key).or_default();
+    if marks.get(offset) {
+        return false;
+    }
+    marks.set(offset);
+    true
 }
 
 async fn insert_raw(
@@ -259,27 +267,58 @@ async fn insert_raw(
     Ok(())
 }
 
-/// Sets the (user, hour) bits of the batch and counts, from the bits that were not set
-/// before, how many users became active in each hour (`u`) and each day (`U`).
+/// The two activity tables. Both hold, per 32-day block, `days` (the days with any mark) and
+/// `d00`..`d31` (the hours of each day); `type_activity` is keyed by event_type as well.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Activity {
+    /// `user_activity`: users active in an hour; counters `u` and `U`.
+    Users,
+    /// `type_activity`: users of one event type in an hour; counters `p` and `P`, keyed by
+    /// the type.
+    Types,
+}
+
+impl Activity {
+    fn table(self) -> &'static str {
+        match self {
+            Activity::Users => "user_activity",
+            Activity::Types => "type_activity",
+        }
+    }
+
+    /// The hourly and the daily counter kind of the users it counts.
+    fn kinds(self) -> (u8, u8) {
+        match self {
+            Activity::Users => (kind::USERS, kind::USERS_DAY),
+            Activity::Types => (kind::TYPE_USERS, kind::TYPE_USERS_DAY),
+        }
+    }
+}
+
+/// Sets the hour bits of the batch in `table` and counts, from the bits that were not set
+/// before, how many users (of each event type, for `type_activity`) became active in each
+/// hour and each day.
 ///
-/// Runs under the tenant's flush lock (`FLUSH_LOCK_SQL`), which every writer of
-/// `user_activity` takes (flushes and retention): the rows read here cannot change before
-/// this transaction ends. That lets the new masks be computed here and existing rows be
-/// rewritten by `ctid`, with no second index probe and no `ON CONFLICT` (measured: the
-/// upsert was the most expensive statement of a flush), and new rows be plain inserts.
-async fn update_user_activity(
+/// Runs under the tenant's flush lock (`FLUSH_LOCK_SQL`), which every writer of the activity
+/// tables takes (flushes and retention): the rows read here cannot change before this
+/// transaction ends. That lets the new masks be computed here and existing rows be rewritten
+/// by `ctid`, with no second index probe and no `ON CONFLICT` (measured: the upsert was the
+/// most expensive statement of a flush), and new rows be plain inserts.
+async fn update_activity(
     tx: &Transaction<'_>,
     schema: &str,
     tenant: Uuid,
-    batch: &BTreeMap<(i32, Uuid), BlockActivity>,
+    table: Activity,
+    batch: &ActivityBatch<'_>,
 ) -> Result<Counters, AnalyticsError> {
     let mut counters = Counters::default();
     if batch.is_empty() {
         return Ok(counters);
     }
-    let keys: Vec<&(i32, Uuid)> = batch.keys().collect();
-    let blocks: Vec<i32> = keys.iter().map(|(b, _)| *b).collect();
-    let users: Vec<Uuid> = keys.iter().map(|(_, u)| *u).collect();
+    let name = table.table();
+    let blocks: Vec<i32> = batch.keys().map(|(b, _, _)| *b).collect();
+    let types: Vec<&str> = batch.keys().map(|(_, t, _)| *t).collect();
+    let users: Vec<Uuid> = batch.keys().map(|(_, _, u)| *u).collect();
     // Only the day columns this batch touches (usually one or two of the 32) are read and
     // written; the statement text names them, and they are constants of the template.
     let touched = batch.values().fold(0u32, |acc, a| acc | a.days());
@@ -288,12 +327,22 @@ async fn update_user_activity(
     let each =
         |f: &dyn Fn(&str) -> String| cols.iter().map(|c| f(c)).collect::<Vec<_>>().join(", ");
     let list = each(&|c| c.to_string());
+    let type_key = match table {
+        Activity::Users => "",
+        Activity::Types => "and a.event_type = i.event_type",
+    };
+    // One primary-key probe per entry, whatever the statistics say: `limit 1` (the key is
+    // unique) keeps the planner from turning the lateral subquery into a join. As a plain join,
+    // on a table not analyzed yet (a new tenant, or just after V4's backfill) it hashed every
+    // row of type_activity each flush: 570 ms for 4,000 entries against 400K rows, 40 ms
+    // probed.
     let read = format!(
-        "select i.ord::int4, a.ctid::text, a.days, {a_list} \
-         from unnest($2::int4[], $3::uuid[]) with ordinality as i(block, user_id, ord) \
-         join {schema}.user_activity a \
-           on a.tenant_id = $1 and a.block = i.block and a.user_id = i.user_id",
-        a_list = each(&|c| format!("a.{c}")),
+        "select i.ord::int4, a.ctid::text, a.days, {list} \
+         from unnest($2::int4[], $3::text[], $4::uuid[]) \
+           with ordinality as i(block, event_type, user_id, ord) \
+         cross join lateral (select ctid, days, {list} from {schema}.{name} a \
+           where a.tenant_id = $1 and a.block = i.block {type_key} \
+           and a.user_id = i.user_id limit 1) a"
     );
     let rows = tx
         .query_typed(
@@ -301,12 +350,13 @@ async fn update_user_activity(
             &[
                 (&tenant, Type::UUID),
                 (&blocks, Type::INT4_ARRAY),
+                (&types, Type::TEXT_ARRAY),
                 (&users, Type::UUID_ARRAY),
             ],
         )
         .await?;
     // Per batch entry (by position): the row's ctid, `days` and the touched day columns.
-    let mut old: Vec<Option<(String, u32, BlockActivity)>> = vec![None; keys.len()];
+    let mut old: Vec<Option<(String, u32, BlockActivity)>> = vec![None; batch.len()];
     for row in rows {
         let at = (row.try_get::<_, i32>(0)? - 1) as usize;
         let mut activity = BlockActivity::default();
@@ -318,10 +368,11 @@ async fn update_user_activity(
         }
     }
 
+    let (hourly, daily) = table.kinds();
     let mut update = Changes::new(day_idx.len());
     let mut insert = Changes::new(day_idx.len());
     let empty = BlockActivity::default();
-    for (((block, user), bits), before) in batch.iter().zip(&old) {
+    for (((block, event_type, user), bits), before) in batch.iter().zip(&old) {
         let (before_bits, before_days) = match before {
             Some((_, days, activity)) => (activity, *days),
             None => (&empty, 0),
@@ -338,19 +389,19 @@ async fn update_user_activity(
         let days = (before_days | bits.days()) as i32;
         match before {
             Some((ctid, _, _)) => update.push(Key::Ctid(ctid.clone()), days, masks),
-            None => insert.push(Key::New(*block, *user), days, masks),
+            None => insert.push(Key::New(*block, event_type, *user), days, masks),
         }
         let block_start = i64::from(*block) * BLOCK_HOURS;
         let mut days_counted = 0u32;
         for offset in added.ones() {
             let hour_ts = hour_ts(block_start + offset as i64);
-            counters.add(kind::USERS, hour_ts, "", 1);
+            counters.add(hourly, hour_ts, event_type, 1);
             // New to the day if no hour of that day was set before (a block is 32 whole days,
             // so the day lies in this block).
             let day_bit = 1u32 << (offset / 24);
             if before_days & day_bit == 0 && days_counted & day_bit == 0 {
                 days_counted |= day_bit;
-                counters.add(kind::USERS_DAY, floor_day(hour_ts), "", 1);
+                counters.add(daily, floor_day(hour_ts), event_type, 1);
             }
         }
     }
@@ -368,7 +419,7 @@ async fn update_user_activity(
         // `ctid = any(...)` makes the scan a TID scan whatever the batch size; the join then
         // only pairs each row with its new values.
         let sql = format!(
-            "update {schema}.user_activity a set days = u.days, {set} \
+            "update {schema}.{name} a set days = u.days, {set} \
              from unnest($2::text[]::tid[], $3::int4[], {args}) as u(t, days, {list}) \
              where a.ctid = any($2::text[]::tid[]) and a.ctid = u.t and a.tenant_id = $1",
             set = each(&|c| format!("{c} = u.{c}")),
@@ -388,20 +439,29 @@ async fn update_user_activity(
         if insert.days.is_empty() {
             return Ok(0);
         }
-        let sql = format!(
-            "insert into {schema}.user_activity (tenant_id, block, user_id, days, {list}) \
-             select $1, * from unnest($2::int4[], $3::uuid[], $4::int4[], {args})",
-            args = unnest_args(5),
-        );
-        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
-            (&tenant, Type::UUID),
-            (&insert.blocks, Type::INT4_ARRAY),
-            (&insert.users, Type::UUID_ARRAY),
-            (&insert.days, Type::INT4_ARRAY),
-        ];
+        let mut params: Vec<(&(dyn ToSql + Sync), Type)> =
+            vec![(&tenant, Type::UUID), (&insert.blocks, Type::INT4_ARRAY)];
+        let (keys, key_args) = match table {
+            Activity::Users => ("block, user_id", "$2::int4[], $3::uuid[]"),
+            Activity::Types => {
+                params.push((&insert.types, Type::TEXT_ARRAY));
+                (
+                    "block, event_type, user_id",
+                    "$2::int4[], $3::text[], $4::uuid[]",
+                )
+            }
+        };
+        params.push((&insert.users, Type::UUID_ARRAY));
+        params.push((&insert.days, Type::INT4_ARRAY));
+        let days_arg = params.len();
         for column in &insert.columns {
             params.push((column, Type::INT4_ARRAY));
         }
+        let sql = format!(
+            "insert into {schema}.{name} (tenant_id, {keys}, days, {list}) \
+             select $1, * from unnest({key_args}, ${days_arg}::int4[], {args})",
+            args = unnest_args(days_arg + 1),
+        );
         tx.execute_typed(&sql, &params).await
     };
     let (updated, _) = tokio::try_join!(updated, inserted)?;
@@ -409,173 +469,46 @@ async fn update_user_activity(
     // and the distinct counts wrong, so the flush fails instead (nothing is acknowledged).
     if updated != update.days.len() as u64 {
         return Err(AnalyticsError::Internal(format!(
-            "user_activity changed under the flush lock: {updated} of {} rows updated",
+            "{name} changed under the flush lock: {updated} of {} rows updated",
             update.days.len()
         )));
     }
     Ok(counters)
 }
 
-/// Sets the (user, event_type, day) bits of the batch in `type_activity` and counts, from the
-/// bits that were not set before, how many users of each event type became active in each
-/// day (`P`). Same protocol as `update_user_activity`: under the flush lock, rows read with
-/// their ctid are rewritten by ctid and new rows are plain inserts.
-async fn update_type_activity(
-    tx: &Transaction<'_>,
-    schema: &str,
-    tenant: Uuid,
-    batch: &BTreeMap<(i32, &str, Uuid), u32>,
-) -> Result<Counters, AnalyticsError> {
-    let mut counters = Counters::default();
-    if batch.is_empty() {
-        return Ok(counters);
-    }
-    let blocks: Vec<i32> = batch.keys().map(|(b, _, _)| *b).collect();
-    let types: Vec<&str> = batch.keys().map(|(_, t, _)| *t).collect();
-    let users: Vec<Uuid> = batch.keys().map(|(_, _, u)| *u).collect();
-    // One primary-key probe per entry, whatever the statistics say: `limit 1` (the key is
-    // unique) keeps the planner from turning the lateral subquery into a join. As a plain join,
-    // on a table not analyzed yet (a new tenant, or just after V4's backfill) it hashed every
-    // row of the table each flush: 570 ms for 4,000 entries against 400K rows, 40 ms probed.
-    let read = format!(
-        "select i.ord::int4, a.ctid::text, a.days \
-         from unnest($2::int4[], $3::text[], $4::uuid[]) with ordinality as i(block, event_type, user_id, ord) \
-         cross join lateral (select ctid, days from {schema}.type_activity a \
-           where a.tenant_id = $1 and a.block = i.block and a.event_type = i.event_type \
-           and a.user_id = i.user_id limit 1) a"
-    );
-    let rows = tx
-        .query_typed(
-            &read,
-            &[
-                (&tenant, Type::UUID),
-                (&blocks, Type::INT4_ARRAY),
-                (&types, Type::TEXT_ARRAY),
-                (&users, Type::UUID_ARRAY),
-            ],
-        )
-        .await?;
-    // Per batch entry (by position): the row's ctid and `days`.
-    let mut old: Vec<Option<(String, u32)>> = vec![None; batch.len()];
-    for row in rows {
-        let at = (row.try_get::<_, i32>(0)? - 1) as usize;
-        if let Some(slot) = old.get_mut(at) {
-            *slot = Some((row.try_get(1)?, row.try_get::<_, i32>(2)? as u32));
-        }
-    }
-
-    let (mut update_ctids, mut update_days) = (Vec::new(), Vec::new());
-    let (mut new_blocks, mut new_types, mut new_users, mut new_days) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (((block, event_type, user), bits), before) in batch.iter().zip(&old) {
-        let before_days = before.as_ref().map_or(0, |(_, days)| *days);
-        let added = bits & !before_days;
-        if added == 0 {
-            continue;
-        }
-        let days = (before_days | bits) as i32;
-        match before {
-            Some((ctid, _)) => {
-                update_ctids.push(ctid.as_str());
-                update_days.push(days);
-            }
-            None => {
-                new_blocks.push(*block);
-                new_types.push(*event_type);
-                new_users.push(*user);
-                new_days.push(days);
-            }
-        }
-        let first_day = i64::from(*block) * BLOCK_DAYS as i64;
-        for d in (0..BLOCK_DAYS).filter(|d| added & 1 << d != 0) {
-            counters.add(
-                kind::TYPE_USERS_DAY,
-                day_start(first_day + d as i64),
-                event_type,
-                1,
-            );
-        }
-    }
-
-    let updated = async {
-        if update_days.is_empty() {
-            return Ok(0);
-        }
-        let sql = format!(
-            "update {schema}.type_activity a set days = u.days \
-             from unnest($2::text[]::tid[], $3::int4[]) as u(t, days) \
-             where a.ctid = any($2::text[]::tid[]) and a.ctid = u.t and a.tenant_id = $1"
-        );
-        tx.execute_typed(
-            &sql,
-            &[
-                (&tenant, Type::UUID),
-                (&update_ctids, Type::TEXT_ARRAY),
-                (&update_days, Type::INT4_ARRAY),
-            ],
-        )
-        .await
-    };
-    let inserted = async {
-        if new_days.is_empty() {
-            return Ok(0);
-        }
-        let sql = format!(
-            "insert into {schema}.type_activity (tenant_id, block, event_type, user_id, days) \
-             select $1, * from unnest($2::int4[], $3::text[], $4::uuid[], $5::int4[])"
-        );
-        tx.execute_typed(
-            &sql,
-            &[
-                (&tenant, Type::UUID),
-                (&new_blocks, Type::INT4_ARRAY),
-                (&new_types, Type::TEXT_ARRAY),
-                (&new_users, Type::UUID_ARRAY),
-                (&new_days, Type::INT4_ARRAY),
-            ],
-        )
-        .await
-    };
-    let (updated, _) = tokio::try_join!(updated, inserted)?;
-    if updated != update_days.len() as u64 {
-        return Err(AnalyticsError::Internal(format!(
-            "type_activity changed under the flush lock: {updated} of {} rows updated",
-            update_days.len()
-        )));
-    }
-    Ok(counters)
-}
-
-enum Key {
+enum Key<'a> {
     Ctid(String),
-    New(i32, Uuid),
+    New(i32, &'a str, Uuid),
 }
 
-/// Column arrays of the `user_activity` rows one statement writes.
-struct Changes {
+/// Column arrays of the activity rows one statement writes.
+struct Changes<'a> {
     ctids: Vec<String>,
     blocks: Vec<i32>,
+    types: Vec<&'a str>,
     users: Vec<Uuid>,
     days: Vec<i32>,
     columns: Vec<Vec<i32>>,
 }
 
-impl Changes {
-    fn new(columns: usize) -> Changes {
+impl<'a> Changes<'a> {
+    fn new(columns: usize) -> Changes<'a> {
         Changes {
             ctids: Vec::new(),
             blocks: Vec::new(),
+            types: Vec::new(),
             users: Vec::new(),
             days: Vec::new(),
             columns: vec![Vec::new(); columns],
         }
     }
 
-    fn push(&mut self, key: Key, days: i32, masks: impl Iterator<Item = i32>) {
+    fn push(&mut self, key: Key<'a>, days: i32, masks: impl Iterator<Item = i32>) {
         match key {
             Key::Ctid(ctid) => self.ctids.push(ctid),
-            Key::New(block, user) => {
+            Key::New(block, event_type, user) => {
                 self.blocks.push(block);
+                self.types.push(event_type);
                 self.users.push(user);
             }
         }

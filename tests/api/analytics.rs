@@ -437,16 +437,22 @@ async fn active_users_of_one_event_type_stay_exact_as_late_events_arrive() {
     ingest(&app, &tenant.token, &mut rng, first.clone()).await;
     check_type_users(&app, &tenant.token, &recount, &ranges, "in order").await;
 
-    // Late events for days already counted: the same (user, type, day) at another instant of
-    // that day, which must not count again, and events of new triples.
+    // Late events for hours and days already counted: the same (user, type) at another
+    // instant of the same hour, which must count again in neither the hour nor the day; at
+    // another instant of the same day, a new hour of a day already counted; and events of
+    // new (user, type, hour) triples.
     let mut late: Vec<Value> = first
         .iter()
         .filter(|e| e.get("user_id").is_some())
-        .take(300)
-        .map(|e| {
+        .take(400)
+        .enumerate()
+        .map(|(i, e)| {
             let at: DateTime<Utc> = e["timestamp"].as_str().unwrap().parse().unwrap();
-            let day = floor_day(at);
-            let other = day + Duration::seconds(rng.random_range(0..86_400));
+            let other = if i % 2 == 0 {
+                floor_hour(at) + Duration::seconds(rng.random_range(0..3_600))
+            } else {
+                floor_day(at) + Duration::seconds(rng.random_range(0..86_400))
+            };
             let mut again = e.clone();
             again["timestamp"] = json!(rfc(other.min(now)));
             again
@@ -459,8 +465,8 @@ async fn active_users_of_one_event_type_stay_exact_as_late_events_arrive() {
     ingest(&app, &tenant.token, &mut rng, late).await;
     check_type_users(&app, &tenant.token, &recount, &ranges, "late").await;
 
-    // Recent events twice over: the second time every (user, type, day) is one the committer
-    // has seen committed.
+    // Recent events twice over: the second time every (user, type, hour) is one the
+    // committer has seen committed.
     let recent: Vec<Value> = (0..200)
         .map(|_| {
             let at = now - Duration::seconds(rng.random_range(0..600));
@@ -472,10 +478,11 @@ async fn active_users_of_one_event_type_stay_exact_as_late_events_arrive() {
     check_type_users(&app, &tenant.token, &recount, &ranges, "recent").await;
 }
 
-/// Template V4 folds the events stored before it into `type_activity` and the `P` counters;
-/// run again over a tenant's events, it must rebuild exactly what the flushes maintained.
+/// Templates V4 and V5 fold the events stored before them into `type_activity` and the `P`
+/// and `p` counters; run again over a tenant's events, they must rebuild exactly what the
+/// flushes maintained.
 #[tokio::test]
-async fn the_v4_backfill_rebuilds_what_the_flushes_maintained() {
+async fn the_v4_and_v5_backfills_rebuild_what_the_flushes_maintained() {
     let app = spawn_app().await;
     let tenant = app.create_tenant("backfill").await;
     let mut rng = StdRng::seed_from_u64(4);
@@ -483,31 +490,38 @@ async fn the_v4_backfill_rebuilds_what_the_flushes_maintained() {
     let users: Vec<Uuid> = (0..30).map(|_| Uuid::now_v7()).collect();
     let events: Vec<Value> = (0..900)
         .map(|_| {
-            let at = now - Duration::seconds(rng.random_range(0..20 * 86_400));
+            let at = now - Duration::seconds(rng.random_range(0..25 * 86_400));
             random_event(&mut rng, &users, at)
         })
         .collect();
     ingest(&app, &tenant.token, &mut rng, events).await;
 
     let schema = tenant_schema_name(tenant.id);
+    let hours: Vec<String> = (0..32).map(|d| format!("d{d:02}")).collect();
     let state = |db: &'static str| {
         format!(
             "select coalesce(string_agg(r, ';' order by r), '') from ( \
-               select format('%s %s %s %s', block, event_type, user_id, days) as r \
+               select concat_ws(' ', block, event_type, user_id, days, {}) as r \
                from {schema}.type_activity \
                union all \
-               select format('P %s %s %s', bucket, key, n) from {schema}.counters where kind = 'P' \
-             ) s -- {db}"
+               select format('%s %s %s %s', kind, bucket, key, n) from {schema}.counters \
+               where kind in ('P', 'p') \
+             ) s -- {db}",
+            hours.join(", ")
         )
     };
     let mut db = app.superuser_db().await;
     let maintained: String = db.query_one(&state("flushes"), &[]).await.unwrap().get(0);
     assert!(maintained.contains("P "), "no P counter: {maintained}");
+    assert!(maintained.contains("p "), "no p counter: {maintained}");
 
     let tx = db.transaction().await.unwrap();
+    // Back to what V4 and V5 start from (V3's index, which V5 drops, included).
     tx.batch_execute(&format!(
         "drop table {schema}.type_activity; \
-         delete from {schema}.counters where kind = 'P'; \
+         delete from {schema}.counters where kind in ('P', 'p'); \
+         create index events_type_time_idx on {schema}.events \
+           (tenant_id, event_type, occurred_at) include (user_id); \
          set local search_path to {schema}"
     ))
     .await
@@ -521,6 +535,11 @@ async fn the_v4_backfill_rebuilds_what_the_flushes_maintained() {
     tx.batch_execute(include_str!("../../tenant_template/V4__type_activity.sql"))
         .await
         .unwrap();
+    tx.batch_execute(include_str!(
+        "../../tenant_template/V5__type_activity_hours.sql"
+    ))
+    .await
+    .unwrap();
     let rebuilt: String = tx.query_one(&state("backfill"), &[]).await.unwrap().get(0);
     tx.rollback().await.unwrap();
     assert_eq!(rebuilt, maintained);
