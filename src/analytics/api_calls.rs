@@ -1,10 +1,9 @@
 //! Metering of `api_calls`: the request pipeline counts every request of a resolved tenant in
 //! memory (one atomic add on the hot path), and a flusher adds the counts to the tenant's
 //! analytics counters every few seconds, a few tenants to a transaction, each tenant's writes
-//! under its own context. A crash loses
-//! at most one flush interval of counts (a crash of PostgreSQL itself, also the flushes of its
-//! last fraction of a second: they commit without waiting for the WAL flush); counts that fail
-//! to flush are kept for the next try.
+//! under its own context. A crash loses at most one flush interval of counts (a crash of
+//! PostgreSQL itself, also the flushes of its last fraction of a second: they commit without
+//! waiting for the WAL flush); counts that fail to flush are kept for the next try.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -14,7 +13,7 @@ use dashmap::DashMap;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::db::PgPool;
+use crate::db::{PgPool, COMMIT_WITHOUT_WAITING_SQL};
 
 /// Calls counted in each hour: `(start of the hour, count)`.
 type HourlyCalls = Vec<(DateTime<Utc>, i64)>;
@@ -131,7 +130,7 @@ async fn write(pool: &PgPool, tenants: &[(Uuid, HourlyCalls)]) -> Result<(), Str
     }
     let set_tenant = conn.statements().set_tenant().clone();
     let tx = conn.transaction().await.map_err(|e| e.to_string())?;
-    tx.batch_execute("set local synchronous_commit = off")
+    tx.batch_execute(COMMIT_WITHOUT_WAITING_SQL)
         .await
         .map_err(|e| e.to_string())?;
     for (tenant, calls) in tenants {

@@ -11,7 +11,7 @@ use thiserror::Error;
 use tokio_postgres::error::SqlState;
 
 pub use pool::{PgPool, PooledConn, Pools};
-pub use tenant_tx::{begin_tenant_tx, tenant_schema_name, TenantTx};
+pub use tenant_tx::{begin_tenant_tx, tenant_schema_name, TenantTx, COMMIT_WITHOUT_WAITING_SQL};
 
 #[derive(Debug, Error)]
 pub enum DbError {

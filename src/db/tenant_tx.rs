@@ -16,6 +16,11 @@ use super::{DbError, PooledConn};
 
 pub const SET_TENANT_SQL: &str = "select set_config('app.current_tenant', $1, true)";
 
+/// For background writes whose loss in a PostgreSQL crash costs nothing they have not already
+/// accepted (a metering interval, an at-least-once job run again): the commit returns without
+/// waiting for the WAL flush. Local to the transaction, like the tenant context.
+pub const COMMIT_WITHOUT_WAITING_SQL: &str = "set local synchronous_commit = off";
+
 /// A deadpool transaction bound to `tenant`, for code outside the tenant actors (jobs, the
 /// resolver's checks, maintenance). Operations of the actors use [`TenantTx`].
 pub async fn begin_tenant_tx(

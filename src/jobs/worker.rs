@@ -7,7 +7,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{Job, JobError, Registry};
-use crate::db::{begin_tenant_tx, PgPool};
+use crate::db::{begin_tenant_tx, PgPool, COMMIT_WITHOUT_WAITING_SQL};
 use crate::state::AppState;
 
 #[derive(Clone, Debug)]
@@ -155,8 +155,7 @@ impl Worker {
         // Delivery is at least once, so a settled job whose commit a PostgreSQL crash loses is
         // simply run again: the commit need not wait for the WAL flush. Every write of a
         // domain change already waited for its own; this spares each one a second.
-        tx.batch_execute("set local synchronous_commit = off")
-            .await?;
+        tx.batch_execute(COMMIT_WITHOUT_WAITING_SQL).await?;
         // Filtered by tenant explicitly, under RLS. The row lock keeps every other claim off it
         // while the handlers run; the attempt number fences out a claim that outlived its lease.
         // This waits for a lock instead of skipping it: another instance's claim that read the
