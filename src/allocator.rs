@@ -1,17 +1,13 @@
-//! Memory settings of the C allocator, applied once before any thread starts.
+//! The process's memory allocator: mimalloc, for the server, the CLI and the tests alike.
 //!
-//! Password hashing (argon2) allocates 19 MiB per hash on blocking threads. glibc raises its
-//! mmap threshold after such a block is freed, so the next ones come from per-thread arenas and
-//! are never given back: measured here, the server grew to ~800 MB after provisioning a few dozen
-//! tenants. A fixed threshold keeps large blocks mmapped (returned to the OS on free), and a
-//! cap on arenas bounds what small allocations can strand across threads.
+//! Two reasons, both measured here:
+//! - Speed: a GET allocates and frees a few dozen small blocks (request, headers, futures,
+//!   rows, JSON) on one thread; glibc's malloc and free were a fifth of the server's CPU.
+//! - Memory: every argon2 password hash (login, provisioning) allocates 19 MiB on a blocking
+//!   thread. glibc raised its mmap threshold after the first such block was freed and kept the
+//!   next ones in per-thread arenas, never given back: the server grew to ~800 MB after
+//!   provisioning a few dozen tenants (it was held down with `mallopt` before). mimalloc returns
+//!   freed large blocks to the OS shortly after they are freed.
 
-/// Call first thing in `main`, before the runtime starts threads.
-pub fn tune() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only adjusts allocator parameters; called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-        libc::mallopt(libc::M_ARENA_MAX, 4);
-    }
-}
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -1,7 +1,6 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    tenantry::allocator::tune();
     let cli = tenantry::cli::Cli::parse();
     // One actix System for every command: the server's tenant actors need it, the others
     // simply run on its runtime.

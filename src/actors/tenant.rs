@@ -151,18 +151,23 @@ impl<O: TenantOp> Handler<Execute<O>> for TenantActor {
             request_id = %caller.request_id,
             op = short_type_name::<O>(),
         );
-        let work = async move {
-            let _lease = leases
-                .acquire_owned()
-                .await
-                .map_err(|_| Problem::unavailable("the tenant actor is restarting", 1))?;
-            shared.metrics.tenant_pool_in_use.inc();
-            let result =
-                crate::context::scope(tenant, run_in_tenant_tx(&pool, tenant, &caller, op)).await;
-            shared.metrics.tenant_pool_in_use.dec();
-            result
-        }
-        .instrument(span);
+        // Boxed before the combinators below: the operation's future is large, and each
+        // combinator would otherwise move it whole.
+        let work = Box::pin(
+            async move {
+                let _lease = leases
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Problem::unavailable("the tenant actor is restarting", 1))?;
+                shared.metrics.tenant_pool_in_use.inc();
+                let result =
+                    crate::context::scope(tenant, run_in_tenant_tx(&pool, tenant, &caller, op))
+                        .await;
+                shared.metrics.tenant_pool_in_use.dec();
+                result
+            }
+            .instrument(span),
+        );
         let fut = AssertUnwindSafe(work)
             .catch_unwind()
             .into_actor(self)

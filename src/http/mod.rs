@@ -11,6 +11,9 @@ use actix_web::web;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     routes::health::configure(cfg);
+    // The router tries routes in this order, each dynamic one with a regex: the busiest
+    // tenant routes come first (the routes of the other areas share no path with them).
+    routes::tasks::configure(cfg);
     routes::auth::configure(cfg);
     routes::tenants::configure(cfg);
     routes::current_tenant::configure(cfg);
@@ -18,7 +21,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     openapi::configure(cfg);
     routes::users::configure(cfg);
     routes::projects::configure(cfg);
-    routes::tasks::configure(cfg);
     routes::audit_logs::configure(cfg);
     routes::analytics::configure(cfg);
     ws::configure(cfg);
