@@ -24,11 +24,8 @@ COPY --from=builder /usr/local/bin/tenantry /usr/local/bin/tenantry
 # --tenant-template folder from it.
 COPY tenant_template /usr/share/tenantry/tenant_template
 USER tenantry
-# MALLOC_MMAP_THRESHOLD_: each argon2 hash allocates 19 MiB; glibc's adaptive threshold would
-# keep those blocks in the heap and let the process grow to about 1 GB (see README, Operations).
 ENV BIND=0.0.0.0:8080 \
-    LOG_FORMAT=json \
-    MALLOC_MMAP_THRESHOLD_=4194304
+    LOG_FORMAT=json
 EXPOSE 8080
 ENTRYPOINT ["tenantry"]
 CMD ["serve"]

@@ -15,10 +15,6 @@ bin="$(target_dir)/release/tenantry"
 [ -x "$bin" ] || { echo "error: $bin was not built" >&2; exit 1; }
 
 export LOG_FORMAT=${LOG_FORMAT:-pretty}
-# Each argon2 hash (login, provisioning) allocates 19 MiB; with glibc's adaptive mmap threshold
-# those blocks stay in the heap after use and the process grows to about 1 GB under load (seen in
-# bench/tenant_schemas). A fixed threshold makes glibc return them to the system at once.
-export MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-4194304}
 if [ -z "${PLATFORM_ADMIN_TOKEN:-}" ]; then
     # A well-known value is fine on 127.0.0.1; set your own for anything reachable by others.
     export PLATFORM_ADMIN_TOKEN=dev-operator-token
