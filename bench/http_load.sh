@@ -90,20 +90,18 @@ else
 fi
 
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' /proc/$SERVER/status; }
-# Counted from the backends' process titles ("postgres: 15/main: <user> <database> ..."): a
-# psql every half second would itself fork a backend each time, a CPU burst that showed in the
-# paced runs' p99.
-connections() {
-  pgrep -c -f "^postgres: [^ ]+: [^ ]+ $DB " || true
-}
+# Counted by PostgreSQL itself, over one psql session kept open for the whole run: a pgrep
+# every half second read every process's command line (1.2% of the machine in a full-speed run)
+# and a psql every half second would fork a backend each time, both bursts that showed in the
+# paced runs' p99. The sampling session is connected to another database, so it is not counted.
 # Samples the database connections of the server while a run goes on; prints the maximum.
 sample_connections() {
-  local max=0 n
-  while kill -0 "$1" 2>/dev/null; do
-    n=$(connections); [ "$n" -gt "$max" ] && max=$n
-    sleep 0.5
-  done
-  echo "$max"
+  local max
+  max=$(while kill -0 "$1" 2>/dev/null; do
+      echo "select count(*) from pg_stat_activity where datname = '$DB' and backend_type = 'client backend';"
+      sleep 0.5
+    done | psql -XAtq "$PG/postgres" | sort -n | tail -1)
+  echo "${max:-0}"
 }
 
 # CPU time (clock ticks) of the server, of each PostgreSQL process, and of the whole machine
