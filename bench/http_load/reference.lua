@@ -1,6 +1,8 @@
 package.path = package.path .. ";" .. debug.getinfo(1, "S").source:match("@?(.*/)") .. "?.lua"
 require("common")
-function request()
-  local e = pick()
+function format_request(e)
   return wrk.format("GET", "/__bench/reference/" .. e.tenant .. "/" .. e.task)
+end
+function request()
+  return pick().request
 end
