@@ -14,9 +14,9 @@
 # Each half has both cores to itself. A GET needs both halves on the same two cores, so
 # 1 / (1/http + 1/db), with db the spread rows' rate, is about what the cores allow before the
 # pipeline's own work (JWT, tenant and user checks, the actor, JSON). A guide, not a hard limit:
-# the server's requests share round trips on its connections, where each pgbench client waits
-# for its own answer, so PostgreSQL may spend less per GET under the server than under pgbench
-# (60.7 against 87.6 µs in one hour here).
+# the database half's CPU is everything the machine did beside pgbench, kernel included, and in
+# one hour here a full-speed GET cost PostgreSQL's processes 60.7 µs where a spread read cost
+# the machine 87.6 µs beside pgbench; that GET run reached 13,141 req/s against a guide of 15.9K.
 #
 #   bench/ceiling.sh        # after bench/http_load.sh (it reads that run's database and tenants)
 #
