@@ -69,11 +69,13 @@ impl ActorSettings {
     }
 }
 
-/// A thread hosting tenant actors, and the pool its actors' operations use.
+/// A thread hosting tenant actors, the pool its actors' operations use, and the one connection
+/// of that pool their single-statement reads share.
 pub struct ActorHost {
     arbiter: ArbiterHandle,
     thread: Option<ThreadId>,
     pub pool: PgPool,
+    pub single_statements: Arc<crate::db::SharedConn>,
 }
 
 /// What the registry knows of one running actor, readable without messaging it.
@@ -278,6 +280,7 @@ impl ActorShared {
         hosts.push(Arc::new(ActorHost {
             arbiter,
             thread,
+            single_statements: Arc::new(crate::db::SharedConn::new(pool.clone())),
             pool,
         }));
         Ok(())
@@ -346,8 +349,9 @@ impl Handler<Activate> for TenantSupervisor {
         });
         let actor_stats = stats.clone();
         let pool = host.pool.clone();
+        let single_statements = host.single_statements.clone();
         let addr = Supervisor::start_in_arbiter(&host.arbiter, move |_ctx| {
-            TenantActor::new(tenant, shared, actor_stats, pool)
+            TenantActor::new(tenant, shared, actor_stats, pool, single_statements)
         });
         let entry = Arc::new(ActorEntry { addr, stats });
         self.shared.actors.insert(msg.tenant, entry.clone());

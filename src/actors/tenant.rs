@@ -27,6 +27,8 @@ pub struct TenantActor {
     leases: Arc<Semaphore>,
     /// The pool of the thread hosting this actor (see `supervisor`).
     pool: crate::db::PgPool,
+    /// The connection of that pool which single-statement reads share.
+    single_statements: Arc<crate::db::SharedConn>,
     in_flight: usize,
     last_active: Instant,
 }
@@ -37,6 +39,7 @@ impl TenantActor {
         shared: Arc<ActorShared>,
         stats: Arc<ActorStats>,
         pool: crate::db::PgPool,
+        single_statements: Arc<crate::db::SharedConn>,
     ) -> Self {
         let leases = Arc::new(Semaphore::new(shared.settings.max_connections_per_tenant));
         TenantActor {
@@ -45,6 +48,7 @@ impl TenantActor {
             stats,
             leases,
             pool,
+            single_statements,
             in_flight: 0,
             last_active: Instant::now(),
         }
@@ -144,6 +148,7 @@ impl<O: TenantOp> Handler<Execute<O>> for TenantActor {
         let leases = self.leases.clone();
         let shared = self.shared.clone();
         let pool = self.pool.clone();
+        let single_statements = self.single_statements.clone();
         let tenant = self.tenant;
         let span = tracing::info_span!(
             "tenant_op",
@@ -160,9 +165,11 @@ impl<O: TenantOp> Handler<Execute<O>> for TenantActor {
                     .await
                     .map_err(|_| Problem::unavailable("the tenant actor is restarting", 1))?;
                 shared.metrics.tenant_pool_in_use.inc();
-                let result =
-                    crate::context::scope(tenant, run_in_tenant_tx(&pool, tenant, &caller, op))
-                        .await;
+                let result = crate::context::scope(
+                    tenant,
+                    run_in_tenant_tx(&pool, &single_statements, tenant, &caller, op),
+                )
+                .await;
                 shared.metrics.tenant_pool_in_use.dec();
                 result
             }
@@ -195,10 +202,19 @@ impl<O: TenantOp> Handler<Execute<O>> for TenantActor {
 
 async fn run_in_tenant_tx<O: TenantOp>(
     pool: &crate::db::PgPool,
+    single_statements: &crate::db::SharedConn,
     tenant: Uuid,
     caller: &Caller,
     op: O,
 ) -> Result<O::Output, Problem> {
+    if O::SINGLE_STATEMENT && !O::OPENS_TENANT_SCHEMA {
+        // Nothing to commit or roll back: the statement's implicit transaction ended with it,
+        // on a connection other operations use at the same time (see `SharedConn`).
+        let conn = single_statements.get().await?;
+        return op
+            .run(&TenantTx::single_statement(&conn, tenant), caller)
+            .await;
+    }
     let mut conn = pool.get().await.map_err(crate::db::DbError::from)?;
     // An operation that opens the tenant's own schema (analytics do) counts against the
     // connection's schema budget: a connection that served many tenants is retired instead of

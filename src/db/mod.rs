@@ -10,7 +10,7 @@ pub mod tenant_tx;
 use thiserror::Error;
 use tokio_postgres::error::SqlState;
 
-pub use pool::{PgPool, PooledConn, Pools};
+pub use pool::{PgPool, PooledConn, Pools, SharedConn};
 pub use tenant_tx::{begin_tenant_tx, tenant_schema_name, TenantTx, COMMIT_WITHOUT_WAITING_SQL};
 
 #[derive(Debug, Error)]

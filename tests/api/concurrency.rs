@@ -118,3 +118,135 @@ async fn fifty_tenants_at_once_through_a_small_pool() {
         }
     }
 }
+
+struct Owned {
+    tenant: TestTenant,
+    project: Uuid,
+    task: Uuid,
+    title: String,
+}
+
+/// Reads by id are one request under one Sync each, and the reads of all tenants of an actor
+/// host share one connection (`SharedConn`): here many tenants' reads, and reads of other
+/// tenants' ids, go down the same connections at the same moment. Each answer must be its own
+/// tenant's row, and another tenant's id must stay 404.
+#[tokio::test]
+async fn reads_by_id_on_a_shared_connection_see_only_their_tenant() {
+    let (mut config, database) = test_config().await;
+    config.app_pool_size = 2;
+    let app = spawn_app_with(config, database).await;
+
+    let mut owned = Vec::new();
+    for i in 0..12 {
+        let tenant = app.create_tenant(&format!("shared-{i:02}")).await;
+        let project = id_of(&create_project(&app, &tenant.token, "Same name everywhere").await);
+        let title = format!("{}-only", tenant.slug);
+        let r = app
+            .post("/tasks", &tenant.token)
+            .json(&json!({"project_id": project, "title": title}))
+            .send()
+            .await
+            .unwrap();
+        let task = id_of(&expect(r, 201).await);
+        owned.push(Owned {
+            tenant,
+            project,
+            task,
+            title,
+        });
+    }
+
+    let n = owned.len();
+    let reads = (0..480).map(|i| {
+        let (me, other) = (&owned[i % n], &owned[(i * 7 + 1) % n]);
+        let app = &app;
+        async move {
+            let token = &me.tenant.token;
+            let r = app
+                .get(&format!("/tasks/{}", me.task), token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(expect(r, 200).await["title"], me.title);
+            let r = app
+                .get(&format!("/projects/{}", me.project), token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(id_of(&expect(r, 200).await), me.project);
+            let r = app
+                .get(&format!("/users/{}", me.tenant.admin_id), token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(id_of(&expect(r, 200).await), me.tenant.admin_id);
+            if other.tenant.id != me.tenant.id {
+                for path in [
+                    format!("/tasks/{}", other.task),
+                    format!("/projects/{}", other.project),
+                    format!("/users/{}", other.tenant.admin_id),
+                ] {
+                    let r = app.get(&path, token).send().await.unwrap();
+                    assert_eq!(r.status(), 404, "{path} of another tenant");
+                }
+            }
+        }
+    });
+    stream::iter(reads)
+        .buffer_unordered(64)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// A shared connection that dies is taken again from the pool: a terminated backend may fail
+/// the reads on it at that moment, and the reads after it succeed.
+#[tokio::test]
+async fn reads_by_id_recover_when_the_shared_connection_dies() {
+    let (mut config, database) = test_config().await;
+    config.app_pool_size = 2;
+    let app = spawn_app_with(config, database).await;
+    let tenant = app.create_tenant("shared-dies").await;
+    let project = id_of(&create_project(&app, &tenant.token, "Survivor").await);
+    let path = format!("/projects/{project}");
+    let r = app.get(&path, &tenant.token).send().await.unwrap();
+    expect(r, 200).await;
+
+    let app_role = app.app_db().await;
+    let role: String = app_role
+        .query_one("select current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    drop(app_role);
+    let killed: i64 = app
+        .superuser_db()
+        .await
+        .query_one(
+            "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity \
+             where datname = current_database() and usename = $1) t",
+            &[&role],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(killed > 0, "no backend of the app role to terminate");
+
+    // The first reads may meet the dead connection before its end is noticed.
+    let mut recovered = false;
+    for _ in 0..50 {
+        let r = app.get(&path, &tenant.token).send().await.unwrap();
+        if r.status() == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        recovered,
+        "reads by id did not recover after the backend was terminated"
+    );
+    for _ in 0..5 {
+        let r = app.get(&path, &tenant.token).send().await.unwrap();
+        assert_eq!(expect(r, 200).await["id"], json!(project));
+    }
+}
