@@ -14,9 +14,10 @@
 # Each half has both cores to itself. A GET needs both halves on the same two cores, so
 # 1 / (1/http + 1/db), with db the spread rows' rate, is about what the cores allow before the
 # pipeline's own work (JWT, tenant and user checks, the actor, JSON). A guide, not a hard limit:
-# the database half's CPU is everything the machine did beside pgbench, kernel included, and in
-# one hour here a full-speed GET cost PostgreSQL's processes 60.7 µs where a spread read cost
-# the machine 87.6 µs beside pgbench; that GET run reached 13,141 req/s against a guide of 15.9K.
+# each pgbench client waits for its own answer, one read per round trip, where the server's
+# reads by id share a connection and its round trips (GET reached 23,115 req/s against a guide
+# of 14.8K measured minutes later), and the database half's CPU is everything the machine did
+# beside pgbench, kernel included.
 #
 #   bench/ceiling.sh        # after bench/http_load.sh (it reads that run's database and tenants)
 #
