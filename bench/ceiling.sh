@@ -9,8 +9,8 @@
 #      in one pipeline under one Sync, prepared, 16 clients; once for one tenant's task, and
 #      once for 100 tenants' tasks picked at random, as the load test's requests are (pgbench
 #      takes at most 128 scripts; the load test spreads over 1,000 tenants, wider still). One
-#      row stays in the CPU's caches; rows spread over tenants do not: they ran at 54-73% of
-#      the one-row rate in four runs here.
+#      row stays in the CPU's caches; rows spread over tenants do not: they ran at 54-83% of
+#      the one-row rate in five runs here.
 # Each half has both cores to itself. A GET needs both halves on the same two cores, so
 # 1 / (1/http + 1/db), with db the spread rows' rate, is about what the cores allow before the
 # pipeline's own work (JWT, tenant and user checks, the actor, JSON). A guide, not a hard limit:
