@@ -207,7 +207,7 @@ async fn run_in_tenant_tx<O: TenantOp>(
     caller: &Caller,
     op: O,
 ) -> Result<O::Output, Problem> {
-    if O::SINGLE_STATEMENT && !O::OPENS_TENANT_SCHEMA {
+    if O::SINGLE_STATEMENT && !O::OPENS_TENANT_SCHEMA && single_statements.enabled() {
         // Nothing to commit or roll back: the statement's implicit transaction ended with it,
         // on a connection other operations use at the same time (see `SharedConn`).
         let conn = single_statements.get().await?;

@@ -212,6 +212,12 @@ impl SharedConn {
         }
     }
 
+    /// Whether reads may share: the shared connection stays out of its pool for good, so a
+    /// pool of one would leave every other operation waiting for it.
+    pub fn enabled(&self) -> bool {
+        self.pool.status().max_size > 1
+    }
+
     fn current(&self) -> Option<std::sync::Arc<PooledConn>> {
         let slot = self
             .conn

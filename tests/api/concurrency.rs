@@ -250,3 +250,29 @@ async fn reads_by_id_recover_when_the_shared_connection_dies() {
         assert_eq!(expect(r, 200).await["id"], json!(project));
     }
 }
+
+/// The shared connection is one of the pool's: with a pool of one per host, reads by id lease
+/// it like everything else, or the writes after them would wait for it forever.
+#[tokio::test]
+async fn a_pool_of_one_still_serves_writes_after_reads_by_id() {
+    let (mut config, database) = test_config().await;
+    config.app_pool_size = 1;
+    let app = spawn_app_with(config, database).await;
+    let tenant = app.create_tenant("pool-of-one").await;
+    let project = id_of(&create_project(&app, &tenant.token, "Only one").await);
+    for i in 0..3 {
+        let r = app
+            .get(&format!("/projects/{project}"), &tenant.token)
+            .send()
+            .await
+            .unwrap();
+        expect(r, 200).await;
+        let r = app
+            .post("/tasks", &tenant.token)
+            .json(&json!({"project_id": project, "title": format!("after read {i}")}))
+            .send()
+            .await
+            .unwrap();
+        expect(r, 201).await;
+    }
+}
