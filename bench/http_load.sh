@@ -98,11 +98,11 @@ select format('vacuum (analyze) app.%I', tablename) from pg_tables where scheman
 SQL
 
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' /proc/$SERVER/status; }
-# Counted by PostgreSQL itself, over one psql session kept open for the whole run: a pgrep
-# every half second read every process's command line (1.2% of the machine in a full-speed run)
-# and a psql every half second would fork a backend each time, both bursts that showed in the
-# paced runs' p99. The sampling session is connected to another database, so it is not counted.
 # Samples the database connections of the server while a run goes on; prints the maximum.
+# Counted by PostgreSQL itself, over one psql session kept open for the whole run: a psql every
+# half second would fork a backend each time, and a pgrep every half second read every
+# process's command line (1.2% of the machine in a full-speed run). The sampling session is
+# connected to another database, so it is not counted.
 sample_connections() {
   local max
   max=$(while kill -0 "$1" 2>/dev/null; do

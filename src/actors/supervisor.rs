@@ -70,12 +70,12 @@ impl ActorSettings {
 }
 
 /// A thread hosting tenant actors, the pool its actors' operations use, and the one connection
-/// of that pool their single-statement reads share.
+/// of that pool their single-statement reads share (none for a pool of one).
 pub struct ActorHost {
     arbiter: ArbiterHandle,
     thread: Option<ThreadId>,
     pub pool: PgPool,
-    pub single_statements: Arc<crate::db::SharedConn>,
+    pub single_statements: Option<Arc<crate::db::SharedConn>>,
 }
 
 /// What the registry knows of one running actor, readable without messaging it.
@@ -280,7 +280,7 @@ impl ActorShared {
         hosts.push(Arc::new(ActorHost {
             arbiter,
             thread,
-            single_statements: Arc::new(crate::db::SharedConn::new(pool.clone())),
+            single_statements: crate::db::SharedConn::for_pool(pool.clone()).map(Arc::new),
             pool,
         }));
         Ok(())

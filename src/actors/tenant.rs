@@ -27,8 +27,8 @@ pub struct TenantActor {
     leases: Arc<Semaphore>,
     /// The pool of the thread hosting this actor (see `supervisor`).
     pool: crate::db::PgPool,
-    /// The connection of that pool which single-statement reads share.
-    single_statements: Arc<crate::db::SharedConn>,
+    /// The connection of that pool which single-statement reads share, if it has one.
+    single_statements: Option<Arc<crate::db::SharedConn>>,
     in_flight: usize,
     last_active: Instant,
 }
@@ -39,7 +39,7 @@ impl TenantActor {
         shared: Arc<ActorShared>,
         stats: Arc<ActorStats>,
         pool: crate::db::PgPool,
-        single_statements: Arc<crate::db::SharedConn>,
+        single_statements: Option<Arc<crate::db::SharedConn>>,
     ) -> Self {
         let leases = Arc::new(Semaphore::new(shared.settings.max_connections_per_tenant));
         TenantActor {
@@ -167,7 +167,7 @@ impl<O: TenantOp> Handler<Execute<O>> for TenantActor {
                 shared.metrics.tenant_pool_in_use.inc();
                 let result = crate::context::scope(
                     tenant,
-                    run_in_tenant_tx(&pool, &single_statements, tenant, &caller, op),
+                    run_in_tenant_tx(&pool, single_statements.as_deref(), tenant, &caller, op),
                 )
                 .await;
                 shared.metrics.tenant_pool_in_use.dec();
@@ -202,15 +202,17 @@ impl<O: TenantOp> Handler<Execute<O>> for TenantActor {
 
 async fn run_in_tenant_tx<O: TenantOp>(
     pool: &crate::db::PgPool,
-    single_statements: &crate::db::SharedConn,
+    single_statements: Option<&crate::db::SharedConn>,
     tenant: Uuid,
     caller: &Caller,
     op: O,
 ) -> Result<O::Output, Problem> {
-    if O::SINGLE_STATEMENT && !O::OPENS_TENANT_SCHEMA && single_statements.enabled() {
+    if let Some(shared) =
+        single_statements.filter(|_| O::SINGLE_STATEMENT && !O::OPENS_TENANT_SCHEMA)
+    {
         // Nothing to commit or roll back: the statement's implicit transaction ended with it,
         // on a connection other operations use at the same time (see `SharedConn`).
-        let conn = single_statements.get().await?;
+        let conn = shared.get().await?;
         return op
             .run(&TenantTx::single_statement(&conn, tenant), caller)
             .await;

@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
@@ -201,24 +202,20 @@ pub fn build_pool(opts: PoolOptions<'_>) -> Result<PgPool, DbError> {
 /// [`TenantTx::single_statement`]: super::TenantTx::single_statement
 pub struct SharedConn {
     pool: PgPool,
-    conn: std::sync::Mutex<Option<std::sync::Arc<PooledConn>>>,
+    conn: Mutex<Option<Arc<PooledConn>>>,
 }
 
 impl SharedConn {
-    pub fn new(pool: PgPool) -> SharedConn {
-        SharedConn {
+    /// None for a pool of one: the shared connection stays out of its pool for good, and would
+    /// leave every other operation waiting for it; reads then lease like everything else.
+    pub fn for_pool(pool: PgPool) -> Option<SharedConn> {
+        (pool.status().max_size > 1).then(|| SharedConn {
             pool,
-            conn: std::sync::Mutex::new(None),
-        }
+            conn: Mutex::new(None),
+        })
     }
 
-    /// Whether reads may share: the shared connection stays out of its pool for good, so a
-    /// pool of one would leave every other operation waiting for it.
-    pub fn enabled(&self) -> bool {
-        self.pool.status().max_size > 1
-    }
-
-    fn current(&self) -> Option<std::sync::Arc<PooledConn>> {
+    fn current(&self) -> Option<Arc<PooledConn>> {
         let slot = self
             .conn
             .lock()
@@ -228,11 +225,11 @@ impl SharedConn {
 
     /// The shared connection, taken from the pool on first use and again once it has closed
     /// (a closed one goes back to the pool with its last user, which retires it).
-    pub async fn get(&self) -> Result<std::sync::Arc<PooledConn>, DbError> {
+    pub async fn get(&self) -> Result<Arc<PooledConn>, DbError> {
         if let Some(conn) = self.current() {
             return Ok(conn);
         }
-        let fresh = std::sync::Arc::new(self.pool.get().await?);
+        let fresh = Arc::new(self.pool.get().await?);
         let mut slot = self
             .conn
             .lock()
