@@ -24,6 +24,7 @@ use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use tenantry::config::{with_database, with_user, Config};
 use tenantry::db::migrate::{self, connect, MigrateOptions};
@@ -184,8 +185,12 @@ async fn main() {
 
 async fn fresh_database() -> Config {
     let mut config = Config::from_env().expect("configuration");
-    let url = std::env::var("ANALYTICS_HTTP_DATABASE_URL")
-        .unwrap_or_else(|_| with_database(&config.database_url, "tenantry_bench_analytics_http"));
+    let url = std::env::var("ANALYTICS_HTTP_DATABASE_URL").unwrap_or_else(|_| {
+        with_database(
+            config.database_url.expose_secret(),
+            "tenantry_bench_analytics_http",
+        )
+    });
     let database = url
         .rsplit('/')
         .next()
@@ -206,9 +211,11 @@ async fn fresh_database() -> Config {
         .batch_execute(&format!("drop database if exists {database} with (force)"))
         .await
         .expect("drop the previous bench database");
-    config.database_url = url.clone();
-    config.app_database_url = with_user(&url, &config.roles.app).expect("app url");
-    config.admin_database_url = with_user(&url, &config.roles.admin).expect("admin url");
+    config.database_url = url.clone().into();
+    config.app_database_url = with_user(&url, &config.roles.app).expect("app url").into();
+    config.admin_database_url = with_user(&url, &config.roles.admin)
+        .expect("admin url")
+        .into();
     migrate::create_database_if_missing(&url)
         .await
         .expect("create database");
@@ -226,7 +233,7 @@ async fn fresh_database() -> Config {
 }
 
 async fn machine(config: &Config) -> Value {
-    let pg = match connect(&config.database_url, &[]).await {
+    let pg = match connect(config.database_url.expose_secret(), &[]).await {
         Ok(db) => db
             .query_one("select version()", &[])
             .await
@@ -250,9 +257,12 @@ async fn start_server(config: &Config, args: &Args) -> Server {
         .expect("server log");
     let child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
         .args(["serve", "--workers", &args.workers.to_string()])
-        .env("DATABASE_URL", &config.database_url)
-        .env("APP_DATABASE_URL", &config.app_database_url)
-        .env("ADMIN_DATABASE_URL", &config.admin_database_url)
+        .env("DATABASE_URL", config.database_url.expose_secret())
+        .env("APP_DATABASE_URL", config.app_database_url.expose_secret())
+        .env(
+            "ADMIN_DATABASE_URL",
+            config.admin_database_url.expose_secret(),
+        )
         .env("JWT_SECRET", JWT_SECRET)
         .env("PLATFORM_ADMIN_TOKEN", OPERATOR_TOKEN)
         .env("BIND", format!("127.0.0.1:{port}"))

@@ -25,6 +25,7 @@ use chrono::{DateTime, Duration, Utc};
 use clap::Parser;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use tenantry::analytics::buckets::{floor_day, floor_hour, Interval};
 use tenantry::analytics::model::validate_events;
@@ -154,11 +155,17 @@ async fn main() {
 
 async fn setup() -> Bench {
     let mut config = Config::from_env().expect("configuration");
-    let url = std::env::var("BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| with_database(&config.database_url, "tenantry_bench_analytics"));
-    config.database_url = url.clone();
-    config.app_database_url = with_user(&url, &config.roles.app).expect("app url");
-    config.admin_database_url = with_user(&url, &config.roles.admin).expect("admin url");
+    let url = std::env::var("BENCH_DATABASE_URL").unwrap_or_else(|_| {
+        with_database(
+            config.database_url.expose_secret(),
+            "tenantry_bench_analytics",
+        )
+    });
+    config.database_url = url.clone().into();
+    config.app_database_url = with_user(&url, &config.roles.app).expect("app url").into();
+    config.admin_database_url = with_user(&url, &config.roles.admin)
+        .expect("admin url")
+        .into();
     config.app_shared_pool_size = 16;
     config.owner_pool_size = 4;
     migrate::create_database_if_missing(&url)
@@ -1000,7 +1007,7 @@ async fn study_insert(bench: &Bench, table: &str, tenant: Uuid, last: DateTime<U
     let rows = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for k in 0..4u64 {
-        let url = bench.config.database_url.clone();
+        let url = bench.config.database_url.expose_secret().to_string();
         let table = table.to_string();
         let rows = rows.clone();
         tasks.push(tokio::spawn(async move {

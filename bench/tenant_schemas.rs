@@ -24,6 +24,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use rand::seq::SliceRandom;
+use secrecy::ExposeSecret;
 use serde::Serialize;
 use serde_json::json;
 use tokio_postgres::{Client, NoTls};
@@ -231,9 +232,11 @@ struct Memory {
 async fn run(args: Args, bench_mode: bool) -> Result<()> {
     let started = Instant::now();
     let mut config = Config::from_env().context("configuration")?;
-    config.database_url = with_database(&config.database_url, &args.database);
-    config.app_database_url = with_database(&config.app_database_url, &args.database);
-    config.admin_database_url = with_database(&config.admin_database_url, &args.database);
+    config.database_url = with_database(config.database_url.expose_secret(), &args.database).into();
+    config.app_database_url =
+        with_database(config.app_database_url.expose_secret(), &args.database).into();
+    config.admin_database_url =
+        with_database(config.admin_database_url.expose_secret(), &args.database).into();
     config.owner_pool_size = args.concurrency.max(1);
     config.app_shared_pool_size = args.request_concurrency.max(1);
     config.admin_pool_size = 1;
@@ -246,7 +249,11 @@ async fn run(args: Args, bench_mode: bool) -> Result<()> {
     if !tenantry::config::is_plain_identifier(&args.database) {
         bail!("--database: use lowercase letters, digits and underscores");
     }
-    let maintenance = connect(&with_database(&config.database_url, "postgres")).await?;
+    let maintenance = connect(&with_database(
+        config.database_url.expose_secret(),
+        "postgres",
+    ))
+    .await?;
     let machine_start = (
         load_average(),
         other_active(&maintenance, &args.database).await?,
@@ -291,7 +298,7 @@ async fn run(args: Args, bench_mode: bool) -> Result<()> {
             args.database
         ))
         .await?;
-    migrate::create_database_if_missing(&config.database_url).await?;
+    migrate::create_database_if_missing(config.database_url.expose_secret()).await?;
     migrate::migrate(
         &config,
         MigrateOptions {
@@ -403,7 +410,7 @@ async fn provision_tenants(args: &Args, config: &Config) -> Result<(Provisioning
     ));
     let pools = Pools::new(config)?;
     let template = TenantTemplate::embedded();
-    let jwt = JwtKeys::hs256(&config.jwt_secret, config.jwt_ttl);
+    let jwt = JwtKeys::hs256(config.jwt_secret.expose_secret(), config.jwt_ttl);
     let ctx = ProvisionContext {
         owner: &pools.owner,
         template: &template,
@@ -526,9 +533,12 @@ async fn provision_tenants(args: &Args, config: &Config) -> Result<(Provisioning
 
 fn tenantry(config: &Config) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tenantry"));
-    cmd.env("DATABASE_URL", &config.database_url)
-        .env("APP_DATABASE_URL", &config.app_database_url)
-        .env("ADMIN_DATABASE_URL", &config.admin_database_url)
+    cmd.env("DATABASE_URL", config.database_url.expose_secret())
+        .env("APP_DATABASE_URL", config.app_database_url.expose_secret())
+        .env(
+            "ADMIN_DATABASE_URL",
+            config.admin_database_url.expose_secret(),
+        )
         .env("LOG_FORMAT", "pretty")
         .env("RUST_LOG", "warn")
         .env_remove("TENANT_TEMPLATE_DIR")
@@ -608,7 +618,7 @@ async fn migrate_template(args: &Args, config: &Config) -> Result<Timed> {
     let result = run_migrate(config, &extra).await;
     let _ = std::fs::remove_dir_all(&dir);
     let (elapsed, report) = result?;
-    let db = connect(&config.database_url).await?;
+    let db = connect(config.database_url.expose_secret()).await?;
     let migrated: i64 = db
         .query_one(
             "select count(*) from app.tenants where schema_version = $1",
@@ -711,7 +721,7 @@ async fn backend_memory(
     budget: usize,
     tenants: &[Uuid],
 ) -> Result<Memory> {
-    let monitor = connect(&config.database_url).await?;
+    let monitor = connect(config.database_url.expose_secret()).await?;
     let role = config.roles.app.clone();
     wait_for_no_backends(&monitor, &args.database, &role).await?;
 

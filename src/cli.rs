@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use secrecy::ExposeSecret;
 use serde_json::json;
 
 use crate::auth::JwtKeys;
@@ -142,13 +143,8 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn serve(config: Config, workers: usize, bench_routes: bool) -> anyhow::Result<()> {
-    if config.jwt_secret_generated {
-        tracing::warn!(
-            "JWT_SECRET is not set: generated one for this run; tokens will not survive a restart"
-        );
-    }
-    if config.platform_admin_token.is_none() {
-        tracing::warn!("PLATFORM_ADMIN_TOKEN is not set: operator endpoints answer 401");
+    for warning in config.startup_warnings() {
+        tracing::warn!("{warning}");
     }
     let bind = config.bind.clone();
     let app = Application::build(
@@ -166,7 +162,7 @@ async fn serve(config: Config, workers: usize, bench_routes: bool) -> anyhow::Re
 }
 
 async fn run_migrate(config: &Config, args: MigrateArgs) -> anyhow::Result<()> {
-    migrate::create_database_if_missing(&config.database_url).await?;
+    migrate::create_database_if_missing(config.database_url.expose_secret()).await?;
     let template = match &args.tenant_template {
         Some(dir) => TenantTemplate::from_dir(dir)?,
         None => TenantTemplate::embedded(),
@@ -204,8 +200,8 @@ impl Ops {
     fn new(config: &Config) -> anyhow::Result<Ops> {
         Ok(Ops {
             pools: Pools::new(config)?,
-            redis: redis::Client::open(config.redis_url.as_str())?,
-            jwt: JwtKeys::hs256(&config.jwt_secret, config.jwt_ttl),
+            redis: redis::Client::open(config.redis_url.expose_secret())?,
+            jwt: JwtKeys::hs256(config.jwt_secret.expose_secret(), config.jwt_ttl),
             template: TenantTemplate::embedded(),
         })
     }

@@ -1,13 +1,40 @@
-//! Configuration from the environment variables of API.md, validated once at start.
+//! Configuration from the environment variables of API.md, validated once at start: a value
+//! that does not parse or lies outside its allowed range stops the process with a message
+//! naming the variable and the range. Nothing is clamped, so a deployment never runs with a
+//! setting other than the one it asked for. Secrets are [`SecretString`]s: `Debug` of a
+//! `Config` (and so any log of it) never shows them; code exposes one only where it is used.
 
+use std::fmt::Display;
+use std::ops::RangeInclusive;
+use std::str::FromStr;
 use std::time::Duration;
 
+use secrecy::SecretString;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("{name} is not valid: {reason}")]
     Invalid { name: &'static str, reason: String },
+    #[error("{name} must be between {min} and {max}, got {got}")]
+    OutOfRange {
+        name: &'static str,
+        min: String,
+        max: String,
+        got: String,
+    },
+    /// A tenant may not be allowed more connections than the pool its actor draws from.
+    #[error(
+        "TENANT_MAX_CONNECTIONS ({tenant_max}) must not exceed its host thread's share of \
+         APP_POOL_SIZE ({app_pool_size} connections over {hosts} thread(s) hosting tenant \
+         actors: {share} each)"
+    )]
+    TenantConnectionsAboveShare {
+        tenant_max: usize,
+        app_pool_size: usize,
+        hosts: usize,
+        share: usize,
+    },
 }
 
 /// Role names are configurable so one cluster can host several deployments.
@@ -20,17 +47,18 @@ pub struct RoleNames {
 
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Owner role connection (migrations, provisioning DDL, purge).
-    pub database_url: String,
+    /// Owner role connection (migrations, provisioning DDL, purge). May carry a password.
+    pub database_url: SecretString,
     /// App role connection (request path and workers, subject to RLS).
-    pub app_database_url: String,
+    pub app_database_url: SecretString,
     /// Admin role connection (BYPASSRLS, platform-admin endpoints only).
-    pub admin_database_url: String,
+    pub admin_database_url: SecretString,
     pub roles: RoleNames,
-    pub redis_url: String,
+    /// May carry a password (`redis://:password@host`).
+    pub redis_url: SecretString,
     pub bind: String,
-    pub platform_admin_token: Option<String>,
-    pub jwt_secret: String,
+    pub platform_admin_token: Option<SecretString>,
+    pub jwt_secret: SecretString,
     pub jwt_secret_generated: bool,
     pub jwt_ttl: Duration,
     pub base_domain: String,
@@ -48,6 +76,9 @@ pub struct Config {
     pub tenant_schemas_per_connection: usize,
     pub statement_timeout: Duration,
     pub retention: Duration,
+    /// Lets webhook URLs reach loopback and private networks (tests, development). Webhooks
+    /// are not built yet: nothing reads this but the warning the server logs at start when it
+    /// is on; the webhook sender will check it before each delivery.
     pub webhook_allow_private_targets: bool,
     /// A tenant actor with no work for this long stops (memory stays bounded).
     pub actor_idle_timeout: Duration,
@@ -57,8 +88,11 @@ pub struct Config {
     /// Threads of their own for the tenant actors; 0 (the default) hosts them on the HTTP
     /// workers.
     pub actor_arbiters: usize,
-    /// Connections of the app pool one tenant may hold at once (noisy neighbours).
-    pub tenant_max_connections: usize,
+    /// Connections of the app pool one tenant may hold at once (noisy neighbours). `None`: a
+    /// quarter of APP_POOL_SIZE (at least 2), within the host thread's share; see
+    /// [`Config::tenant_connections`], which checks an explicit value against that share once
+    /// the number of threads hosting actors is known.
+    pub tenant_max_connections: Option<usize>,
     /// How long resolved tenants and verified users are trusted without asking the database;
     /// changes made through any instance invalidate them sooner (Redis pub/sub).
     pub cache_ttl: Duration,
@@ -84,35 +118,98 @@ pub enum LogFormat {
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/tenantry";
 
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+/// The allowed range of every numeric variable, in one place so the error messages, the tests
+/// and the documentation agree.
+pub mod limits {
+    use std::ops::RangeInclusive;
+
+    pub const POOL_SIZE: RangeInclusive<usize> = 1..=1000;
+    pub const TENANT_SCHEMAS_PER_CONNECTION: RangeInclusive<usize> = 1..=100_000;
+    pub const STATEMENT_TIMEOUT_MS: RangeInclusive<u64> = 10..=3_600_000;
+    pub const TENANT_RETENTION_DAYS: RangeInclusive<u64> = 0..=3650;
+    pub const JWT_TTL_SECONDS: RangeInclusive<u64> = 60..=604_800;
+    pub const ACTOR_IDLE_SECONDS: RangeInclusive<u64> = 1..=86_400;
+    pub const ACTOR_QUEUE: RangeInclusive<usize> = 1..=65_536;
+    pub const ACTOR_ARBITERS: RangeInclusive<usize> = 0..=256;
+    pub const CACHE_TTL_SECONDS: RangeInclusive<u64> = 0..=3600;
+    pub const API_CALLS_FLUSH_MS: RangeInclusive<u64> = 10..=3_600_000;
+    pub const JOB_POLL_INTERVAL_MS: RangeInclusive<u64> = 10..=60_000;
+    pub const JWT_SECRET_MIN_CHARS: usize = 32;
 }
 
-fn parse_var<T: std::str::FromStr>(name: &'static str, default: T) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    match var(name) {
-        None => Ok(default),
-        Some(raw) => raw
-            .trim()
-            .parse()
-            .map_err(|e: T::Err| ConfigError::Invalid {
+/// Where variables come from: the process environment, or (in tests) a map, so no test has to
+/// change the environment that tests running beside it read.
+struct Vars<F>(F);
+
+impl<F: Fn(&str) -> Option<String>> Vars<F> {
+    /// Blank counts as unset.
+    fn get(&self, name: &str) -> Option<String> {
+        (self.0)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    fn number<T>(
+        &self,
+        name: &'static str,
+        default: T,
+        range: RangeInclusive<T>,
+    ) -> Result<T, ConfigError>
+    where
+        T: FromStr + PartialOrd + Display + Copy,
+    {
+        match self.get(name) {
+            None => Ok(default),
+            Some(raw) => checked(name, &raw, range),
+        }
+    }
+
+    fn optional_number<T>(
+        &self,
+        name: &'static str,
+        range: RangeInclusive<T>,
+    ) -> Result<Option<T>, ConfigError>
+    where
+        T: FromStr + PartialOrd + Display + Copy,
+    {
+        self.get(name)
+            .map(|raw| checked(name, &raw, range))
+            .transpose()
+    }
+
+    fn bool(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self
+            .get(name)
+            .map(|v| v.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None => Ok(default),
+            Some("1" | "true" | "yes" | "on") => Ok(true),
+            Some("0" | "false" | "no" | "off") => Ok(false),
+            Some(other) => Err(ConfigError::Invalid {
                 name,
-                reason: e.to_string(),
+                reason: format!("expected true or false, got {other:?}"),
             }),
+        }
     }
 }
 
-fn parse_bool(name: &'static str, default: bool) -> Result<bool, ConfigError> {
-    match var(name).as_deref().map(str::to_ascii_lowercase).as_deref() {
-        None => Ok(default),
-        Some("1" | "true" | "yes" | "on") => Ok(true),
-        Some("0" | "false" | "no" | "off") => Ok(false),
-        Some(other) => Err(ConfigError::Invalid {
-            name,
-            reason: format!("expected true or false, got {other:?}"),
-        }),
+fn checked<T>(name: &'static str, raw: &str, range: RangeInclusive<T>) -> Result<T, ConfigError>
+where
+    T: FromStr + PartialOrd + Display + Copy,
+{
+    let out_of_range = |got: String| ConfigError::OutOfRange {
+        name,
+        min: range.start().to_string(),
+        max: range.end().to_string(),
+        got,
+    };
+    let value: T = raw
+        .trim()
+        .parse()
+        .map_err(|_| out_of_range(format!("{:?}", raw.trim())))?;
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(out_of_range(value.to_string()))
     }
 }
 
@@ -151,11 +248,27 @@ pub fn with_database(url: &str, database: &str) -> String {
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let database_url = var("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// The configuration the variables `lookup` returns describe (`from_env` passes the
+    /// process environment).
+    pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        use limits::*;
+        let vars = Vars(lookup);
+        let database_url = vars
+            .get("DATABASE_URL")
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
         let roles = RoleNames {
-            owner: var("DB_OWNER_ROLE").unwrap_or_else(|| "tenantry_owner".into()),
-            app: var("DB_APP_ROLE").unwrap_or_else(|| "tenantry_app".into()),
-            admin: var("DB_ADMIN_ROLE").unwrap_or_else(|| "tenantry_admin".into()),
+            owner: vars
+                .get("DB_OWNER_ROLE")
+                .unwrap_or_else(|| "tenantry_owner".into()),
+            app: vars
+                .get("DB_APP_ROLE")
+                .unwrap_or_else(|| "tenantry_app".into()),
+            admin: vars
+                .get("DB_ADMIN_ROLE")
+                .unwrap_or_else(|| "tenantry_admin".into()),
         };
         for (name, role) in [
             ("DB_OWNER_ROLE", &roles.owner),
@@ -169,25 +282,25 @@ impl Config {
                 });
             }
         }
-        let app_database_url = match var("APP_DATABASE_URL") {
+        let app_database_url = match vars.get("APP_DATABASE_URL") {
             Some(url) => url,
             None => with_user(&database_url, &roles.app)?,
         };
-        let admin_database_url = match var("ADMIN_DATABASE_URL") {
+        let admin_database_url = match vars.get("ADMIN_DATABASE_URL") {
             Some(url) => url,
             None => with_user(&database_url, &roles.admin)?,
         };
-        let (jwt_secret, jwt_secret_generated) = match var("JWT_SECRET") {
-            Some(secret) if secret.len() < 32 => {
+        let (jwt_secret, jwt_secret_generated) = match vars.get("JWT_SECRET") {
+            Some(secret) if secret.chars().count() < JWT_SECRET_MIN_CHARS => {
                 return Err(ConfigError::Invalid {
                     name: "JWT_SECRET",
-                    reason: "use at least 32 characters".into(),
+                    reason: format!("use at least {JWT_SECRET_MIN_CHARS} characters"),
                 })
             }
             Some(secret) => (secret, false),
             None => (crate::auth::random_token(48), true),
         };
-        let log_format = match var("LOG_FORMAT").as_deref() {
+        let log_format = match vars.get("LOG_FORMAT").as_deref().map(str::trim) {
             None | Some("json") => LogFormat::Json,
             Some("pretty") => LogFormat::Pretty,
             Some(other) => {
@@ -197,60 +310,118 @@ impl Config {
                 })
             }
         };
-        let app_pool_size = parse_var("APP_POOL_SIZE", 16usize)?;
-        if app_pool_size == 0 {
-            return Err(ConfigError::Invalid {
-                name: "APP_POOL_SIZE",
-                reason: "must be at least 1".into(),
+        let app_pool_size = vars.number("APP_POOL_SIZE", 16, POOL_SIZE)?;
+        let tenant_max_connections =
+            vars.optional_number("TENANT_MAX_CONNECTIONS", 1..=*POOL_SIZE.end())?;
+        if let Some(n) = tenant_max_connections.filter(|n| *n > app_pool_size) {
+            return Err(ConfigError::OutOfRange {
+                name: "TENANT_MAX_CONNECTIONS",
+                min: "1".into(),
+                max: format!("APP_POOL_SIZE ({app_pool_size})"),
+                got: n.to_string(),
             });
         }
         Ok(Config {
-            database_url,
-            app_database_url,
-            admin_database_url,
+            database_url: database_url.into(),
+            app_database_url: app_database_url.into(),
+            admin_database_url: admin_database_url.into(),
             roles,
-            redis_url: var("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
-            bind: var("BIND").unwrap_or_else(|| "127.0.0.1:8080".into()),
-            platform_admin_token: var("PLATFORM_ADMIN_TOKEN"),
-            jwt_secret,
+            redis_url: vars
+                .get("REDIS_URL")
+                .unwrap_or_else(|| "redis://127.0.0.1:6379".into())
+                .into(),
+            bind: vars.get("BIND").unwrap_or_else(|| "127.0.0.1:8080".into()),
+            platform_admin_token: vars.get("PLATFORM_ADMIN_TOKEN").map(Into::into),
+            jwt_secret: jwt_secret.into(),
             jwt_secret_generated,
-            jwt_ttl: Duration::from_secs(parse_var("JWT_TTL_SECONDS", 3600u64)?),
-            base_domain: var("BASE_DOMAIN")
+            jwt_ttl: Duration::from_secs(vars.number("JWT_TTL_SECONDS", 3600, JWT_TTL_SECONDS)?),
+            base_domain: vars
+                .get("BASE_DOMAIN")
                 .unwrap_or_else(|| "localhost".into())
                 .to_ascii_lowercase(),
             log_format,
             app_pool_size,
-            app_shared_pool_size: parse_var("APP_SHARED_POOL_SIZE", 8usize)?.max(1),
-            admin_pool_size: parse_var("ADMIN_POOL_SIZE", 4usize)?.max(1),
-            owner_pool_size: parse_var("OWNER_POOL_SIZE", 4usize)?.max(1),
-            tenant_schemas_per_connection: parse_var("TENANT_SCHEMAS_PER_CONNECTION", 500usize)?
-                .max(1),
-            statement_timeout: Duration::from_millis(parse_var("STATEMENT_TIMEOUT_MS", 5000u64)?),
+            app_shared_pool_size: vars.number("APP_SHARED_POOL_SIZE", 8, POOL_SIZE)?,
+            admin_pool_size: vars.number("ADMIN_POOL_SIZE", 4, POOL_SIZE)?,
+            owner_pool_size: vars.number("OWNER_POOL_SIZE", 4, POOL_SIZE)?,
+            tenant_schemas_per_connection: vars.number(
+                "TENANT_SCHEMAS_PER_CONNECTION",
+                500,
+                TENANT_SCHEMAS_PER_CONNECTION,
+            )?,
+            statement_timeout: Duration::from_millis(vars.number(
+                "STATEMENT_TIMEOUT_MS",
+                5000,
+                STATEMENT_TIMEOUT_MS,
+            )?),
             retention: Duration::from_secs(
-                parse_var("TENANT_RETENTION_DAYS", 30u64)?.saturating_mul(86_400),
+                vars.number("TENANT_RETENTION_DAYS", 30, TENANT_RETENTION_DAYS)? * 86_400,
             ),
-            webhook_allow_private_targets: parse_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", false)?,
-            actor_idle_timeout: Duration::from_secs(
-                parse_var("ACTOR_IDLE_SECONDS", 300u64)?.max(1),
-            ),
-            actor_mailbox_capacity: parse_var("ACTOR_MAILBOX_CAPACITY", 256usize)?.max(1),
-            actor_max_in_flight: parse_var("ACTOR_MAX_IN_FLIGHT", 256usize)?.max(1),
-            actor_arbiters: parse_var("ACTOR_ARBITERS", 0usize)?.min(256),
-            tenant_max_connections: parse_var(
-                "TENANT_MAX_CONNECTIONS",
-                (app_pool_size / 4).max(2),
-            )?
-            .clamp(1, app_pool_size),
-            cache_ttl: Duration::from_secs(parse_var("CACHE_TTL_SECONDS", 30u64)?),
+            webhook_allow_private_targets: vars.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", false)?,
+            actor_idle_timeout: Duration::from_secs(vars.number(
+                "ACTOR_IDLE_SECONDS",
+                300,
+                ACTOR_IDLE_SECONDS,
+            )?),
+            actor_mailbox_capacity: vars.number("ACTOR_MAILBOX_CAPACITY", 256, ACTOR_QUEUE)?,
+            actor_max_in_flight: vars.number("ACTOR_MAX_IN_FLIGHT", 256, ACTOR_QUEUE)?,
+            actor_arbiters: vars.number("ACTOR_ARBITERS", 0, ACTOR_ARBITERS)?,
+            tenant_max_connections,
+            cache_ttl: Duration::from_secs(vars.number(
+                "CACHE_TTL_SECONDS",
+                30,
+                CACHE_TTL_SECONDS,
+            )?),
             fault_injection: false,
-            job_worker: parse_bool("JOB_WORKER", true)?,
-            api_calls_flush_interval: Duration::from_millis(
-                parse_var("API_CALLS_FLUSH_MS", 10_000u64)?.max(10),
-            ),
-            job_poll_interval: Duration::from_millis(
-                parse_var("JOB_POLL_INTERVAL_MS", 500u64)?.max(10),
-            ),
+            job_worker: vars.bool("JOB_WORKER", true)?,
+            api_calls_flush_interval: Duration::from_millis(vars.number(
+                "API_CALLS_FLUSH_MS",
+                10_000,
+                API_CALLS_FLUSH_MS,
+            )?),
+            job_poll_interval: Duration::from_millis(vars.number(
+                "JOB_POLL_INTERVAL_MS",
+                500,
+                JOB_POLL_INTERVAL_MS,
+            )?),
         })
+    }
+
+    /// Connections of its host thread's pool one tenant may hold at once, when `hosts` threads
+    /// host the tenant actors and each has `share` of APP_POOL_SIZE. The derived default fits
+    /// in the share; an explicit TENANT_MAX_CONNECTIONS above it is an error, not a clamp.
+    pub fn tenant_connections(&self, hosts: usize, share: usize) -> Result<usize, ConfigError> {
+        match self.tenant_max_connections {
+            None => Ok((self.app_pool_size / 4).max(2).min(share)),
+            Some(n) if n <= share => Ok(n),
+            Some(n) => Err(ConfigError::TenantConnectionsAboveShare {
+                tenant_max: n,
+                app_pool_size: self.app_pool_size,
+                hosts,
+                share,
+            }),
+        }
+    }
+
+    /// What the server warns about when it starts: settings that work but should not reach a
+    /// production deployment unnoticed.
+    pub fn startup_warnings(&self) -> Vec<&'static str> {
+        let mut warnings = Vec::new();
+        if self.jwt_secret_generated {
+            warnings.push(
+                "JWT_SECRET is not set: generated one for this run; tokens will not survive a restart",
+            );
+        }
+        if self.platform_admin_token.is_none() {
+            warnings.push("PLATFORM_ADMIN_TOKEN is not set: operator endpoints answer 401");
+        }
+        if self.webhook_allow_private_targets {
+            warnings.push(
+                "WEBHOOK_ALLOW_PRIVATE_TARGETS is on: webhook URLs may reach loopback and private \
+                 networks; use it for tests and development only",
+            );
+        }
+        warnings
     }
 }
 
@@ -266,7 +437,245 @@ pub fn is_plain_identifier(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
+    use secrecy::ExposeSecret;
+
     use super::*;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_vars(|name| vars.get(name).cloned())
+    }
+
+    /// The message of the error `vars` give, which must name `variable`.
+    fn rejected(vars: &[(&str, &str)], variable: &str) -> String {
+        let message = match parse(vars) {
+            Ok(config) => panic!("{vars:?} was accepted: {config:?}"),
+            Err(err) => err.to_string(),
+        };
+        assert!(
+            message.starts_with(variable),
+            "{vars:?}: {message:?} does not name {variable}"
+        );
+        message
+    }
+
+    #[test]
+    fn defaults_are_accepted() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.app_pool_size, 16);
+        assert_eq!(config.app_shared_pool_size, 8);
+        assert_eq!((config.admin_pool_size, config.owner_pool_size), (4, 4));
+        assert_eq!(config.tenant_schemas_per_connection, 500);
+        assert_eq!(config.statement_timeout, Duration::from_millis(5000));
+        assert_eq!(config.retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(config.jwt_ttl, Duration::from_secs(3600));
+        assert_eq!(config.actor_idle_timeout, Duration::from_secs(300));
+        assert_eq!(
+            (config.actor_mailbox_capacity, config.actor_max_in_flight),
+            (256, 256)
+        );
+        assert_eq!(config.actor_arbiters, 0);
+        assert_eq!(config.tenant_max_connections, None);
+        assert_eq!(config.cache_ttl, Duration::from_secs(30));
+        assert_eq!(
+            config.api_calls_flush_interval,
+            Duration::from_millis(10_000)
+        );
+        assert_eq!(config.job_poll_interval, Duration::from_millis(500));
+        assert!(config.job_worker);
+        assert!(!config.webhook_allow_private_targets);
+        assert!(config.jwt_secret_generated);
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.database_url.expose_secret(), DEFAULT_DATABASE_URL);
+        assert_eq!(
+            config.app_database_url.expose_secret(),
+            "postgres://tenantry_app@127.0.0.1:5432/tenantry"
+        );
+    }
+
+    #[test]
+    fn values_inside_their_ranges_are_accepted() {
+        let config = parse(&[
+            ("APP_POOL_SIZE", "1000"),
+            ("APP_SHARED_POOL_SIZE", "1"),
+            ("ADMIN_POOL_SIZE", " 1 "),
+            ("OWNER_POOL_SIZE", "1000"),
+            ("TENANT_SCHEMAS_PER_CONNECTION", "1"),
+            ("STATEMENT_TIMEOUT_MS", "10"),
+            ("TENANT_RETENTION_DAYS", "0"),
+            ("JWT_TTL_SECONDS", "604800"),
+            ("ACTOR_IDLE_SECONDS", "1"),
+            ("ACTOR_MAILBOX_CAPACITY", "65536"),
+            ("ACTOR_MAX_IN_FLIGHT", "1"),
+            ("ACTOR_ARBITERS", "256"),
+            ("TENANT_MAX_CONNECTIONS", "1000"),
+            ("CACHE_TTL_SECONDS", "0"),
+            ("API_CALLS_FLUSH_MS", "3600000"),
+            ("JOB_POLL_INTERVAL_MS", "10"),
+            ("JOB_WORKER", "off"),
+            ("WEBHOOK_ALLOW_PRIVATE_TARGETS", "TRUE"),
+            ("LOG_FORMAT", "pretty"),
+        ])
+        .unwrap();
+        assert_eq!(config.app_pool_size, 1000);
+        assert_eq!(config.admin_pool_size, 1);
+        assert_eq!(config.retention, Duration::ZERO);
+        assert_eq!(config.actor_arbiters, 256);
+        assert_eq!(config.tenant_max_connections, Some(1000));
+        assert_eq!(config.cache_ttl, Duration::ZERO);
+        assert!(!config.job_worker);
+        assert!(config.webhook_allow_private_targets);
+        assert_eq!(config.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn values_outside_their_ranges_stop_the_process() {
+        assert_eq!(
+            rejected(&[("ADMIN_POOL_SIZE", "0")], "ADMIN_POOL_SIZE"),
+            "ADMIN_POOL_SIZE must be between 1 and 1000, got 0"
+        );
+        let cases: &[(&str, &str, &str)] = &[
+            ("APP_POOL_SIZE", "0", "between 1 and 1000"),
+            ("APP_POOL_SIZE", "1001", "between 1 and 1000"),
+            ("APP_SHARED_POOL_SIZE", "0", "between 1 and 1000"),
+            ("OWNER_POOL_SIZE", "0", "between 1 and 1000"),
+            ("TENANT_SCHEMAS_PER_CONNECTION", "0", "between 1 and 100000"),
+            ("STATEMENT_TIMEOUT_MS", "0", "between 10 and 3600000"),
+            ("TENANT_RETENTION_DAYS", "3651", "between 0 and 3650"),
+            ("JWT_TTL_SECONDS", "59", "between 60 and 604800"),
+            ("ACTOR_IDLE_SECONDS", "0", "between 1 and 86400"),
+            ("ACTOR_MAILBOX_CAPACITY", "0", "between 1 and 65536"),
+            ("ACTOR_MAX_IN_FLIGHT", "65537", "between 1 and 65536"),
+            ("ACTOR_ARBITERS", "257", "between 0 and 256"),
+            ("TENANT_MAX_CONNECTIONS", "0", "between 1 and 1000"),
+            ("CACHE_TTL_SECONDS", "3601", "between 0 and 3600"),
+            ("API_CALLS_FLUSH_MS", "9", "between 10 and 3600000"),
+            ("JOB_POLL_INTERVAL_MS", "60001", "between 10 and 60000"),
+        ];
+        for (name, value, range) in cases {
+            let message = rejected(&[(name, value)], name);
+            assert!(
+                message.contains(range) && message.ends_with(&format!("got {value}")),
+                "{name}={value}: {message:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn values_that_do_not_parse_name_the_variable_and_the_range() {
+        for (name, value) in [
+            ("APP_POOL_SIZE", "sixteen"),
+            ("ADMIN_POOL_SIZE", "-1"),
+            ("STATEMENT_TIMEOUT_MS", "5s"),
+            ("TENANT_RETENTION_DAYS", "1.5"),
+            ("ACTOR_ARBITERS", "99999999999999999999999"),
+        ] {
+            let message = rejected(&[(name, value)], name);
+            assert!(message.contains("must be between"), "{message}");
+        }
+        for (name, value) in [
+            ("JOB_WORKER", "maybe"),
+            ("WEBHOOK_ALLOW_PRIVATE_TARGETS", "2"),
+            ("LOG_FORMAT", "xml"),
+            ("DB_APP_ROLE", "App; drop"),
+            ("JWT_SECRET", "too-short"),
+        ] {
+            rejected(&[(name, value)], name);
+        }
+    }
+
+    #[test]
+    fn tenant_connections_are_checked_against_the_pool_not_clamped() {
+        assert_eq!(
+            rejected(
+                &[("APP_POOL_SIZE", "8"), ("TENANT_MAX_CONNECTIONS", "9")],
+                "TENANT_MAX_CONNECTIONS"
+            ),
+            "TENANT_MAX_CONNECTIONS must be between 1 and APP_POOL_SIZE (8), got 9"
+        );
+        let config = parse(&[("APP_POOL_SIZE", "16"), ("TENANT_MAX_CONNECTIONS", "5")]).unwrap();
+        // Two threads host actors: 8 connections each.
+        assert_eq!(config.tenant_connections(2, 8).unwrap(), 5);
+        // Four threads: 4 each, fewer than the 5 asked for.
+        let message = config.tenant_connections(4, 4).unwrap_err().to_string();
+        assert!(
+            message.starts_with("TENANT_MAX_CONNECTIONS (5)")
+                && message.contains("APP_POOL_SIZE (16 connections over 4 thread(s)"),
+            "{message}"
+        );
+        // Unset, the default is derived: a quarter of the pool, at least 2, within the share.
+        let derived = parse(&[("APP_POOL_SIZE", "16")]).unwrap();
+        assert_eq!(derived.tenant_connections(2, 8).unwrap(), 4);
+        assert_eq!(derived.tenant_connections(8, 2).unwrap(), 2);
+        let small = parse(&[("APP_POOL_SIZE", "1")]).unwrap();
+        assert_eq!(small.tenant_connections(2, 1).unwrap(), 1);
+    }
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let config = parse(&[
+            ("JWT_SECRET", "jwt-secret-jwt-secret-jwt-secret-0001"),
+            ("PLATFORM_ADMIN_TOKEN", "operator-token-0002"),
+            (
+                "DATABASE_URL",
+                "postgres://owner:owner-password-0003@db:5432/tenantry",
+            ),
+            (
+                "APP_DATABASE_URL",
+                "postgres://app:app-password-0004@db:5432/tenantry",
+            ),
+            (
+                "ADMIN_DATABASE_URL",
+                "postgres://admin:admin-password-0005@db:5432/tenantry",
+            ),
+            ("REDIS_URL", "redis://:redis-password-0006@cache:6379"),
+        ])
+        .unwrap();
+        let debug = format!("{config:?}");
+        for secret in [
+            "jwt-secret-jwt-secret",
+            "operator-token-0002",
+            "owner-password-0003",
+            "app-password-0004",
+            "admin-password-0005",
+            "redis-password-0006",
+        ] {
+            assert!(!debug.contains(secret), "{secret} shows in {debug}");
+        }
+        assert!(debug.contains("REDACTED"));
+        assert_eq!(
+            config.jwt_secret.expose_secret(),
+            "jwt-secret-jwt-secret-jwt-secret-0001"
+        );
+        assert_eq!(
+            config
+                .platform_admin_token
+                .as_ref()
+                .map(|t| t.expose_secret()),
+            Some("operator-token-0002")
+        );
+    }
+
+    #[test]
+    fn startup_warnings() {
+        let quiet = parse(&[
+            ("JWT_SECRET", "jwt-secret-jwt-secret-jwt-secret-0001"),
+            ("PLATFORM_ADMIN_TOKEN", "operator-token"),
+        ])
+        .unwrap();
+        assert!(quiet.startup_warnings().is_empty());
+        let loud = parse(&[("WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")]).unwrap();
+        let warnings = loud.startup_warnings();
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(warnings
+            .iter()
+            .any(|w| w.starts_with("WEBHOOK_ALLOW_PRIVATE_TARGETS is on")));
+    }
 
     #[test]
     fn derives_role_urls() {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpResponse, HttpServer};
+use secrecy::ExposeSecret;
 
 use crate::actors::{ActorSettings, TenantRegistry};
 use crate::auth::JwtKeys;
@@ -34,6 +35,8 @@ pub enum StartupError {
     Db(#[from] crate::db::DbError),
     #[error("invalid REDIS_URL: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 pub struct ServerOptions {
@@ -62,8 +65,8 @@ impl Application {
         options: ServerOptions,
     ) -> Result<Application, StartupError> {
         let pools = Pools::new(&config)?;
-        let redis = redis::Client::open(config.redis_url.as_str())?;
-        let jwt = JwtKeys::hs256(&config.jwt_secret, config.jwt_ttl);
+        let redis = redis::Client::open(config.redis_url.expose_secret())?;
+        let jwt = JwtKeys::hs256(config.jwt_secret.expose_secret(), config.jwt_ttl);
         let listener = TcpListener::bind(&config.bind).map_err(|source| StartupError::Bind {
             bind: config.bind.clone(),
             source,
@@ -84,7 +87,7 @@ impl Application {
         let actors = TenantRegistry::start(
             &config,
             metrics.clone(),
-            ActorSettings::for_hosts(&config, workers),
+            ActorSettings::for_hosts(&config, workers)?,
         )?;
         let analytics = crate::analytics::AnalyticsRegistry::new(
             pools.app.clone(),

@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use super::tenant::{Execute, TenantActor};
 use super::{Caller, TenantOp};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::db::{DbError, PgPool};
 use crate::error::Problem;
 use crate::metrics::Metrics;
@@ -50,22 +50,22 @@ pub struct ActorSettings {
 impl ActorSettings {
     /// The actor settings of `config`, with `config.app_pool_size` split over the threads that
     /// will host actors: `hosts` HTTP workers, or `ACTOR_ARBITERS` dedicated threads.
-    pub fn for_hosts(config: &Config, hosts: usize) -> Self {
+    pub fn for_hosts(config: &Config, hosts: usize) -> Result<Self, ConfigError> {
         let hosts = if config.actor_arbiters > 0 {
             config.actor_arbiters
         } else {
             hosts.max(1)
         };
         let pool_per_host = config.app_pool_size.div_ceil(hosts).max(1);
-        ActorSettings {
+        Ok(ActorSettings {
             idle_timeout: config.actor_idle_timeout,
             mailbox_capacity: config.actor_mailbox_capacity,
             max_in_flight: config.actor_max_in_flight,
-            max_connections_per_tenant: config.tenant_max_connections.min(pool_per_host),
+            max_connections_per_tenant: config.tenant_connections(hosts, pool_per_host)?,
             arbiters: config.actor_arbiters,
             pool_per_host,
             expected_hosts: hosts,
-        }
+        })
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
+use secrecy::ExposeSecret;
 use tokio_postgres::{Client, NoTls};
 use uuid::Uuid;
 
@@ -112,20 +113,20 @@ pub async fn create_database_if_missing(database_url: &str) -> Result<(), DbErro
 
 pub async fn migrate(config: &Config, opts: MigrateOptions) -> Result<MigrateReport, DbError> {
     let started = Instant::now();
-    let login = connect(&config.database_url, &[]).await?;
+    let login = connect(config.database_url.expose_secret(), &[]).await?;
     roles::ensure_roles(
         &login,
         &RoleSetup {
             roles: &config.roles,
-            app_password: password_of(&config.app_database_url),
-            admin_password: password_of(&config.admin_database_url),
+            app_password: password_of(config.app_database_url.expose_secret()),
+            admin_password: password_of(config.admin_database_url.expose_secret()),
         },
     )
     .await?;
     drop(login);
 
     let owner_settings = owner_settings(config);
-    let lock_holder = connect(&config.database_url, &owner_settings).await?;
+    let lock_holder = connect(config.database_url.expose_secret(), &owner_settings).await?;
     let locked: bool = lock_holder
         .query_one("select pg_try_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await?
@@ -234,7 +235,7 @@ async fn migrate_tenants(
         .await?
         .get(0);
     let pool = build_pool(PoolOptions {
-        url: &config.database_url,
+        url: config.database_url.expose_secret(),
         size: opts.jobs.max(1),
         settings: owner_settings(config),
         tenant_schema_budget: config.tenant_schemas_per_connection,

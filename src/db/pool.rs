@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use deadpool_postgres::{ClientWrapper, ManagerConfig, RecyclingMethod};
+use secrecy::ExposeSecret;
 use tokio_postgres::{NoTls, Statement};
 use uuid::Uuid;
 
@@ -263,13 +264,13 @@ impl Pools {
     pub fn new(config: &Config) -> Result<Pools, DbError> {
         let app = app_pool(config, config.app_shared_pool_size)?;
         let admin = build_pool(PoolOptions {
-            url: &config.admin_database_url,
+            url: config.admin_database_url.expose_secret(),
             size: config.admin_pool_size,
             settings: vec![statement_timeout(config)],
             tenant_schema_budget: config.tenant_schemas_per_connection,
         })?;
         let owner = build_pool(PoolOptions {
-            url: &config.database_url,
+            url: config.database_url.expose_secret(),
             size: config.owner_pool_size,
             settings: owner_settings(config),
             tenant_schema_budget: config.tenant_schemas_per_connection,
@@ -289,7 +290,7 @@ fn statement_timeout(config: &Config) -> (String, String) {
 /// each connection's I/O task runs on the thread whose operations use it.
 pub fn app_pool(config: &Config, size: usize) -> Result<PgPool, DbError> {
     build_pool(PoolOptions {
-        url: &config.app_database_url,
+        url: config.app_database_url.expose_secret(),
         size,
         settings: vec![statement_timeout(config)],
         tenant_schema_budget: config.tenant_schemas_per_connection,
@@ -301,6 +302,7 @@ pub fn app_pool(config: &Config, size: usize) -> Result<PgPool, DbError> {
 pub fn owner_settings(config: &Config) -> Vec<(String, String)> {
     let login_user = config
         .database_url
+        .expose_secret()
         .parse::<tokio_postgres::Config>()
         .ok()
         .and_then(|c| c.get_user().map(str::to_string));

@@ -3,6 +3,7 @@
 use std::future::{ready, Ready};
 
 use actix_web::{dev::Payload, web, FromRequest, HttpMessage, HttpRequest};
+use secrecy::ExposeSecret;
 
 use crate::auth::{constant_time_eq, AuthError};
 use crate::error::Problem;
@@ -52,7 +53,8 @@ impl FromRequest for PlatformOperator {
             let expected = state
                 .config
                 .platform_admin_token
-                .as_deref()
+                .as_ref()
+                .map(ExposeSecret::expose_secret)
                 .ok_or_else(|| Problem::from(AuthError::MissingCredentials))?;
             let given =
                 bearer_token(req).ok_or_else(|| Problem::from(AuthError::MissingCredentials))?;

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use chrono::{Duration, SecondsFormat, Utc};
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use tenantry::db::tenant_schema_name;
 
@@ -34,10 +35,16 @@ impl Server {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
             .args(["serve", "--workers", "2"])
-            .env("DATABASE_URL", &db.config.database_url)
-            .env("APP_DATABASE_URL", &db.config.app_database_url)
-            .env("ADMIN_DATABASE_URL", &db.config.admin_database_url)
-            .env("JWT_SECRET", &db.config.jwt_secret)
+            .env("DATABASE_URL", db.config.database_url.expose_secret())
+            .env(
+                "APP_DATABASE_URL",
+                db.config.app_database_url.expose_secret(),
+            )
+            .env(
+                "ADMIN_DATABASE_URL",
+                db.config.admin_database_url.expose_secret(),
+            )
+            .env("JWT_SECRET", db.config.jwt_secret.expose_secret())
             .env("BIND", format!("127.0.0.1:{port}"))
             .env("APP_POOL_SIZE", "8")
             .env("LOG_FORMAT", "json")

@@ -2,6 +2,7 @@
 
 use std::process::{Command, Output};
 
+use secrecy::ExposeSecret;
 use serde_json::Value;
 use tenantry::auth::password;
 use tenantry::db::tenant_schema_name;
@@ -13,10 +14,16 @@ async fn tenantry(db: &TestDb, args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tenantry"));
     command
         .args(args)
-        .env("DATABASE_URL", &db.config.database_url)
-        .env("APP_DATABASE_URL", &db.config.app_database_url)
-        .env("ADMIN_DATABASE_URL", &db.config.admin_database_url)
-        .env("JWT_SECRET", &db.config.jwt_secret)
+        .env("DATABASE_URL", db.config.database_url.expose_secret())
+        .env(
+            "APP_DATABASE_URL",
+            db.config.app_database_url.expose_secret(),
+        )
+        .env(
+            "ADMIN_DATABASE_URL",
+            db.config.admin_database_url.expose_secret(),
+        )
+        .env("JWT_SECRET", db.config.jwt_secret.expose_secret())
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "warn");
     tokio::task::spawn_blocking(move || command.output().expect("run tenantry"))

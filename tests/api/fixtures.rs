@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use tenantry::auth::{JwtKeys, Role};
 use uuid::Uuid;
@@ -64,10 +65,13 @@ pub async fn create_user(app: &TestApp, token: &str, email: &str, role: &str) ->
 
 /// A token for a user created through POST /users (POST /auth/login may not exist yet).
 pub fn token_for(app: &TestApp, tenant: Uuid, user: Uuid, role: Role) -> String {
-    JwtKeys::hs256(&app.config.jwt_secret, Duration::from_secs(3600))
-        .issue(user, tenant, role)
-        .expect("token")
-        .0
+    JwtKeys::hs256(
+        app.config.jwt_secret.expose_secret(),
+        Duration::from_secs(3600),
+    )
+    .issue(user, tenant, role)
+    .expect("token")
+    .0
 }
 
 pub fn ids(page: &Value) -> Vec<Uuid> {

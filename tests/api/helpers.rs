@@ -5,6 +5,7 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use tenantry::auth::JwtKeys;
 use tenantry::config::{with_database, Config};
@@ -47,18 +48,22 @@ pub fn base_database_url() -> String {
 pub async fn test_config() -> (Config, String) {
     let database = format!("tenantry_test_{}", Uuid::new_v4().simple());
     let mut config = Config::from_env().expect("test configuration");
-    config.database_url = with_database(&base_database_url(), &database);
+    config.database_url = with_database(&base_database_url(), &database).into();
     config.app_database_url =
-        tenantry::config::with_user(&config.database_url, &config.roles.app).expect("app url");
+        tenantry::config::with_user(config.database_url.expose_secret(), &config.roles.app)
+            .expect("app url")
+            .into();
     config.admin_database_url =
-        tenantry::config::with_user(&config.database_url, &config.roles.admin).expect("admin url");
+        tenantry::config::with_user(config.database_url.expose_secret(), &config.roles.admin)
+            .expect("admin url")
+            .into();
     config.bind = "127.0.0.1:0".into();
     config.platform_admin_token = Some(OPERATOR_TOKEN.into());
     config.jwt_secret = "test-jwt-secret-0123456789abcdef0123456789".into();
     config.app_pool_size = 8;
     config.app_shared_pool_size = 4;
     config.api_calls_flush_interval = std::time::Duration::from_millis(200);
-    migrate::create_database_if_missing(&config.database_url)
+    migrate::create_database_if_missing(config.database_url.expose_secret())
         .await
         .expect("create test database");
     migrate::migrate(
@@ -131,17 +136,17 @@ impl TestApp {
 
     /// Superuser connection to this test's database (inspection only).
     pub async fn superuser_db(&self) -> Client {
-        connect(&self.config.database_url).await
+        connect(self.config.database_url.expose_secret()).await
     }
 
     /// Connection as the app role: RLS applies.
     pub async fn app_db(&self) -> Client {
-        connect(&self.config.app_database_url).await
+        connect(self.config.app_database_url.expose_secret()).await
     }
 
     /// Connection as the admin role: BYPASSRLS.
     pub async fn admin_db(&self) -> Client {
-        connect(&self.config.admin_database_url).await
+        connect(self.config.admin_database_url.expose_secret()).await
     }
 
     pub fn operator(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -222,15 +227,15 @@ pub async fn test_db() -> TestDb {
 
 impl TestDb {
     pub async fn superuser_db(&self) -> Client {
-        connect(&self.config.database_url).await
+        connect(self.config.database_url.expose_secret()).await
     }
 
     pub async fn app_db(&self) -> Client {
-        connect(&self.config.app_database_url).await
+        connect(self.config.app_database_url.expose_secret()).await
     }
 
     pub async fn admin_db(&self) -> Client {
-        connect(&self.config.admin_database_url).await
+        connect(self.config.admin_database_url.expose_secret()).await
     }
 
     pub fn pools(&self) -> Pools {
@@ -255,7 +260,7 @@ pub async fn provision_tenant_with(
     template: &TenantTemplate,
     slug: &str,
 ) -> Provisioned {
-    let jwt = JwtKeys::hs256(&config.jwt_secret, config.jwt_ttl);
+    let jwt = JwtKeys::hs256(config.jwt_secret.expose_secret(), config.jwt_ttl);
     let ctx = ProvisionContext {
         owner: &pools.owner,
         template,

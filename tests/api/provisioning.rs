@@ -3,6 +3,7 @@
 
 use base64::Engine;
 use futures_util::future::join_all;
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use tenantry::auth::{password, JwtKeys, Role};
 use tenantry::db::template::TenantTemplate;
@@ -218,7 +219,7 @@ async fn provisioning_creates_everything_and_returns_working_credentials() {
 
     // The token carries exactly the claims of API.md.
     let token = created["credentials"]["token"].as_str().unwrap();
-    let keys = JwtKeys::hs256(&app.config.jwt_secret, app.config.jwt_ttl);
+    let keys = JwtKeys::hs256(app.config.jwt_secret.expose_secret(), app.config.jwt_ttl);
     let claims = keys.verify(token).expect("valid token");
     assert_eq!(claims.sub, admin_id);
     assert_eq!(claims.tenant_id, tenant_id);
@@ -309,7 +310,7 @@ async fn provisioning_creates_everything_and_returns_working_credentials() {
 async fn a_failure_after_the_schema_is_created_leaves_nothing_behind() {
     let db = test_db().await;
     let pools = db.pools();
-    let jwt = JwtKeys::hs256(&db.config.jwt_secret, db.config.jwt_ttl);
+    let jwt = JwtKeys::hs256(db.config.jwt_secret.expose_secret(), db.config.jwt_ttl);
     let template = TenantTemplate::embedded();
     let ctx = ProvisionContext {
         owner: &pools.owner,

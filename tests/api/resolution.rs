@@ -1,6 +1,7 @@
 //! The tenant resolution matrix of API.md and forged credentials.
 
 use base64::Engine;
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use tenantry::auth::{JwtKeys, Role};
 use uuid::Uuid;
@@ -203,7 +204,7 @@ async fn forged_tokens_are_refused() {
     let expired = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &json!({"sub": a.admin_id, "tenant_id": a.id, "role": "admin", "iat": now - 7200, "exp": now - 3600, "iss": "tenantry"}),
-        &jsonwebtoken::EncodingKey::from_secret(app.config.jwt_secret.as_bytes()),
+        &jsonwebtoken::EncodingKey::from_secret(app.config.jwt_secret.expose_secret().as_bytes()),
     )
     .unwrap();
     assert_problem(
@@ -217,7 +218,7 @@ async fn forged_tokens_are_refused() {
     let wrong_iss = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &json!({"sub": a.admin_id, "tenant_id": a.id, "role": "admin", "iat": now, "exp": now + 600, "iss": "someone-else"}),
-        &jsonwebtoken::EncodingKey::from_secret(app.config.jwt_secret.as_bytes()),
+        &jsonwebtoken::EncodingKey::from_secret(app.config.jwt_secret.expose_secret().as_bytes()),
     )
     .unwrap();
     assert_problem(
@@ -241,7 +242,10 @@ async fn forged_tokens_are_refused() {
     .await;
 
     // validly signed, but claiming A's admin in tenant B: the subject is not a user of B
-    let keys = JwtKeys::hs256(&app.config.jwt_secret, std::time::Duration::from_secs(600));
+    let keys = JwtKeys::hs256(
+        app.config.jwt_secret.expose_secret(),
+        std::time::Duration::from_secs(600),
+    );
     let (cross, _) = keys.issue(a.admin_id, b.id, Role::Admin).unwrap();
     assert_problem(
         app.get("/tenant", &cross).send().await.unwrap(),
@@ -296,7 +300,10 @@ async fn a_deleted_users_token_stops_working() {
     )
     .await
     .unwrap();
-    let keys = JwtKeys::hs256(&app.config.jwt_secret, std::time::Duration::from_secs(600));
+    let keys = JwtKeys::hs256(
+        app.config.jwt_secret.expose_secret(),
+        std::time::Duration::from_secs(600),
+    );
     let (token, _) = keys.issue(user, a.id, Role::Member).unwrap();
     assert_eq!(
         app.get("/tenant", &token)
@@ -315,7 +322,7 @@ async fn a_deleted_users_token_stops_working() {
     .unwrap();
     // The user cache is told about changes made through the API; a change made behind its back
     // (as here) is picked up once the entry expires, so expire it the way another instance would.
-    let redis = redis::Client::open(app.config.redis_url.as_str()).unwrap();
+    let redis = redis::Client::open(app.config.redis_url.expose_secret()).unwrap();
     tenantry::cache::publish(
         &redis,
         &tenantry::cache::Invalidation::User { tenant: a.id, user },
