@@ -1,6 +1,8 @@
 //! HS256 tokens with the claims of API.md. Validation pins the algorithm, so `alg: none` and
 //! algorithm-confusion tokens are refused before the signature is even considered.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -42,6 +44,24 @@ pub struct Claims {
     pub iat: i64,
     pub exp: i64,
     pub iss: String,
+}
+
+/// The `tenant_id` claim of a token, unverified: the signature, the expiry and every other
+/// claim are checked by [`JwtKeys::verify`], which must follow before anything trusts it.
+pub fn claimed_tenant(token: &str) -> Option<Uuid> {
+    #[derive(Deserialize)]
+    struct TenantClaim {
+        tenant_id: Uuid,
+    }
+    let mut parts = token.split('.');
+    let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let json = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice::<TenantClaim>(&json)
+        .ok()
+        .map(|claim| claim.tenant_id)
 }
 
 #[derive(Clone)]
@@ -115,6 +135,23 @@ mod tests {
             (claims.sub, claims.tenant_id, claims.role),
             (user, tenant, Role::Admin)
         );
+    }
+
+    #[test]
+    fn the_claimed_tenant_is_read_without_verifying() {
+        let tenant = Uuid::now_v7();
+        let (token, _) = keys().issue(Uuid::now_v7(), tenant, Role::Member).unwrap();
+        assert_eq!(claimed_tenant(&token), Some(tenant));
+        let other = JwtKeys::hs256(
+            "another-secret-another-secret-xx",
+            std::time::Duration::from_secs(60),
+        );
+        let (forged, _) = other.issue(Uuid::now_v7(), tenant, Role::Admin).unwrap();
+        assert_eq!(claimed_tenant(&forged), Some(tenant));
+        assert!(keys().verify(&forged).is_err());
+        for garbage in ["", "not-a-token", "a.b.c", "a.e30.c", "a.b.c.d"] {
+            assert_eq!(claimed_tenant(garbage), None, "{garbage}");
+        }
     }
 
     #[test]

@@ -41,6 +41,16 @@ impl Credential {
     }
 }
 
+/// The tenant a bearer credential claims, read without verifying anything. It only chooses
+/// the tenant to resolve; the credential is verified after, against that tenant.
+pub fn claimed_tenant(token: &str) -> Option<uuid::Uuid> {
+    if token.starts_with(api_keys::PREFIX) {
+        api_keys::tenant_of(token)
+    } else {
+        jwt::claimed_tenant(token)
+    }
+}
+
 pub fn random_token(len: usize) -> String {
     Alphanumeric.sample_string(&mut rand::rng(), len)
 }

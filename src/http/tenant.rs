@@ -1,6 +1,7 @@
 //! The tenant resolver (DESIGN.md step 2) as extractors. The tenant of a request is, in this
 //! order: the token's `tenant_id` claim, the `X-Tenant-ID` header (id or slug), the subdomain of
-//! `Host` under BASE_DOMAIN. None: 400. Unknown or deleted: 404. A token of one tenant with
+//! `Host` under BASE_DOMAIN. None: 400. Unknown or deleted: 404. Resolution comes before
+//! authentication; then missing or invalid credentials: 401, and a token of one tenant with
 //! another tenant's header or subdomain: 403.
 
 use std::ops::Deref;
@@ -11,7 +12,7 @@ use uuid::Uuid;
 
 use super::extract::{bearer_token, RequestId};
 use crate::actors::{Caller, TenantOp};
-use crate::auth::{AuthError, Credential};
+use crate::auth::{self, AuthError, Credential};
 use crate::error::Problem;
 use crate::state::AppState;
 use crate::tenancy::resolve::{self, ResolvedTenant, TenantKey};
@@ -107,8 +108,16 @@ fn names_same_tenant(key: &TenantKey, tenant: &ResolvedTenant) -> bool {
     }
 }
 
-/// Resolves the request's tenant and verifies `token` (the bearer credential, or one a
-/// WebSocket client passed in the query string).
+/// Resolves the request's tenant, then verifies `token` (the bearer credential, or one a
+/// WebSocket client passed in the query string), in the order API.md gives: a request naming
+/// no tenant is 400 and one naming an unknown tenant 404, with or without credentials; only
+/// then are credentials checked (401), and a token of another tenant than the header or
+/// subdomain names is 403.
+///
+/// A token names its tenant before it is verified: the claim is read unverified and only
+/// chooses which tenant to look up. Trusting it for nothing else is what makes that safe: a
+/// forged claim of an unknown tenant learns the 404 that `X-Tenant-ID` already answers, and
+/// one of a known tenant fails verification (401) like any other bad token.
 pub async fn resolve_with_token(
     req: &HttpRequest,
     token: Option<String>,
@@ -123,32 +132,16 @@ pub async fn resolve_with_token(
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_else(|| Uuid::now_v7().to_string());
-    let credential: Option<Credential> = match token.as_deref() {
-        Some(token) => Some(state.authenticate(token)?),
-        None if require_user => return Err(AuthError::MissingCredentials.into()),
-        None => None,
-    };
     let named = named_tenant(req, &state.config.base_domain)?;
-    let tenant = match (&credential, &named) {
-        (Some(credential), named) => {
-            let tenant = state
-                .resolve_tenant(&TenantKey::Id(credential.tenant()))
-                .await?
-                .ok_or_else(|| Problem::not_found("tenant"))?;
-            if let Some(key) = named {
-                if !names_same_tenant(key, &tenant) {
-                    return Err(Problem::forbidden(
-                        "the credentials belong to another tenant than the one named by the request",
-                    )
-                    .with("code_detail", "tenant_mismatch"));
-                }
-            }
-            tenant
+    let claimed = token.as_deref().and_then(auth::claimed_tenant);
+    let key = match (claimed, &named) {
+        (Some(id), _) => TenantKey::Id(id),
+        (None, Some(key)) => key.clone(),
+        // The credential is what was meant to name the tenant, and it is unreadable: the
+        // client's fault lies with the credential, not with a missing tenant.
+        (None, None) if token.is_some() => {
+            return Err(AuthError::InvalidToken("the token names no tenant".into()).into())
         }
-        (None, Some(key)) => state
-            .resolve_tenant(key)
-            .await?
-            .ok_or_else(|| Problem::not_found("tenant"))?,
         (None, None) => {
             return Err(Problem::bad_request(
                 "no tenant identified: send a token, an X-Tenant-ID header or use the tenant's subdomain",
@@ -156,6 +149,30 @@ pub async fn resolve_with_token(
             .with("code_detail", "tenant_required"))
         }
     };
+    let tenant = state
+        .resolve_tenant(&key)
+        .await?
+        .ok_or_else(|| Problem::not_found("tenant"))?;
+    let credential: Option<Credential> = match token.as_deref() {
+        Some(token) => Some(state.authenticate(token)?),
+        None if require_user => return Err(AuthError::MissingCredentials.into()),
+        None => None,
+    };
+    if let Some(credential) = &credential {
+        // The verified claim is the one that was resolved (both read the same token); checked
+        // again so that no later change to either reading can let them disagree silently.
+        if credential.tenant() != tenant.id {
+            return Err(AuthError::InvalidToken("the token's tenant changed".into()).into());
+        }
+        if let Some(key) = &named {
+            if !names_same_tenant(key, &tenant) {
+                return Err(Problem::forbidden(
+                    "the credentials belong to another tenant than the one named by the request",
+                )
+                .with("code_detail", "tenant_mismatch"));
+            }
+        }
+    }
     let identity = match &credential {
         Some(Credential::Jwt(claims)) => {
             state.verify_live_user(&tenant, claims).await?;

@@ -113,9 +113,10 @@ async fn resolution_matrix() {
         .await
         .unwrap();
     assert_eq!(slug_of(r).await, "alpha");
-    // 10. no credentials, no tenant on an authenticated route: 401 (credentials come first)
+    // 10. no credentials, no tenant on an authenticated route: 400 (the tenant is resolved
+    // before credentials are checked)
     let r = get().send().await.unwrap();
-    assert_problem(r, 401, "unauthorized").await;
+    assert_problem(r, 400, "bad_request").await;
     // 11. login with no tenant named: 400
     let r = login(&app, &a, None).await;
     assert_problem(r, 400, "bad_request").await;
@@ -144,6 +145,104 @@ async fn resolution_matrix() {
         .await
         .unwrap();
     assert_problem(r, 403, "forbidden").await;
+}
+
+/// API.md: "The tenant is resolved before credentials are checked: a request naming no tenant
+/// gets 400 and one naming an unknown tenant 404, with or without credentials."
+#[tokio::test]
+async fn resolution_comes_before_authentication() {
+    let (app, a, _b) = two_tenants().await;
+    let tasks = || app.http.get(app.url("/tasks"));
+    let now = chrono::Utc::now().timestamp();
+    let unknown = Uuid::now_v7();
+
+    // No tenant, no token: 400.
+    let r = tasks().send().await.unwrap();
+    assert_problem(r, 400, "bad_request").await;
+    // An unknown tenant, no token: 404, by header or by subdomain.
+    let r = tasks()
+        .header("X-Tenant-ID", "nobody")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 404, "not_found").await;
+    let r = tasks()
+        .header("Host", host(&app, "nobody"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 404, "not_found").await;
+    // An unknown tenant and a garbage token: 404.
+    let r = tasks()
+        .header("X-Tenant-ID", "nobody")
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 404, "not_found").await;
+    // A known tenant, no token or a garbage one: 401.
+    let r = tasks().header("X-Tenant-ID", "alpha").send().await.unwrap();
+    assert_problem(r, 401, "unauthorized").await;
+    let r = tasks()
+        .header("X-Tenant-ID", "alpha")
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 401, "unauthorized").await;
+
+    // A token names its tenant before it is verified: claiming an unknown tenant, with a bad
+    // signature or expired, it is 404 like any other request naming that tenant...
+    let other = JwtKeys::hs256(
+        "another-secret-that-is-long-enough-000",
+        std::time::Duration::from_secs(600),
+    );
+    let (wrong_key, _) = other.issue(a.admin_id, unknown, Role::Admin).unwrap();
+    let r = app.get("/tasks", &wrong_key).send().await.unwrap();
+    assert_problem(r, 404, "not_found").await;
+    let expired = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": a.admin_id, "tenant_id": unknown, "role": "admin", "iat": now - 7200, "exp": now - 3600, "iss": "tenantry"}),
+        &jsonwebtoken::EncodingKey::from_secret(app.config.jwt_secret.expose_secret().as_bytes()),
+    )
+    .unwrap();
+    let r = app.get("/tasks", &expired).send().await.unwrap();
+    assert_problem(r, 404, "not_found").await;
+    // ...and claiming a known tenant, the same tokens are 401: the claim chose the tenant,
+    // verification decides.
+    let (wrong_key, _) = other.issue(a.admin_id, a.id, Role::Admin).unwrap();
+    let r = app.get("/tasks", &wrong_key).send().await.unwrap();
+    assert_problem(r, 401, "unauthorized").await;
+    // The token's claim comes before the header: a forged token claiming an unknown tenant
+    // is 404 even beside a known tenant's header.
+    let (forged, _) = other.issue(a.admin_id, unknown, Role::Admin).unwrap();
+    let r = app
+        .get("/tasks", &forged)
+        .header("X-Tenant-ID", "alpha")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 404, "not_found").await;
+
+    // An API key names its tenant too: an unknown one is 404.
+    let key = format!("tk_{}_{}", unknown.simple(), "x".repeat(40));
+    let r = app.get("/tasks", &key).send().await.unwrap();
+    assert_problem(r, 404, "not_found").await;
+
+    // Login (a route that needs a tenant but no credentials) keeps working, and a garbage
+    // token sent with it is still refused once the tenant is known.
+    let r = login(&app, &a, Some(("X-Tenant-ID", "alpha".to_string()))).await;
+    assert_eq!(r.status().as_u16(), 200);
+    let r = app
+        .http
+        .post(app.url("/auth/login"))
+        .header("X-Tenant-ID", "nobody")
+        .bearer_auth("not-a-token")
+        .json(&json!({"email": a.admin_email, "password": a.admin_password}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 404, "not_found").await;
 }
 
 #[tokio::test]
