@@ -12,6 +12,9 @@ use super::AuthError;
 
 pub const ISSUER: &str = "tenantry";
 
+/// Seconds a token is still accepted past its `exp`, and already accepted before its `nbf`.
+pub const LEEWAY_SECONDS: u64 = 5;
+
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -77,7 +80,10 @@ impl JwtKeys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "sub"]);
-        validation.leeway = 5;
+        // A token not valid yet (`nbf` in the future) is refused like an expired one.
+        validation.validate_nbf = true;
+        // Clock skew between the issuer and this server, applied to `exp` and `nbf` alike.
+        validation.leeway = LEEWAY_SECONDS;
         JwtKeys {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             decoding: DecodingKey::from_secret(secret.as_bytes()),
@@ -135,6 +141,41 @@ mod tests {
             (claims.sub, claims.tenant_id, claims.role),
             (user, tenant, Role::Admin)
         );
+    }
+
+    fn signed(claims: serde_json::Value) -> String {
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn refuses_a_token_not_valid_yet() {
+        let now = Utc::now().timestamp();
+        let claims = |nbf: i64| {
+            serde_json::json!({"sub": Uuid::now_v7(), "tenant_id": Uuid::now_v7(), "role": "admin",
+                "iat": now, "exp": now + 600, "iss": ISSUER, "nbf": nbf})
+        };
+        let early = keys().verify(&signed(claims(now + 60))).unwrap_err();
+        assert!(early.to_string().contains("ImmatureSignature"), "{early}");
+        assert!(keys().verify(&signed(claims(now))).is_ok());
+        // Within the leeway: clocks a little apart still agree.
+        assert!(keys()
+            .verify(&signed(claims(now + LEEWAY_SECONDS as i64 - 1)))
+            .is_ok());
+    }
+
+    #[test]
+    fn refuses_an_unknown_role() {
+        let now = Utc::now().timestamp();
+        let token = signed(
+            serde_json::json!({"sub": Uuid::now_v7(), "tenant_id": Uuid::now_v7(),
+            "role": "superuser", "iat": now, "exp": now + 600, "iss": ISSUER}),
+        );
+        assert!(keys().verify(&token).is_err());
     }
 
     #[test]

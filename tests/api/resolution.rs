@@ -245,6 +245,48 @@ async fn resolution_comes_before_authentication() {
     assert_problem(r, 404, "not_found").await;
 }
 
+/// A token whose `nbf` lies in the future is not valid yet: 401. A role this version does not
+/// know is an invalid token, never read as `member`: 401.
+#[tokio::test]
+async fn tokens_not_yet_valid_or_with_an_unknown_role_are_refused() {
+    let (app, a, _b) = two_tenants().await;
+    let now = chrono::Utc::now().timestamp();
+    let sign = |claims: Value| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(
+                app.config.jwt_secret.expose_secret().as_bytes(),
+            ),
+        )
+        .unwrap()
+    };
+    let claims = |role: &str, nbf: i64| {
+        json!({"sub": a.admin_id, "tenant_id": a.id, "role": role, "iat": now, "nbf": nbf,
+            "exp": now + 600, "iss": "tenantry"})
+    };
+    // The same claims with `nbf` now are accepted, so the refusals below are about `nbf` and
+    // the role alone.
+    let r = app
+        .get("/tenant", &sign(claims("admin", now)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(slug_of(r).await, "alpha");
+    let r = app
+        .get("/tenant", &sign(claims("admin", now + 600)))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 401, "unauthorized").await;
+    let r = app
+        .get("/tenant", &sign(claims("superuser", now)))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 401, "unauthorized").await;
+}
+
 #[tokio::test]
 async fn deleted_tenant_resolves_to_404_everywhere() {
     let (app, a, _b) = two_tenants().await;
