@@ -221,6 +221,10 @@ impl From<AuthError> for Problem {
                 tracing::error!(%reason, "password hashing failed");
                 Problem::internal()
             }
+            AuthError::CorruptRow { column, value } => {
+                tracing::error!(column, ?value, "stored value unknown to this version");
+                Problem::internal()
+            }
         }
     }
 }
@@ -257,6 +261,10 @@ impl From<DomainError> for Problem {
             ),
             DomainError::Conflict(detail) => Problem::new(StatusCode::CONFLICT, "conflict", detail),
             DomainError::Db(db) => db.into(),
+            DomainError::CorruptRow { column, value } => {
+                tracing::error!(column, ?value, "stored value unknown to this version");
+                Problem::internal()
+            }
             DomainError::Internal(reason) => {
                 tracing::error!(%reason, "domain error");
                 Problem::internal()

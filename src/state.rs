@@ -6,7 +6,7 @@ use dashmap::DashMap;
 use uuid::Uuid;
 
 use crate::actors::{Caller, TenantOp, TenantRegistry};
-use crate::auth::{api_keys, AuthError, Claims, Credential, JwtKeys, Role};
+use crate::auth::{self, api_keys, AuthError, Claims, Credential, JwtKeys, Role};
 use crate::config::Config;
 use crate::db::template::TenantTemplate;
 use crate::db::{begin_tenant_tx, DbError, Pools, TenantTx};
@@ -205,7 +205,7 @@ impl AppState {
         };
         let identity = (
             row.get::<_, Uuid>(0),
-            Role::parse(row.get::<_, &str>(1)).unwrap_or(Role::Member),
+            auth::stored_role("api_keys.role", row.get(1))?,
         );
         self.caches.api_keys.insert(key, (identity, Instant::now()));
         Ok(identity)
@@ -249,9 +249,10 @@ impl AppState {
         let row = TenantTx::single_statement(&conn, tenant.id)
             .query_opt_then_commit(&stmt, &[&tenant.id, &claims.sub])
             .await?;
-        let Some(role) = row.and_then(|r| Role::parse(r.get::<_, &str>(0))) else {
+        let Some(row) = row else {
             return Err(AuthError::InvalidToken("the user no longer exists".into()).into());
         };
+        let role = auth::stored_role("users.role", row.get(0))?;
         self.caches.users.insert(key, (role, Instant::now()));
         if role == claims.role {
             Ok(())

@@ -19,6 +19,9 @@ pub enum AuthError {
     InvalidCredentials,
     #[error("password hashing failed: {0}")]
     Hashing(String),
+    /// A stored role this version does not know: an error, never read back as `member`.
+    #[error("{column} holds {value:?}, which is not a value this version knows")]
+    CorruptRow { column: &'static str, value: String },
 }
 
 /// A verified bearer credential, before the tenant it names has been checked.
@@ -49,6 +52,14 @@ pub fn claimed_tenant(token: &str) -> Option<uuid::Uuid> {
     } else {
         jwt::claimed_tenant(token)
     }
+}
+
+/// The role stored in `column`; an unknown one is [`AuthError::CorruptRow`].
+pub fn stored_role(column: &'static str, value: &str) -> Result<Role, AuthError> {
+    Role::parse(value).ok_or_else(|| AuthError::CorruptRow {
+        column,
+        value: value.to_string(),
+    })
 }
 
 pub fn random_token(len: usize) -> String {

@@ -63,6 +63,10 @@ pub enum DomainError {
     Conflict(&'static str),
     #[error(transparent)]
     Db(#[from] DbError),
+    /// A stored value this version does not know (a CHECK constraint widened by hand, a row
+    /// written by a newer version): an error, never read back as some default.
+    #[error("{column} holds {value:?}, which is not a value this version knows")]
+    CorruptRow { column: &'static str, value: String },
     #[error("{0}")]
     Internal(String),
 }

@@ -289,7 +289,7 @@ async fn delete(
     )
     .await?;
     for row in &tasks {
-        let task = super::tasks::Task::from_row(row);
+        let task = super::tasks::Task::from_row(row)?;
         record_change(
             tx,
             caller,

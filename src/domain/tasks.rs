@@ -41,11 +41,12 @@ impl TaskStatus {
         }
     }
 
-    fn parse(s: &str) -> TaskStatus {
+    fn parse(s: &str) -> Option<TaskStatus> {
         match s {
-            "in_progress" => TaskStatus::InProgress,
-            "done" => TaskStatus::Done,
-            _ => TaskStatus::Todo,
+            "todo" => Some(TaskStatus::Todo),
+            "in_progress" => Some(TaskStatus::InProgress),
+            "done" => Some(TaskStatus::Done),
+            _ => None,
         }
     }
 }
@@ -67,18 +68,22 @@ pub const TASK_COLUMNS: &str =
     "id, project_id, title, description, status, assignee_id, due_date, created_at, updated_at";
 
 impl Task {
-    pub fn from_row(row: &Row) -> Task {
-        Task {
+    pub fn from_row(row: &Row) -> Result<Task, DomainError> {
+        let status: &str = row.get("status");
+        Ok(Task {
             id: row.get("id"),
             project_id: row.get("project_id"),
             title: row.get("title"),
             description: row.get("description"),
-            status: TaskStatus::parse(row.get("status")),
+            status: TaskStatus::parse(status).ok_or_else(|| DomainError::CorruptRow {
+                column: "tasks.status",
+                value: status.to_string(),
+            })?,
             assignee_id: row.get("assignee_id"),
             due_date: row.get("due_date"),
             created_at: row.get("created_at"),
             updated_at: row.get("updated_at"),
-        }
+        })
     }
 
     pub(crate) fn json(&self) -> Value {
@@ -135,6 +140,7 @@ async fn find(tx: &TenantTx<'_>, tenant: Uuid, id: Uuid, read: Read) -> Result<T
     read_row(tx, &sql, &[&tenant, &id], read)
         .await?
         .map(|r| Task::from_row(&r))
+        .transpose()?
         .ok_or(DomainError::NotFound("task"))
 }
 
@@ -202,7 +208,7 @@ async fn list(
     }
     sql.push_str(" order by created_at, id limit $2");
     let rows = query(tx, &sql, &params).await?;
-    let items = rows.iter().map(Task::from_row).collect();
+    let items = rows.iter().map(Task::from_row).collect::<Result<_, _>>()?;
     Ok(page.finish(items, |t: &Task| Cursor {
         created_at: t.created_at,
         id: t.id,
@@ -263,7 +269,7 @@ async fn create(
         ],
     )
     .await?;
-    let task = Task::from_row(&row);
+    let task = Task::from_row(&row)?;
     record_change(
         tx,
         caller,
@@ -338,7 +344,7 @@ async fn update(
         ],
     )
     .await?;
-    let after = Task::from_row(&row);
+    let after = Task::from_row(&row)?;
     record_change(
         tx,
         caller,
@@ -375,7 +381,7 @@ async fn delete(
     )
     .await?
     .ok_or(DomainError::NotFound("task"))?;
-    let before = Task::from_row(&row);
+    let before = Task::from_row(&row)?;
     record_change(
         tx,
         caller,

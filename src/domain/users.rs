@@ -34,16 +34,19 @@ pub struct User {
 const USER_COLUMNS: &str = "id, email, name, role, created_at, updated_at";
 
 impl User {
-    fn from_row(row: &Row) -> User {
-        User {
+    fn from_row(row: &Row) -> Result<User, DomainError> {
+        let role: &str = row.get("role");
+        Ok(User {
             id: row.get("id"),
             email: row.get("email"),
             name: row.get("name"),
-            // The column's CHECK allows only these two; an unknown value never grants admin.
-            role: Role::parse(row.get("role")).unwrap_or(Role::Member),
+            role: Role::parse(role).ok_or_else(|| DomainError::CorruptRow {
+                column: "users.role",
+                value: role.to_string(),
+            })?,
             created_at: row.get("created_at"),
             updated_at: row.get("updated_at"),
-        }
+        })
     }
 
     fn json(&self) -> Value {
@@ -158,6 +161,7 @@ async fn find(tx: &TenantTx<'_>, tenant: Uuid, id: Uuid, read: Read) -> Result<U
     read_row(tx, &sql, &[&tenant, &id], read)
         .await?
         .map(|r| User::from_row(&r))
+        .transpose()?
         .ok_or(DomainError::NotFound("user"))
 }
 
@@ -199,7 +203,7 @@ async fn list(
             .await?
         }
     };
-    let items = rows.iter().map(User::from_row).collect();
+    let items = rows.iter().map(User::from_row).collect::<Result<_, _>>()?;
     Ok(page.finish(items, |u: &User| Cursor {
         created_at: u.created_at,
         id: u.id,
@@ -279,7 +283,7 @@ async fn create(
         ],
     )
     .await?;
-    let user = User::from_row(&row);
+    let user = User::from_row(&row)?;
     record_change(
         tx,
         caller,
@@ -346,7 +350,7 @@ async fn update(tx: &TenantTx<'_>, caller: &Caller, op: UpdateUser) -> Result<Us
         &[&tenant, &op.id, &email, &name, &role, &op.password_hash],
     )
     .await?;
-    let after = User::from_row(&row);
+    let after = User::from_row(&row)?;
     let password_changed = op.password_hash.is_some();
     let mut extra = Map::new();
     if password_changed {

@@ -11,6 +11,7 @@ mod auth;
 mod catalog;
 mod cli;
 mod concurrency;
+mod corrupt_rows;
 mod domain;
 mod explain;
 mod fixtures;

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::actors::{Caller, TenantOp};
 use crate::audit::{self, AuditAction};
-use crate::auth::{api_keys, password, AuthError, Role};
+use crate::auth::{self, api_keys, password, AuthError, Role};
 use crate::error::{FieldError, Problem};
 use crate::http::tenant::{PublicTenantRequest, TenantRequest};
 
@@ -113,7 +113,7 @@ pub async fn login(
     let Some((id, email, role)) = user.filter(|_| matches) else {
         return Err(AuthError::InvalidCredentials.into());
     };
-    let role = Role::parse(&role).unwrap_or(Role::Member);
+    let role = auth::stored_role("users.role", &role)?;
     let (token, expires_at) = req.state().jwt.issue(id, req.tenant_id, role)?;
     Ok(HttpResponse::Ok().json(LoginResponse {
         token,
@@ -262,18 +262,21 @@ impl TenantOp for ListApiKeys {
                     &[&caller.tenant_id],
                 )
                 .await?;
-            Ok(rows
+            let keys = rows
                 .iter()
-                .map(|r| ApiKey {
-                    id: r.get(0),
-                    name: r.get(1),
-                    prefix: r.get(2),
-                    role: Role::parse(r.get::<_, &str>(3)).unwrap_or(Role::Member),
-                    created_by: r.get(4),
-                    created_at: r.get(5),
-                    last_used_at: r.get(6),
+                .map(|r| {
+                    Ok(ApiKey {
+                        id: r.get(0),
+                        name: r.get(1),
+                        prefix: r.get(2),
+                        role: auth::stored_role("api_keys.role", r.get(3))?,
+                        created_by: r.get(4),
+                        created_at: r.get(5),
+                        last_used_at: r.get(6),
+                    })
                 })
-                .collect())
+                .collect::<Result<_, AuthError>>()?;
+            Ok(keys)
         })
     }
 }

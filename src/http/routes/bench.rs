@@ -32,7 +32,7 @@ async fn reference_get_task(
     let row = tx.query_opt(&stmt, &[&tenant, &task]).await?;
     tx.commit().await?;
     match row {
-        Some(row) => Ok(HttpResponse::Ok().json(Task::from_row(&row))),
+        Some(row) => Ok(HttpResponse::Ok().json(Task::from_row(&row)?)),
         None => Err(Problem::not_found("task")),
     }
 }
