@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use dashmap::DashMap;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -104,13 +105,33 @@ impl ApiCallMeter {
         }
     }
 
-    pub async fn run(self: std::sync::Arc<Self>, pool: PgPool, every: Duration) {
+    /// Flushes every `every` until `stop`; a flush under way is finished first (its counts are
+    /// out of the meter until written).
+    pub async fn run(
+        self: std::sync::Arc<Self>,
+        pool: PgPool,
+        every: Duration,
+        stop: CancellationToken,
+    ) {
         let mut ticker = tokio::time::interval(every);
         loop {
-            ticker.tick().await;
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
             // Half the interval, so one flush is over well before the next begins.
             self.flush(&pool, every / 2).await;
         }
+    }
+
+    /// Writes every count gathered so far, at once (at shutdown, after the last request), and
+    /// returns the calls that could not be written.
+    pub async fn flush_now(&self, pool: &PgPool) -> i64 {
+        self.flush(pool, Duration::ZERO).await;
+        self.counts
+            .iter()
+            .map(|entry| entry.value().load(Ordering::Relaxed))
+            .sum()
     }
 }
 
