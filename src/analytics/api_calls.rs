@@ -125,13 +125,26 @@ impl ApiCallMeter {
     }
 
     /// Writes every count gathered so far, at once (at shutdown, after the last request), and
-    /// returns the calls that could not be written.
+    /// returns the calls that could not be written. The HTTP workers' runtimes may still be
+    /// going away then, and with them the pooled connections they opened: counts whose write
+    /// failed on such a connection are tried again, the pool replacing it with a fresh one.
     pub async fn flush_now(&self, pool: &PgPool) -> i64 {
-        self.flush(pool, Duration::ZERO).await;
-        self.counts
-            .iter()
-            .map(|entry| entry.value().load(Ordering::Relaxed))
-            .sum()
+        let mut left = 0;
+        for attempt in 0..3 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            self.flush(pool, Duration::ZERO).await;
+            left = self
+                .counts
+                .iter()
+                .map(|entry| entry.value().load(Ordering::Relaxed))
+                .sum();
+            if left == 0 {
+                break;
+            }
+        }
+        left
     }
 }
 

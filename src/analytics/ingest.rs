@@ -535,16 +535,56 @@ impl GroupCommitter {
             })
     }
 
+    /// Writes `events` in one transaction. A pooled connection found closed before COMMIT went
+    /// out (PostgreSQL restarted, or the runtime that opened it is shutting down) stored
+    /// nothing: the transaction is tried again, on a connection the pool checks first.
     async fn flush(&self, events: &[ValidEvent]) -> Result<(), FlushFailure> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.flush_once(events).await {
+                Err(failure) if failure.connection_lost && tries < 3 => {
+                    tracing::debug!(tenant_id = %self.tenant, err = %failure.error,
+                        "analytics flush lost its connection before COMMIT; trying again");
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn flush_once(&self, events: &[ValidEvent]) -> Result<(), FlushFailure> {
         let mut conn = self
             .pool
             .get()
             .await
             .map_err(|e| FlushFailure::whole_group(DbError::from(e).into()))?;
         conn.touch_tenant_schema(self.tenant);
-        let tx = begin_tenant_tx(&mut conn, self.tenant)
+        match self.write(&mut conn, events).await {
+            Ok(written) => {
+                self.activity
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remember(written);
+                Ok(())
+            }
+            Err(mut failure) => {
+                failure.connection_lost = failure.before_commit && conn.is_closed();
+                Err(failure)
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        conn: &mut crate::db::PooledConn,
+        events: &[ValidEvent],
+    ) -> Result<store::BatchWritten, FlushFailure> {
+        let tx = begin_tenant_tx(conn, self.tenant)
             .await
-            .map_err(|e| FlushFailure::whole_group(e.into()))?;
+            .map_err(|e| FlushFailure {
+                before_commit: true,
+                ..FlushFailure::whole_group(e.into())
+            })?;
         let written =
             store::insert_batch_skipping(&tx, self.tenant, events, &Known(&self.activity))
                 .await
@@ -552,11 +592,7 @@ impl GroupCommitter {
         // A commit that fails, or whose answer is lost, is reported as a failure: the events
         // may or may not be stored, but none is acknowledged without a confirmed commit.
         tx.commit().await.map_err(FlushFailure::at_commit)?;
-        self.activity
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remember(written);
-        Ok(())
+        Ok(written)
     }
 }
 
@@ -571,11 +607,16 @@ fn settled(
         .collect()
 }
 
-/// Why a transaction failed, and whether its requests may be written again apart.
+/// Why a transaction failed, and whether its requests may be written again.
 struct FlushFailure {
     error: AnalyticsError,
-    /// Nothing of the transaction was stored, and the cause may lie in one request's events.
+    /// Nothing of the transaction was stored, and the cause may lie in one request's events:
+    /// they may be written apart.
     retry_alone: bool,
+    /// COMMIT was not sent: nothing of the transaction was stored.
+    before_commit: bool,
+    /// Before COMMIT, on a connection found closed: the same transaction may be tried again.
+    connection_lost: bool,
 }
 
 impl FlushFailure {
@@ -583,6 +624,8 @@ impl FlushFailure {
         FlushFailure {
             error,
             retry_alone: false,
+            before_commit: false,
+            connection_lost: false,
         }
     }
 
@@ -590,7 +633,8 @@ impl FlushFailure {
     fn before_commit(error: AnalyticsError) -> FlushFailure {
         FlushFailure {
             retry_alone: may_be_a_requests_doing(&error),
-            error,
+            before_commit: true,
+            ..FlushFailure::whole_group(error)
         }
     }
 
@@ -601,7 +645,7 @@ impl FlushFailure {
         let error = AnalyticsError::from(error);
         FlushFailure {
             retry_alone: answered && may_be_a_requests_doing(&error),
-            error,
+            ..FlushFailure::whole_group(error)
         }
     }
 }
