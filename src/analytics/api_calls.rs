@@ -1,9 +1,10 @@
 //! Metering of `api_calls`: the request pipeline counts every request of a resolved tenant in
 //! memory (one atomic add on the hot path), and a flusher adds the counts to the tenant's
 //! analytics counters every few seconds, a few tenants to a transaction, each tenant's writes
-//! under its own context. A crash loses at most one flush interval of counts (a crash of
-//! PostgreSQL itself, also the flushes of its last fraction of a second: they commit without
-//! waiting for the WAL flush); counts that fail to flush are kept for the next try.
+//! under its own context. A graceful shutdown writes the counts left after the last request
+//! (`flush_now`); a crash loses at most one flush interval of counts (a crash of PostgreSQL
+//! itself, also the flushes of its last fraction of a second: they commit without waiting for
+//! the WAL flush); counts that fail to flush are kept for the next try.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
