@@ -49,8 +49,9 @@ async fn pending_events(http: &reqwest::Client, server: &Server) -> Option<i64> 
 /// stored.
 ///
 /// One HTTP worker: with several, a worker that has drained its own connections stops its
-/// runtime, and with it the pooled database connections it opened, which requests still
-/// running on another worker may be using (see the report of the supervision work).
+/// runtime, and the pooled database connections it opened close with it, though a request
+/// still running on another worker may be using one of them (that request then fails; none
+/// is acknowledged that was not committed).
 #[tokio::test]
 async fn sigterm_during_ingest_loses_no_acknowledged_event_and_no_counted_call() {
     let db = test_db().await;
