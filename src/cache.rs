@@ -9,6 +9,7 @@ use std::time::Duration;
 use actix_web::web;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::state::AppState;
@@ -64,7 +65,12 @@ pub async fn publish(redis: &redis::Client, what: &Invalidation) {
 
 /// Listens for other instances' invalidations until the process ends, reconnecting with
 /// backoff.
-pub async fn subscribe(state: web::Data<AppState>) {
+pub async fn subscribe(state: web::Data<AppState>, stop: CancellationToken) {
+    // Nothing here is worth finishing: dropped wherever it waits.
+    stop.run_until_cancelled(listen(state)).await;
+}
+
+async fn listen(state: web::Data<AppState>) {
     let mut backoff = Duration::from_millis(200);
     loop {
         match state.redis.get_async_pubsub().await {

@@ -157,7 +157,7 @@ async fn serve(config: Config, workers: usize, bench_routes: bool) -> anyhow::Re
     )
     .await?;
     tracing::info!(%bind, port = app.port(), "tenantry listening");
-    app.run_until_stopped().await?;
+    app.run_until_signalled().await?;
     Ok(())
 }
 

@@ -18,5 +18,6 @@ pub mod jobs;
 pub mod metrics;
 pub mod startup;
 pub mod state;
+pub mod supervise;
 pub mod telemetry;
 pub mod tenancy;

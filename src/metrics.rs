@@ -20,6 +20,8 @@ pub struct Metrics {
     pub tenant_pool_in_use: IntGauge,
     pub db_pool: IntGaugeVec,
     pub ws_connections: IntGauge,
+    /// Background loops restarted after they ended unexpectedly, by task (`crate::supervise`).
+    pub background_restarts: IntCounterVec,
 }
 
 fn must<T>(result: Result<T, prometheus::Error>) -> T {
@@ -85,6 +87,13 @@ impl Metrics {
             "analytics_ws_connections",
             "Open analytics WebSocket connections",
         ));
+        let background_restarts = must(IntCounterVec::new(
+            Opts::new(
+                "background_task_restarts_total",
+                "Background tasks restarted after they returned, failed or panicked",
+            ),
+            &["task"],
+        ));
         for collector in [
             Box::new(ws_connections.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -96,6 +105,7 @@ impl Metrics {
             Box::new(mailbox_depth_max.clone()),
             Box::new(tenant_pool_in_use.clone()),
             Box::new(db_pool.clone()),
+            Box::new(background_restarts.clone()),
         ] {
             must(registry.register(collector));
         }
@@ -111,6 +121,7 @@ impl Metrics {
             tenant_pool_in_use,
             db_pool,
             ws_connections,
+            background_restarts,
         }
     }
 

@@ -1,15 +1,17 @@
 //! Metering of `api_calls`: the request pipeline counts every request of a resolved tenant in
 //! memory (one atomic add on the hot path), and a flusher adds the counts to the tenant's
 //! analytics counters every few seconds, a few tenants to a transaction, each tenant's writes
-//! under its own context. A crash loses at most one flush interval of counts (a crash of
-//! PostgreSQL itself, also the flushes of its last fraction of a second: they commit without
-//! waiting for the WAL flush); counts that fail to flush are kept for the next try.
+//! under its own context. A graceful shutdown writes the counts left after the last request
+//! (`flush_now`); a crash loses at most one flush interval of counts (a crash of PostgreSQL
+//! itself, also the flushes of its last fraction of a second: they commit without waiting for
+//! the WAL flush); counts that fail to flush are kept for the next try.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use dashmap::DashMap;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -104,13 +106,46 @@ impl ApiCallMeter {
         }
     }
 
-    pub async fn run(self: std::sync::Arc<Self>, pool: PgPool, every: Duration) {
+    /// Flushes every `every` until `stop`; a flush under way is finished first (its counts are
+    /// out of the meter until written).
+    pub async fn run(
+        self: std::sync::Arc<Self>,
+        pool: PgPool,
+        every: Duration,
+        stop: CancellationToken,
+    ) {
         let mut ticker = tokio::time::interval(every);
         loop {
-            ticker.tick().await;
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
             // Half the interval, so one flush is over well before the next begins.
             self.flush(&pool, every / 2).await;
         }
+    }
+
+    /// Writes every count gathered so far, at once (at shutdown, after the last request), and
+    /// returns the calls that could not be written. The HTTP workers' runtimes may still be
+    /// going away then, and with them the pooled connections they opened: counts whose write
+    /// failed on such a connection are tried again, the pool replacing it with a fresh one.
+    pub async fn flush_now(&self, pool: &PgPool) -> i64 {
+        let mut left = 0;
+        for attempt in 0..3 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            self.flush(pool, Duration::ZERO).await;
+            left = self
+                .counts
+                .iter()
+                .map(|entry| entry.value().load(Ordering::Relaxed))
+                .sum();
+            if left == 0 {
+                break;
+            }
+        }
+        left
     }
 }
 

@@ -5,6 +5,14 @@
 //! committed. The queue is bounded per tenant; past the bound a submit is refused at once
 //! (`Overloaded`, answered 503 with Retry-After) instead of waiting.
 //!
+//! One request cannot fail the others of its group: when a group's transaction is refused by
+//! PostgreSQL (nothing of it stored), the requests whose events PostgreSQL cannot store (a NUL
+//! character) are answered with a validation error, and the others are written again without
+//! them, then one by one if that fails too, so each gets the answer its own events deserve.
+//! Failures that are no request's doing (no connection, a timeout) or whose outcome is unknown
+//! (the answer to COMMIT lost, a panic) still fail the whole group: retrying those could store
+//! events twice or hold the queue for as many timeouts as there are requests.
+//!
 //! Self-contained on purpose: the tenant actor owns one per tenant (DESIGN.md); until then the
 //! `AnalyticsRegistry` keeps them.
 
@@ -19,7 +27,7 @@ use futures_util::FutureExt;
 use tokio::sync::{broadcast, oneshot};
 use uuid::Uuid;
 
-use super::model::{IngestRules, ValidEvent};
+use super::model::{self, IngestRules, ValidEvent};
 use super::{retention, store, AnalyticsError};
 use crate::db::{begin_tenant_tx, DbError, PgPool};
 
@@ -36,6 +44,11 @@ pub struct CommitterConfig {
     pub plan_cache_ttl: Duration,
     /// Committed batches kept for slow live subscribers before they lag.
     pub live_capacity: usize,
+    /// Where the queue is written on when the runtime of the task writing it shuts down (an
+    /// HTTP worker that has drained its own requests stops before the others at shutdown, and
+    /// a flusher it started may be writing other workers' requests): the server's main runtime.
+    /// None: the requests still queued then are answered with an error.
+    pub rescue_runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Default for CommitterConfig {
@@ -46,6 +59,7 @@ impl Default for CommitterConfig {
             retry_after_secs: 1,
             plan_cache_ttl: Duration::from_secs(60),
             live_capacity: 64,
+            rescue_runtime: None,
         }
     }
 }
@@ -62,10 +76,12 @@ pub struct CommittedBatch {
 pub struct CommitterStats {
     /// Events taken into the queue (each is later committed or failed).
     pub accepted_events: u64,
+    /// Transactions committed, those of requests retried alone included.
     pub flushes: u64,
     pub committed_events: u64,
+    /// Group transactions that failed; their requests may then have been retried alone.
     pub failed_flushes: u64,
-    /// Events of failed flushes: their requests got an error, nothing of them was stored.
+    /// Events of requests answered with an error: nothing of those requests was stored.
     pub failed_events: u64,
     /// Requests refused at once because the queue was full (503).
     pub rejected_overloaded: u64,
@@ -337,7 +353,7 @@ impl GroupCommitter {
             !std::mem::replace(&mut queue.flushing, true)
         };
         if start_flusher {
-            tokio::spawn(self.clone().flush_loop());
+            tokio::spawn(self.clone().flush_loop(false));
         }
         answer.await.unwrap_or_else(|_| {
             Err(AnalyticsError::Unavailable(
@@ -347,11 +363,14 @@ impl GroupCommitter {
     }
 
     /// Runs while requests are waiting: takes everything queued (up to max_flush_events),
-    /// writes it in one transaction, answers, and starts over.
-    async fn flush_loop(self: Arc<Self>) {
+    /// writes it in one transaction, answers, and starts over. `rescued`: this one took over
+    /// from a flusher whose runtime shut down (see `CommitterConfig::rescue_runtime`).
+    async fn flush_loop(self: Arc<Self>, rescued: bool) {
         let mut guard = FlusherGuard {
             committer: &self,
             finished: false,
+            in_flight: 0,
+            rescued,
         };
         loop {
             let batch: Vec<Pending> = {
@@ -378,70 +397,279 @@ impl GroupCommitter {
             let mut answers = Vec::with_capacity(batch.len());
             let mut events = Vec::with_capacity(batch.iter().map(|p| p.events.len()).sum());
             for pending in batch {
-                answers.push((pending.done, pending.events.len() as u64));
+                answers.push((pending.done, pending.events.len()));
                 events.extend(pending.events);
             }
             let size = events.len();
-            let result = AssertUnwindSafe(self.flush(&events))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|_| Err(AnalyticsError::Internal("the flush panicked".into())));
-            self.lock().pending_events -= size;
-            match result {
+            guard.in_flight = size;
+            let outcome = match self.flush_caught(&events).await {
                 Ok(()) => {
-                    self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+                    self.count_flush(size);
+                    None
+                }
+                Err(failure) => {
+                    self.stats.failed_flushes.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(tenant_id = %self.tenant, requests = answers.len(), events = size,
+                        err = %failure.error, retry_alone = failure.retry_alone, "analytics flush failed");
+                    Some(self.isolate(&events, &answers, failure).await)
+                }
+            };
+            self.lock().pending_events -= size;
+            guard.in_flight = 0;
+            let committed = match outcome {
+                None => {
                     self.stats
                         .committed_events
                         .fetch_add(size as u64, Ordering::Relaxed);
-                    self.stats
-                        .largest_flush
-                        .fetch_max(size as u64, Ordering::Relaxed);
                     for (done, n) in answers {
-                        let _ = done.send(Ok(n));
+                        let _ = done.send(Ok(n as u64));
                     }
-                    // No subscriber is the normal case; the error only says so.
-                    let _ = self.live.send(Arc::new(CommittedBatch {
-                        tenant_id: self.tenant,
-                        committed_at: Utc::now(),
-                        events,
-                    }));
+                    events
                 }
-                Err(err) => {
-                    self.stats.failed_flushes.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .failed_events
-                        .fetch_add(size as u64, Ordering::Relaxed);
-                    tracing::warn!(tenant_id = %self.tenant, events = size, %err, "analytics flush failed");
-                    for (done, _) in answers {
-                        let _ = done.send(Err(err.clone()));
+                Some(results) => {
+                    let mut committed = Vec::new();
+                    let mut events = events.into_iter();
+                    for ((done, n), result) in answers.into_iter().zip(results) {
+                        let mine = events.by_ref().take(n);
+                        let counter = match result {
+                            Ok(()) => {
+                                committed.extend(mine);
+                                &self.stats.committed_events
+                            }
+                            Err(_) => &self.stats.failed_events,
+                        };
+                        counter.fetch_add(n as u64, Ordering::Relaxed);
+                        let _ = done.send(result.map(|()| n as u64));
                     }
+                    committed
                 }
+            };
+            if !committed.is_empty() {
+                // No subscriber is the normal case; the error only says so.
+                let _ = self.live.send(Arc::new(CommittedBatch {
+                    tenant_id: self.tenant,
+                    committed_at: Utc::now(),
+                    events: committed,
+                }));
             }
         }
     }
 
-    async fn flush(&self, events: &[ValidEvent]) -> Result<(), AnalyticsError> {
-        let mut conn = self.pool.get().await.map_err(DbError::from)?;
+    fn count_flush(&self, size: usize) {
+        self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .largest_flush
+            .fetch_max(size as u64, Ordering::Relaxed);
+    }
+
+    /// The answer of each request of a group whose transaction failed (`answers` gives their
+    /// sizes, in the order of `events`). See the module documentation.
+    async fn isolate(
+        &self,
+        events: &[ValidEvent],
+        answers: &[(oneshot::Sender<Result<u64, AnalyticsError>>, usize)],
+        failure: FlushFailure,
+    ) -> Vec<Result<(), AnalyticsError>> {
+        if !failure.retry_alone {
+            return vec![Err(failure.error); answers.len()];
+        }
+        let mut members = Vec::with_capacity(answers.len());
+        let mut start = 0;
+        for (_, n) in answers {
+            members.push(&events[start..start + n]);
+            start += n;
+        }
+        let mut results: Vec<Option<Result<(), AnalyticsError>>> = members
+            .iter()
+            .map(|m| {
+                let refused = model::unstorable_fields(m);
+                (!refused.is_empty()).then_some(Err(AnalyticsError::Validation(refused)))
+            })
+            .collect();
+        let rest: Vec<usize> = (0..members.len())
+            .filter(|i| results[*i].is_none())
+            .collect();
+        if members.len() == 1 {
+            // Alone in its transaction: the failure was its own.
+            return vec![results[0].take().unwrap_or(Err(failure.error))];
+        }
+        // The refused requests may have been the only cause: the others together first.
+        if rest.len() > 1 && rest.len() < members.len() {
+            let together: Vec<ValidEvent> = rest
+                .iter()
+                .flat_map(|i| members[*i].iter().cloned())
+                .collect();
+            match self.flush_caught(&together).await {
+                Ok(()) => {
+                    self.count_flush(together.len());
+                    return settled(results, Ok(()));
+                }
+                Err(f) if !f.retry_alone => return settled(results, Err(f.error)),
+                Err(_) => {}
+            }
+        }
+        for i in rest {
+            let result = match self.flush_caught(members[i]).await {
+                Ok(()) => {
+                    self.count_flush(members[i].len());
+                    Ok(())
+                }
+                // Not this request's doing: the ones after it would fail the same way.
+                Err(f) if !f.retry_alone => return settled(results, Err(f.error)),
+                Err(f) => Err(f.error),
+            };
+            results[i] = Some(result);
+        }
+        settled(results, Err(failure.error))
+    }
+
+    async fn flush_caught(&self, events: &[ValidEvent]) -> Result<(), FlushFailure> {
+        AssertUnwindSafe(self.flush(events))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                // Possibly after the commit: its requests cannot be written again.
+                Err(FlushFailure::whole_group(AnalyticsError::Internal(
+                    "the flush panicked".into(),
+                )))
+            })
+    }
+
+    /// Writes `events` in one transaction. A pooled connection found closed before COMMIT went
+    /// out (PostgreSQL restarted, or the runtime that opened it is shutting down) stored
+    /// nothing: the transaction is tried again, on a connection the pool checks first.
+    async fn flush(&self, events: &[ValidEvent]) -> Result<(), FlushFailure> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.flush_once(events).await {
+                Err(failure) if failure.connection_lost && tries < 3 => {
+                    tracing::debug!(tenant_id = %self.tenant, err = %failure.error,
+                        "analytics flush lost its connection before COMMIT; trying again");
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn flush_once(&self, events: &[ValidEvent]) -> Result<(), FlushFailure> {
+        let mut conn = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| FlushFailure::whole_group(DbError::from(e).into()))?;
         conn.touch_tenant_schema(self.tenant);
-        let tx = begin_tenant_tx(&mut conn, self.tenant).await?;
+        match self.write(&mut conn, events).await {
+            Ok(written) => {
+                self.activity
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remember(written);
+                Ok(())
+            }
+            Err(mut failure) => {
+                failure.connection_lost = failure.before_commit && conn.is_closed();
+                Err(failure)
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        conn: &mut crate::db::PooledConn,
+        events: &[ValidEvent],
+    ) -> Result<store::BatchWritten, FlushFailure> {
+        let tx = begin_tenant_tx(conn, self.tenant)
+            .await
+            .map_err(|e| FlushFailure {
+                before_commit: true,
+                ..FlushFailure::whole_group(e.into())
+            })?;
         let written =
-            store::insert_batch_skipping(&tx, self.tenant, events, &Known(&self.activity)).await?;
+            store::insert_batch_skipping(&tx, self.tenant, events, &Known(&self.activity))
+                .await
+                .map_err(FlushFailure::before_commit)?;
         // A commit that fails, or whose answer is lost, is reported as a failure: the events
         // may or may not be stored, but none is acknowledged without a confirmed commit.
-        tx.commit().await?;
-        self.activity
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remember(written);
-        Ok(())
+        tx.commit().await.map_err(FlushFailure::at_commit)?;
+        Ok(written)
     }
 }
 
+/// The answers of `isolate`, with `rest` for the requests not answered yet.
+fn settled(
+    results: Vec<Option<Result<(), AnalyticsError>>>,
+    rest: Result<(), AnalyticsError>,
+) -> Vec<Result<(), AnalyticsError>> {
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| rest.clone()))
+        .collect()
+}
+
+/// Why a transaction failed, and whether its requests may be written again.
+struct FlushFailure {
+    error: AnalyticsError,
+    /// Nothing of the transaction was stored, and the cause may lie in one request's events:
+    /// they may be written apart.
+    retry_alone: bool,
+    /// COMMIT was not sent: nothing of the transaction was stored.
+    before_commit: bool,
+    /// Before COMMIT, on a connection found closed: the same transaction may be tried again.
+    connection_lost: bool,
+}
+
+impl FlushFailure {
+    fn whole_group(error: AnalyticsError) -> FlushFailure {
+        FlushFailure {
+            error,
+            retry_alone: false,
+            before_commit: false,
+            connection_lost: false,
+        }
+    }
+
+    /// A statement failed before COMMIT was sent: the transaction is rolled back.
+    fn before_commit(error: AnalyticsError) -> FlushFailure {
+        FlushFailure {
+            retry_alone: may_be_a_requests_doing(&error),
+            before_commit: true,
+            ..FlushFailure::whole_group(error)
+        }
+    }
+
+    /// Only an error PostgreSQL answered (a deferred constraint, say) says the commit did not
+    /// happen; a lost connection leaves it unknown.
+    fn at_commit(error: tokio_postgres::Error) -> FlushFailure {
+        let answered = error.as_db_error().is_some();
+        let error = AnalyticsError::from(error);
+        FlushFailure {
+            retry_alone: answered && may_be_a_requests_doing(&error),
+            ..FlushFailure::whole_group(error)
+        }
+    }
+}
+
+/// Not a missing connection, a timeout or back-pressure, which writing the requests apart
+/// would only meet again, once per request.
+fn may_be_a_requests_doing(error: &AnalyticsError) -> bool {
+    !matches!(
+        error,
+        AnalyticsError::Db(DbError::Unavailable(_) | DbError::Timeout)
+            | AnalyticsError::Unavailable(_)
+            | AnalyticsError::Overloaded { .. }
+    )
+}
+
 /// If the flush task is dropped (its runtime shuts down), the queue must not stay marked as
-/// being flushed forever: waiting submits are failed and the next submit starts a new flusher.
+/// being flushed forever: the rescue runtime takes the waiting requests over, or they are
+/// failed, and the next submit starts a new flusher.
 struct FlusherGuard<'a> {
-    committer: &'a GroupCommitter,
+    committer: &'a Arc<GroupCommitter>,
     finished: bool,
+    /// Events of the batch being written.
+    in_flight: usize,
+    rescued: bool,
 }
 
 impl Drop for FlusherGuard<'_> {
@@ -449,19 +677,34 @@ impl Drop for FlusherGuard<'_> {
         if self.finished {
             return;
         }
-        let mut queue = self.committer.lock();
+        let committer = self.committer;
+        let mut queue = committer.lock();
+        // The batch being written died with the task; its requests were answered with an
+        // error when their answer channels were dropped.
+        queue.pending_events -= self.in_flight;
+        committer
+            .stats
+            .failed_events
+            .fetch_add(self.in_flight as u64, Ordering::Relaxed);
+        let rescue = committer.config.rescue_runtime.as_ref();
+        if let Some(runtime) = rescue.filter(|_| !self.rescued && !queue.waiting.is_empty()) {
+            // Still marked as flushing: the new flusher owns the queue.
+            drop(queue);
+            runtime.spawn(committer.clone().flush_loop(true));
+            return;
+        }
         queue.flushing = false;
         while let Some(pending) = queue.waiting.pop_front() {
+            let n = pending.events.len();
+            queue.pending_events -= n;
+            committer
+                .stats
+                .failed_events
+                .fetch_add(n as u64, Ordering::Relaxed);
             let _ = pending.done.send(Err(AnalyticsError::Unavailable(
                 "the analytics writer stopped".into(),
             )));
         }
-        // Nothing is queued or in flight any more (the in-flight batch died with the task).
-        self.committer
-            .stats
-            .failed_events
-            .fetch_add(queue.pending_events as u64, Ordering::Relaxed);
-        queue.pending_events = 0;
     }
 }
 

@@ -78,7 +78,7 @@ impl IngestCollector {
             )?,
             failed: counter(
                 "analytics_events_failed_total",
-                "Analytics events whose flush failed (answered with an error, nothing stored)",
+                "Analytics events answered with an error (nothing of their request stored)",
             )?,
             refused_requests: counter(
                 "analytics_requests_refused_total",
@@ -90,7 +90,7 @@ impl IngestCollector {
             )?,
             failed_flushes: counter(
                 "analytics_flushes_failed_total",
-                "Group-commit transactions that failed",
+                "Group-commit transactions that failed (their requests are then retried alone when one of them may be the cause)",
             )?,
             evicted: counter(
                 "analytics_committers_evicted_total",

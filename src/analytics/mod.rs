@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use dashmap::DashMap;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::db::{DbError, PgPool};
@@ -164,6 +165,19 @@ impl AnalyticsRegistry {
         evicted
     }
 
+    /// Waits until no committer holds events (queued or being written), for `within` at most,
+    /// and returns the events still held then. At shutdown, once the HTTP server has stopped.
+    pub async fn settle(&self, within: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let pending = self.totals().stats.pending_events;
+            if pending == 0 || tokio::time::Instant::now() >= deadline {
+                return pending;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Ingest totals over every committer this registry had.
     pub fn totals(&self) -> IngestTotals {
         // Held while the live ones are read, so a committer evicted meanwhile is counted
@@ -187,16 +201,23 @@ impl AnalyticsRegistry {
     }
 }
 
-/// The registry's background work, started once per server: exports the ingest totals to
-/// `/metrics` and drops idle committers every `EVICT_EVERY`.
-pub async fn maintain(registry: AnalyticsRegistry, metrics: prometheus::Registry) {
-    if let Err(err) = metrics::IngestCollector::register(registry.clone(), &metrics) {
-        tracing::warn!(%err, "analytics ingest metrics not registered");
-    }
+/// Exports the ingest totals to `/metrics`; once per metrics registry.
+pub fn register_metrics(
+    registry: &AnalyticsRegistry,
+    metrics: &prometheus::Registry,
+) -> prometheus::Result<()> {
+    metrics::IngestCollector::register(registry.clone(), metrics)
+}
+
+/// The registry's upkeep, one loop per server: drops idle committers every `EVICT_EVERY`.
+pub async fn maintain(registry: AnalyticsRegistry, stop: CancellationToken) {
     let mut ticker = tokio::time::interval(EVICT_EVERY);
     ticker.tick().await;
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
         let evicted = registry.evict_idle();
         if evicted > 0 {
             tracing::debug!(evicted, "idle analytics committers dropped");

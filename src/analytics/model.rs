@@ -152,6 +152,35 @@ pub fn validate_events(
     }
 }
 
+/// The fields of `events` holding text PostgreSQL cannot store: the NUL character, which
+/// neither `text` nor `jsonb` takes (`event_type` and `feature` refuse control characters
+/// already). Named as in a batch body: `events[3].metadata`.
+pub fn unstorable_fields(events: &[ValidEvent]) -> Vec<FieldError> {
+    events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.metadata.as_ref().is_some_and(holds_nul))
+        .map(|(i, _)| {
+            FieldError::new(
+                &format!("events[{i}].metadata"),
+                "must not contain the NUL character (\\u0000)",
+            )
+        })
+        .collect()
+}
+
+/// serde_json refuses documents nested deeper than 128 levels, which bounds the recursion.
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(members) => members
+            .iter()
+            .any(|(key, value)| key.contains('\0') || holds_nul(value)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
 /// Member by member, so one request reports every bad field rather than the first serde
 /// error.
 fn read_event(value: &Value, path: &str, errors: &mut Vec<FieldError>) -> Option<NewEvent> {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_postgres::types::Type;
 use tokio_postgres::Transaction;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -314,8 +315,10 @@ fn pause_between_tenants(spread_over: Option<Duration>, tenants: usize) -> Durat
     }
 }
 
-/// The retention job: a pass over every tenant each `every`.
-pub async fn run(pool: PgPool, every: Duration) {
+/// The retention job: a pass over every tenant each `every`, until `stop`. A pass under way
+/// is dropped then: each tenant's cleanup is its own transaction, and the next pass redoes
+/// what was left.
+pub async fn run(pool: PgPool, every: Duration, stop: CancellationToken) {
     let config = RetentionConfig {
         spread_over: Some(every / 2),
         ..RetentionConfig::default()
@@ -323,8 +326,15 @@ pub async fn run(pool: PgPool, every: Duration) {
     let mut ticker = tokio::time::interval(every);
     let mut cleaned = CleanedUpTo::default();
     loop {
-        ticker.tick().await;
-        match cleanup_all(&pool, Utc::now(), &config, &mut cleaned).await {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let pass = cleanup_all(&pool, Utc::now(), &config, &mut cleaned);
+        let Some(result) = stop.run_until_cancelled(pass).await else {
+            return;
+        };
+        match result {
             Ok(reports) => {
                 let deleted: u64 = reports.iter().map(|r| r.events_deleted).sum();
                 if deleted > 0 {

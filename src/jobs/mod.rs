@@ -31,7 +31,7 @@ use uuid::Uuid;
 
 use crate::db::DbError;
 
-pub use worker::{spawn, Worker, WorkerOptions};
+pub use worker::{for_server, Worker, WorkerOptions};
 
 #[derive(Debug, Error)]
 pub enum JobError {

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -95,15 +96,18 @@ impl Worker {
         Ok(claimed)
     }
 
-    /// Runs until the process stops.
-    pub async fn run(self) {
-        loop {
+    /// Runs until `stop`; the batch under way is finished first, so no claimed row waits for
+    /// its lease to run out.
+    pub async fn run(self, stop: CancellationToken) {
+        while !stop.is_cancelled() {
             match self.run_once().await {
                 Ok(n) if n as i32 >= self.options.batch_size => continue,
                 Ok(_) => {}
                 Err(err) => tracing::warn!(%err, "outbox claim failed; will retry"),
             }
-            tokio::time::sleep(self.options.poll_interval).await;
+            if !crate::supervise::pause(&stop, self.options.poll_interval).await {
+                return;
+            }
         }
     }
 
@@ -256,11 +260,11 @@ impl Worker {
     }
 }
 
-/// Starts the outbox worker of this instance (unless JOB_WORKER=false) on the current runtime.
-/// Several instances may each run one: claims never hand the same row to two of them.
-pub fn spawn(state: &AppState, registry: Registry) {
+/// The outbox worker of this instance, unless JOB_WORKER=false. Several instances may each run
+/// one: claims never hand the same row to two of them.
+pub fn for_server(state: &AppState, registry: Registry) -> Option<Worker> {
     if !state.config.job_worker {
-        return;
+        return None;
     }
     let options = WorkerOptions {
         poll_interval: state.config.job_poll_interval,
@@ -268,6 +272,5 @@ pub fn spawn(state: &AppState, registry: Registry) {
         concurrency: (state.config.app_shared_pool_size / 2).max(1),
         ..WorkerOptions::default()
     };
-    let worker = Worker::new(state.pools.app.clone(), registry, options);
-    actix_web::rt::spawn(worker.run());
+    Some(Worker::new(state.pools.app.clone(), registry, options))
 }

@@ -3,6 +3,7 @@
 //! retention.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
@@ -950,6 +951,288 @@ async fn group_commit_coalesces_bounds_the_queue_and_feeds_the_live_stream() {
         .unwrap()
         .get(0);
     assert_eq!(stored, 100);
+}
+
+async fn count_events(db: &Client, tenant: Uuid) -> i64 {
+    db.query_one(
+        &format!("select count(*) from {}.events", tenant_schema_name(tenant)),
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// Submits each of `requests` from its own task while the tenant's flush lock is held behind
+/// a first request of `first` events, so that they all go into one transaction; then lets
+/// the flushes run and returns each request's answer.
+async fn one_group(
+    app: &TestApp,
+    committer: &Arc<GroupCommitter>,
+    tenant: Uuid,
+    requests: Vec<Vec<ValidEvent>>,
+) -> Vec<Result<u64, AnalyticsError>> {
+    let lock = hold_flush_lock(app, tenant).await;
+    let before = committer.stats();
+    let first = tokio::spawn({
+        let c = committer.clone();
+        async move { c.submit(valid_events(2, Uuid::now_v7())).await }
+    });
+    wait_for_pending(committer, 2).await;
+    let mut pending = 2;
+    let mut tasks = Vec::new();
+    for events in requests {
+        pending += events.len();
+        let c = committer.clone();
+        tasks.push(tokio::spawn(async move { c.submit(events).await }));
+        // One at a time, so the group keeps the order given.
+        wait_for_pending(committer, pending).await;
+    }
+    drop(lock);
+    assert_eq!(first.await.unwrap().unwrap(), 2);
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    let after = committer.stats();
+    assert_eq!(
+        after.failed_flushes - before.failed_flushes,
+        1,
+        "one group failed"
+    );
+    assert_eq!(after.pending_events, 0);
+    answers
+}
+
+fn with_metadata(mut events: Vec<ValidEvent>, i: usize, metadata: Value) -> Vec<ValidEvent> {
+    events[i].metadata = Some(metadata);
+    events
+}
+
+#[tokio::test]
+async fn a_request_the_database_refuses_fails_alone_and_the_rest_of_its_group_commits() {
+    let app = spawn_app().await;
+    let t = app.create_tenant("isolated").await;
+    let db = app.superuser_db().await;
+    let committer = GroupCommitter::new(t.id, app_pool(&app), CommitterConfig::default());
+    let user = Uuid::now_v7();
+    let mut live = committer.subscribe();
+
+    // NULs, which PostgreSQL refuses in jsonb, in a value deep down and in a key.
+    let answers = one_group(
+        &app,
+        &committer,
+        t.id,
+        vec![
+            valid_events(10, user),
+            with_metadata(valid_events(3, user), 1, json!({"a": [{"b": "x\u{0}y"}]})),
+            valid_events(7, user),
+            with_metadata(valid_events(2, user), 0, json!({"k\u{0}": 1})),
+            valid_events(4, user),
+        ],
+    )
+    .await;
+    assert_eq!(answers[0].as_ref().unwrap(), &10);
+    assert_eq!(answers[2].as_ref().unwrap(), &7);
+    assert_eq!(answers[4].as_ref().unwrap(), &4);
+    for (i, field) in [(1, "events[1].metadata"), (3, "events[0].metadata")] {
+        let Err(AnalyticsError::Validation(fields)) = &answers[i] else {
+            panic!("request {i}: {:?}", answers[i]);
+        };
+        assert_eq!(fields.len(), 1);
+        assert_eq!(fields[0].field, field);
+        let problem = Problem::from(AnalyticsError::Validation(fields.clone()));
+        assert_eq!(problem.status.as_u16(), 422);
+    }
+    assert_eq!(count_events(&db, t.id).await, 2 + 10 + 7 + 4);
+    let stats = committer.stats();
+    assert_eq!(stats.committed_events, 23);
+    assert_eq!(stats.failed_events, 5);
+    // The first request, then the three valid ones together.
+    assert_eq!(stats.flushes, 2);
+    let first = live.recv().await.unwrap();
+    let rest = live.recv().await.unwrap();
+    assert_eq!((first.events.len(), rest.events.len()), (2, 21));
+
+    // A refusal the committer cannot attribute by looking (a trigger here): each request is
+    // written alone, and only the guilty one fails, with the database's error.
+    let schema = tenant_schema_name(t.id);
+    db.batch_execute(&format!(
+        "create function {schema}.refuse_poison() returns trigger language plpgsql as \
+         $$ begin if new.event_type = 'poison' then raise exception 'poisoned event'; end if; \
+         return new; end $$; \
+         create trigger refuse_poison before insert on {schema}.events \
+         for each row execute function {schema}.refuse_poison();"
+    ))
+    .await
+    .unwrap();
+    let mut poisoned = valid_events(3, user);
+    poisoned[2].event_type = "poison".into();
+    let before = committer.stats();
+    let answers = one_group(
+        &app,
+        &committer,
+        t.id,
+        vec![valid_events(5, user), poisoned, valid_events(6, user)],
+    )
+    .await;
+    assert_eq!(answers[0].as_ref().unwrap(), &5);
+    assert!(
+        matches!(&answers[1], Err(AnalyticsError::Db(_))),
+        "{:?}",
+        answers[1]
+    );
+    assert_eq!(answers[2].as_ref().unwrap(), &6);
+    let after = committer.stats();
+    // The first request, then the two valid ones, each alone.
+    assert_eq!(after.flushes - before.flushes, 3);
+    assert_eq!(after.failed_events - before.failed_events, 3);
+    assert_eq!(count_events(&db, t.id).await, 23 + 2 + 5 + 6);
+}
+
+#[tokio::test]
+async fn a_nul_in_one_posts_metadata_is_422_for_it_and_202_for_the_others_of_its_group() {
+    let app = spawn_app().await;
+    let t = app.create_tenant("nulpost").await;
+    let pending = || async {
+        let text = app
+            .http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("tenantry_analytics_events_pending "))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    let event = |tag: &str| json!({"event_type": "ok", "metadata": {"tag": tag}});
+    let bodies = [
+        json!({"events": [event("first")]}),
+        json!({"events": [event("a"), event("a")]}),
+        json!({"events": [event("b"), {"event_type": "bad", "metadata": {"note": "nul\u{0}"}}]}),
+        json!({"event_type": "bad", "metadata": {"nested": ["\u{0}"]}}),
+        json!({"events": [event("c"), event("c"), event("c")]}),
+    ];
+    let lock = hold_flush_lock(&app, t.id).await;
+    let mut sent = Vec::new();
+    let mut expected = 0;
+    for body in &bodies {
+        let request = app.post("/analytics/events", &t.token).json(body);
+        sent.push(tokio::spawn(request.send()));
+        expected += body["events"].as_array().map_or(1, Vec::len);
+        // In order: the first waits for the lock, the others queue into one group.
+        for _ in 0..500 {
+            if pending().await == expected {
+                break;
+            }
+            tokio::time::sleep(StdDuration::from_millis(10)).await;
+        }
+        assert_eq!(pending().await, expected);
+    }
+    drop(lock);
+    let mut responses = Vec::new();
+    for request in sent {
+        responses.push(request.await.unwrap().unwrap());
+    }
+    let statuses: Vec<u16> = responses.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(statuses, [202, 202, 422, 422, 202]);
+    let mut responses = responses.into_iter();
+    for n in [1, 2] {
+        let body: Value = responses.next().unwrap().json().await.unwrap();
+        assert_eq!(body["accepted"], n);
+    }
+    for field in ["events[1].metadata", "metadata"] {
+        let body = assert_problem(responses.next().unwrap(), 422, "validation_failed").await;
+        let fields: Vec<&str> = body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(fields, [field], "{body}");
+    }
+    let db = app.superuser_db().await;
+    let stored: Vec<String> = db
+        .query(
+            &format!(
+                "select metadata ->> 'tag' from {}.events order by 1",
+                tenant_schema_name(t.id)
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(stored, ["a", "a", "c", "c", "c", "first"]);
+}
+
+#[tokio::test]
+async fn a_flusher_whose_runtime_shuts_down_leaves_its_queue_to_the_rescue_runtime() {
+    let app = spawn_app().await;
+    let t = app.create_tenant("rescued").await;
+    let committer = GroupCommitter::new(
+        t.id,
+        app_pool(&app),
+        CommitterConfig {
+            rescue_runtime: Some(tokio::runtime::Handle::current()),
+            ..Default::default()
+        },
+    );
+    let lock = hold_flush_lock(&app, t.id).await;
+    // The first submit starts the flusher on a runtime of its own (an HTTP worker's, in the
+    // server), whose flush then waits for the lock.
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let worker = std::thread::spawn({
+        let c = committer.clone();
+        move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                tokio::spawn(async move { c.submit(valid_events(4, Uuid::now_v7())).await });
+                tokio::task::spawn_blocking(move || stopped.recv())
+                    .await
+                    .unwrap()
+                    .unwrap();
+            });
+            // Dropping the runtime drops the flusher in the middle of its flush.
+        }
+    });
+    wait_for_pending(&committer, 4).await;
+    let queued: Vec<_> = [6, 2]
+        .into_iter()
+        .map(|n| {
+            let c = committer.clone();
+            tokio::spawn(async move { c.submit(valid_events(n, Uuid::now_v7())).await })
+        })
+        .collect();
+    wait_for_pending(&committer, 12).await;
+    stop.send(()).unwrap();
+    tokio::task::spawn_blocking(move || worker.join())
+        .await
+        .unwrap()
+        .unwrap();
+    // The batch being written died with its runtime; the queued ones wait for the lock again,
+    // now on the rescue runtime.
+    wait_for_pending(&committer, 8).await;
+    drop(lock);
+    let answers: Vec<u64> = futures_util::future::join_all(queued)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().unwrap())
+        .collect();
+    assert_eq!(answers, [6, 2]);
+    let stats = committer.stats();
+    assert_eq!((stats.failed_events, stats.committed_events), (4, 8));
+    assert_eq!(stats.pending_events, 0);
+    assert_eq!(count_events(&app.superuser_db().await, t.id).await, 8);
 }
 
 #[tokio::test]

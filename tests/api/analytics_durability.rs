@@ -4,89 +4,16 @@
 //! either stored whole or not at all.
 
 use std::collections::HashMap;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use chrono::{Duration, SecondsFormat, Utc};
-use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use tenantry::db::tenant_schema_name;
 
-use crate::helpers::{provision_tenant, test_db, TestDb};
+use crate::helpers::{provision_tenant, test_db, Server, TestDb};
 
-/// A `tenantry serve` process on its own port; killed (SIGKILL) when dropped, so a failing
-/// test leaves no server behind.
-struct Server {
-    child: Child,
-    address: String,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-impl Server {
-    async fn start(db: &TestDb) -> Server {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
-            .args(["serve", "--workers", "2"])
-            .env("DATABASE_URL", db.config.database_url.expose_secret())
-            .env(
-                "APP_DATABASE_URL",
-                db.config.app_database_url.expose_secret(),
-            )
-            .env(
-                "ADMIN_DATABASE_URL",
-                db.config.admin_database_url.expose_secret(),
-            )
-            .env("JWT_SECRET", db.config.jwt_secret.expose_secret())
-            .env("BIND", format!("127.0.0.1:{port}"))
-            .env("APP_POOL_SIZE", "8")
-            .env("LOG_FORMAT", "json")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tenantry serve");
-        let server = Server {
-            child,
-            address: format!("http://127.0.0.1:{port}"),
-        };
-        let http = reqwest::Client::new();
-        for _ in 0..300 {
-            if let Ok(r) = http.get(server.url("/healthz")).send().await {
-                if r.status().is_success() {
-                    return server;
-                }
-            }
-            tokio::time::sleep(StdDuration::from_millis(50)).await;
-        }
-        panic!("tenantry serve did not answer /healthz within 15 s");
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.address, path)
-    }
-
-    /// SIGKILL: no shutdown hook, no flush, no graceful close of anything.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn batch(tag: &str, n: usize) -> Value {
+pub(crate) fn batch(tag: &str, n: usize) -> Value {
     let events: Vec<Value> = (0..n)
         .map(|i| {
             json!({
@@ -117,7 +44,7 @@ async fn summary_events(http: &reqwest::Client, server: &Server, token: &str) ->
 }
 
 /// Stored events per batch tag, and the rollups' total, read directly as the superuser.
-async fn stored(db: &TestDb, tenant: uuid::Uuid) -> (HashMap<String, i64>, i64, i64) {
+pub(crate) async fn stored(db: &TestDb, tenant: uuid::Uuid) -> (HashMap<String, i64>, i64, i64) {
     let su = db.superuser_db().await;
     let schema = tenant_schema_name(tenant);
     let per_batch = su

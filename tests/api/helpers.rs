@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+use std::net::TcpListener;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -324,4 +326,100 @@ pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str
     assert_eq!(body["code"], code, "problem code in {body}");
     assert_eq!(body["status"], status);
     body
+}
+
+/// A `tenantry serve` process on its own port; killed (SIGKILL) when dropped, so a failing
+/// test leaves no server behind.
+pub struct Server {
+    child: Child,
+    pub address: String,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Server {
+    pub async fn start(db: &TestDb) -> Server {
+        Server::start_with(db, 2, &[]).await
+    }
+
+    /// With `workers` HTTP workers and `env` added to the environment.
+    pub async fn start_with(db: &TestDb, workers: usize, env: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+            .args(["serve", "--workers", &workers.to_string()])
+            .env("DATABASE_URL", db.config.database_url.expose_secret())
+            .env(
+                "APP_DATABASE_URL",
+                db.config.app_database_url.expose_secret(),
+            )
+            .env(
+                "ADMIN_DATABASE_URL",
+                db.config.admin_database_url.expose_secret(),
+            )
+            .env("JWT_SECRET", db.config.jwt_secret.expose_secret())
+            .env("BIND", format!("127.0.0.1:{port}"))
+            .env("APP_POOL_SIZE", "8")
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tenantry serve");
+        let server = Server {
+            child,
+            address: format!("http://127.0.0.1:{port}"),
+        };
+        let http = reqwest::Client::new();
+        for _ in 0..300 {
+            if let Ok(r) = http.get(server.url("/healthz")).send().await {
+                if r.status().is_success() {
+                    return server;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("tenantry serve did not answer /healthz within 15 s");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// SIGKILL: no shutdown hook, no flush, no graceful close of anything.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM: the orchestrator's request to stop.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits for the process to exit, for a minute at most.
+    pub async fn exit_status(&mut self) -> ExitStatus {
+        for _ in 0..1_200 {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("tenantry serve did not exit within a minute");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

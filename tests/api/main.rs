@@ -25,6 +25,7 @@ mod openapi;
 mod provisioning;
 mod resolution;
 mod rls;
+mod shutdown;
 mod smoke;
 mod tenant_tx;
 mod ws;

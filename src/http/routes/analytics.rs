@@ -44,7 +44,20 @@ pub async fn ingest_events(
     let committer = req.state().analytics.committer(req.tenant_id);
     let rules = committer.ingest_rules().await?;
     let events = model::validate_body(&body, &rules).map_err(AnalyticsError::Validation)?;
-    let accepted = committer.submit(events).await?;
+    let single = body.get("events").is_none();
+    let accepted = committer.submit(events).await.map_err(|err| match err {
+        // The committer names fields as in a batch; a single event's are the body's own.
+        AnalyticsError::Validation(fields) if single => AnalyticsError::Validation(
+            fields
+                .into_iter()
+                .map(|f| FieldError {
+                    field: f.field.trim_start_matches("events[0].").to_string(),
+                    ..f
+                })
+                .collect(),
+        ),
+        other => other,
+    })?;
     Ok(HttpResponse::Accepted().json(Accepted { accepted }))
 }
 
