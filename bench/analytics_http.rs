@@ -13,6 +13,8 @@
 //! HTTP round trips. Results: bench/results/analytics_http.{json,md}. Run it under the bench
 //! lock on a shared machine: `flock /work/bench.lock cargo bench --bench analytics_http`.
 
+mod common;
+
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -104,6 +106,8 @@ impl Server {
 async fn main() {
     let args = Args::parse();
     let config = fresh_database().await;
+    // For the machine facts before and after the run; without it they say nothing of PostgreSQL.
+    let db = connect(config.database_url.expose_secret(), &[]).await.ok();
     let server = start_server(&config, &args).await;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
@@ -112,7 +116,7 @@ async fn main() {
     let mut report = json!({
         "started_at": Utc::now(),
         "args": format!("{args:?}"),
-        "machine": machine(&config).await,
+        "machine": common::machine(db.as_ref()).await,
     });
     println!("machine: {}", report["machine"]);
 
@@ -179,8 +183,8 @@ async fn main() {
     report["ingest_during_lag"] = background;
     report["server_rss_mb"] = json!(server.rss_mb());
     report["finished_at"] = json!(Utc::now());
-    report["machine_after"] = machine(&config).await;
-    write_results(&report);
+    report["machine_after"] = common::machine(db.as_ref()).await;
+    common::write_results("analytics_http", &report, &markdown(&report));
 }
 
 async fn fresh_database() -> Config {
@@ -230,22 +234,6 @@ async fn fresh_database() -> Config {
     .await
     .expect("migrate");
     config
-}
-
-async fn machine(config: &Config) -> Value {
-    let pg = match connect(config.database_url.expose_secret(), &[]).await {
-        Ok(db) => db
-            .query_one("select version()", &[])
-            .await
-            .map(|r| r.get::<_, String>(0))
-            .unwrap_or_default(),
-        Err(_) => String::new(),
-    };
-    json!({
-        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "loadavg": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
-        "postgres": pg,
-    })
 }
 
 async fn start_server(config: &Config, args: &Args) -> Server {
@@ -345,18 +333,6 @@ fn bodies(args: &Args) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn percentiles(mut ms: Vec<f64>) -> Value {
-    if ms.is_empty() {
-        return json!({"n": 0});
-    }
-    ms.sort_by(|a, b| a.total_cmp(b));
-    let at = |p: f64| {
-        let idx = ((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1;
-        (ms[idx] * 10.0).round() / 10.0
-    };
-    json!({"n": ms.len(), "p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99), "max_ms": at(1.0)})
-}
-
 /// `args.clients` clients spread over `tenants`, each posting 1,000-event batches back to back.
 async fn throughput(
     http: &reqwest::Client,
@@ -440,7 +416,7 @@ async fn throughput(
         "events_per_second": (events as f64 / secs).round(),
         "refused_503": refused.load(Ordering::Relaxed),
         "failed": failed.load(Ordering::Relaxed),
-        "latency_202": percentiles(latencies),
+        "latency_202": common::percentiles(latencies, 1),
         "tenant_slugs": tenants.iter().map(|t| t.slug.clone()).collect::<Vec<_>>(),
     });
     println!("  {out}");
@@ -537,33 +513,14 @@ async fn lag(
         "ticks": ticks.load(Ordering::Relaxed),
         "tick_before_202": early,
         "missing": missing,
-        "lag": percentiles(ms),
+        "lag": common::percentiles(ms, 1),
     });
     println!("  lag {out}");
     out
 }
 
-fn write_results(report: &Value) {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results");
-    std::fs::create_dir_all(&dir).expect("results dir");
-    std::fs::write(
-        dir.join("analytics_http.json"),
-        serde_json::to_string_pretty(report).expect("json"),
-    )
-    .expect("write json");
-    std::fs::write(dir.join("analytics_http.md"), markdown(report)).expect("write markdown");
-    println!("\nwrote bench/results/analytics_http.json and bench/results/analytics_http.md");
-}
-
-fn cell(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
 fn markdown(r: &Value) -> String {
+    use common::{cell, markdown_table};
     let mut md = String::new();
     md.push_str("# Analytics over HTTP\n\n");
     md.push_str(
@@ -571,52 +528,65 @@ fn markdown(r: &Value) -> String {
          server on its own database, tenants provisioned through `POST /tenants`, the load \
          generator (reqwest, bodies serialised once) on the same machine.\n\n",
     );
-    md.push_str(&format!(
-        "- started {} / finished {}\n- machine: {} cores, {}\n- load average before / after: {} / {}\n- args: `{}`\n- server RSS at the end: {} MB\n\n",
-        cell(&r["started_at"]),
-        cell(&r["finished_at"]),
-        r["machine"]["cores"],
-        cell(&r["machine"]["postgres"]),
-        cell(&r["machine"]["loadavg"]),
-        cell(&r["machine_after"]["loadavg"]),
-        cell(&r["args"]),
-        r["server_rss_mb"],
+    md.push_str(&common::markdown_facts(
+        r,
+        &format!(
+            "{} cores, {}",
+            r["machine"]["cores"],
+            cell(&r["machine"]["postgres"])
+        ),
+        &[format!("server RSS at the end: {} MB", r["server_rss_mb"])],
     ));
     md.push_str("## Ingest: `POST /analytics/events`, batches of 1,000 events\n\n");
-    md.push_str("| run | tenants | clients | seconds | events/s | 503 | failed | 202 p50 ms | 202 p95 ms | 202 p99 ms |\n|---|---|---|---|---|---|---|---|---|---|\n");
     let mut rows: Vec<&Value> = r["ingest"].as_array().into_iter().flatten().collect();
     if r["ingest_during_lag"].is_object() {
         rows.push(&r["ingest_during_lag"]);
     }
-    for x in rows {
-        md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            cell(&x["run"]),
-            x["tenants"],
-            x["clients"],
-            x["seconds"],
-            x["events_per_second"],
-            x["refused_503"],
-            x["failed"],
-            x["latency_202"]["p50_ms"],
-            x["latency_202"]["p95_ms"],
-            x["latency_202"]["p99_ms"],
-        ));
-    }
+    md.push_str(&markdown_table(
+        &[
+            "run",
+            "tenants",
+            "clients",
+            "seconds",
+            "events/s",
+            "503",
+            "failed",
+            "202 p50 ms",
+            "202 p95 ms",
+            "202 p99 ms",
+        ],
+        rows.into_iter().map(|x| {
+            vec![
+                cell(&x["run"]),
+                x["tenants"].to_string(),
+                x["clients"].to_string(),
+                x["seconds"].to_string(),
+                x["events_per_second"].to_string(),
+                x["refused_503"].to_string(),
+                x["failed"].to_string(),
+                x["latency_202"]["p50_ms"].to_string(),
+                x["latency_202"]["p95_ms"].to_string(),
+                x["latency_202"]["p99_ms"].to_string(),
+            ]
+        }),
+    ));
     md.push_str("\n## Live lag: 202 to the WebSocket tick carrying the batch\n\n");
-    md.push_str("| run | samples | ticks | missing | p50 ms | p95 ms | max ms |\n|---|---|---|---|---|---|---|\n");
-    for x in r["lag"].as_array().into_iter().flatten() {
-        md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
-            cell(&x["run"]),
-            x["samples"],
-            x["ticks"],
-            x["missing"],
-            x["lag"]["p50_ms"],
-            x["lag"]["p95_ms"],
-            x["lag"]["max_ms"],
-        ));
-    }
+    md.push_str(&markdown_table(
+        &[
+            "run", "samples", "ticks", "missing", "p50 ms", "p95 ms", "max ms",
+        ],
+        r["lag"].as_array().into_iter().flatten().map(|x| {
+            vec![
+                cell(&x["run"]),
+                x["samples"].to_string(),
+                x["ticks"].to_string(),
+                x["missing"].to_string(),
+                x["lag"]["p50_ms"].to_string(),
+                x["lag"]["p95_ms"].to_string(),
+                x["lag"]["max_ms"].to_string(),
+            ]
+        }),
+    ));
     md.push('\n');
     md
 }

@@ -9,15 +9,15 @@
 #      in one pipeline under one Sync, prepared, 16 clients; once for one tenant's task, and
 #      once for 100 tenants' tasks picked at random, as the load test's requests are (pgbench
 #      takes at most 128 scripts; the load test spreads over 1,000 tenants, wider still). One
-#      row stays in the CPU's caches; rows spread over tenants do not: they ran at 54-83% of
-#      the one-row rate in five runs here.
+#      row stays in the CPU's caches; rows spread over tenants do not, and cost the database
+#      more (docs/benchmarks.md).
 # Each half has both cores to itself. A GET needs both halves on the same two cores, so
 # 1 / (1/http + 1/db), with db the spread rows' rate, is about what the cores allow before the
 # pipeline's own work (JWT, tenant and user checks, the actor, JSON). A guide, not a hard limit:
 # each pgbench client waits for its own answer, one read per round trip, where the server's
-# reads by id share a connection and its round trips (GET reached 23,115 req/s against a guide
-# of 14.8K measured minutes later), and the database half's CPU is everything the machine did
-# beside pgbench, kernel included.
+# reads by id share a connection and its round trips (so the server can do better than the
+# guide), and the database half's CPU is everything the machine did beside pgbench, kernel
+# included.
 #
 #   bench/ceiling.sh        # after bench/http_load.sh (it reads that run's database and tenants)
 #

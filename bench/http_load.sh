@@ -29,8 +29,8 @@ ENTRIES=$OUT/.http_load_entries.txt
 [ -x "$(command -v wrk)" ] || { echo "installing wrk"; apt-get install -y wrk >/dev/null; }
 [ -x scripts/services.sh ] && scripts/services.sh
 # The server reaches PostgreSQL over its Unix socket when it may log in there (the usual setup
-# when both run on one machine: pgbench's prepared primary-key select ran 30.5K/s over it here,
-# 17.1K/s over loopback TCP), else over TCP. PG_URL forces a base URL.
+# when both run on one machine, and faster than loopback TCP: docs/benchmarks.md), else over
+# TCP. PG_URL forces a base URL.
 SOCKET_PG=postgres://postgres@%2Fvar%2Frun%2Fpostgresql
 if [ -n "${PG_URL:-}" ]; then
   PG=$PG_URL
@@ -49,7 +49,7 @@ export PLATFORM_ADMIN_TOKEN=bench-operator-token
 export JWT_SECRET=bench-jwt-secret-0123456789abcdefghijklmnop
 export JWT_TTL_SECONDS=7200
 export BIND=127.0.0.1:$PORT
-# One log line per request at 15,000 req/s would measure the logger; warnings still show.
+# One log line per request at full speed would measure the logger; warnings still show.
 export RUST_LOG=${RUST_LOG:-warn}
 export ACTOR_IDLE_SECONDS=${ACTOR_IDLE_SECONDS:-900}
 BASE=http://127.0.0.1:$PORT
@@ -91,8 +91,8 @@ fi
 
 # What autovacuum would have done by the time a real server met this load: the PostgreSQL here
 # may run without it (this machine's does), and the dead rows a previous run left behind (the
-# actor measurement's 9,000 tenants and users, the POST runs' settled outbox) made a reused run's
-# GET cost PostgreSQL 126-172 µs against 83 µs after a VACUUM.
+# actor measurement's tenants and users, the POST runs' settled outbox) would make a reused
+# run's GET cost PostgreSQL more than after a VACUUM.
 psql -XAtq "$PG/$DB" >/dev/null <<'SQL'
 select format('vacuum (analyze) app.%I', tablename) from pg_tables where schemaname = 'app' \gexec
 SQL
@@ -100,8 +100,8 @@ SQL
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' /proc/$SERVER/status; }
 # Samples the database connections of the server while a run goes on; prints the maximum.
 # Counted by PostgreSQL itself, over one psql session kept open for the whole run: a psql every
-# half second would fork a backend each time, and a pgrep every half second read every
-# process's command line (1.2% of the machine in a full-speed run). The sampling session is
+# half second would fork a backend each time, and a pgrep every half second would read every
+# process's command line, on the machine being measured. The sampling session is
 # connected to another database, so it is not counted.
 sample_connections() {
   local max

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs tenantry locally: services, a release build, `tenantry migrate` (creates and migrates the
 # database), `tenantry demo` (prints the demo tenant and its login), then `tenantry serve`.
-# Every setting of README.md's configuration table can be given in the environment.
+# Every variable of docs/configuration.md can be given in the environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh

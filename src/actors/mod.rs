@@ -61,8 +61,8 @@ pub trait TenantOp: Send + 'static {
     const SINGLE_STATEMENT: bool = false;
 
     /// False for an operation that touches only the shared schema: it then does not count
-    /// against its connection's budget of tenant schemas (`db::pool`). Counted, a thousand busy
-    /// tenants spent that budget in about a second and retired a connection each time.
+    /// against its connection's budget of tenant schemas (`db::pool`). Counting schemas it never
+    /// opens would retire busy connections for nothing.
     const OPENS_TENANT_SCHEMA: bool = true;
 
     fn run<'a>(

@@ -9,9 +9,8 @@
 //! [`TenantRegistry::host_on_current_thread`]), and each host has its own slice of the app pool.
 //! A request whose tenant lives on the worker that accepted it then runs without leaving that
 //! thread: mailbox, reply and the connection's I/O task (tokio-postgres drives each connection
-//! from a task on the thread that opened it) are all local. On 2 cores, thread hand-offs cost
-//! more than the work itself: dedicated arbiters and one shared pool spent a third of the
-//! server's CPU switching threads.
+//! from a task on the thread that opened it) are all local. On a small machine, thread
+//! hand-offs cost more than the work itself (docs/benchmarks.md).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};

@@ -31,8 +31,8 @@ pub struct RetentionConfig {
     /// Pause between two batches, leaving room to other work of the database.
     pub pause: Duration,
     /// Spreads a pass over every tenant across about this long (at most 50 ms between two
-    /// tenants). Even with nothing to delete a tenant costs several short transactions, and a
-    /// thousand tenants back to back loaded PostgreSQL for seconds, in every request's latency.
+    /// tenants). Even with nothing to delete a tenant costs several short transactions, and
+    /// many tenants back to back would load PostgreSQL, in every request's latency.
     pub spread_over: Option<Duration>,
 }
 

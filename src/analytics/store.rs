@@ -302,8 +302,8 @@ impl Activity {
 /// Runs under the tenant's flush lock (`FLUSH_LOCK_SQL`), which every writer of the activity
 /// tables takes (flushes and retention): the rows read here cannot change before this
 /// transaction ends. That lets the new masks be computed here and existing rows be rewritten
-/// by `ctid`, with no second index probe and no `ON CONFLICT` (measured: the upsert was the
-/// most expensive statement of a flush), and new rows be plain inserts.
+/// by `ctid`, with no second index probe and no `ON CONFLICT` (an upsert would be the most
+/// expensive statement of a flush), and new rows be plain inserts.
 async fn update_activity(
     tx: &Transaction<'_>,
     schema: &str,
@@ -333,9 +333,8 @@ async fn update_activity(
     };
     // One primary-key probe per entry, whatever the statistics say: `limit 1` (the key is
     // unique) keeps the planner from turning the lateral subquery into a join. As a plain join,
-    // on a table not analyzed yet (a new tenant, or just after V4's backfill) it hashed every
-    // row of type_activity each flush: 570 ms for 4,000 entries against 400K rows, 40 ms
-    // probed.
+    // on a table not analyzed yet (a new tenant, or just after a backfill) it would hash every
+    // row of type_activity each flush.
     let read = format!(
         "select i.ord::int4, a.ctid::text, a.days, {list} \
          from unnest($2::int4[], $3::text[], $4::uuid[]) \

@@ -1,8 +1,8 @@
 //! Connection pools. Each role has its own pool; all of them are bounded whatever the number of
 //! tenants. A pooled connection counts the tenant schemas it has opened and is retired past a
 //! budget: PostgreSQL keeps every relation a backend has touched in that backend's relation
-//! cache for its whole life (about 13 KB a relation measured here), so a long-lived connection
-//! that visits thousands of tenant schemas would grow to tens of MB.
+//! cache for its whole life, so a long-lived connection that visits thousands of tenant schemas
+//! would grow without bound (docs/benchmarks.md).
 
 use std::collections::HashSet;
 use std::ops::{Deref, DerefMut};
@@ -196,9 +196,8 @@ pub fn build_pool(opts: PoolOptions<'_>) -> Result<PgPool, DbError> {
 /// ends one request's implicit transaction, and with it its `set_config(.., true)`, before it
 /// reads the next, so requests of different tenants on one connection cannot see each other's
 /// context. What sharing buys is that concurrent reads go out in one write and come back in one
-/// read, and one backend stays busy instead of many waking in turn: at 1,000 tenants, a GET by
-/// id cost PostgreSQL 32-35 µs instead of 73-106, and GET went from 8,407-11,852 to
-/// 17,736-20,147 req/s (bench/http_load.sh, runs alternated).
+/// read, and one backend stays busy instead of many waking in turn (bench/http_load.sh;
+/// docs/benchmarks.md).
 ///
 /// [`TenantTx::single_statement`]: super::TenantTx::single_statement
 pub struct SharedConn {

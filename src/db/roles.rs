@@ -176,8 +176,8 @@ pub async fn grant_shared_schema(
 /// the owner creates there is granted to the app and admin roles as it is created, including
 /// tables added by later template versions. `GRANT .. ON ALL TABLES IN SCHEMA` after the fact
 /// would find the schema's tables by scanning all of pg_class, which holds every relation of
-/// every tenant: at 10,000 tenants that scan cost tens of milliseconds per statement, twice per
-/// provisioning and per migrated schema (bench/tenant_schemas). Idempotent.
+/// every tenant: a cost that grows with the number of tenants, twice per provisioning and per
+/// migrated schema (bench/tenant_schemas). Idempotent.
 pub async fn default_privileges_tenant_schema(
     client: &impl GenericClient,
     schema: &str,

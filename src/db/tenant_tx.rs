@@ -77,8 +77,8 @@ impl<'a> TenantTx<'a> {
         let opened = async move {
             let tenant = tenant.hyphenated().to_string();
             // Both statements were prepared when the connection opened, so the server only
-            // binds and runs them (parsing and planning set_config on every request cost
-            // PostgreSQL a fifth of its time), and one Sync answers for both.
+            // binds and runs them instead of parsing and planning set_config on every request,
+            // and one Sync answers for both.
             conn.pipeline(&[
                 (conn.statements().begin(), &[]),
                 (conn.statements().set_tenant(), &[&tenant]),

@@ -95,9 +95,9 @@ pub async fn provision_with_fault(
             (pw.clone(), Some(pw))
         }
     };
-    // The hash (about 30 ms of one core) and the schema DDL (as long again, mostly waiting on
-    // PostgreSQL) are the two halves of provisioning: run them side by side and take the hash
-    // just before the admin row needs it (bench/tenant_schemas measures both).
+    // The hash (CPU on this process) and the schema DDL (mostly waiting on PostgreSQL) are the
+    // two halves of provisioning: run them side by side and take the hash just before the
+    // admin row needs it (bench/tenant_schemas measures both).
     let hashing = tokio::task::spawn_blocking(move || password::hash(&password));
 
     let tenant_id = Uuid::now_v7();
