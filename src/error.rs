@@ -27,6 +27,19 @@ impl FieldError {
     }
 }
 
+/// `err` and every source under it, joined with ": ", for a log line or an operator's message:
+/// the outer errors say what was being done, the innermost one what the other side answered.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// A problem details response. Built only through the `From` impls below and the helpers, so
 /// the code for each situation is chosen in this file.
 #[derive(Debug)]
@@ -146,9 +159,15 @@ impl ResponseError for Problem {
     }
 }
 
+/// A 500: the client learns nothing, the log gets the whole chain of causes, once.
+fn internal(err: &dyn std::error::Error) -> Problem {
+    tracing::error!(error = %error_chain(err), "internal error");
+    Problem::internal()
+}
+
 impl From<DbError> for Problem {
     fn from(err: DbError) -> Self {
-        match err {
+        match &err {
             DbError::UniqueViolation { constraint } => {
                 let detail = match constraint.as_deref() {
                     Some("tenants_slug_key") => "a tenant with this slug already exists",
@@ -161,7 +180,7 @@ impl From<DbError> for Problem {
                     _ => "the resource already exists",
                 };
                 Problem::new(StatusCode::CONFLICT, "conflict", detail)
-                    .with("constraint", constraint.unwrap_or_default())
+                    .with("constraint", constraint.clone().unwrap_or_default())
             }
             // A reference that does not resolve inside the tenant: the row may exist in another
             // tenant, which we must not confirm, so it is reported like any missing reference.
@@ -170,17 +189,21 @@ impl From<DbError> for Problem {
                 "invalid_reference",
                 "a referenced resource does not exist",
             )
-            .with("constraint", constraint.unwrap_or_default()),
+            .with("constraint", constraint.clone().unwrap_or_default()),
             DbError::RowSecurity => Problem::not_found("resource"),
             DbError::Timeout => Problem::unavailable("the database did not answer in time", 1),
-            DbError::Unavailable(reason) => {
-                tracing::warn!(%reason, "database unavailable");
+            DbError::Unavailable(_) | DbError::PoolTimeout | DbError::Pool(_) => {
+                tracing::warn!(error = %error_chain(&err), "database unavailable");
                 Problem::unavailable("the database is unavailable", 2)
             }
-            DbError::Other(reason) => {
-                tracing::error!(%reason, "database error");
-                Problem::internal()
-            }
+            DbError::InvalidUrl(_)
+            | DbError::PoolBuild(_)
+            | DbError::MoreThanOneRow
+            | DbError::TemplateRead { .. }
+            | DbError::TemplateEmpty(_)
+            | DbError::TemplateDiverges(_)
+            | DbError::Migration { .. }
+            | DbError::Postgres(_) => internal(&err),
         }
     }
 }

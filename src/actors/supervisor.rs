@@ -14,7 +14,7 @@
 //! server's CPU switching threads.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::ThreadId;
 use std::time::{Duration, SystemTime};
 
@@ -273,10 +273,8 @@ impl TenantRegistry {
 impl ActorShared {
     fn add_host(&self, arbiter: ArbiterHandle, thread: Option<ThreadId>) -> Result<(), DbError> {
         let pool = crate::db::pool::app_pool(&self.config, self.settings.pool_per_host.max(1))?;
-        let mut hosts = self
-            .hosts
-            .write()
-            .map_err(|_| DbError::Other("actor hosts lock poisoned".into()))?;
+        // Only a push happens under the write lock: a panic there leaves the list valid.
+        let mut hosts = self.hosts.write().unwrap_or_else(PoisonError::into_inner);
         hosts.push(Arc::new(ActorHost {
             arbiter,
             thread,
@@ -296,10 +294,7 @@ impl ActorShared {
                 self.add_host(Arbiter::new().handle(), None)?;
             }
         }
-        let hosts = self
-            .hosts
-            .read()
-            .map_err(|_| DbError::Other("actor hosts lock poisoned".into()))?;
+        let hosts = self.hosts.read().unwrap_or_else(PoisonError::into_inner);
         let index = (tenant.as_u128() % hosts.len() as u128) as usize;
         Ok(hosts[index].clone())
     }

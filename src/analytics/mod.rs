@@ -58,18 +58,7 @@ impl Clone for AnalyticsError {
             },
             AnalyticsError::Unavailable(s) => AnalyticsError::Unavailable(s.clone()),
             AnalyticsError::Internal(s) => AnalyticsError::Internal(s.clone()),
-            AnalyticsError::Db(db) => AnalyticsError::Db(match db {
-                DbError::UniqueViolation { constraint } => DbError::UniqueViolation {
-                    constraint: constraint.clone(),
-                },
-                DbError::ForeignKeyViolation { constraint } => DbError::ForeignKeyViolation {
-                    constraint: constraint.clone(),
-                },
-                DbError::RowSecurity => DbError::RowSecurity,
-                DbError::Timeout => DbError::Timeout,
-                DbError::Unavailable(s) => DbError::Unavailable(s.clone()),
-                DbError::Other(s) => DbError::Other(s.clone()),
-            }),
+            AnalyticsError::Db(db) => AnalyticsError::Db(db.clone()),
         }
     }
 }
