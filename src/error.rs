@@ -224,10 +224,8 @@ impl From<TenancyError> for Problem {
                 "the tenant's retention period is over; it can no longer be restored",
             ),
             TenancyError::Db(db) => db.into(),
-            TenancyError::Internal(reason) => {
-                tracing::error!(%reason, "tenancy error");
-                Problem::internal()
-            }
+            TenancyError::Auth(auth) => auth.into(),
+            TenancyError::InjectedFault => internal(&err),
         }
     }
 }
@@ -240,9 +238,8 @@ impl From<AuthError> for Problem {
                 Problem::unauthorized(format!("invalid token: {reason}"))
             }
             AuthError::InvalidCredentials => Problem::unauthorized("invalid credentials"),
-            AuthError::Hashing(reason) => {
-                tracing::error!(%reason, "password hashing failed");
-                Problem::internal()
+            AuthError::Hashing(_) | AuthError::HashingTask(_) | AuthError::Signing(_) => {
+                internal(&err)
             }
         }
     }
@@ -280,10 +277,6 @@ impl From<DomainError> for Problem {
             ),
             DomainError::Conflict(detail) => Problem::new(StatusCode::CONFLICT, "conflict", detail),
             DomainError::Db(db) => db.into(),
-            DomainError::Internal(reason) => {
-                tracing::error!(%reason, "domain error");
-                Problem::internal()
-            }
         }
     }
 }
@@ -367,10 +360,7 @@ impl From<AnalyticsError> for Problem {
                 Problem::unavailable("analytics ingestion is unavailable; nothing was stored", 1)
             }
             AnalyticsError::Db(db) => db.into(),
-            AnalyticsError::Internal(reason) => {
-                tracing::error!(%reason, "analytics error");
-                Problem::internal()
-            }
+            AnalyticsError::FlushPanicked | AnalyticsError::RollupChanged { .. } => internal(&err),
         }
     }
 }

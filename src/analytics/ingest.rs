@@ -385,7 +385,7 @@ impl GroupCommitter {
             let result = AssertUnwindSafe(self.flush(&events))
                 .catch_unwind()
                 .await
-                .unwrap_or_else(|_| Err(AnalyticsError::Internal("the flush panicked".into())));
+                .unwrap_or_else(|_| Err(AnalyticsError::FlushPanicked));
             self.lock().pending_events -= size;
             match result {
                 Ok(()) => {

@@ -28,7 +28,8 @@ pub use query::{Metric, Series, SeriesRequest, Summary};
 /// activity masks): rebuilt from the events, left out of the GDPR export.
 pub const DERIVED_TABLES: &[&str] = &["counters", "user_activity", "type_activity"];
 
-#[derive(Debug, thiserror::Error)]
+/// Cloned because one failed flush answers every request it held with the same error.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AnalyticsError {
     #[error("validation failed: {0:?}")]
     Validation(Vec<FieldError>),
@@ -38,8 +39,16 @@ pub enum AnalyticsError {
     Unavailable(String),
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error("analytics internal error: {0}")]
-    Internal(String),
+    #[error("the flush panicked")]
+    FlushPanicked,
+    /// A rollup row read under the flush lock was gone when it was updated: committing would
+    /// lose its counts, so the flush fails instead.
+    #[error("{table} changed under the flush lock: {updated} of {expected} rows updated")]
+    RollupChanged {
+        table: String,
+        updated: u64,
+        expected: usize,
+    },
 }
 
 impl From<tokio_postgres::Error> for AnalyticsError {
@@ -48,20 +57,6 @@ impl From<tokio_postgres::Error> for AnalyticsError {
     }
 }
 
-/// One failed flush answers every request it held, so the error is copied to each.
-impl Clone for AnalyticsError {
-    fn clone(&self) -> Self {
-        match self {
-            AnalyticsError::Validation(e) => AnalyticsError::Validation(e.clone()),
-            AnalyticsError::Overloaded { retry_after } => AnalyticsError::Overloaded {
-                retry_after: *retry_after,
-            },
-            AnalyticsError::Unavailable(s) => AnalyticsError::Unavailable(s.clone()),
-            AnalyticsError::Internal(s) => AnalyticsError::Internal(s.clone()),
-            AnalyticsError::Db(db) => AnalyticsError::Db(db.clone()),
-        }
-    }
-}
 
 /// The group committers of the tenants that ingested since the start, created on first use.
 /// The tenant actor takes over ownership of its committer later (DESIGN.md); the committer

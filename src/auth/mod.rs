@@ -17,8 +17,12 @@ pub enum AuthError {
     InvalidToken(String),
     #[error("invalid credentials")]
     InvalidCredentials,
-    #[error("password hashing failed: {0}")]
-    Hashing(String),
+    #[error("password hashing failed")]
+    Hashing(#[source] argon2::password_hash::Error),
+    #[error("the password hashing task did not finish")]
+    HashingTask(#[source] tokio::task::JoinError),
+    #[error("signing a token failed")]
+    Signing(#[source] jsonwebtoken::errors::Error),
 }
 
 /// A verified bearer credential, before the tenant it names has been checked.

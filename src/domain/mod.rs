@@ -63,8 +63,6 @@ pub enum DomainError {
     Conflict(&'static str),
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error("{0}")]
-    Internal(String),
 }
 
 impl From<tokio_postgres::Error> for DomainError {

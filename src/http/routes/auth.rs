@@ -109,7 +109,7 @@ pub async fn login(
         password::verify(&given, hash)
     })
     .await
-    .map_err(|_| Problem::internal())?;
+    .map_err(AuthError::HashingTask)?;
     let Some((id, email, role)) = user.filter(|_| matches) else {
         return Err(AuthError::InvalidCredentials.into());
     };
