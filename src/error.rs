@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::analytics::AnalyticsError;
-use crate::auth::AuthError;
+use crate::auth::{AccessError, AuthError};
 use crate::db::DbError;
 use crate::domain::DomainError;
 use crate::tenancy::TenancyError;
@@ -230,6 +230,34 @@ impl From<TenancyError> for Problem {
     }
 }
 
+/// One body per guard refusal, whichever area's operation refused (`auth::guard`).
+impl From<AccessError> for Problem {
+    fn from(err: AccessError) -> Self {
+        let detail = err.to_string();
+        match err {
+            AccessError::Unauthenticated => Problem::unauthorized(detail),
+            AccessError::RoleRequired { required } => {
+                Problem::forbidden(detail).with("required_role", required.as_str())
+            }
+            AccessError::PlanRequired {
+                feature,
+                required_plan,
+                ..
+            } => Problem::new(StatusCode::FORBIDDEN, "plan_required", detail)
+                .with("feature", feature)
+                .with("required_plan", required_plan.unwrap_or_default()),
+            AccessError::PlanLimit {
+                resource,
+                limit,
+                current,
+            } => Problem::new(StatusCode::PAYMENT_REQUIRED, "plan_limit", detail)
+                .with("resource", resource)
+                .with("limit", limit)
+                .with("current", current),
+        }
+    }
+}
+
 impl From<AuthError> for Problem {
     fn from(err: AuthError) -> Self {
         match err {
@@ -238,9 +266,12 @@ impl From<AuthError> for Problem {
                 Problem::unauthorized(format!("invalid token: {reason}"))
             }
             AuthError::InvalidCredentials => Problem::unauthorized("invalid credentials"),
-            AuthError::Hashing(_) | AuthError::HashingTask(_) | AuthError::Signing(_) => {
-                internal(&err)
-            }
+            AuthError::Access(access) => access.into(),
+            AuthError::Db(db) => db.into(),
+            AuthError::Hashing(_)
+            | AuthError::HashingTask(_)
+            | AuthError::Signing(_)
+            | AuthError::UnknownPlan(_) => internal(&err),
         }
     }
 }
@@ -256,20 +287,7 @@ impl From<DomainError> for Problem {
                 problem.code = "invalid_reference";
                 problem
             }
-            DomainError::Unauthenticated => AuthError::MissingCredentials.into(),
-            DomainError::Forbidden(detail) => Problem::forbidden(detail),
-            DomainError::PlanLimit {
-                resource,
-                limit,
-                current,
-            } => Problem::new(
-                StatusCode::PAYMENT_REQUIRED,
-                "plan_limit",
-                format!("the plan allows {limit} {resource}; the tenant has {current}"),
-            )
-            .with("resource", resource)
-            .with("limit", limit)
-            .with("current", current),
+            DomainError::Access(access) => access.into(),
             DomainError::LastAdmin => Problem::new(
                 StatusCode::CONFLICT,
                 "last_admin",

@@ -12,10 +12,10 @@ use tokio_postgres::Row;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::actors::Caller;
+use crate::auth::Caller;
 use crate::db::DbError;
 use crate::domain::page::{Cursor, Page, PageRequest};
-use crate::domain::{require_admin, tenant_op, DomainError};
+use crate::domain::{tenant_op, DomainError};
 use crate::error::FieldError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,7 +155,7 @@ async fn list(
     caller: &Caller,
     ListAuditLogs(q): ListAuditLogs,
 ) -> Result<Page<AuditLog>, DomainError> {
-    require_admin(caller)?;
+    caller.admin()?;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let mut errors = Vec::new();
     for (field, value) in [("resource", &q.resource), ("action", &q.action)] {

@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use super::page::{Cursor, Page, PageRequest};
 use super::projects::require_live;
-use super::{query, query_opt, record_change, require_user, tenant_op, Change, DomainError};
-use crate::actors::Caller;
+use super::{query, query_opt, record_change, tenant_op, Change, DomainError};
+use crate::auth::Caller;
 use crate::audit::AuditAction;
 use crate::error::FieldError;
 
@@ -88,7 +88,7 @@ async fn list(
     caller: &Caller,
     ListMembers(project, q): ListMembers,
 ) -> Result<Page<Member>, DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     project_or_404(tx, caller.tenant_id, project).await?;
     let rows = match page.after {
@@ -138,7 +138,7 @@ async fn add(
     caller: &Caller,
     AddMember(project, new): AddMember,
 ) -> Result<Member, DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     let tenant = caller.tenant_id;
     project_or_404(tx, tenant, project).await?;
     if !user_is_live(tx, tenant, new.user_id).await? {
@@ -188,7 +188,7 @@ async fn remove(
     caller: &Caller,
     RemoveMember(project, user): RemoveMember,
 ) -> Result<(), DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     let tenant = caller.tenant_id;
     project_or_404(tx, tenant, project).await?;
     let row = query_opt(

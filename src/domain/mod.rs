@@ -30,11 +30,10 @@ use serde_json::Value;
 use thiserror::Error;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
-use uuid::Uuid;
 
-use crate::actors::Caller;
+use crate::auth::Caller;
 use crate::audit::{self, AuditAction};
-use crate::auth::Role;
+use crate::auth::AccessError;
 use crate::db::DbError;
 use crate::error::FieldError;
 
@@ -47,16 +46,9 @@ pub enum DomainError {
     /// A reference in the body that does not resolve inside the caller's tenant.
     #[error("invalid reference")]
     InvalidReference(Vec<FieldError>),
-    #[error("credentials are required")]
-    Unauthenticated,
-    #[error("forbidden: {0}")]
-    Forbidden(&'static str),
-    #[error("plan limit reached: {current} of {limit}")]
-    PlanLimit {
-        resource: &'static str,
-        limit: i64,
-        current: i64,
-    },
+    /// A guard refused the caller (`auth::guard`).
+    #[error(transparent)]
+    Access(#[from] AccessError),
     #[error("the tenant must keep at least one admin")]
     LastAdmin,
     #[error("{0}")]
@@ -75,22 +67,6 @@ impl DomainError {
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         DomainError::Validation(vec![FieldError::new(field, message)])
     }
-}
-
-pub fn require_user(caller: &Caller) -> Result<Uuid, DomainError> {
-    caller.user_id.ok_or(DomainError::Unauthenticated)
-}
-
-pub fn require_admin(caller: &Caller) -> Result<Uuid, DomainError> {
-    let user = require_user(caller)?;
-    match caller.role {
-        Some(Role::Admin) => Ok(user),
-        _ => Err(DomainError::Forbidden("this requires the admin role")),
-    }
-}
-
-pub fn is_admin(caller: &Caller) -> bool {
-    caller.role == Some(Role::Admin)
 }
 
 /// One operation type = one struct; this writes the `TenantOp` impl that calls its function.
@@ -113,7 +89,7 @@ macro_rules! tenant_op {
             fn run<'a>(
                 self,
                 tx: &'a crate::db::TenantTx<'a>,
-                caller: &'a $crate::actors::Caller,
+                caller: &'a $crate::auth::Caller,
             ) -> futures_util::future::BoxFuture<'a, Result<$out, $crate::error::Problem>> {
                 Box::pin(async move { $f(tx, caller, self).await.map_err(Into::into) })
             }

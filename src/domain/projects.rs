@@ -11,10 +11,10 @@ use uuid::Uuid;
 
 use super::page::{Cursor, Page, PageRequest};
 use super::{
-    check, execute, query, query_one, query_opt, read_row, record_change, require_user, tenant_op,
+    check, execute, query, query_one, query_opt, read_row, record_change, tenant_op,
     text, Change, DomainError, Read, MAX_DESCRIPTION,
 };
-use crate::actors::Caller;
+use crate::auth::Caller;
 use crate::audit::AuditAction;
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -105,7 +105,7 @@ async fn list(
     caller: &Caller,
     ListProjects(q): ListProjects,
 ) -> Result<Page<Project>, DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let rows = match page.after {
         None => {
@@ -146,7 +146,7 @@ async fn get(
     caller: &Caller,
     GetProject(id): GetProject,
 ) -> Result<Project, DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     find(tx, caller.tenant_id, id, Read::Last).await
 }
 tenant_op!(GetProject => Project, get, single_statement);
@@ -158,7 +158,7 @@ async fn create(
     caller: &Caller,
     CreateProject(new): CreateProject,
 ) -> Result<Project, DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     let mut errors = Vec::new();
     let name = text("name", &new.name, 1, 200, &mut errors);
     let description = text(
@@ -204,7 +204,7 @@ async fn update(
     caller: &Caller,
     UpdateProject(id, patch): UpdateProject,
 ) -> Result<Project, DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     let mut errors = Vec::new();
     let name = patch
         .name
@@ -260,7 +260,7 @@ async fn delete(
     caller: &Caller,
     DeleteProject(id): DeleteProject,
 ) -> Result<(), DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     let tenant = caller.tenant_id;
     let before = find(tx, tenant, id, Read::ForUpdate).await?;
     execute(

@@ -17,10 +17,10 @@ use super::members::user_is_live;
 use super::page::{Cursor, Page, PageRequest};
 use super::projects::require_live;
 use super::{
-    check, nullable, query, query_one, query_opt, read_row, record_change, require_user, tenant_op,
+    check, nullable, query, query_one, query_opt, read_row, record_change, tenant_op,
     text, Change, DomainError, Read, MAX_DESCRIPTION,
 };
-use crate::actors::Caller;
+use crate::auth::Caller;
 use crate::audit::AuditAction;
 use crate::error::FieldError;
 
@@ -170,7 +170,7 @@ async fn list(
     caller: &Caller,
     ListTasks(q): ListTasks,
 ) -> Result<Page<Task>, DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let fetch = page.fetch();
     let status = q.status.map(TaskStatus::as_str);
@@ -217,7 +217,7 @@ async fn get(
     caller: &Caller,
     GetTask(id): GetTask,
 ) -> Result<Task, DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     find(tx, caller.tenant_id, id, Read::Last).await
 }
 tenant_op!(GetTask => Task, get, single_statement);
@@ -229,7 +229,7 @@ async fn create(
     caller: &Caller,
     CreateTask(new): CreateTask,
 ) -> Result<Task, DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     let tenant = caller.tenant_id;
     let mut errors = Vec::new();
     let title = text("title", &new.title, 1, 500, &mut errors);
@@ -288,7 +288,7 @@ async fn update(
     caller: &Caller,
     UpdateTask(id, patch): UpdateTask,
 ) -> Result<Task, DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     let tenant = caller.tenant_id;
     let mut errors = Vec::new();
     let title = patch
@@ -363,7 +363,7 @@ async fn delete(
     caller: &Caller,
     DeleteTask(id): DeleteTask,
 ) -> Result<(), DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     let tenant = caller.tenant_id;
     let row = query_opt(
         tx,

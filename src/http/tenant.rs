@@ -10,7 +10,8 @@ use futures_util::future::LocalBoxFuture;
 use uuid::Uuid;
 
 use super::extract::{bearer_token, RequestId};
-use crate::actors::{Caller, TenantOp};
+use crate::actors::TenantOp;
+use crate::auth::Caller;
 use crate::auth::{AuthError, Credential};
 use crate::error::Problem;
 use crate::state::AppState;

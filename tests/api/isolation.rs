@@ -4,7 +4,8 @@
 
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
-use tenantry::actors::{Caller, TenantOp};
+use tenantry::actors::TenantOp;
+use tenantry::auth::Caller;
 use tenantry::auth::Role;
 use tenantry::db::{Pools, TenantTx, TENANT_TABLES};
 use tenantry::error::Problem;

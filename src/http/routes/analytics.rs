@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::actors::{Caller, TenantOp};
+use crate::actors::TenantOp;
+use crate::auth::Caller;
 use crate::analytics::buckets::{to_micros, Interval};
 use crate::analytics::query::{self, Metric, Series, SeriesRequest, Summary};
 use crate::analytics::{model, AnalyticsError, EventBatch};

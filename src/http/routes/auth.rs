@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::actors::{Caller, TenantOp};
+use crate::actors::TenantOp;
+use crate::auth::Caller;
 use crate::audit::{self, AuditAction};
 use crate::auth::{api_keys, password, AuthError, Role};
 use crate::error::{FieldError, Problem};

@@ -5,7 +5,8 @@ use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::actors::{Caller, TenantOp};
+use crate::actors::TenantOp;
+use crate::auth::Caller;
 use crate::error::Problem;
 use crate::http::tenant::TenantRequest;
 use crate::tenancy::lifecycle;

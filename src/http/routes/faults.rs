@@ -8,7 +8,8 @@ use actix_web::{post, web, HttpResponse};
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
-use crate::actors::{Caller, TenantOp};
+use crate::actors::TenantOp;
+use crate::auth::Caller;
 use crate::error::Problem;
 use crate::http::tenant::TenantRequest;
 
