@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+use crate::actors::{ActorError, ExecError};
 use crate::analytics::AnalyticsError;
 use crate::auth::{AccessError, AuthError};
 use crate::db::DbError;
@@ -308,6 +309,40 @@ impl From<crate::jobs::JobError> for Problem {
                 Problem::internal()
             }
         }
+    }
+}
+
+/// The operation's own error as its area maps it; the actor's as below.
+impl<E> From<ExecError<E>> for Problem
+where
+    Problem: From<E>,
+{
+    fn from(err: ExecError<E>) -> Self {
+        match err {
+            ExecError::Op(err) => err.into(),
+            ExecError::Actor(err) => err.into(),
+        }
+    }
+}
+
+/// Every refusal of the actor layer is transient: 503 with `Retry-After`, so the client retries.
+/// A failed transaction around the operation is a database error like any other.
+impl From<ActorError> for Problem {
+    fn from(err: ActorError) -> Self {
+        let detail = match err {
+            ActorError::Db(db) => return db.into(),
+            ActorError::MailboxFull => {
+                return Problem::unavailable("the tenant is overloaded; retry shortly", 1)
+                    .with("reason", "mailbox_full")
+            }
+            ActorError::TooManyInFlight => "too many operations of this tenant in progress",
+            ActorError::SupervisorUnavailable(_) => "the tenant supervisor is unavailable",
+            ActorError::LeasesClosed(_) => "the tenant actor is restarting",
+            ActorError::Restarting => "the tenant is restarting; retry",
+            ActorError::Cancelled(_) => "the operation was cancelled by a restart; retry",
+            ActorError::Panicked => "the tenant's worker failed and is restarting; retry",
+        };
+        Problem::unavailable(detail, 1)
     }
 }
 

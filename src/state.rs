@@ -5,13 +5,12 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use uuid::Uuid;
 
-use crate::actors::{TenantOp, TenantRegistry};
+use crate::actors::{ExecError, TenantOp, TenantRegistry};
 use crate::auth::Caller;
 use crate::auth::{api_keys, AccessError, AuthError, Claims, Credential, JwtKeys, Role};
 use crate::config::Config;
 use crate::db::template::TenantTemplate;
 use crate::db::{begin_tenant_tx, DbError, Pools, TenantTx};
-use crate::error::Problem;
 use crate::metrics::Metrics;
 use crate::tenancy::resolve::{self, ResolvedTenant, TenantKey};
 use crate::tenancy::TenancyError;
@@ -264,7 +263,11 @@ impl AppState {
     }
 
     /// Runs one operation of a tenant in that tenant's actor.
-    pub async fn execute<O: TenantOp>(&self, caller: Caller, op: O) -> Result<O::Output, Problem> {
+    pub async fn execute<O: TenantOp>(
+        &self,
+        caller: Caller,
+        op: O,
+    ) -> Result<O::Output, ExecError<O::Error>> {
         self.actors.execute(caller, op).await
     }
 

@@ -82,6 +82,7 @@ macro_rules! tenant_op {
     ($op:ty => $out:ty, $f:path, $single:literal) => {
         impl $crate::actors::TenantOp for $op {
             type Output = $out;
+            type Error = $crate::domain::DomainError;
             const SINGLE_STATEMENT: bool = $single;
             // The domain lives in the shared schema only.
             const OPENS_TENANT_SCHEMA: bool = false;
@@ -90,8 +91,8 @@ macro_rules! tenant_op {
                 self,
                 tx: &'a crate::db::TenantTx<'a>,
                 caller: &'a $crate::auth::Caller,
-            ) -> futures_util::future::BoxFuture<'a, Result<$out, $crate::error::Problem>> {
-                Box::pin(async move { $f(tx, caller, self).await.map_err(Into::into) })
+            ) -> futures_util::future::BoxFuture<'a, Result<$out, $crate::domain::DomainError>> {
+                Box::pin($f(tx, caller, self))
             }
         }
     };

@@ -10,7 +10,7 @@ use futures_util::future::LocalBoxFuture;
 use uuid::Uuid;
 
 use super::extract::{bearer_token, RequestId};
-use crate::actors::TenantOp;
+use crate::actors::{ExecError, TenantOp};
 use crate::auth::Caller;
 use crate::auth::{AuthError, Credential};
 use crate::error::Problem;
@@ -38,7 +38,7 @@ impl Deref for TenantRequest {
 }
 
 impl TenantRequest {
-    pub async fn execute<O: TenantOp>(&self, op: O) -> Result<O::Output, Problem> {
+    pub async fn execute<O: TenantOp>(&self, op: O) -> Result<O::Output, ExecError<O::Error>> {
         self.state.execute(self.caller.clone(), op).await
     }
 

@@ -104,12 +104,13 @@ struct GetSummary {
 
 impl TenantOp for GetSummary {
     type Output = Summary;
+    type Error = AnalyticsError;
 
     fn run<'a>(
         self,
         tx: &'a crate::db::TenantTx<'a>,
         caller: &'a Caller,
-    ) -> BoxFuture<'a, Result<Summary, Problem>> {
+    ) -> BoxFuture<'a, Result<Summary, AnalyticsError>> {
         Box::pin(async move {
             Ok(query::summary(tx.client(), caller.tenant_id, self.from, self.to).await?)
         })
@@ -138,12 +139,13 @@ struct GetSeries(SeriesRequest);
 
 impl TenantOp for GetSeries {
     type Output = Series;
+    type Error = AnalyticsError;
 
     fn run<'a>(
         self,
         tx: &'a crate::db::TenantTx<'a>,
         caller: &'a Caller,
-    ) -> BoxFuture<'a, Result<Series, Problem>> {
+    ) -> BoxFuture<'a, Result<Series, AnalyticsError>> {
         Box::pin(
             async move { Ok(query::timeseries(tx.client(), caller.tenant_id, &self.0).await?) },
         )

@@ -48,13 +48,14 @@ struct FindLoginUser {
 
 impl TenantOp for FindLoginUser {
     type Output = Option<(Uuid, String, String, Option<String>)>;
+    type Error = AuthError;
     const OPENS_TENANT_SCHEMA: bool = false;
 
     fn run<'a>(
         self,
         tx: &'a crate::db::TenantTx<'a>,
         caller: &'a Caller,
-    ) -> BoxFuture<'a, Result<Self::Output, Problem>> {
+    ) -> BoxFuture<'a, Result<Self::Output, AuthError>> {
         Box::pin(async move {
             let stmt = tx
                 .prepare_cached(
@@ -163,13 +164,14 @@ struct InsertApiKey {
 
 impl TenantOp for InsertApiKey {
     type Output = DateTime<Utc>;
+    type Error = AuthError;
     const OPENS_TENANT_SCHEMA: bool = false;
 
     fn run<'a>(
         self,
         tx: &'a crate::db::TenantTx<'a>,
         caller: &'a Caller,
-    ) -> BoxFuture<'a, Result<Self::Output, Problem>> {
+    ) -> BoxFuture<'a, Result<Self::Output, AuthError>> {
         Box::pin(async move {
             let user = caller.admin()?;
             let row = tx
@@ -248,13 +250,14 @@ struct ListApiKeys;
 
 impl TenantOp for ListApiKeys {
     type Output = Vec<ApiKey>;
+    type Error = AuthError;
     const OPENS_TENANT_SCHEMA: bool = false;
 
     fn run<'a>(
         self,
         tx: &'a crate::db::TenantTx<'a>,
         caller: &'a Caller,
-    ) -> BoxFuture<'a, Result<Self::Output, Problem>> {
+    ) -> BoxFuture<'a, Result<Self::Output, AuthError>> {
         Box::pin(async move {
             let rows = tx
                 .query(
@@ -303,13 +306,14 @@ struct RevokeApiKey {
 
 impl TenantOp for RevokeApiKey {
     type Output = bool;
+    type Error = AuthError;
     const OPENS_TENANT_SCHEMA: bool = false;
 
     fn run<'a>(
         self,
         tx: &'a crate::db::TenantTx<'a>,
         caller: &'a Caller,
-    ) -> BoxFuture<'a, Result<Self::Output, Problem>> {
+    ) -> BoxFuture<'a, Result<Self::Output, AuthError>> {
         Box::pin(async move {
             let revoked = tx
                 .execute(
