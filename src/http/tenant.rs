@@ -13,7 +13,7 @@ use super::extract::{bearer_token, RequestId};
 use crate::actors::{ExecError, TenantOp};
 use crate::auth::Caller;
 use crate::auth::{AuthError, Credential};
-use crate::error::Problem;
+use crate::http::problem::Problem;
 use crate::state::AppState;
 use crate::tenancy::resolve::{self, ResolvedTenant, TenantKey};
 

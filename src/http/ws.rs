@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
-use crate::error::Problem;
+use crate::http::problem::Problem;
 use crate::http::extract::bearer_token;
 use crate::http::tenant::resolve_with_token;
 

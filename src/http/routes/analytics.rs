@@ -12,7 +12,8 @@ use crate::auth::Caller;
 use crate::analytics::buckets::{to_micros, Interval};
 use crate::analytics::query::{self, Metric, Series, SeriesRequest, Summary};
 use crate::analytics::{model, AnalyticsError, EventBatch};
-use crate::error::{FieldError, Problem};
+use crate::error::FieldError;
+use crate::http::problem::Problem;
 use crate::http::tenant::TenantRequest;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

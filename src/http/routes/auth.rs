@@ -11,7 +11,8 @@ use crate::actors::TenantOp;
 use crate::auth::Caller;
 use crate::audit::{self, AuditAction};
 use crate::auth::{api_keys, password, AuthError, Role};
-use crate::error::{FieldError, Problem};
+use crate::error::FieldError;
+use crate::http::problem::Problem;
 use crate::http::tenant::{PublicTenantRequest, TenantRequest};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -7,7 +7,8 @@ use tokio::sync::mpsc;
 
 use crate::actors::TenantOp;
 use crate::auth::Caller;
-use crate::error::{error_chain, Problem};
+use crate::error::error_chain;
+use crate::http::problem::Problem;
 use crate::http::tenant::TenantRequest;
 use crate::tenancy::lifecycle;
 use crate::tenancy::{Tenant, TenancyError};

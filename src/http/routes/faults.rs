@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::actors::TenantOp;
 use crate::auth::Caller;
 use crate::db::DbError;
-use crate::error::Problem;
+use crate::http::problem::Problem;
 use crate::http::tenant::TenantRequest;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -8,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::actors::ActorInfo;
-use crate::error::Problem;
+use crate::http::problem::Problem;
 use crate::http::extract::{PlatformOperator, RequestId};
 use crate::state::AppState;
 use crate::tenancy::lifecycle::record_platform_action;

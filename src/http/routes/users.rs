@@ -11,7 +11,7 @@ use crate::domain::users::{
     self, CreateUser, CreatedUser, DeleteUser, GetUser, ListUsers, NewUser, UpdateUser, User,
     UserPatch, UserQuery,
 };
-use crate::error::Problem;
+use crate::http::problem::Problem;
 use crate::http::tenant::TenantRequest;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
