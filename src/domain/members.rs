@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::page::{Cursor, Page, PageRequest};
-use super::projects::require_live;
+use super::refs::{project_is_live, user_is_live};
 use super::{query, query_opt, record_change, tenant_op, Change, DomainError};
 use crate::auth::Caller;
 use crate::audit::AuditAction;
@@ -59,26 +59,11 @@ pub struct MemberQuery {
 }
 
 async fn project_or_404(tx: &TenantTx<'_>, tenant: Uuid, project: Uuid) -> Result<(), DomainError> {
-    if require_live(tx, tenant, project).await? {
+    if project_is_live(tx, tenant, project).await? {
         Ok(())
     } else {
         Err(DomainError::NotFound("project"))
     }
-}
-
-/// A live user of the tenant, share-locked against a concurrent delete.
-pub(crate) async fn user_is_live(
-    tx: &TenantTx<'_>,
-    tenant: Uuid,
-    user: Uuid,
-) -> Result<bool, DomainError> {
-    Ok(query_opt(
-        tx,
-        "select 1 from app.users where tenant_id = $1 and id = $2 and deleted_at is null for share",
-        &[&tenant, &user],
-    )
-    .await?
-    .is_some())
 }
 
 pub struct ListMembers(pub Uuid, pub MemberQuery);

@@ -18,9 +18,11 @@
 //! - Deleting a project also deletes its tasks and memberships; deleting a user removes their
 //!   memberships and unassigns their tasks: no live row ever points at a deleted one.
 
+pub mod audit_logs;
 pub mod members;
 pub mod page;
 pub mod projects;
+mod refs;
 pub mod tasks;
 pub mod users;
 

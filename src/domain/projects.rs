@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::page::{Cursor, Page, PageRequest};
 use super::{
-    check, execute, query, query_one, query_opt, read_row, record_change, tenant_op,
+    check, execute, query, query_one, read_row, record_change, tenant_op,
     text, Change, DomainError, Read, MAX_DESCRIPTION,
 };
 use crate::auth::Caller;
@@ -64,22 +64,6 @@ pub struct ProjectPatch {
 pub struct ProjectQuery {
     pub limit: Option<i64>,
     pub cursor: Option<String>,
-}
-
-/// A live project of the tenant, share-locked: a concurrent delete waits for this transaction,
-/// so nothing can be attached to a project that is being deleted.
-pub(crate) async fn require_live(
-    tx: &TenantTx<'_>,
-    tenant: Uuid,
-    id: Uuid,
-) -> Result<bool, DomainError> {
-    Ok(query_opt(
-        tx,
-        "select 1 from app.projects where tenant_id = $1 and id = $2 and deleted_at is null for share",
-        &[&tenant, &id],
-    )
-    .await?
-    .is_some())
 }
 
 async fn find(

@@ -13,9 +13,8 @@ use tokio_postgres::Row;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::members::user_is_live;
 use super::page::{Cursor, Page, PageRequest};
-use super::projects::require_live;
+use super::refs::{project_is_live, user_is_live};
 use super::{
     check, nullable, query, query_one, query_opt, read_row, record_change, tenant_op,
     text, Change, DomainError, Read, MAX_DESCRIPTION,
@@ -147,7 +146,7 @@ async fn check_references(
 ) -> Result<(), DomainError> {
     let mut errors = Vec::new();
     if let Some(project) = project {
-        if !require_live(tx, tenant, project).await? {
+        if !project_is_live(tx, tenant, project).await? {
             errors.push(FieldError::new("project_id", "no such project"));
         }
     }
