@@ -13,8 +13,8 @@ use crate::auth::JwtKeys;
 use crate::config::Config;
 use crate::db::template::TenantTemplate;
 use crate::db::Pools;
-use crate::http::problem::{json_config, path_config, query_config, Problem};
 use crate::http;
+use crate::http::problem::{json_config, path_config, query_config, Problem};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 

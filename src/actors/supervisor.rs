@@ -202,7 +202,11 @@ impl TenantRegistry {
                 }
             })
             .collect();
-        self.shared.actor.metrics.mailbox_depth_max.set(max_depth as i64);
+        self.shared
+            .actor
+            .metrics
+            .mailbox_depth_max
+            .set(max_depth as i64);
         items.sort_by_key(|i| i.tenant_id);
         items
     }

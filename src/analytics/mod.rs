@@ -57,7 +57,6 @@ impl From<tokio_postgres::Error> for AnalyticsError {
     }
 }
 
-
 /// The group committers of the tenants that ingested since the start, created on first use.
 /// The tenant actor takes over ownership of its committer later (DESIGN.md); the committer
 /// does not depend on this registry. Cloning shares the registry (the metrics collector

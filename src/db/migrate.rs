@@ -58,9 +58,8 @@ impl std::fmt::Display for MigrateReport {
 }
 
 pub async fn connect(url: &str, settings: &[(String, String)]) -> Result<Client, DbError> {
-    let mut pg: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| DbError::InvalidUrl(Arc::new(e)))?;
+    let mut pg: tokio_postgres::Config =
+        url.parse().map_err(|e| DbError::InvalidUrl(Arc::new(e)))?;
     let mut options = pg.get_options().unwrap_or_default().to_string();
     for (name, value) in settings {
         options.push_str(&format!(" -c {name}={value}"));

@@ -11,8 +11,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 use uuid::Uuid;
 
-pub use super::pool::SET_TENANT_SQL;
 use super::pool::PgConn;
+pub use super::pool::SET_TENANT_SQL;
 use super::{DbError, PooledConn};
 
 /// For background writes whose loss in a PostgreSQL crash costs nothing they have not already

@@ -13,8 +13,8 @@ use uuid::Uuid;
 use super::page::{Cursor, Page, PageRequest};
 use super::refs::{project_is_live, user_is_live};
 use super::{query, query_opt, record_change, tenant_op, Change, DomainError};
-use crate::auth::Caller;
 use crate::audit::AuditAction;
+use crate::auth::Caller;
 use crate::error::FieldError;
 
 #[derive(Clone, Debug, Serialize, ToSchema)]

@@ -33,9 +33,9 @@ use thiserror::Error;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use crate::auth::Caller;
 use crate::audit::{self, AuditAction};
 use crate::auth::AccessError;
+use crate::auth::Caller;
 use crate::db::DbError;
 use crate::error::FieldError;
 

@@ -11,11 +11,11 @@ use uuid::Uuid;
 
 use super::page::{Cursor, Page, PageRequest};
 use super::{
-    check, execute, query, query_one, read_row, record_change, tenant_op,
-    text, Change, DomainError, Read, MAX_DESCRIPTION,
+    check, execute, query, query_one, read_row, record_change, tenant_op, text, Change,
+    DomainError, Read, MAX_DESCRIPTION,
 };
-use crate::auth::Caller;
 use crate::audit::AuditAction;
+use crate::auth::Caller;
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Project {

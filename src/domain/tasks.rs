@@ -16,11 +16,11 @@ use uuid::Uuid;
 use super::page::{Cursor, Page, PageRequest};
 use super::refs::{project_is_live, user_is_live};
 use super::{
-    check, nullable, query, query_one, query_opt, read_row, record_change, tenant_op,
-    text, Change, DomainError, Read, MAX_DESCRIPTION,
+    check, nullable, query, query_one, query_opt, read_row, record_change, tenant_op, text, Change,
+    DomainError, Read, MAX_DESCRIPTION,
 };
-use crate::auth::Caller;
 use crate::audit::AuditAction;
+use crate::auth::Caller;
 use crate::error::FieldError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -13,11 +13,11 @@ use uuid::Uuid;
 
 use super::page::{Cursor, Page, PageRequest};
 use super::{
-    check, execute, query, query_one, query_opt, read_row, record_change,
-    tenant_op, text, Change, DomainError, Read,
+    check, execute, query, query_one, query_opt, read_row, record_change, tenant_op, text, Change,
+    DomainError, Read,
 };
-use crate::auth::Caller;
 use crate::audit::AuditAction;
+use crate::auth::Caller;
 use crate::auth::{AccessError, Role};
 use crate::tenancy::validate;
 

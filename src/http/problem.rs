@@ -20,6 +20,7 @@ use crate::auth::{AccessError, AuthError};
 use crate::db::DbError;
 use crate::domain::DomainError;
 use crate::error::{error_chain, FieldError};
+use crate::jobs::JobError;
 use crate::tenancy::TenancyError;
 
 /// A problem details response. Built through the `From` impls below and the helpers, so the code
@@ -243,7 +244,7 @@ impl From<AccessError> for Problem {
 impl From<AuthError> for Problem {
     fn from(err: AuthError) -> Self {
         match err {
-            AuthError::MissingCredentials => Problem::unauthorized("credentials are required"),
+            AuthError::MissingCredentials => AccessError::Unauthenticated.into(),
             AuthError::InvalidToken(reason) => {
                 Problem::unauthorized(format!("invalid token: {reason}"))
             }
@@ -281,14 +282,11 @@ impl From<DomainError> for Problem {
     }
 }
 
-impl From<crate::jobs::JobError> for Problem {
-    fn from(err: crate::jobs::JobError) -> Self {
+impl From<JobError> for Problem {
+    fn from(err: JobError) -> Self {
         match err {
-            crate::jobs::JobError::Db(db) => db.into(),
-            other => {
-                tracing::error!(error = %other, "job error");
-                Problem::internal()
-            }
+            JobError::Db(db) => db.into(),
+            JobError::Handler { .. } => internal(&err),
         }
     }
 }

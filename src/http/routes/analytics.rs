@@ -8,10 +8,10 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::actors::TenantOp;
-use crate::auth::Caller;
 use crate::analytics::buckets::{to_micros, Interval};
 use crate::analytics::query::{self, Metric, Series, SeriesRequest, Summary};
 use crate::analytics::{model, AnalyticsError, EventBatch};
+use crate::auth::Caller;
 use crate::error::FieldError;
 use crate::http::problem::Problem;
 use crate::http::tenant::TenantRequest;
@@ -112,9 +112,9 @@ impl TenantOp for GetSummary {
         tx: &'a crate::db::TenantTx<'a>,
         caller: &'a Caller,
     ) -> BoxFuture<'a, Result<Summary, AnalyticsError>> {
-        Box::pin(async move {
-            Ok(query::summary(tx.client(), caller.tenant_id, self.from, self.to).await?)
-        })
+        Box::pin(
+            async move { query::summary(tx.client(), caller.tenant_id, self.from, self.to).await },
+        )
     }
 }
 
@@ -147,9 +147,7 @@ impl TenantOp for GetSeries {
         tx: &'a crate::db::TenantTx<'a>,
         caller: &'a Caller,
     ) -> BoxFuture<'a, Result<Series, AnalyticsError>> {
-        Box::pin(
-            async move { Ok(query::timeseries(tx.client(), caller.tenant_id, &self.0).await?) },
-        )
+        Box::pin(async move { query::timeseries(tx.client(), caller.tenant_id, &self.0).await })
     }
 }
 

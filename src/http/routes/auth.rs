@@ -8,8 +8,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::actors::TenantOp;
-use crate::auth::Caller;
 use crate::audit::{self, AuditAction};
+use crate::auth::Caller;
 use crate::auth::{api_keys, password, AuthError, Role};
 use crate::error::FieldError;
 use crate::http::problem::Problem;

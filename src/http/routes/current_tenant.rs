@@ -11,7 +11,7 @@ use crate::error::error_chain;
 use crate::http::problem::Problem;
 use crate::http::tenant::TenantRequest;
 use crate::tenancy::lifecycle;
-use crate::tenancy::{Tenant, TenancyError};
+use crate::tenancy::{TenancyError, Tenant};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(current_tenant).service(export_tenant);
@@ -29,9 +29,7 @@ impl TenantOp for GetCurrentTenant {
         tx: &'a crate::db::TenantTx<'a>,
         caller: &'a Caller,
     ) -> BoxFuture<'a, Result<Tenant, TenancyError>> {
-        Box::pin(
-            async move { Ok(lifecycle::find(tx.client(), &caller.tenant_id.to_string()).await?) },
-        )
+        Box::pin(async move { lifecycle::find(tx.client(), &caller.tenant_id.to_string()).await })
     }
 }
 
@@ -58,7 +56,7 @@ impl TenantOp for ExportTenant {
         caller: &'a Caller,
     ) -> BoxFuture<'a, Result<u64, TenancyError>> {
         Box::pin(async move {
-            Ok(crate::tenancy::export::export(tx.client(), caller.tenant_id, self.out).await?)
+            crate::tenancy::export::export(tx.client(), caller.tenant_id, self.out).await
         })
     }
 }

@@ -92,9 +92,7 @@ impl<const OPENS_SCHEMA: bool> TenantOp for BackendPidOp<OPENS_SCHEMA> {
         _caller: &'a Caller,
     ) -> BoxFuture<'a, Result<i32, DbError>> {
         Box::pin(async move {
-            let row = tx
-                .query_one("select pg_backend_pid()", &[])
-                .await?;
+            let row = tx.query_one("select pg_backend_pid()", &[]).await?;
             Ok(row.get(0))
         })
     }
