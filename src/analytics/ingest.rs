@@ -22,6 +22,7 @@ use uuid::Uuid;
 use super::model::{IngestRules, ValidEvent};
 use super::{retention, store, AnalyticsError};
 use crate::db::{begin_tenant_tx, DbError, PgPool};
+use crate::error::error_chain;
 
 #[derive(Clone, Debug)]
 pub struct CommitterConfig {
@@ -411,7 +412,7 @@ impl GroupCommitter {
                     self.stats
                         .failed_events
                         .fetch_add(size as u64, Ordering::Relaxed);
-                    tracing::warn!(tenant_id = %self.tenant, events = size, %err, "analytics flush failed");
+                    tracing::warn!(tenant_id = %self.tenant, events = size, error = %error_chain(&err), "analytics flush failed");
                     for (done, _) in answers {
                         let _ = done.send(Err(err.clone()));
                     }
