@@ -32,3 +32,18 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("saving the tenant failed")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn the_chain_names_every_cause_once() {
+        let err = Outer(std::io::Error::other("disk full"));
+        assert_eq!(error_chain(&err), "saving the tenant failed: disk full");
+    }
+}

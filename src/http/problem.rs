@@ -396,3 +396,62 @@ impl From<AnalyticsError> for Problem {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Role;
+
+    #[test]
+    fn an_unexpected_database_error_is_a_bare_500() {
+        let parse: tokio_postgres::Error = "host=/nowhere port=x"
+            .parse::<tokio_postgres::Config>()
+            .expect_err("an invalid port");
+        let err = DbError::from(parse);
+        assert!(matches!(err, DbError::Postgres(_)), "{err:?}");
+        assert!(std::error::Error::source(&err).is_some());
+        let problem = Problem::from(err);
+        assert_eq!(problem.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(problem.code, "internal");
+        assert!(problem.extra.is_empty());
+    }
+
+    #[test]
+    fn a_role_refusal_has_one_body() {
+        let direct = Problem::from(AccessError::RoleRequired {
+            required: Role::Admin,
+        });
+        let wrapped = Problem::from(ExecError::Op(DomainError::Access(
+            AccessError::RoleRequired {
+                required: Role::Admin,
+            },
+        )));
+        assert_eq!(direct.body(), wrapped.body());
+        assert_eq!(direct.status, StatusCode::FORBIDDEN);
+        assert_eq!(direct.body()["code"], "forbidden");
+        assert_eq!(direct.body()["required_role"], "admin");
+        assert_eq!(direct.body()["detail"], "this requires the admin role");
+    }
+
+    #[test]
+    fn the_actor_layer_answers_503_with_retry_after() {
+        let full = Problem::from(ExecError::<DomainError>::Actor(ActorError::MailboxFull));
+        assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(full.retry_after, Some(1));
+        assert_eq!(full.body()["reason"], "mailbox_full");
+        for err in [
+            ActorError::TooManyInFlight,
+            ActorError::Restarting,
+            ActorError::Panicked,
+        ] {
+            let problem = Problem::from(err);
+            assert_eq!(problem.status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(problem.code, "unavailable");
+            assert_eq!(problem.retry_after, Some(1));
+        }
+        let db = Problem::from(ActorError::Db(DbError::UniqueViolation {
+            constraint: Some("users_tenant_email_key".into()),
+        }));
+        assert_eq!(db.status, StatusCode::CONFLICT);
+    }
+}
