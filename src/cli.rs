@@ -136,7 +136,8 @@ pub async fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err}");
+            // With its causes: the outer error says what failed, the inner ones why.
+            eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
     }

@@ -1,17 +1,10 @@
-//! The one place where every area's error becomes an RFC 9457 `application/problem+json`
-//! response with a stable `code`.
+//! Error pieces every area shares. This module imports nothing of the crate, so any area may use
+//! it without depending on another: each area's own error enum lives in that area, and the HTTP
+//! answer to each one in `http::problem`.
 
-use actix_web::http::{header, StatusCode};
-use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
-use serde_json::{json, Map, Value};
 
-use crate::analytics::AnalyticsError;
-use crate::auth::AuthError;
-use crate::db::DbError;
-use crate::domain::DomainError;
-use crate::tenancy::TenancyError;
-
+/// One invalid input field and what is wrong with it (a 422's `errors[]`).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct FieldError {
     pub field: String,
@@ -27,335 +20,30 @@ impl FieldError {
     }
 }
 
-/// A problem details response. Built only through the `From` impls below and the helpers, so
-/// the code for each situation is chosen in this file.
-#[derive(Debug)]
-pub struct Problem {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub title: &'static str,
-    pub detail: String,
-    pub extra: Map<String, Value>,
-    pub retry_after: Option<u64>,
+/// `err` and every source under it, joined with ": ", for a log line or an operator's message:
+/// the outer errors say what was being done, the innermost one what the other side answered.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
-impl Problem {
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Problem {
-            status,
-            code,
-            title: status.canonical_reason().unwrap_or("Error"),
-            detail: detail.into(),
-            extra: Map::new(),
-            retry_after: None,
-        }
-    }
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
 
-    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.extra.insert(key.to_string(), value.into());
-        self
-    }
+    #[derive(Debug, thiserror::Error)]
+    #[error("saving the tenant failed")]
+    struct Outer(#[source] std::io::Error);
 
-    pub fn retry_after(mut self, seconds: u64) -> Self {
-        self.retry_after = Some(seconds);
-        self
-    }
-
-    pub fn bad_request(detail: impl Into<String>) -> Self {
-        Problem::new(StatusCode::BAD_REQUEST, "bad_request", detail)
-    }
-
-    pub fn not_found(what: &str) -> Self {
-        Problem::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("{what} not found"),
-        )
-    }
-
-    pub fn unauthorized(detail: impl Into<String>) -> Self {
-        Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
-    }
-
-    pub fn forbidden(detail: impl Into<String>) -> Self {
-        Problem::new(StatusCode::FORBIDDEN, "forbidden", detail)
-    }
-
-    pub fn validation(errors: Vec<FieldError>) -> Self {
-        let detail = errors
-            .iter()
-            .map(|e| format!("{}: {}", e.field, e.message))
-            .collect::<Vec<_>>()
-            .join("; ");
-        Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
-            detail,
-        )
-        .with("errors", json!(errors))
-    }
-
-    pub fn unavailable(detail: impl Into<String>, retry_after: u64) -> Self {
-        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
-            .retry_after(retry_after)
-    }
-
-    pub fn internal() -> Self {
-        Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "an unexpected error occurred; it has been logged",
-        )
-    }
-
-    pub fn body(&self) -> Value {
-        let mut body = Map::new();
-        body.insert(
-            "type".into(),
-            json!(format!("https://tenantry.dev/problems/{}", self.code)),
-        );
-        body.insert("title".into(), json!(self.title));
-        body.insert("status".into(), json!(self.status.as_u16()));
-        body.insert("detail".into(), json!(self.detail));
-        body.insert("code".into(), json!(self.code));
-        for (k, v) in &self.extra {
-            body.insert(k.clone(), v.clone());
-        }
-        Value::Object(body)
-    }
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.detail)
-    }
-}
-
-impl ResponseError for Problem {
-    fn status_code(&self) -> StatusCode {
-        self.status
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let mut response = HttpResponse::build(self.status);
-        response.insert_header((header::CONTENT_TYPE, "application/problem+json"));
-        if let Some(seconds) = self.retry_after {
-            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
-        }
-        response.body(self.body().to_string())
-    }
-}
-
-impl From<DbError> for Problem {
-    fn from(err: DbError) -> Self {
-        match err {
-            DbError::UniqueViolation { constraint } => {
-                let detail = match constraint.as_deref() {
-                    Some("tenants_slug_key") => "a tenant with this slug already exists",
-                    Some("tenants_subdomain_key") => "a tenant with this subdomain already exists",
-                    Some("users_tenant_email_key") => "a user with this email already exists",
-                    Some("projects_tenant_name_key") => "a project with this name already exists",
-                    Some("tasks_tenant_project_title_key") => {
-                        "a task with this title already exists in the project"
-                    }
-                    _ => "the resource already exists",
-                };
-                Problem::new(StatusCode::CONFLICT, "conflict", detail)
-                    .with("constraint", constraint.unwrap_or_default())
-            }
-            // A reference that does not resolve inside the tenant: the row may exist in another
-            // tenant, which we must not confirm, so it is reported like any missing reference.
-            DbError::ForeignKeyViolation { constraint } => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_reference",
-                "a referenced resource does not exist",
-            )
-            .with("constraint", constraint.unwrap_or_default()),
-            DbError::RowSecurity => Problem::not_found("resource"),
-            DbError::Timeout => Problem::unavailable("the database did not answer in time", 1),
-            DbError::Unavailable(reason) => {
-                tracing::warn!(%reason, "database unavailable");
-                Problem::unavailable("the database is unavailable", 2)
-            }
-            DbError::Other(reason) => {
-                tracing::error!(%reason, "database error");
-                Problem::internal()
-            }
-        }
-    }
-}
-
-impl From<TenancyError> for Problem {
-    fn from(err: TenancyError) -> Self {
-        match err {
-            TenancyError::Validation(errors) => Problem::validation(errors),
-            TenancyError::NotFound => Problem::not_found("tenant"),
-            TenancyError::NotDeleted => Problem::new(
-                StatusCode::CONFLICT,
-                "not_deleted",
-                "the tenant is not deleted",
-            ),
-            TenancyError::RetentionExpired => Problem::new(
-                StatusCode::GONE,
-                "retention_expired",
-                "the tenant's retention period is over; it can no longer be restored",
-            ),
-            TenancyError::Db(db) => db.into(),
-            TenancyError::Internal(reason) => {
-                tracing::error!(%reason, "tenancy error");
-                Problem::internal()
-            }
-        }
-    }
-}
-
-impl From<AuthError> for Problem {
-    fn from(err: AuthError) -> Self {
-        match err {
-            AuthError::MissingCredentials => Problem::unauthorized("credentials are required"),
-            AuthError::InvalidToken(reason) => {
-                Problem::unauthorized(format!("invalid token: {reason}"))
-            }
-            AuthError::InvalidCredentials => Problem::unauthorized("invalid credentials"),
-            AuthError::Hashing(reason) => {
-                tracing::error!(%reason, "password hashing failed");
-                Problem::internal()
-            }
-            AuthError::CorruptRow { column, value } => {
-                tracing::error!(column, ?value, "stored value unknown to this version");
-                Problem::internal()
-            }
-        }
-    }
-}
-
-impl From<DomainError> for Problem {
-    fn from(err: DomainError) -> Self {
-        match err {
-            DomainError::NotFound(what) => Problem::not_found(what),
-            DomainError::Validation(errors) => Problem::validation(errors),
-            // Shaped like a validation failure (the client fixes a field), with its own code.
-            DomainError::InvalidReference(errors) => {
-                let mut problem = Problem::validation(errors);
-                problem.code = "invalid_reference";
-                problem
-            }
-            DomainError::Unauthenticated => AuthError::MissingCredentials.into(),
-            DomainError::Forbidden(detail) => Problem::forbidden(detail),
-            DomainError::PlanLimit {
-                resource,
-                limit,
-                current,
-            } => Problem::new(
-                StatusCode::PAYMENT_REQUIRED,
-                "plan_limit",
-                format!("the plan allows {limit} {resource}; the tenant has {current}"),
-            )
-            .with("resource", resource)
-            .with("limit", limit)
-            .with("current", current),
-            DomainError::LastAdmin => Problem::new(
-                StatusCode::CONFLICT,
-                "last_admin",
-                "the tenant must keep at least one admin",
-            ),
-            DomainError::Conflict(detail) => Problem::new(StatusCode::CONFLICT, "conflict", detail),
-            DomainError::Db(db) => db.into(),
-            DomainError::CorruptRow { column, value } => {
-                tracing::error!(column, ?value, "stored value unknown to this version");
-                Problem::internal()
-            }
-            DomainError::Internal(reason) => {
-                tracing::error!(%reason, "domain error");
-                Problem::internal()
-            }
-        }
-    }
-}
-
-impl From<crate::jobs::JobError> for Problem {
-    fn from(err: crate::jobs::JobError) -> Self {
-        match err {
-            crate::jobs::JobError::Db(db) => db.into(),
-            other => {
-                tracing::error!(error = %other, "job error");
-                Problem::internal()
-            }
-        }
-    }
-}
-
-/// Body, query and path extractor failures come out as problem documents too.
-pub fn json_config() -> actix_web::web::JsonConfig {
-    actix_web::web::JsonConfig::default()
-        .limit(1024 * 1024)
-        .error_handler(|err, _req| {
-            use actix_web::error::JsonPayloadError;
-            let problem = match &err {
-                JsonPayloadError::Overflow { .. }
-                | JsonPayloadError::OverflowKnownLength { .. } => Problem::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "the body is over the limit of 1 MiB",
-                ),
-                JsonPayloadError::ContentType => Problem::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
-                    "send the body as application/json",
-                ),
-                JsonPayloadError::Deserialize(e) if e.is_data() => {
-                    Problem::validation(vec![FieldError::new("body", e.to_string())])
-                }
-                other => Problem::bad_request(format!("malformed JSON body: {other}")),
-            };
-            problem.into()
-        })
-}
-
-/// A query string that does not fit its parameters (an unknown member such as a smuggled
-/// `tenant_id`, a malformed id or number) is a validation failure, like a body that does not.
-pub fn query_config() -> actix_web::web::QueryConfig {
-    actix_web::web::QueryConfig::default().error_handler(|err, _req| {
-        use actix_web::error::QueryPayloadError;
-        match &err {
-            QueryPayloadError::Deserialize(e) => {
-                Problem::validation(vec![FieldError::new("query", e.to_string())]).into()
-            }
-            other => Problem::bad_request(format!("invalid query: {other}")).into(),
-        }
-    })
-}
-
-pub fn path_config() -> actix_web::web::PathConfig {
-    actix_web::web::PathConfig::default()
-        .error_handler(|_err, _req| Problem::not_found("resource").into())
-}
-
-impl From<tokio_postgres::Error> for Problem {
-    fn from(err: tokio_postgres::Error) -> Self {
-        DbError::from(err).into()
-    }
-}
-
-impl From<AnalyticsError> for Problem {
-    fn from(err: AnalyticsError) -> Self {
-        match err {
-            AnalyticsError::Validation(errors) => Problem::validation(errors),
-            AnalyticsError::Overloaded { retry_after } => Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
-                "too many analytics events are waiting to be stored for this tenant; retry later",
-            )
-            .retry_after(retry_after),
-            AnalyticsError::Unavailable(reason) => {
-                tracing::warn!(%reason, "analytics unavailable");
-                Problem::unavailable("analytics ingestion is unavailable; nothing was stored", 1)
-            }
-            AnalyticsError::Db(db) => db.into(),
-            AnalyticsError::Internal(reason) => {
-                tracing::error!(%reason, "analytics error");
-                Problem::internal()
-            }
-        }
+    #[test]
+    fn the_chain_names_every_cause_once() {
+        let err = Outer(std::io::Error::other("disk full"));
+        assert_eq!(error_chain(&err), "saving the tenant failed: disk full");
     }
 }

@@ -21,8 +21,9 @@ use crate::auth::JwtKeys;
 use crate::config::Config;
 use crate::db::template::TenantTemplate;
 use crate::db::Pools;
-use crate::error::{json_config, path_config, query_config, Problem};
+use crate::error::error_chain;
 use crate::http;
+use crate::http::problem::{json_config, path_config, query_config, Problem};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::supervise::{Backoff, Supervisor, TaskResult};
@@ -138,7 +139,7 @@ impl Application {
         let mut server = HttpServer::new(move || {
             // Each HTTP worker hosts a share of the tenant actors (see actors::supervisor).
             if let Err(err) = app_state.actors.host_on_current_thread() {
-                tracing::error!(error = %err, "this worker cannot host tenant actors");
+                tracing::error!(error = %error_chain(&err), "this worker cannot host tenant actors");
             }
             App::new()
                 .app_data(app_state.clone())
@@ -333,7 +334,9 @@ async fn purge_loop(
                 tracing::info!(count = purged.len(), "purged deleted tenants")
             }
             Some(Ok(_)) => {}
-            Some(Err(err)) => tracing::warn!(%err, "tenant purge failed; will retry"),
+            Some(Err(err)) => {
+                tracing::warn!(error = %error_chain(&err), "tenant purge failed; will retry")
+            }
         }
     }
 }

@@ -5,14 +5,16 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use uuid::Uuid;
 
-use crate::actors::{Caller, TenantOp, TenantRegistry};
-use crate::auth::{self, api_keys, AuthError, Claims, Credential, JwtKeys, Role};
+use crate::actors::{ExecError, TenantOp, TenantRegistry};
+use crate::auth::{
+    self, api_keys, AccessError, AuthError, Caller, Claims, Credential, JwtKeys, Role,
+};
 use crate::config::Config;
 use crate::db::template::TenantTemplate;
 use crate::db::{begin_tenant_tx, DbError, Pools, TenantTx};
-use crate::error::Problem;
 use crate::metrics::Metrics;
 use crate::tenancy::resolve::{self, ResolvedTenant, TenantKey};
+use crate::tenancy::TenancyError;
 
 pub struct AppState {
     pub config: Config,
@@ -107,11 +109,10 @@ impl AppState {
 
     /// Checks a bearer credential's form and signature; 401 when it is not valid. API keys are
     /// checked against their tenant's rows in `verify_api_key` once the tenant is resolved.
-    pub fn authenticate(&self, token: &str) -> Result<Credential, Problem> {
+    pub fn authenticate(&self, token: &str) -> Result<Credential, AuthError> {
         if token.starts_with(api_keys::PREFIX) {
-            let tenant = api_keys::tenant_of(token).ok_or_else(|| {
-                Problem::from(AuthError::InvalidToken("malformed API key".into()))
-            })?;
+            let tenant = api_keys::tenant_of(token)
+                .ok_or_else(|| AuthError::InvalidToken("malformed API key".into()))?;
             return Ok(Credential::ApiKey {
                 tenant,
                 hash: api_keys::hash(token),
@@ -121,7 +122,7 @@ impl AppState {
     }
 
     /// The plan's limits and features, from the database (plans are data, not code).
-    pub async fn plan(&self, name: &str) -> Result<Plan, Problem> {
+    pub async fn plan(&self, name: &str) -> Result<Plan, AuthError> {
         if let Some(hit) = self.caches.plans.get(name) {
             if self.fresh(hit.1) {
                 return Ok(hit.0.clone());
@@ -134,7 +135,7 @@ impl AppState {
         let row = conn
             .query_opt(&stmt, &[&name])
             .await?
-            .ok_or_else(|| Problem::internal().with("plan", name.to_string()))?;
+            .ok_or_else(|| AuthError::UnknownPlan(name.to_string()))?;
         let plan = Plan {
             name: row.get(0),
             rank: row.get(1),
@@ -147,23 +148,22 @@ impl AppState {
         Ok(plan)
     }
 
-    /// 403 `plan_required` unless the tenant's plan has `feature`.
-    pub async fn require_feature(&self, plan: &str, feature: &str) -> Result<(), Problem> {
+    /// The plan gate on a feature: `PlanRequired` unless the tenant's plan has `feature`.
+    pub async fn require_feature(&self, plan: &str, feature: &str) -> Result<(), AuthError> {
         let current = self.plan(plan).await?;
         if current.feature(feature) {
             return Ok(());
         }
         let required = self.cheapest_plan_with(feature).await?;
-        Err(Problem::new(
-            actix_web::http::StatusCode::FORBIDDEN,
-            "plan_required",
-            format!("{feature} is not part of the {plan} plan"),
-        )
-        .with("feature", feature.to_string())
-        .with("required_plan", required.unwrap_or_default()))
+        Err(AccessError::PlanRequired {
+            feature: feature.to_string(),
+            plan: plan.to_string(),
+            required_plan: required,
+        }
+        .into())
     }
 
-    async fn cheapest_plan_with(&self, feature: &str) -> Result<Option<String>, Problem> {
+    async fn cheapest_plan_with(&self, feature: &str) -> Result<Option<String>, AuthError> {
         let conn = self.pools.app.get().await.map_err(DbError::from)?;
         let row = conn
             .query_opt(
@@ -180,7 +180,7 @@ impl AppState {
         &self,
         tenant: &ResolvedTenant,
         hash: &str,
-    ) -> Result<(Uuid, Role), Problem> {
+    ) -> Result<(Uuid, Role), AuthError> {
         self.require_feature(&tenant.plan, "api_access").await?;
         let key = (tenant.id, hash.to_string());
         if let Some(hit) = self.caches.api_keys.get(&key) {
@@ -201,7 +201,7 @@ impl AppState {
         let row = tx.query_opt(&stmt, &[&tenant.id, &hash]).await?;
         tx.commit().await?;
         let Some(row) = row else {
-            return Err(AuthError::InvalidToken("unknown or revoked API key".into()).into());
+            return Err(AuthError::InvalidToken("unknown or revoked API key".into()));
         };
         let identity = (
             row.get::<_, Uuid>(0),
@@ -211,7 +211,10 @@ impl AppState {
         Ok(identity)
     }
 
-    pub async fn resolve_tenant(&self, key: &TenantKey) -> Result<Option<ResolvedTenant>, Problem> {
+    pub async fn resolve_tenant(
+        &self,
+        key: &TenantKey,
+    ) -> Result<Option<ResolvedTenant>, TenancyError> {
         if let Some(hit) = self.caches.tenants.get(key) {
             if self.fresh(hit.1) {
                 return Ok(hit.0.clone());
@@ -230,14 +233,14 @@ impl AppState {
         &self,
         tenant: &ResolvedTenant,
         claims: &Claims,
-    ) -> Result<(), Problem> {
+    ) -> Result<(), AuthError> {
         let key = (tenant.id, claims.sub);
         if let Some(hit) = self.caches.users.get(&key) {
             if self.fresh(hit.1) {
                 return if hit.0 == claims.role {
                     Ok(())
                 } else {
-                    Err(AuthError::InvalidToken("the user's role changed".into()).into())
+                    Err(AuthError::InvalidToken("the user's role changed".into()))
                 };
             }
         }
@@ -250,19 +253,23 @@ impl AppState {
             .query_opt_then_commit(&stmt, &[&tenant.id, &claims.sub])
             .await?;
         let Some(row) = row else {
-            return Err(AuthError::InvalidToken("the user no longer exists".into()).into());
+            return Err(AuthError::InvalidToken("the user no longer exists".into()));
         };
         let role = auth::stored_role("users.role", row.get(0))?;
         self.caches.users.insert(key, (role, Instant::now()));
         if role == claims.role {
             Ok(())
         } else {
-            Err(AuthError::InvalidToken("the user's role changed".into()).into())
+            Err(AuthError::InvalidToken("the user's role changed".into()))
         }
     }
 
     /// Runs one operation of a tenant in that tenant's actor.
-    pub async fn execute<O: TenantOp>(&self, caller: Caller, op: O) -> Result<O::Output, Problem> {
+    pub async fn execute<O: TenantOp>(
+        &self,
+        caller: Caller,
+        op: O,
+    ) -> Result<O::Output, ExecError<O::Error>> {
         self.actors.execute(caller, op).await
     }
 

@@ -13,9 +13,9 @@
 //! hand-offs cost more than the work itself (docs/benchmarks.md).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::ThreadId;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use actix::prelude::*;
 use actix::Supervisor;
@@ -25,48 +25,13 @@ use tokio::sync::oneshot;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::shared::{ActorSettings, ActorShared, ActorStats};
 use super::tenant::{Execute, TenantActor};
-use super::{Caller, TenantOp};
-use crate::config::{Config, ConfigError};
+use super::{ActorError, ExecError, TenantOp};
+use crate::auth::Caller;
+use crate::config::Config;
 use crate::db::{DbError, PgPool};
-use crate::error::Problem;
 use crate::metrics::Metrics;
-
-#[derive(Clone, Debug)]
-pub struct ActorSettings {
-    pub idle_timeout: Duration,
-    pub mailbox_capacity: usize,
-    pub max_in_flight: usize,
-    pub max_connections_per_tenant: usize,
-    /// Dedicated threads for the actors; 0 hosts them on the HTTP worker threads.
-    pub arbiters: usize,
-    /// Connections of each host's pool.
-    pub pool_per_host: usize,
-    /// Threads expected to host actors (the HTTP workers), to size each one's pool.
-    pub expected_hosts: usize,
-}
-
-impl ActorSettings {
-    /// The actor settings of `config`, with `config.app_pool_size` split over the threads that
-    /// will host actors: `hosts` HTTP workers, or `ACTOR_ARBITERS` dedicated threads.
-    pub fn for_hosts(config: &Config, hosts: usize) -> Result<Self, ConfigError> {
-        let hosts = if config.actor_arbiters > 0 {
-            config.actor_arbiters
-        } else {
-            hosts.max(1)
-        };
-        let pool_per_host = config.app_pool_size.div_ceil(hosts).max(1);
-        Ok(ActorSettings {
-            idle_timeout: config.actor_idle_timeout,
-            mailbox_capacity: config.actor_mailbox_capacity,
-            max_in_flight: config.actor_max_in_flight,
-            max_connections_per_tenant: config.tenant_connections(hosts, pool_per_host)?,
-            arbiters: config.actor_arbiters,
-            pool_per_host,
-            expected_hosts: hosts,
-        })
-    }
-}
 
 /// A thread hosting tenant actors, the pool its actors' operations use, and the one connection
 /// of that pool their single-statement reads share (none for a pool of one).
@@ -83,30 +48,18 @@ pub struct ActorEntry {
     pub stats: Arc<ActorStats>,
 }
 
-pub struct ActorStats {
-    pub activated_at: SystemTime,
-    /// Messages sent but not yet picked up by the actor.
-    pub queued: AtomicUsize,
-    pub in_flight: AtomicUsize,
-    pub restarts: AtomicU64,
-    pub evicted: AtomicBool,
-    /// Set once the actor has run `started` and bounded its mailbox. Until then actix's
-    /// default bound (16) applies, and on a busy host thread a burst of first requests arrives
-    /// before the actor gets to run at all.
-    pub started: AtomicBool,
-}
-
-pub struct ActorShared {
-    pub metrics: Metrics,
+/// The registry's state, shared with its supervisor actor.
+struct Registry {
+    /// What every tenant actor reads.
+    actor: Arc<ActorShared>,
     hosts: RwLock<Vec<Arc<ActorHost>>>,
     config: Config,
-    pub settings: ActorSettings,
-    pub actors: DashMap<Uuid, Arc<ActorEntry>>,
+    actors: DashMap<Uuid, Arc<ActorEntry>>,
 }
 
 #[derive(Clone)]
 pub struct TenantRegistry {
-    shared: Arc<ActorShared>,
+    shared: Arc<Registry>,
     supervisor: Addr<TenantSupervisor>,
 }
 
@@ -129,14 +82,13 @@ impl TenantRegistry {
         metrics: Metrics,
         settings: ActorSettings,
     ) -> Result<TenantRegistry, DbError> {
-        let shared = Arc::new(ActorShared {
-            metrics,
+        let shared = Arc::new(Registry {
+            actor: Arc::new(ActorShared { metrics, settings }),
             hosts: RwLock::new(Vec::new()),
             config: config.clone(),
-            settings,
             actors: DashMap::new(),
         });
-        for _ in 0..shared.settings.arbiters {
+        for _ in 0..shared.actor.settings.arbiters {
             shared.add_host(Arbiter::new().handle(), None)?;
         }
         let supervisor = TenantSupervisor {
@@ -149,7 +101,7 @@ impl TenantRegistry {
     /// Makes the current thread (an actix arbiter, e.g. an HTTP worker) a host of tenant
     /// actors, once. Does nothing when the registry has dedicated threads.
     pub fn host_on_current_thread(&self) -> Result<(), DbError> {
-        if self.shared.settings.arbiters > 0 {
+        if self.shared.actor.settings.arbiters > 0 {
             return Ok(());
         }
         let Some(arbiter) = actix::Arbiter::try_current() else {
@@ -169,22 +121,30 @@ impl TenantRegistry {
     }
 
     /// The tenant's actor, activating it on first use.
-    pub async fn actor(&self, tenant: Uuid) -> Result<Arc<ActorEntry>, Problem> {
+    pub async fn actor(&self, tenant: Uuid) -> Result<Arc<ActorEntry>, ActorError> {
         if let Some(entry) = self.shared.actors.get(&tenant) {
             if entry.addr.connected() {
                 return Ok(entry.clone());
             }
         }
+        self.activate(tenant).await
+    }
+
+    async fn activate(&self, tenant: Uuid) -> Result<Arc<ActorEntry>, ActorError> {
         Ok(self
             .supervisor
             .send(Activate { tenant })
             .await
-            .map_err(|_| Problem::unavailable("the tenant supervisor is unavailable", 1))??)
+            .map_err(ActorError::SupervisorUnavailable)??)
     }
 
-    /// Runs `op` in the tenant's actor. A full mailbox answers 503 at once (back-pressure); an
-    /// operation lost to a restart answers 503 so the caller retries.
-    pub async fn execute<O: TenantOp>(&self, caller: Caller, op: O) -> Result<O::Output, Problem> {
+    /// Runs `op` in the tenant's actor. A full mailbox is refused at once (back-pressure); an
+    /// operation lost to a restart is reported as such, so the caller retries.
+    pub async fn execute<O: TenantOp>(
+        &self,
+        caller: Caller,
+        op: O,
+    ) -> Result<O::Output, ExecError<O::Error>> {
         let entry = self.actor(caller.tenant_id).await?;
         let (reply, answer) = oneshot::channel();
         entry.stats.queued.fetch_add(1, Ordering::Relaxed);
@@ -193,46 +153,32 @@ impl TenantRegistry {
             // Not yet started: the mailbox has no bound of ours yet. What queues here is bounded
             // by the requests in progress, and the actor drains it as soon as it runs.
             entry.addr.do_send(message);
-            return answer.await.map_err(|_| {
-                Problem::unavailable("the operation was cancelled by a restart; retry", 1)
-            })?;
+            return answer.await.map_err(ActorError::Cancelled)?;
         }
         match entry.addr.try_send(message) {
             Ok(()) => {}
             Err(SendError::Full(_)) => {
                 entry.stats.queued.fetch_sub(1, Ordering::Relaxed);
                 self.shared
+                    .actor
                     .metrics
                     .actor_rejections
                     .with_label_values(&["mailbox_full"])
                     .inc();
-                return Err(
-                    Problem::unavailable("the tenant is overloaded; retry shortly", 1)
-                        .with("reason", "mailbox_full"),
-                );
+                return Err(ActorError::MailboxFull.into());
             }
             Err(SendError::Closed(message)) => {
                 entry.stats.queued.fetch_sub(1, Ordering::Relaxed);
                 // The actor died between lookup and send: activate a fresh one and retry once.
-                let fresh = self
-                    .supervisor
-                    .send(Activate {
-                        tenant: message.caller.tenant_id,
-                    })
-                    .await
-                    .map_err(|_| {
-                        Problem::unavailable("the tenant supervisor is unavailable", 1)
-                    })??;
+                let fresh = self.activate(message.caller.tenant_id).await?;
                 fresh.stats.queued.fetch_add(1, Ordering::Relaxed);
                 if fresh.addr.try_send(message).is_err() {
                     fresh.stats.queued.fetch_sub(1, Ordering::Relaxed);
-                    return Err(Problem::unavailable("the tenant is restarting; retry", 1));
+                    return Err(ActorError::Restarting.into());
                 }
             }
         }
-        answer.await.map_err(|_| {
-            Problem::unavailable("the operation was cancelled by a restart; retry", 1)
-        })?
+        answer.await.map_err(ActorError::Cancelled)?
     }
 
     pub fn snapshot(&self) -> Vec<ActorInfo> {
@@ -255,7 +201,11 @@ impl TenantRegistry {
                 }
             })
             .collect();
-        self.shared.metrics.mailbox_depth_max.set(max_depth as i64);
+        self.shared
+            .actor
+            .metrics
+            .mailbox_depth_max
+            .set(max_depth as i64);
         items.sort_by_key(|i| i.tenant_id);
         items
     }
@@ -265,17 +215,16 @@ impl TenantRegistry {
     }
 
     pub fn metrics(&self) -> &Metrics {
-        &self.shared.metrics
+        &self.shared.actor.metrics
     }
 }
 
-impl ActorShared {
+impl Registry {
     fn add_host(&self, arbiter: ArbiterHandle, thread: Option<ThreadId>) -> Result<(), DbError> {
-        let pool = crate::db::pool::app_pool(&self.config, self.settings.pool_per_host.max(1))?;
-        let mut hosts = self
-            .hosts
-            .write()
-            .map_err(|_| DbError::Other("actor hosts lock poisoned".into()))?;
+        let pool =
+            crate::db::pool::app_pool(&self.config, self.actor.settings.pool_per_host.max(1))?;
+        // Only a push happens under the write lock: a panic there leaves the list valid.
+        let mut hosts = self.hosts.write().unwrap_or_else(PoisonError::into_inner);
         hosts.push(Arc::new(ActorHost {
             arbiter,
             thread,
@@ -291,21 +240,18 @@ impl ActorShared {
         if empty {
             // No HTTP worker registered (a library user, a test without a server): start
             // dedicated threads once.
-            for _ in 0..self.settings.expected_hosts.max(1) {
+            for _ in 0..self.actor.settings.expected_hosts.max(1) {
                 self.add_host(Arbiter::new().handle(), None)?;
             }
         }
-        let hosts = self
-            .hosts
-            .read()
-            .map_err(|_| DbError::Other("actor hosts lock poisoned".into()))?;
+        let hosts = self.hosts.read().unwrap_or_else(PoisonError::into_inner);
         let index = (tenant.as_u128() % hosts.len() as u128) as usize;
         Ok(hosts[index].clone())
     }
 }
 
 pub struct TenantSupervisor {
-    shared: Arc<ActorShared>,
+    shared: Arc<Registry>,
 }
 
 impl Actor for TenantSupervisor {
@@ -336,7 +282,7 @@ impl Handler<Activate> for TenantSupervisor {
             Ok(host) => host,
             Err(err) => return MessageResult(Err(err)),
         };
-        let shared = self.shared.clone();
+        let shared = self.shared.actor.clone();
         let tenant = msg.tenant;
         let stats = Arc::new(ActorStats {
             activated_at: SystemTime::now(),
@@ -347,15 +293,33 @@ impl Handler<Activate> for TenantSupervisor {
             started: AtomicBool::new(false),
         });
         let actor_stats = stats.clone();
+        // How an idle actor leaves the map: only its own entry (a newer actor of the same
+        // tenant may have replaced it), told apart by its counters.
+        let leave_registry = {
+            let registry = self.shared.clone();
+            let stats = stats.clone();
+            move || {
+                registry
+                    .actors
+                    .remove_if(&tenant, |_, entry| Arc::ptr_eq(&entry.stats, &stats));
+            }
+        };
         let pool = host.pool.clone();
         let single_statements = host.single_statements.clone();
         let addr = Supervisor::start_in_arbiter(&host.arbiter, move |_ctx| {
-            TenantActor::new(tenant, shared, actor_stats, pool, single_statements)
+            TenantActor::new(
+                tenant,
+                shared,
+                actor_stats,
+                Box::new(leave_registry),
+                pool,
+                single_statements,
+            )
         });
         let entry = Arc::new(ActorEntry { addr, stats });
         self.shared.actors.insert(msg.tenant, entry.clone());
-        self.shared.metrics.actor_activations.inc();
-        self.shared.metrics.actors_active.inc();
+        self.shared.actor.metrics.actor_activations.inc();
+        self.shared.actor.metrics.actors_active.inc();
         MessageResult(Ok(entry))
     }
 }

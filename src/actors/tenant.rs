@@ -15,15 +15,17 @@ use tokio::sync::{oneshot, Semaphore};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::supervisor::{ActorShared, ActorStats};
-use super::{Caller, TenantOp};
+use super::shared::{ActorShared, ActorStats};
+use super::{ActorError, ExecError, TenantOp};
+use crate::auth::Caller;
 use crate::db::TenantTx;
-use crate::error::Problem;
 
 pub struct TenantActor {
     tenant: Uuid,
     shared: Arc<ActorShared>,
     stats: Arc<ActorStats>,
+    /// Removes this actor from the registry's map (and nothing else from it).
+    leave_registry: Box<dyn Fn() + Send>,
     leases: Arc<Semaphore>,
     /// The pool of the thread hosting this actor (see `supervisor`).
     pool: crate::db::PgPool,
@@ -38,6 +40,7 @@ impl TenantActor {
         tenant: Uuid,
         shared: Arc<ActorShared>,
         stats: Arc<ActorStats>,
+        leave_registry: Box<dyn Fn() + Send>,
         pool: crate::db::PgPool,
         single_statements: Option<Arc<crate::db::SharedConn>>,
     ) -> Self {
@@ -46,6 +49,7 @@ impl TenantActor {
             tenant,
             shared,
             stats,
+            leave_registry,
             leases,
             pool,
             single_statements,
@@ -63,11 +67,7 @@ impl TenantActor {
         }
         // Dropping the registry's address first means the mailbox is disconnected when we stop,
         // so the Supervisor lets the actor go instead of restarting it.
-        let me = ctx.address();
-        self.shared
-            .actors
-            .remove_if(&self.tenant, |_, entry| entry.addr == me);
-        drop(me);
+        (self.leave_registry)();
         self.stats.evicted.store(true, Ordering::Relaxed);
         self.shared.metrics.actor_evictions.inc();
         ctx.stop();
@@ -115,7 +115,7 @@ impl Supervised for TenantActor {
 pub struct Execute<O: TenantOp> {
     pub caller: Caller,
     pub op: O,
-    pub reply: oneshot::Sender<Result<O::Output, Problem>>,
+    pub reply: oneshot::Sender<Result<O::Output, ExecError<O::Error>>>,
 }
 
 impl<O: TenantOp> Message for Execute<O> {
@@ -134,10 +134,7 @@ impl<O: TenantOp> Handler<Execute<O>> for TenantActor {
                 .actor_rejections
                 .with_label_values(&["in_flight"])
                 .inc();
-            let _ = msg.reply.send(Err(Problem::unavailable(
-                "too many operations of this tenant in progress",
-                1,
-            )));
+            let _ = msg.reply.send(Err(ActorError::TooManyInFlight.into()));
             return;
         }
         self.in_flight += 1;
@@ -163,7 +160,7 @@ impl<O: TenantOp> Handler<Execute<O>> for TenantActor {
                 let _lease = leases
                     .acquire_owned()
                     .await
-                    .map_err(|_| Problem::unavailable("the tenant actor is restarting", 1))?;
+                    .map_err(ActorError::LeasesClosed)?;
                 shared.metrics.tenant_pool_in_use.inc();
                 let result = crate::context::scope(
                     tenant,
@@ -188,10 +185,7 @@ impl<O: TenantOp> Handler<Execute<O>> for TenantActor {
                     }
                     Err(_panic) => {
                         tracing::error!(tenant_id = %act.tenant, "tenant operation panicked; restarting the tenant actor");
-                        let _ = reply.send(Err(Problem::unavailable(
-                            "the tenant's worker failed and is restarting; retry",
-                            1,
-                        )));
+                        let _ = reply.send(Err(ActorError::Panicked.into()));
                         ctx.stop();
                     }
                 }
@@ -206,7 +200,7 @@ async fn run_in_tenant_tx<O: TenantOp>(
     tenant: Uuid,
     caller: &Caller,
     op: O,
-) -> Result<O::Output, Problem> {
+) -> Result<O::Output, ExecError<O::Error>> {
     if let Some(shared) =
         single_statements.filter(|_| O::SINGLE_STATEMENT && !O::OPENS_TENANT_SCHEMA)
     {
@@ -215,7 +209,8 @@ async fn run_in_tenant_tx<O: TenantOp>(
         let conn = shared.get().await?;
         return op
             .run(&TenantTx::single_statement(&conn, tenant), caller)
-            .await;
+            .await
+            .map_err(ExecError::Op);
     }
     let mut conn = pool.get().await.map_err(crate::db::DbError::from)?;
     // An operation that opens the tenant's own schema (analytics do) counts against the
@@ -228,7 +223,8 @@ async fn run_in_tenant_tx<O: TenantOp>(
         // Nothing to commit or roll back: the statement's implicit transaction ended with it.
         return op
             .run(&TenantTx::single_statement(&conn, tenant), caller)
-            .await;
+            .await
+            .map_err(ExecError::Op);
     }
     // BEGIN, the tenant context and the operation's first query leave in one write and come
     // back in one read; `join` polls `opened` first, so they are queued in that order.
@@ -243,9 +239,9 @@ async fn run_in_tenant_tx<O: TenantOp>(
             tx.rollback().await;
             Err(not_opened.into())
         }
-        (Ok(()), Err(problem)) => {
+        (Ok(()), Err(failed)) => {
             tx.rollback().await;
-            Err(problem)
+            Err(ExecError::Op(failed))
         }
     }
 }

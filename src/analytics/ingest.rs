@@ -30,6 +30,7 @@ use uuid::Uuid;
 use super::model::{self, IngestRules, ValidEvent};
 use super::{retention, store, AnalyticsError};
 use crate::db::{begin_tenant_tx, DbError, PgPool};
+use crate::error::error_chain;
 
 #[derive(Clone, Debug)]
 pub struct CommitterConfig {
@@ -410,7 +411,7 @@ impl GroupCommitter {
                 Err(failure) => {
                     self.stats.failed_flushes.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(tenant_id = %self.tenant, requests = answers.len(), events = size,
-                        err = %failure.error, retry_alone = failure.retry_alone, "analytics flush failed");
+                        error = %error_chain(&failure.error), retry_alone = failure.retry_alone, "analytics flush failed");
                     Some(self.isolate(&events, &answers, failure).await)
                 }
             };
@@ -529,9 +530,7 @@ impl GroupCommitter {
             .await
             .unwrap_or_else(|_| {
                 // Possibly after the commit: its requests cannot be written again.
-                Err(FlushFailure::whole_group(AnalyticsError::Internal(
-                    "the flush panicked".into(),
-                )))
+                Err(FlushFailure::whole_group(AnalyticsError::FlushPanicked))
             })
     }
 
@@ -544,7 +543,7 @@ impl GroupCommitter {
             tries += 1;
             match self.flush_once(events).await {
                 Err(failure) if failure.connection_lost && tries < 3 => {
-                    tracing::debug!(tenant_id = %self.tenant, err = %failure.error,
+                    tracing::debug!(tenant_id = %self.tenant, error = %error_chain(&failure.error),
                         "analytics flush lost its connection before COMMIT; trying again");
                 }
                 result => return result,

@@ -29,7 +29,8 @@ pub use query::{Metric, Series, SeriesRequest, Summary};
 /// activity masks): rebuilt from the events, left out of the GDPR export.
 pub const DERIVED_TABLES: &[&str] = &["counters", "user_activity", "type_activity"];
 
-#[derive(Debug, thiserror::Error)]
+/// Cloned because one failed flush answers every request it held with the same error.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AnalyticsError {
     #[error("validation failed: {0:?}")]
     Validation(Vec<FieldError>),
@@ -39,39 +40,21 @@ pub enum AnalyticsError {
     Unavailable(String),
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error("analytics internal error: {0}")]
-    Internal(String),
+    #[error("the flush panicked")]
+    FlushPanicked,
+    /// A rollup row read under the flush lock was gone when it was updated: committing would
+    /// lose its counts, so the flush fails instead.
+    #[error("{table} changed under the flush lock: {updated} of {expected} rows updated")]
+    RollupChanged {
+        table: String,
+        updated: u64,
+        expected: usize,
+    },
 }
 
 impl From<tokio_postgres::Error> for AnalyticsError {
     fn from(err: tokio_postgres::Error) -> Self {
         AnalyticsError::Db(err.into())
-    }
-}
-
-/// One failed flush answers every request it held, so the error is copied to each.
-impl Clone for AnalyticsError {
-    fn clone(&self) -> Self {
-        match self {
-            AnalyticsError::Validation(e) => AnalyticsError::Validation(e.clone()),
-            AnalyticsError::Overloaded { retry_after } => AnalyticsError::Overloaded {
-                retry_after: *retry_after,
-            },
-            AnalyticsError::Unavailable(s) => AnalyticsError::Unavailable(s.clone()),
-            AnalyticsError::Internal(s) => AnalyticsError::Internal(s.clone()),
-            AnalyticsError::Db(db) => AnalyticsError::Db(match db {
-                DbError::UniqueViolation { constraint } => DbError::UniqueViolation {
-                    constraint: constraint.clone(),
-                },
-                DbError::ForeignKeyViolation { constraint } => DbError::ForeignKeyViolation {
-                    constraint: constraint.clone(),
-                },
-                DbError::RowSecurity => DbError::RowSecurity,
-                DbError::Timeout => DbError::Timeout,
-                DbError::Unavailable(s) => DbError::Unavailable(s.clone()),
-                DbError::Other(s) => DbError::Other(s.clone()),
-            }),
-        }
     }
 }
 

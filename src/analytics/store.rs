@@ -467,10 +467,11 @@ async fn update_activity(
     // Every row read above must still be there: if one were not, its hours would be lost
     // and the distinct counts wrong, so the flush fails instead (nothing is acknowledged).
     if updated != update.days.len() as u64 {
-        return Err(AnalyticsError::Internal(format!(
-            "{name} changed under the flush lock: {updated} of {} rows updated",
-            update.days.len()
-        )));
+        return Err(AnalyticsError::RollupChanged {
+            table: name.to_string(),
+            updated,
+            expected: update.days.len(),
+        });
     }
     Ok(counters)
 }

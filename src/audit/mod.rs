@@ -1,22 +1,19 @@
 //! The tenant audit trail (DESIGN.md "Audit"): every create, update and delete of tenant data
 //! writes one `app.audit_logs` row in the same transaction as the change, with the state before
 //! and after it, who did it and the request id. The app role may only INSERT and SELECT there,
-//! so the trail is append-only for everything on the request path.
+//! so the trail is append-only for everything on the request path. Tenant admins read it
+//! through `domain::audit_logs`.
 
 use crate::db::TenantTx;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
-use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::actors::Caller;
+use crate::auth::Caller;
 use crate::db::DbError;
-use crate::domain::page::{Cursor, Page, PageRequest};
-use crate::domain::{require_admin, tenant_op, DomainError};
-use crate::error::FieldError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuditAction {
@@ -109,11 +106,11 @@ pub struct AuditLog {
     pub created_at: DateTime<Utc>,
 }
 
-const AUDIT_COLUMNS: &str =
+pub const AUDIT_COLUMNS: &str =
     "id, user_id, actor, action, resource, resource_id, changes, request_id, created_at";
 
 impl AuditLog {
-    fn from_row(row: &Row) -> AuditLog {
+    pub fn from_row(row: &Row) -> AuditLog {
         let mut changes: Value = row.get("changes");
         // Rows written before this module (provisioning) share the {before, after} shape;
         // guarantee it for every row a client reads.
@@ -136,65 +133,3 @@ impl AuditLog {
         }
     }
 }
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct AuditQuery {
-    pub resource: Option<String>,
-    pub action: Option<String>,
-    pub limit: Option<i64>,
-    pub cursor: Option<String>,
-}
-
-/// GET /audit-logs: tenant admins only, newest first.
-pub struct ListAuditLogs(pub AuditQuery);
-
-async fn list(
-    tx: &TenantTx<'_>,
-    caller: &Caller,
-    ListAuditLogs(q): ListAuditLogs,
-) -> Result<Page<AuditLog>, DomainError> {
-    require_admin(caller)?;
-    let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
-    let mut errors = Vec::new();
-    for (field, value) in [("resource", &q.resource), ("action", &q.action)] {
-        if value.as_ref().is_some_and(|v| v.is_empty() || v.len() > 64) {
-            errors.push(FieldError::new(field, "use 1 to 64 characters"));
-        }
-    }
-    crate::domain::check(errors)?;
-
-    let mut sql = format!(
-        "select {AUDIT_COLUMNS} from app.audit_logs where tenant_id = $1 and deleted_at is null"
-    );
-    let fetch = page.fetch();
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&caller.tenant_id, &fetch];
-    if let Some(resource) = &q.resource {
-        params.push(resource);
-        sql.push_str(&format!(" and resource = ${}", params.len()));
-    }
-    if let Some(action) = &q.action {
-        params.push(action);
-        sql.push_str(&format!(" and action = ${}", params.len()));
-    }
-    let after = page.after;
-    if let Some(cursor) = &after {
-        params.push(&cursor.created_at);
-        params.push(&cursor.id);
-        sql.push_str(&format!(
-            " and (created_at, id) < (${}, ${})",
-            params.len() - 1,
-            params.len()
-        ));
-    }
-    sql.push_str(" order by created_at desc, id desc limit $2");
-    let rows = crate::domain::query(tx, &sql, &params).await?;
-    let items = rows.iter().map(AuditLog::from_row).collect();
-    Ok(page.finish(items, |log: &AuditLog| Cursor {
-        created_at: log.created_at,
-        id: log.id,
-    }))
-}
-
-tenant_op!(ListAuditLogs => Page<AuditLog>, list);

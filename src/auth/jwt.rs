@@ -109,7 +109,7 @@ impl JwtKeys {
             iss: ISSUER.to_string(),
         };
         let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
+            .map_err(AuthError::Signing)?;
         Ok((token, expires_at))
     }
 

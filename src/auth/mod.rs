@@ -1,14 +1,21 @@
-//! Credentials: password hashing, JWTs for tenant users, the platform operator token.
+//! Credentials: password hashing, JWTs for tenant users, the platform operator token; and the
+//! authorization guards ([`guard`]) every operation checks its caller against.
 
 pub mod api_keys;
+pub mod guard;
 pub mod jwt;
 pub mod password;
 
 use rand::distr::{Alphanumeric, SampleString};
 use thiserror::Error;
 
+use crate::db::DbError;
+
+pub use guard::{AccessError, Caller};
 pub use jwt::{Claims, JwtKeys, Role};
 
+/// Establishing who the caller is: credentials, the user or key behind them, and the plan
+/// gate on API keys.
 #[derive(Debug, Error)]
 pub enum AuthError {
     #[error("credentials are required")]
@@ -17,11 +24,28 @@ pub enum AuthError {
     InvalidToken(String),
     #[error("invalid credentials")]
     InvalidCredentials,
-    #[error("password hashing failed: {0}")]
-    Hashing(String),
     /// A stored role this version does not know: an error, never read back as `member`.
     #[error("{column} holds {value:?}, which is not a value this version knows")]
     CorruptRow { column: &'static str, value: String },
+    #[error("password hashing failed")]
+    Hashing(#[source] argon2::password_hash::Error),
+    #[error("the password hashing task did not finish")]
+    HashingTask(#[source] tokio::task::JoinError),
+    #[error("signing a token failed")]
+    Signing(#[source] jsonwebtoken::errors::Error),
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    /// The tenant's plan has no row in `app.plans`.
+    #[error("unknown plan {0:?}")]
+    UnknownPlan(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<tokio_postgres::Error> for AuthError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        AuthError::Db(err.into())
+    }
 }
 
 /// A verified bearer credential, before the tenant it names has been checked.

@@ -11,7 +11,16 @@ pub fn hash(password: &str) -> Result<String, AuthError> {
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| AuthError::Hashing(e.to_string()))
+        .map_err(AuthError::Hashing)
+}
+
+/// [`hash`] on the blocking thread pool. The work starts at once; await the result where the
+/// hash is needed, so other work can run meanwhile.
+pub fn hash_blocking(
+    password: String,
+) -> impl std::future::Future<Output = Result<String, AuthError>> {
+    let task = tokio::task::spawn_blocking(move || hash(&password));
+    async move { task.await.map_err(AuthError::HashingTask)? }
 }
 
 pub fn verify(password: &str, stored_hash: &str) -> bool {

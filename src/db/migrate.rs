@@ -8,6 +8,7 @@
 //!   template, instead of opening every schema's history table.
 
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
@@ -18,9 +19,10 @@ use uuid::Uuid;
 
 use super::pool::{build_pool, owner_settings, PoolOptions};
 use super::roles::{self, RoleSetup};
-use super::template::{error_chain, shared_runner, TenantTemplate};
+use super::template::{shared_runner, TenantTemplate};
 use super::{tenant_schema_name, DbError};
 use crate::config::Config;
+use crate::error::error_chain;
 
 /// Any constant works as long as every runner uses the same one.
 const MIGRATION_LOCK_KEY: i64 = 0x7465_6e61_6e74_7279; // "tenantry"
@@ -57,9 +59,8 @@ impl std::fmt::Display for MigrateReport {
 }
 
 pub async fn connect(url: &str, settings: &[(String, String)]) -> Result<Client, DbError> {
-    let mut pg: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e: tokio_postgres::Error| DbError::Other(format!("invalid database URL: {e}")))?;
+    let mut pg: tokio_postgres::Config =
+        url.parse().map_err(|e| DbError::InvalidUrl(Arc::new(e)))?;
     let mut options = pg.get_options().unwrap_or_default().to_string();
     for (name, value) in settings {
         options.push_str(&format!(" -c {name}={value}"));
@@ -87,7 +88,7 @@ pub fn password_of(url: &str) -> Option<String> {
 pub async fn create_database_if_missing(database_url: &str) -> Result<(), DbError> {
     let pg: tokio_postgres::Config = database_url
         .parse()
-        .map_err(|e: tokio_postgres::Error| DbError::Other(format!("invalid database URL: {e}")))?;
+        .map_err(|e| DbError::InvalidUrl(Arc::new(e)))?;
     let Some(name) = pg.get_dbname().map(str::to_string) else {
         return Ok(());
     };
@@ -160,7 +161,10 @@ async fn migrate_shared(owner: &Client, config: &Config) -> Result<usize, DbErro
         .set_migration_table_name("app.refinery_schema_history")
         .run_async(&mut owner_client)
         .await
-        .map_err(|e| DbError::Other(format!("shared migration failed: {}", error_chain(&e))))?;
+        .map_err(|e| DbError::Migration {
+            schema: "app".into(),
+            source: Arc::new(e),
+        })?;
     roles::grant_shared_schema(owner, &config.roles).await?;
     Ok(report.applied_migrations().len())
 }
@@ -299,9 +303,12 @@ async fn migrate_tenants(
             match result {
                 Ok(()) => report.tenants_migrated += 1,
                 Err(err) => {
-                    tracing::error!(tenant_id = %tenant, %err, "tenant schema migration failed");
+                    // The reason PostgreSQL gave is at the end of the chain (refinery's own
+                    // message ends at "db error"); an operator needs it to repair the schema.
+                    let reason = error_chain(&err);
+                    tracing::error!(tenant_id = %tenant, error = %reason, "tenant schema migration failed");
                     failed.push(tenant);
-                    report.tenants_failed.push((tenant, err.to_string()));
+                    report.tenants_failed.push((tenant, reason));
                 }
             }
         }

@@ -7,13 +7,22 @@ pub mod roles;
 pub mod template;
 pub mod tenant_tx;
 
+use std::sync::Arc;
+
+use deadpool::managed::PoolError;
 use thiserror::Error;
 use tokio_postgres::error::SqlState;
 
 pub use pool::{PgPool, PooledConn, Pools, SharedConn};
 pub use tenant_tx::{begin_tenant_tx, tenant_schema_name, TenantTx, COMMIT_WITHOUT_WAITING_SQL};
 
-#[derive(Debug, Error)]
+/// What can go wrong talking to PostgreSQL. The variants a client can cause or must react to
+/// (a duplicate, a missing reference, a timeout, an outage) are told apart; everything else keeps
+/// the driver's error as its source, for the log.
+///
+/// Cheap to clone (the sources are shared): one failed group commit answers every request it
+/// held with the same error.
+#[derive(Debug, Clone, Error)]
 pub enum DbError {
     #[error("unique constraint {constraint:?} violated")]
     UniqueViolation { constraint: Option<String> },
@@ -23,10 +32,38 @@ pub enum DbError {
     RowSecurity,
     #[error("statement timed out")]
     Timeout,
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    #[error("database error: {0}")]
-    Other(String),
+    /// The server refused or dropped the connection (too many connections, shutdown, closed).
+    #[error("database unavailable")]
+    Unavailable(#[source] Arc<tokio_postgres::Error>),
+    #[error("no database connection became free in time")]
+    PoolTimeout,
+    #[error("the connection pool failed")]
+    Pool(#[source] Arc<PoolError<tokio_postgres::Error>>),
+    #[error("invalid database URL")]
+    InvalidUrl(#[source] Arc<tokio_postgres::Error>),
+    #[error("cannot build the connection pool")]
+    PoolBuild(#[source] Arc<deadpool::managed::BuildError>),
+    #[error("a query for at most one row returned more")]
+    MoreThanOneRow,
+    #[error("cannot read the tenant template in {dir}")]
+    TemplateRead {
+        dir: String,
+        #[source]
+        source: Arc<refinery_core::Error>,
+    },
+    #[error("no V<n>__<name>.sql migrations in {0}")]
+    TemplateEmpty(String),
+    #[error("the tenant template diverges: {0}")]
+    TemplateDiverges(String),
+    #[error("migration of {schema} failed")]
+    Migration {
+        schema: String,
+        #[source]
+        source: Arc<refinery::Error>,
+    },
+    /// Anything else PostgreSQL or the driver reported: a bug or an operator's problem.
+    #[error("database error")]
+    Postgres(#[source] Arc<tokio_postgres::Error>),
 }
 
 impl From<tokio_postgres::Error> for DbError {
@@ -49,24 +86,24 @@ impl From<tokio_postgres::Error> for DbError {
                 return DbError::Timeout;
             }
             if *code == SqlState::TOO_MANY_CONNECTIONS || *code == SqlState::ADMIN_SHUTDOWN {
-                return DbError::Unavailable(db.message().to_string());
+                return DbError::Unavailable(Arc::new(err));
             }
-            return DbError::Other(format!("{}: {}", code.code(), db.message()));
+            return DbError::Postgres(Arc::new(err));
         }
         if err.is_closed() {
-            return DbError::Unavailable(err.to_string());
+            return DbError::Unavailable(Arc::new(err));
         }
-        DbError::Other(err.to_string())
+        DbError::Postgres(Arc::new(err))
     }
 }
 
-impl From<deadpool::managed::PoolError<tokio_postgres::Error>> for DbError {
-    fn from(err: deadpool::managed::PoolError<tokio_postgres::Error>) -> Self {
-        use deadpool::managed::PoolError;
+impl From<PoolError<tokio_postgres::Error>> for DbError {
+    fn from(err: PoolError<tokio_postgres::Error>) -> Self {
         match err {
-            PoolError::Backend(e) => DbError::Unavailable(e.to_string()),
-            PoolError::Timeout(_) => DbError::Unavailable("no database connection free".into()),
-            other => DbError::Unavailable(other.to_string()),
+            // A new connection could not be opened: the server is down or refuses us.
+            PoolError::Backend(e) => DbError::Unavailable(Arc::new(e)),
+            PoolError::Timeout(_) => DbError::PoolTimeout,
+            other => DbError::Pool(Arc::new(other)),
         }
     }
 }

@@ -29,6 +29,9 @@ pub struct PgConn {
     statements: TxStatements,
 }
 
+/// Sets the tenant context of the current transaction (`set_config(.., true)`: local to it).
+pub const SET_TENANT_SQL: &str = "select set_config('app.current_tenant', $1, true)";
+
 /// The statements of every tenant transaction, prepared when the connection opens so that
 /// each use is only a bind and an execute.
 pub struct TxStatements {
@@ -43,7 +46,7 @@ impl TxStatements {
     ) -> Result<TxStatements, tokio_postgres::Error> {
         let (begin, set_tenant, commit) = futures_util::future::join3(
             client.prepare("begin"),
-            client.prepare(super::tenant_tx::SET_TENANT_SQL),
+            client.prepare(SET_TENANT_SQL),
             client.prepare("commit"),
         )
         .await;
@@ -159,7 +162,7 @@ pub fn build_pool(opts: PoolOptions<'_>) -> Result<PgPool, DbError> {
     let mut pg: tokio_postgres::Config = opts
         .url
         .parse()
-        .map_err(|e: tokio_postgres::Error| DbError::Other(format!("invalid database URL: {e}")))?;
+        .map_err(|e| DbError::InvalidUrl(Arc::new(e)))?;
     let mut options = pg.get_options().unwrap_or_default().to_string();
     for (name, value) in &opts.settings {
         options.push_str(&format!(" -c {name}={value}"));
@@ -186,7 +189,7 @@ pub fn build_pool(opts: PoolOptions<'_>) -> Result<PgPool, DbError> {
     .recycle_timeout(Some(Duration::from_secs(5)))
     .runtime(deadpool::Runtime::Tokio1)
     .build()
-    .map_err(|e| DbError::Other(format!("cannot build pool: {e}")))
+    .map_err(|e| DbError::PoolBuild(Arc::new(e)))
 }
 
 /// One connection taken out of its pool and used by many operations at once: those whose

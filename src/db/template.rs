@@ -4,6 +4,7 @@
 //! this wrapper implements refinery's public driver traits over a borrowed transaction.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use refinery_core::traits::r#async::{AsyncMigrate, AsyncQuery, AsyncTransaction};
 use refinery_core::{Migration, Runner};
@@ -43,14 +44,14 @@ impl TenantTemplate {
     }
 
     pub fn from_dir(dir: &Path) -> Result<Self, DbError> {
-        let mut migrations = refinery_core::load_sql_migrations(dir)
-            .map_err(|e| DbError::Other(format!("cannot read template {}: {e}", dir.display())))?;
+        let mut migrations =
+            refinery_core::load_sql_migrations(dir).map_err(|e| DbError::TemplateRead {
+                dir: dir.display().to_string(),
+                source: Arc::new(e),
+            })?;
         migrations.sort_by_key(|m| m.version());
         if migrations.is_empty() {
-            return Err(DbError::Other(format!(
-                "no V<n>__<name>.sql migrations in {}",
-                dir.display()
-            )));
+            return Err(DbError::TemplateEmpty(dir.display().to_string()));
         }
         let template = TenantTemplate { migrations };
         // Every existing schema was provisioned from the built-in migrations; a folder that
@@ -122,31 +123,19 @@ impl TenantTemplate {
             .set_abort_divergent(true);
         runner.set_migration_table_name(format!("{schema}.refinery_schema_history"));
         let mut driver = TxDriver { tx };
-        runner.run_async(&mut driver).await.map_err(|e| {
-            DbError::Other(format!(
-                "template migration of {schema} failed: {}",
-                error_chain(&e)
-            ))
-        })?;
+        runner
+            .run_async(&mut driver)
+            .await
+            .map_err(|e| DbError::Migration {
+                schema: schema.to_string(),
+                source: Arc::new(e),
+            })?;
         Ok(())
     }
 }
 
 fn divergent(detail: String) -> DbError {
-    DbError::Other(format!("the tenant template diverges: {detail}"))
-}
-
-/// refinery's own message ends at "db error"; the reason PostgreSQL gave is further down the
-/// source chain, and it is what an operator needs to repair a schema.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    DbError::TemplateDiverges(detail)
 }
 
 struct TxDriver<'a, 'b> {

@@ -12,9 +12,8 @@ use tokio_postgres::{Row, Statement};
 use uuid::Uuid;
 
 use super::pool::PgConn;
+pub use super::pool::SET_TENANT_SQL;
 use super::{DbError, PooledConn};
-
-pub const SET_TENANT_SQL: &str = "select set_config('app.current_tenant', $1, true)";
 
 /// For background writes whose loss in a PostgreSQL crash costs nothing they have not already
 /// accepted (a metering interval, an at-least-once job run again): the commit returns without
@@ -169,7 +168,7 @@ impl<'a> TenantTx<'a> {
             .into_iter();
         let row = rows.next();
         if rows.next().is_some() {
-            return Err(DbError::Other("query returned more than one row".into()));
+            return Err(DbError::MoreThanOneRow);
         }
         Ok(row)
     }

@@ -11,10 +11,10 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::page::{Cursor, Page, PageRequest};
-use super::projects::require_live;
-use super::{query, query_opt, record_change, require_user, tenant_op, Change, DomainError};
-use crate::actors::Caller;
+use super::refs::{project_is_live, user_is_live};
+use super::{query, query_opt, record_change, tenant_op, Change, DomainError};
 use crate::audit::AuditAction;
+use crate::auth::Caller;
 use crate::error::FieldError;
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -59,26 +59,11 @@ pub struct MemberQuery {
 }
 
 async fn project_or_404(tx: &TenantTx<'_>, tenant: Uuid, project: Uuid) -> Result<(), DomainError> {
-    if require_live(tx, tenant, project).await? {
+    if project_is_live(tx, tenant, project).await? {
         Ok(())
     } else {
         Err(DomainError::NotFound("project"))
     }
-}
-
-/// A live user of the tenant, share-locked against a concurrent delete.
-pub(crate) async fn user_is_live(
-    tx: &TenantTx<'_>,
-    tenant: Uuid,
-    user: Uuid,
-) -> Result<bool, DomainError> {
-    Ok(query_opt(
-        tx,
-        "select 1 from app.users where tenant_id = $1 and id = $2 and deleted_at is null for share",
-        &[&tenant, &user],
-    )
-    .await?
-    .is_some())
 }
 
 pub struct ListMembers(pub Uuid, pub MemberQuery);
@@ -88,7 +73,7 @@ async fn list(
     caller: &Caller,
     ListMembers(project, q): ListMembers,
 ) -> Result<Page<Member>, DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     project_or_404(tx, caller.tenant_id, project).await?;
     let rows = match page.after {
@@ -138,7 +123,7 @@ async fn add(
     caller: &Caller,
     AddMember(project, new): AddMember,
 ) -> Result<Member, DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     let tenant = caller.tenant_id;
     project_or_404(tx, tenant, project).await?;
     if !user_is_live(tx, tenant, new.user_id).await? {
@@ -188,7 +173,7 @@ async fn remove(
     caller: &Caller,
     RemoveMember(project, user): RemoveMember,
 ) -> Result<(), DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     let tenant = caller.tenant_id;
     project_or_404(tx, tenant, project).await?;
     let row = query_opt(

@@ -18,9 +18,11 @@
 //! - Deleting a project also deletes its tasks and memberships; deleting a user removes their
 //!   memberships and unassigns their tasks: no live row ever points at a deleted one.
 
+pub mod audit_logs;
 pub mod members;
 pub mod page;
 pub mod projects;
+mod refs;
 pub mod tasks;
 pub mod users;
 
@@ -30,11 +32,10 @@ use serde_json::Value;
 use thiserror::Error;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
-use uuid::Uuid;
 
-use crate::actors::Caller;
 use crate::audit::{self, AuditAction};
-use crate::auth::Role;
+use crate::auth::AccessError;
+use crate::auth::Caller;
 use crate::db::DbError;
 use crate::error::FieldError;
 
@@ -47,16 +48,9 @@ pub enum DomainError {
     /// A reference in the body that does not resolve inside the caller's tenant.
     #[error("invalid reference")]
     InvalidReference(Vec<FieldError>),
-    #[error("credentials are required")]
-    Unauthenticated,
-    #[error("forbidden: {0}")]
-    Forbidden(&'static str),
-    #[error("plan limit reached: {current} of {limit}")]
-    PlanLimit {
-        resource: &'static str,
-        limit: i64,
-        current: i64,
-    },
+    /// A guard refused the caller (`auth::guard`).
+    #[error(transparent)]
+    Access(#[from] AccessError),
     #[error("the tenant must keep at least one admin")]
     LastAdmin,
     #[error("{0}")]
@@ -67,8 +61,6 @@ pub enum DomainError {
     /// written by a newer version): an error, never read back as some default.
     #[error("{column} holds {value:?}, which is not a value this version knows")]
     CorruptRow { column: &'static str, value: String },
-    #[error("{0}")]
-    Internal(String),
 }
 
 impl From<tokio_postgres::Error> for DomainError {
@@ -81,22 +73,6 @@ impl DomainError {
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         DomainError::Validation(vec![FieldError::new(field, message)])
     }
-}
-
-pub fn require_user(caller: &Caller) -> Result<Uuid, DomainError> {
-    caller.user_id.ok_or(DomainError::Unauthenticated)
-}
-
-pub fn require_admin(caller: &Caller) -> Result<Uuid, DomainError> {
-    let user = require_user(caller)?;
-    match caller.role {
-        Some(Role::Admin) => Ok(user),
-        _ => Err(DomainError::Forbidden("this requires the admin role")),
-    }
-}
-
-pub fn is_admin(caller: &Caller) -> bool {
-    caller.role == Some(Role::Admin)
 }
 
 /// One operation type = one struct; this writes the `TenantOp` impl that calls its function.
@@ -112,6 +88,7 @@ macro_rules! tenant_op {
     ($op:ty => $out:ty, $f:path, $single:literal) => {
         impl $crate::actors::TenantOp for $op {
             type Output = $out;
+            type Error = $crate::domain::DomainError;
             const SINGLE_STATEMENT: bool = $single;
             // The domain lives in the shared schema only.
             const OPENS_TENANT_SCHEMA: bool = false;
@@ -119,9 +96,9 @@ macro_rules! tenant_op {
             fn run<'a>(
                 self,
                 tx: &'a crate::db::TenantTx<'a>,
-                caller: &'a $crate::actors::Caller,
-            ) -> futures_util::future::BoxFuture<'a, Result<$out, $crate::error::Problem>> {
-                Box::pin(async move { $f(tx, caller, self).await.map_err(Into::into) })
+                caller: &'a $crate::auth::Caller,
+            ) -> futures_util::future::BoxFuture<'a, Result<$out, $crate::domain::DomainError>> {
+                Box::pin($f(tx, caller, self))
             }
         }
     };

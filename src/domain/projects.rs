@@ -11,11 +11,11 @@ use uuid::Uuid;
 
 use super::page::{Cursor, Page, PageRequest};
 use super::{
-    check, execute, query, query_one, query_opt, read_row, record_change, require_user, tenant_op,
-    text, Change, DomainError, Read, MAX_DESCRIPTION,
+    check, execute, query, query_one, read_row, record_change, tenant_op, text, Change,
+    DomainError, Read, MAX_DESCRIPTION,
 };
-use crate::actors::Caller;
 use crate::audit::AuditAction;
+use crate::auth::Caller;
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Project {
@@ -66,22 +66,6 @@ pub struct ProjectQuery {
     pub cursor: Option<String>,
 }
 
-/// A live project of the tenant, share-locked: a concurrent delete waits for this transaction,
-/// so nothing can be attached to a project that is being deleted.
-pub(crate) async fn require_live(
-    tx: &TenantTx<'_>,
-    tenant: Uuid,
-    id: Uuid,
-) -> Result<bool, DomainError> {
-    Ok(query_opt(
-        tx,
-        "select 1 from app.projects where tenant_id = $1 and id = $2 and deleted_at is null for share",
-        &[&tenant, &id],
-    )
-    .await?
-    .is_some())
-}
-
 async fn find(
     tx: &TenantTx<'_>,
     tenant: Uuid,
@@ -105,7 +89,7 @@ async fn list(
     caller: &Caller,
     ListProjects(q): ListProjects,
 ) -> Result<Page<Project>, DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let rows = match page.after {
         None => {
@@ -146,7 +130,7 @@ async fn get(
     caller: &Caller,
     GetProject(id): GetProject,
 ) -> Result<Project, DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     find(tx, caller.tenant_id, id, Read::Last).await
 }
 tenant_op!(GetProject => Project, get, single_statement);
@@ -158,7 +142,7 @@ async fn create(
     caller: &Caller,
     CreateProject(new): CreateProject,
 ) -> Result<Project, DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     let mut errors = Vec::new();
     let name = text("name", &new.name, 1, 200, &mut errors);
     let description = text(
@@ -204,7 +188,7 @@ async fn update(
     caller: &Caller,
     UpdateProject(id, patch): UpdateProject,
 ) -> Result<Project, DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     let mut errors = Vec::new();
     let name = patch
         .name
@@ -260,7 +244,7 @@ async fn delete(
     caller: &Caller,
     DeleteProject(id): DeleteProject,
 ) -> Result<(), DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     let tenant = caller.tenant_id;
     let before = find(tx, tenant, id, Read::ForUpdate).await?;
     execute(

@@ -13,15 +13,14 @@ use tokio_postgres::Row;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::members::user_is_live;
 use super::page::{Cursor, Page, PageRequest};
-use super::projects::require_live;
+use super::refs::{project_is_live, user_is_live};
 use super::{
-    check, nullable, query, query_one, query_opt, read_row, record_change, require_user, tenant_op,
-    text, Change, DomainError, Read, MAX_DESCRIPTION,
+    check, nullable, query, query_one, query_opt, read_row, record_change, tenant_op, text, Change,
+    DomainError, Read, MAX_DESCRIPTION,
 };
-use crate::actors::Caller;
 use crate::audit::AuditAction;
+use crate::auth::Caller;
 use crate::error::FieldError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -153,7 +152,7 @@ async fn check_references(
 ) -> Result<(), DomainError> {
     let mut errors = Vec::new();
     if let Some(project) = project {
-        if !require_live(tx, tenant, project).await? {
+        if !project_is_live(tx, tenant, project).await? {
             errors.push(FieldError::new("project_id", "no such project"));
         }
     }
@@ -176,7 +175,7 @@ async fn list(
     caller: &Caller,
     ListTasks(q): ListTasks,
 ) -> Result<Page<Task>, DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let fetch = page.fetch();
     let status = q.status.map(TaskStatus::as_str);
@@ -223,7 +222,7 @@ async fn get(
     caller: &Caller,
     GetTask(id): GetTask,
 ) -> Result<Task, DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     find(tx, caller.tenant_id, id, Read::Last).await
 }
 tenant_op!(GetTask => Task, get, single_statement);
@@ -235,7 +234,7 @@ async fn create(
     caller: &Caller,
     CreateTask(new): CreateTask,
 ) -> Result<Task, DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     let tenant = caller.tenant_id;
     let mut errors = Vec::new();
     let title = text("title", &new.title, 1, 500, &mut errors);
@@ -294,7 +293,7 @@ async fn update(
     caller: &Caller,
     UpdateTask(id, patch): UpdateTask,
 ) -> Result<Task, DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     let tenant = caller.tenant_id;
     let mut errors = Vec::new();
     let title = patch
@@ -369,7 +368,7 @@ async fn delete(
     caller: &Caller,
     DeleteTask(id): DeleteTask,
 ) -> Result<(), DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     let tenant = caller.tenant_id;
     let row = query_opt(
         tx,

@@ -13,12 +13,12 @@ use uuid::Uuid;
 
 use super::page::{Cursor, Page, PageRequest};
 use super::{
-    check, execute, is_admin, query, query_one, query_opt, read_row, record_change, require_admin,
-    require_user, tenant_op, text, Change, DomainError, Read,
+    check, execute, query, query_one, query_opt, read_row, record_change, tenant_op, text, Change,
+    DomainError, Read,
 };
-use crate::actors::Caller;
 use crate::audit::AuditAction;
-use crate::auth::Role;
+use crate::auth::Caller;
+use crate::auth::{AccessError, Role};
 use crate::tenancy::validate;
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -172,7 +172,7 @@ async fn list(
     caller: &Caller,
     ListUsers(q): ListUsers,
 ) -> Result<Page<User>, DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let rows = match page.after {
         None => {
@@ -218,7 +218,7 @@ async fn get(
     caller: &Caller,
     GetUser(id): GetUser,
 ) -> Result<User, DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     find(tx, caller.tenant_id, id, Read::Last).await
 }
 tenant_op!(GetUser => User, get, single_statement);
@@ -237,7 +237,7 @@ async fn create(
     caller: &Caller,
     op: CreateUser,
 ) -> Result<CreatedUser, DomainError> {
-    require_admin(caller)?;
+    caller.admin()?;
     let tenant = caller.tenant_id;
     lock_roster(tx, tenant).await?;
     // The plan is read from the database, not from the caller's cached view: operators change
@@ -259,11 +259,12 @@ async fn create(
         .await?
         .get(0);
         if current >= limit {
-            return Err(DomainError::PlanLimit {
+            return Err(AccessError::PlanLimit {
                 resource: "users",
                 limit,
                 current,
-            });
+            }
+            .into());
         }
     }
     let id = Uuid::now_v7();
@@ -313,7 +314,7 @@ pub struct UpdateUser {
 }
 
 async fn update(tx: &TenantTx<'_>, caller: &Caller, op: UpdateUser) -> Result<User, DomainError> {
-    let me = require_user(caller)?;
+    let me = caller.user()?;
     let tenant = caller.tenant_id;
     let demoting = op.role == Some(Role::Member);
     if demoting {
@@ -321,14 +322,19 @@ async fn update(tx: &TenantTx<'_>, caller: &Caller, op: UpdateUser) -> Result<Us
     }
     // Found first: a user of another tenant is 404 for everyone, never 403.
     let before = find(tx, tenant, op.id, Read::ForUpdate).await?;
-    if !is_admin(caller) {
+    if !caller.is_admin() {
         if op.id != me {
-            return Err(DomainError::Forbidden(
-                "members may only change their own account",
-            ));
+            // Another user's account: only an admin may change it.
+            return Err(AccessError::RoleRequired {
+                required: Role::Admin,
+            }
+            .into());
         }
         if op.role.is_some_and(|r| r != before.role) {
-            return Err(DomainError::Forbidden("only admins change roles"));
+            return Err(AccessError::RoleRequired {
+                required: Role::Admin,
+            }
+            .into());
         }
     }
     if demoting
@@ -381,11 +387,11 @@ async fn delete(
     caller: &Caller,
     DeleteUser(id): DeleteUser,
 ) -> Result<(), DomainError> {
-    require_user(caller)?;
+    caller.user()?;
     let tenant = caller.tenant_id;
     // Existence before role: a user of another tenant is 404 for everyone.
     find(tx, tenant, id, Read::Plain).await?;
-    require_admin(caller)?;
+    caller.admin()?;
     // The roster lock is taken before any row lock, in every path, so paths cannot deadlock.
     lock_roster(tx, tenant).await?;
     let before = find(tx, tenant, id, Read::ForUpdate).await?;

@@ -6,7 +6,7 @@ use actix_web::{dev::Payload, web, FromRequest, HttpMessage, HttpRequest};
 use secrecy::ExposeSecret;
 
 use crate::auth::{constant_time_eq, AuthError};
-use crate::error::Problem;
+use crate::http::problem::Problem;
 use crate::state::AppState;
 
 /// The id of the current request (from `X-Request-Id` when the caller sent a sane one).

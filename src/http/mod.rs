@@ -3,6 +3,7 @@
 pub mod extract;
 pub mod middleware;
 pub mod openapi;
+pub mod problem;
 pub mod routes;
 pub mod tenant;
 pub mod ws;

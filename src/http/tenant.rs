@@ -11,9 +11,9 @@ use futures_util::future::LocalBoxFuture;
 use uuid::Uuid;
 
 use super::extract::{bearer_token, RequestId};
-use crate::actors::{Caller, TenantOp};
-use crate::auth::{self, AuthError, Credential};
-use crate::error::Problem;
+use crate::actors::{ExecError, TenantOp};
+use crate::auth::{self, AuthError, Caller, Credential};
+use crate::http::problem::Problem;
 use crate::state::AppState;
 use crate::tenancy::resolve::{self, ResolvedTenant, TenantKey};
 
@@ -38,7 +38,7 @@ impl Deref for TenantRequest {
 }
 
 impl TenantRequest {
-    pub async fn execute<O: TenantOp>(&self, op: O) -> Result<O::Output, Problem> {
+    pub async fn execute<O: TenantOp>(&self, op: O) -> Result<O::Output, ExecError<O::Error>> {
         self.state.execute(self.caller.clone(), op).await
     }
 

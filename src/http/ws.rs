@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
-use crate::error::Problem;
 use crate::http::extract::bearer_token;
+use crate::http::problem::Problem;
 use crate::http::tenant::resolve_with_token;
 
 const TICK: Duration = Duration::from_secs(1);

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::{Job, JobError, Registry};
 use crate::db::{begin_tenant_tx, PgPool, COMMIT_WITHOUT_WAITING_SQL};
+use crate::error::error_chain;
 use crate::state::AppState;
 
 #[derive(Clone, Debug)]
@@ -103,7 +104,9 @@ impl Worker {
             match self.run_once().await {
                 Ok(n) if n as i32 >= self.options.batch_size => continue,
                 Ok(_) => {}
-                Err(err) => tracing::warn!(%err, "outbox claim failed; will retry"),
+                Err(err) => {
+                    tracing::warn!(error = %error_chain(&err), "outbox claim failed; will retry")
+                }
             }
             if !crate::supervise::pause(&stop, self.options.poll_interval).await {
                 return;
@@ -147,7 +150,7 @@ impl Worker {
             Ok(outcome) => outcome,
             Err(err) => {
                 // The row keeps its lease and is retried once the lease runs out.
-                span.in_scope(|| tracing::warn!(%err, tenant_id = %tenant, job_id = %id, "outbox job could not be settled"));
+                span.in_scope(|| tracing::warn!(error = %error_chain(&err), tenant_id = %tenant, job_id = %id, "outbox job could not be settled"));
                 Outcome::Retry
             }
         }

@@ -10,6 +10,7 @@ pub mod validate;
 
 use thiserror::Error;
 
+use crate::auth::AuthError;
 use crate::db::DbError;
 use crate::error::FieldError;
 
@@ -28,8 +29,12 @@ pub enum TenancyError {
     RetentionExpired,
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error("{0}")]
-    Internal(String),
+    /// Hashing the admin's password or signing their first token.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// A test made provisioning fail on purpose (`provision::FaultPoint`).
+    #[error("injected failure after schema creation")]
+    InjectedFault,
 }
 
 impl From<tokio_postgres::Error> for TenancyError {

@@ -98,7 +98,7 @@ pub async fn provision_with_fault(
     // The hash (CPU on this process) and the schema DDL (mostly waiting on PostgreSQL) are the
     // two halves of provisioning: run them side by side and take the hash just before the
     // admin row needs it (bench/tenant_schemas measures both).
-    let hashing = tokio::task::spawn_blocking(move || password::hash(&password));
+    let hashing = password::hash_blocking(password);
 
     let tenant_id = Uuid::now_v7();
     let admin_id = Uuid::now_v7();
@@ -150,10 +150,7 @@ pub async fn provision_with_fault(
     )
     .await?;
     create_tenant_schema(&tx, tenant_id, ctx.template, ctx.config).await?;
-    let password_hash = hashing
-        .await
-        .map_err(|e| TenancyError::Internal(format!("hashing task failed: {e}")))?
-        .map_err(|e| TenancyError::Internal(e.to_string()))?;
+    let password_hash = hashing.await?;
     tx.execute(
         "insert into app.users (tenant_id, id, email, name, role, password_hash) \
          values ($1, $2, $3, 'Administrator', 'admin', $4)",
@@ -161,17 +158,12 @@ pub async fn provision_with_fault(
     )
     .await?;
     if fault == FaultPoint::AfterSchemaCreated {
-        return Err(TenancyError::Internal(
-            "injected failure after schema creation".into(),
-        ));
+        return Err(TenancyError::InjectedFault);
     }
     tx.commit().await.map_err(DbError::from)?;
     tenant.schema_version = ctx.template.latest_version();
 
-    let (token, _) = ctx
-        .jwt
-        .issue(admin_id, tenant_id, Role::Admin)
-        .map_err(|e| TenancyError::Internal(e.to_string()))?;
+    let (token, _) = ctx.jwt.issue(admin_id, tenant_id, Role::Admin)?;
     Ok(Provisioned {
         tenant,
         admin_id,
@@ -193,11 +185,7 @@ pub async fn reset_password(
     if !errors.is_empty() {
         return Err(TenancyError::Validation(errors));
     }
-    let pw = new_password.to_string();
-    let hash = tokio::task::spawn_blocking(move || password::hash(&pw))
-        .await
-        .map_err(|e| TenancyError::Internal(e.to_string()))?
-        .map_err(|e| TenancyError::Internal(e.to_string()))?;
+    let hash = password::hash_blocking(new_password.to_string()).await?;
     let mut conn = owner.get().await?;
     let tx = crate::db::begin_tenant_tx(&mut conn, tenant).await?;
     let row = tx

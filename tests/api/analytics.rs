@@ -18,7 +18,7 @@ use tenantry::analytics::{
     AnalyticsError, CommitterConfig, GroupCommitter, IngestRules, NewEvent, ValidEvent,
 };
 use tenantry::db::{begin_tenant_tx, tenant_schema_name, PgPool, Pools};
-use tenantry::error::Problem;
+use tenantry::http::problem::Problem;
 use tokio_postgres::Client;
 use uuid::Uuid;
 

@@ -692,3 +692,36 @@ async fn reads_need_a_user() {
         assert_problem(r, 401, "unauthorized").await;
     }
 }
+
+/// Every role check answers a member with the same 403 body, whether the route refuses before
+/// any work (API keys, the export) or the operation refuses inside its transaction (users, the
+/// audit trail).
+#[tokio::test]
+async fn every_role_guard_answers_with_one_body() {
+    let app = spawn_app().await;
+    let t = app.create_tenant("guarded").await;
+    let bob_id = id_of(&create_user(&app, &t.token, "bob@guarded.example.com", "member").await);
+    let bob = token_for(&app, t.id, bob_id, Role::Member);
+
+    let mut bodies = Vec::new();
+    for r in [
+        app.get("/api-keys", &bob).send().await.unwrap(),
+        app.get("/tenant/export", &bob).send().await.unwrap(),
+        app.get("/audit-logs", &bob).send().await.unwrap(),
+        app.post("/users", &bob)
+            .json(&json!({"email": "eve@guarded.example.com", "name": "Eve"}))
+            .send()
+            .await
+            .unwrap(),
+        app.patch(&format!("/users/{}", t.admin_id), &bob)
+            .json(&json!({"name": "Not yours"}))
+            .send()
+            .await
+            .unwrap(),
+    ] {
+        let body = assert_problem(r, 403, "forbidden").await;
+        assert_eq!(body["required_role"], "admin", "{body}");
+        bodies.push(body);
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{bodies:#?}");
+}

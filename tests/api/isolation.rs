@@ -4,10 +4,9 @@
 
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
-use tenantry::actors::{Caller, TenantOp};
-use tenantry::auth::Role;
-use tenantry::db::{Pools, TenantTx, TENANT_TABLES};
-use tenantry::error::Problem;
+use tenantry::actors::TenantOp;
+use tenantry::auth::{Caller, Role};
+use tenantry::db::{DbError, Pools, TenantTx, TENANT_TABLES};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -307,12 +306,13 @@ struct UnfilteredTasks;
 
 impl TenantOp for UnfilteredTasks {
     type Output = Vec<Uuid>;
+    type Error = DbError;
 
     fn run<'a>(
         self,
         tx: &'a TenantTx<'a>,
         _caller: &'a Caller,
-    ) -> BoxFuture<'a, Result<Vec<Uuid>, Problem>> {
+    ) -> BoxFuture<'a, Result<Vec<Uuid>, DbError>> {
         Box::pin(async move {
             let rows = tx.query("select tenant_id from app.tasks", &[]).await?;
             Ok(rows.iter().map(|r| r.get(0)).collect())

@@ -326,7 +326,7 @@ async fn a_failure_after_the_schema_is_created_leaves_nothing_behind() {
     )
     .await
     .expect_err("the injected fault");
-    assert!(matches!(err, TenancyError::Internal(_)), "{err:?}");
+    assert!(matches!(err, TenancyError::InjectedFault), "{err:?}");
 
     let su = db.superuser_db().await;
     for (what, sql) in [

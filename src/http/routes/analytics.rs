@@ -7,11 +7,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::actors::{Caller, TenantOp};
+use crate::actors::TenantOp;
 use crate::analytics::buckets::{to_micros, Interval};
 use crate::analytics::query::{self, Metric, Series, SeriesRequest, Summary};
 use crate::analytics::{model, AnalyticsError, EventBatch};
-use crate::error::{FieldError, Problem};
+use crate::auth::Caller;
+use crate::error::FieldError;
+use crate::http::problem::Problem;
 use crate::http::tenant::TenantRequest;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -116,15 +118,16 @@ struct GetSummary {
 
 impl TenantOp for GetSummary {
     type Output = Summary;
+    type Error = AnalyticsError;
 
     fn run<'a>(
         self,
         tx: &'a crate::db::TenantTx<'a>,
         caller: &'a Caller,
-    ) -> BoxFuture<'a, Result<Summary, Problem>> {
-        Box::pin(async move {
-            Ok(query::summary(tx.client(), caller.tenant_id, self.from, self.to).await?)
-        })
+    ) -> BoxFuture<'a, Result<Summary, AnalyticsError>> {
+        Box::pin(
+            async move { query::summary(tx.client(), caller.tenant_id, self.from, self.to).await },
+        )
     }
 }
 
@@ -150,15 +153,14 @@ struct GetSeries(SeriesRequest);
 
 impl TenantOp for GetSeries {
     type Output = Series;
+    type Error = AnalyticsError;
 
     fn run<'a>(
         self,
         tx: &'a crate::db::TenantTx<'a>,
         caller: &'a Caller,
-    ) -> BoxFuture<'a, Result<Series, Problem>> {
-        Box::pin(
-            async move { Ok(query::timeseries(tx.client(), caller.tenant_id, &self.0).await?) },
-        )
+    ) -> BoxFuture<'a, Result<Series, AnalyticsError>> {
+        Box::pin(async move { query::timeseries(tx.client(), caller.tenant_id, &self.0).await })
     }
 }
 

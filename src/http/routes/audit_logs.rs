@@ -2,9 +2,10 @@
 
 use actix_web::{get, web, HttpResponse};
 
-use crate::audit::{AuditLog, AuditQuery, ListAuditLogs};
+use crate::audit::AuditLog;
+use crate::domain::audit_logs::{AuditQuery, ListAuditLogs};
 use crate::domain::page::Page;
-use crate::error::Problem;
+use crate::http::problem::Problem;
 use crate::http::tenant::TenantRequest;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

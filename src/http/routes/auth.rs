@@ -7,10 +7,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::actors::{Caller, TenantOp};
+use crate::actors::TenantOp;
 use crate::audit::{self, AuditAction};
-use crate::auth::{self, api_keys, password, AuthError, Role};
-use crate::error::{FieldError, Problem};
+use crate::auth::{self, api_keys, password, AuthError, Caller, Role};
+use crate::error::FieldError;
+use crate::http::problem::Problem;
 use crate::http::tenant::{PublicTenantRequest, TenantRequest};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -47,13 +48,14 @@ struct FindLoginUser {
 
 impl TenantOp for FindLoginUser {
     type Output = Option<(Uuid, String, String, Option<String>)>;
+    type Error = AuthError;
     const OPENS_TENANT_SCHEMA: bool = false;
 
     fn run<'a>(
         self,
         tx: &'a crate::db::TenantTx<'a>,
         caller: &'a Caller,
-    ) -> BoxFuture<'a, Result<Self::Output, Problem>> {
+    ) -> BoxFuture<'a, Result<Self::Output, AuthError>> {
         Box::pin(async move {
             let stmt = tx
                 .prepare_cached(
@@ -109,7 +111,7 @@ pub async fn login(
         password::verify(&given, hash)
     })
     .await
-    .map_err(|_| Problem::internal())?;
+    .map_err(AuthError::HashingTask)?;
     let Some((id, email, role)) = user.filter(|_| matches) else {
         return Err(AuthError::InvalidCredentials.into());
     };
@@ -162,13 +164,14 @@ struct InsertApiKey {
 
 impl TenantOp for InsertApiKey {
     type Output = DateTime<Utc>;
+    type Error = AuthError;
     const OPENS_TENANT_SCHEMA: bool = false;
 
     fn run<'a>(
         self,
         tx: &'a crate::db::TenantTx<'a>,
         caller: &'a Caller,
-    ) -> BoxFuture<'a, Result<Self::Output, Problem>> {
+    ) -> BoxFuture<'a, Result<Self::Output, AuthError>> {
         Box::pin(async move {
             let user = caller.admin()?;
             let row = tx
@@ -247,13 +250,14 @@ struct ListApiKeys;
 
 impl TenantOp for ListApiKeys {
     type Output = Vec<ApiKey>;
+    type Error = AuthError;
     const OPENS_TENANT_SCHEMA: bool = false;
 
     fn run<'a>(
         self,
         tx: &'a crate::db::TenantTx<'a>,
         caller: &'a Caller,
-    ) -> BoxFuture<'a, Result<Self::Output, Problem>> {
+    ) -> BoxFuture<'a, Result<Self::Output, AuthError>> {
         Box::pin(async move {
             let rows = tx
                 .query(
@@ -305,13 +309,14 @@ struct RevokeApiKey {
 
 impl TenantOp for RevokeApiKey {
     type Output = bool;
+    type Error = AuthError;
     const OPENS_TENANT_SCHEMA: bool = false;
 
     fn run<'a>(
         self,
         tx: &'a crate::db::TenantTx<'a>,
         caller: &'a Caller,
-    ) -> BoxFuture<'a, Result<Self::Output, Problem>> {
+    ) -> BoxFuture<'a, Result<Self::Output, AuthError>> {
         Box::pin(async move {
             let revoked = tx
                 .execute(

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::db::{begin_tenant_tx, DbError};
 use crate::domain::tasks::{Task, TASK_COLUMNS};
-use crate::error::Problem;
+use crate::http::problem::Problem;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -5,11 +5,13 @@ use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::actors::{Caller, TenantOp};
-use crate::error::Problem;
+use crate::actors::TenantOp;
+use crate::auth::Caller;
+use crate::error::error_chain;
+use crate::http::problem::Problem;
 use crate::http::tenant::TenantRequest;
 use crate::tenancy::lifecycle;
-use crate::tenancy::Tenant;
+use crate::tenancy::{TenancyError, Tenant};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(current_tenant).service(export_tenant);
@@ -19,16 +21,15 @@ struct GetCurrentTenant;
 
 impl TenantOp for GetCurrentTenant {
     type Output = Tenant;
+    type Error = TenancyError;
     const OPENS_TENANT_SCHEMA: bool = false;
 
     fn run<'a>(
         self,
         tx: &'a crate::db::TenantTx<'a>,
         caller: &'a Caller,
-    ) -> BoxFuture<'a, Result<Tenant, Problem>> {
-        Box::pin(
-            async move { Ok(lifecycle::find(tx.client(), &caller.tenant_id.to_string()).await?) },
-        )
+    ) -> BoxFuture<'a, Result<Tenant, TenancyError>> {
+        Box::pin(async move { lifecycle::find(tx.client(), &caller.tenant_id.to_string()).await })
     }
 }
 
@@ -47,14 +48,15 @@ struct ExportTenant {
 
 impl TenantOp for ExportTenant {
     type Output = u64;
+    type Error = TenancyError;
 
     fn run<'a>(
         self,
         tx: &'a crate::db::TenantTx<'a>,
         caller: &'a Caller,
-    ) -> BoxFuture<'a, Result<u64, Problem>> {
+    ) -> BoxFuture<'a, Result<u64, TenancyError>> {
         Box::pin(async move {
-            Ok(crate::tenancy::export::export(tx.client(), caller.tenant_id, self.out).await?)
+            crate::tenancy::export::export(tx.client(), caller.tenant_id, self.out).await
         })
     }
 }
@@ -70,8 +72,8 @@ pub async fn export_tenant(req: TenantRequest) -> Result<HttpResponse, Problem> 
     // half way the stream ends with an error line rather than silently.
     let errors = lines.clone();
     actix_web::rt::spawn(async move {
-        if let Err(problem) = req.execute(ExportTenant { out: lines }).await {
-            tracing::error!(%problem, "tenant export failed");
+        if let Err(err) = req.execute(ExportTenant { out: lines }).await {
+            tracing::error!(error = %error_chain(&err), "tenant export failed");
             let _ = errors
                 .send(
                     serde_json::json!({"type": "error", "detail": "export interrupted"})

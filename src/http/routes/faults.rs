@@ -8,8 +8,10 @@ use actix_web::{post, web, HttpResponse};
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
-use crate::actors::{Caller, TenantOp};
-use crate::error::Problem;
+use crate::actors::TenantOp;
+use crate::auth::Caller;
+use crate::db::DbError;
+use crate::http::problem::Problem;
 use crate::http::tenant::TenantRequest;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -22,12 +24,13 @@ struct PanicOp;
 
 impl TenantOp for PanicOp {
     type Output = ();
+    type Error = DbError;
 
     fn run<'a>(
         self,
         _tx: &'a crate::db::TenantTx<'a>,
         caller: &'a Caller,
-    ) -> BoxFuture<'a, Result<(), Problem>> {
+    ) -> BoxFuture<'a, Result<(), DbError>> {
         Box::pin(async move { panic!("injected panic in the work of tenant {}", caller.tenant_id) })
     }
 }
@@ -49,12 +52,13 @@ struct SleepOp {
 
 impl TenantOp for SleepOp {
     type Output = ();
+    type Error = DbError;
 
     fn run<'a>(
         self,
         tx: &'a crate::db::TenantTx<'a>,
         _caller: &'a Caller,
-    ) -> BoxFuture<'a, Result<(), Problem>> {
+    ) -> BoxFuture<'a, Result<(), DbError>> {
         Box::pin(async move {
             // Holds the tenant's connection lease like a slow query would.
             tx.execute("select 1", &[]).await?;
@@ -79,18 +83,16 @@ struct BackendPidOp<const OPENS_SCHEMA: bool>;
 
 impl<const OPENS_SCHEMA: bool> TenantOp for BackendPidOp<OPENS_SCHEMA> {
     type Output = i32;
+    type Error = DbError;
     const OPENS_TENANT_SCHEMA: bool = OPENS_SCHEMA;
 
     fn run<'a>(
         self,
         tx: &'a crate::db::TenantTx<'a>,
         _caller: &'a Caller,
-    ) -> BoxFuture<'a, Result<i32, Problem>> {
+    ) -> BoxFuture<'a, Result<i32, DbError>> {
         Box::pin(async move {
-            let row = tx
-                .query_one("select pg_backend_pid()", &[])
-                .await
-                .map_err(crate::db::DbError::from)?;
+            let row = tx.query_one("select pg_backend_pid()", &[]).await?;
             Ok(row.get(0))
         })
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use actix_web::{get, web, HttpResponse};
 use serde_json::json;
 
-use crate::error::Problem;
+use crate::http::problem::Problem;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

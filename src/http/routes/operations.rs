@@ -8,8 +8,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::actors::ActorInfo;
-use crate::error::Problem;
 use crate::http::extract::{PlatformOperator, RequestId};
+use crate::http::problem::Problem;
 use crate::state::AppState;
 use crate::tenancy::lifecycle::record_platform_action;
 

@@ -11,7 +11,7 @@ use crate::domain::projects::{
     CreateProject, DeleteProject, GetProject, ListProjects, NewProject, Project, ProjectPatch,
     ProjectQuery, UpdateProject,
 };
-use crate::error::Problem;
+use crate::http::problem::Problem;
 use crate::http::tenant::TenantRequest;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -7,7 +7,7 @@ use crate::domain::page::Page;
 use crate::domain::tasks::{
     CreateTask, DeleteTask, GetTask, ListTasks, NewTask, Task, TaskPatch, TaskQuery, UpdateTask,
 };
-use crate::error::Problem;
+use crate::http::problem::Problem;
 use crate::http::tenant::TenantRequest;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

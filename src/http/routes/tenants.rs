@@ -6,8 +6,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::cache::Invalidation;
-use crate::error::Problem;
 use crate::http::extract::{PlatformOperator, RequestId};
+use crate::http::problem::Problem;
 use crate::state::AppState;
 use crate::tenancy::{lifecycle, provision, NewTenant, Tenant};
 

@@ -11,8 +11,7 @@ use crate::domain::users::{
     self, CreateUser, CreatedUser, DeleteUser, GetUser, ListUsers, NewUser, UpdateUser, User,
     UserPatch, UserQuery,
 };
-use crate::domain::DomainError;
-use crate::error::Problem;
+use crate::http::problem::Problem;
 use crate::http::tenant::TenantRequest;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -21,15 +20,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(get_user)
         .service(update_user)
         .service(delete_user);
-}
-
-/// Argon2 is deliberately slow: it runs on the blocking pool, and before the operation takes a
-/// database connection.
-async fn hash(password: String) -> Result<String, Problem> {
-    let hashed = tokio::task::spawn_blocking(move || password::hash(&password))
-        .await
-        .map_err(|e| DomainError::Internal(format!("hashing task failed: {e}")))??;
-    Ok(hashed)
 }
 
 #[utoipa::path(get, path = "/users", tag = "users", params(UserQuery), security(("bearer" = [])),
@@ -62,7 +52,8 @@ pub async fn create_user(
             (pw.clone(), Some(pw))
         }
     };
-    let password_hash = hash(clear).await?;
+    // Hashed before the operation takes a database connection.
+    let password_hash = password::hash_blocking(clear).await?;
     let created = req
         .execute(CreateUser {
             email: new.email,
@@ -96,7 +87,7 @@ pub async fn update_user(
     let patch = body.into_inner();
     users::validate_patch(&patch)?;
     let password_hash = match patch.password {
-        Some(pw) => Some(hash(pw).await?),
+        Some(pw) => Some(password::hash_blocking(pw).await?),
         None => None,
     };
     let user = req
