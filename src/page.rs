@@ -389,27 +389,22 @@ pub trait Rows: Sync {
     ) -> impl Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a;
 }
 
-impl Rows for TenantTx<'_> {
-    async fn rows<'a>(
-        &'a self,
-        sql: &'a str,
-        params: &'a [&'a (dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, tokio_postgres::Error> {
-        let stmt = self.prepare_cached(sql).await?;
-        self.query(&stmt, params).await
-    }
+/// The two have the same inherent `prepare_cached` and `query`, but no trait in common.
+macro_rules! rows_through_statement_cache {
+    ($($client:ty),*) => {$(
+        impl Rows for $client {
+            async fn rows<'a>(
+                &'a self,
+                sql: &'a str,
+                params: &'a [&'a (dyn ToSql + Sync)],
+            ) -> Result<Vec<Row>, tokio_postgres::Error> {
+                let stmt = self.prepare_cached(sql).await?;
+                self.query(&stmt, params).await
+            }
+        }
+    )*};
 }
-
-impl Rows for deadpool_postgres::Transaction<'_> {
-    async fn rows<'a>(
-        &'a self,
-        sql: &'a str,
-        params: &'a [&'a (dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, tokio_postgres::Error> {
-        let stmt = self.prepare_cached(sql).await?;
-        self.query(&stmt, params).await
-    }
-}
+rows_through_statement_cache!(TenantTx<'_>, deadpool_postgres::Transaction<'_>);
 
 #[cfg(test)]
 mod tests {

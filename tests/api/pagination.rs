@@ -153,6 +153,16 @@ async fn edited_cursors_are_refused(app: &TestApp, list: &List<'_>) {
     refused(app, list, "not-a-cursor").await;
 }
 
+async fn create_api_key(app: &TestApp, t: &TestTenant, name: &str) -> Value {
+    let r = app
+        .post("/api-keys", &t.token)
+        .json(&json!({"name": name}))
+        .send()
+        .await
+        .unwrap();
+    expect(r, 201).await
+}
+
 /// Every list of a tenant; the members are those of `project`.
 fn tenant_lists(t: &TestTenant, project: Uuid) -> [List<'_>; 8] {
     [
@@ -202,13 +212,7 @@ async fn every_list_pages_the_same_way() {
             create_task(&app, &t.token, project, &format!("task {i}")).await;
         }
         for i in 0..3 {
-            let r = app
-                .post("/api-keys", &t.token)
-                .json(&json!({"name": format!("key {i}")}))
-                .send()
-                .await
-                .unwrap();
-            expect(r, 201).await;
+            create_api_key(&app, t, &format!("key {i}")).await;
         }
         projects.push(project);
     }
@@ -293,13 +297,7 @@ async fn rows_written_meanwhile_do_not_shift_the_pages() {
     let app = spawn_app().await;
     let t = app.create_tenant_on_plan("acme", "pro").await;
     for i in 0..3 {
-        let r = app
-            .post("/api-keys", &t.token)
-            .json(&json!({"name": format!("key {i}")}))
-            .send()
-            .await
-            .unwrap();
-        expect(r, 201).await;
+        create_api_key(&app, &t, &format!("key {i}")).await;
     }
     let list = List {
         path: "/api-keys".into(),
@@ -307,13 +305,7 @@ async fn rows_written_meanwhile_do_not_shift_the_pages() {
     };
     let first = list.page(&app, "limit=2").await;
     let cursor = first["next_cursor"].as_str().unwrap().to_string();
-    let r = app
-        .post("/api-keys", &t.token)
-        .json(&json!({"name": "late"}))
-        .send()
-        .await
-        .unwrap();
-    let late = expect(r, 201).await;
+    let late = create_api_key(&app, &t, "late").await;
     let rest = list.page(&app, &format!("limit=2&cursor={cursor}")).await;
     let names: Vec<&str> = first["items"]
         .as_array()
