@@ -64,11 +64,11 @@ pub struct Page<T> {
 #[error("invalid page request")]
 pub struct PageError(pub Vec<FieldError>);
 
+type HmacSha256 = Hmac<Sha256>;
+
 /// The key cursors are sealed with. Cheap to clone; `Debug` never shows it.
 #[derive(Clone)]
-pub struct CursorKey(Hmac<Sha256>);
-
-type HmacSha256 = Hmac<Sha256>;
+pub struct CursorKey(HmacSha256);
 
 impl CursorKey {
     /// HMAC(secret, label): every instance configured with the same secret derives the same
