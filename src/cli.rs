@@ -14,8 +14,10 @@ use crate::config::Config;
 use crate::db::migrate::{self, MigrateOptions};
 use crate::db::template::TenantTemplate;
 use crate::db::Pools;
+use crate::page::{CursorKey, MAX_LIMIT};
 use crate::startup::{Application, ServerOptions};
-use crate::tenancy::{self, lifecycle, NewTenant, TenancyError};
+use crate::tenancy::lifecycle::{self, PlatformAction};
+use crate::tenancy::{self, NewTenant, TenancyError};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -286,7 +288,8 @@ async fn tenants(config: &Config, cmd: TenantsCommand) -> anyhow::Result<()> {
             include_deleted,
             json,
         } => {
-            let mut cursor = None;
+            let cursors = CursorKey::derive(&config.jwt_secret);
+            let mut cursor: Option<String> = None;
             let mut stdout = std::io::stdout().lock();
             if !json {
                 writeln!(
@@ -296,7 +299,9 @@ async fn tenants(config: &Config, cmd: TenantsCommand) -> anyhow::Result<()> {
                 )?;
             }
             loop {
-                let page = lifecycle::list(&ops.pools.admin, include_deleted, 500, cursor, None)
+                let request =
+                    lifecycle::TENANTS.parse(&cursors, Some(MAX_LIMIT), cursor.as_deref())?;
+                let page = lifecycle::list(&ops.pools.admin, include_deleted, &request, None)
                     .await
                     .map_err(describe)?;
                 for t in &page.items {
@@ -401,23 +406,15 @@ async fn export(ops: &Ops, tenant: uuid::Uuid, output: Option<PathBuf>) -> anyho
         writer.flush()?;
         Ok(n)
     });
-    let mut conn = ops.pools.admin.get().await?;
-    let tx = crate::db::begin_tenant_tx(&mut conn, tenant).await?;
-    let exported = tenancy::export::export(&*tx, tenant, tx_lines)
-        .await
-        .map_err(describe)?;
     // An operator reading every row of a tenant is audited like any other operator action.
-    lifecycle::record_platform_action(
-        &tx,
-        "operator",
-        "tenant.export",
-        Some(tenant),
-        json!({"lines": exported}),
-        None,
-    )
+    let action = PlatformAction::operator("tenant.export", Some(tenant), None).in_tenant(tenant);
+    lifecycle::with_platform_action(&ops.pools.admin, action, async move |tx, details| {
+        let exported = tenancy::export::export(&**tx, tenant, tx_lines).await?;
+        *details = json!({"lines": exported});
+        Ok(())
+    })
     .await
     .map_err(describe)?;
-    tx.commit().await?;
     let lines = writing.await??;
     if let Some(path) = output {
         eprintln!("exported {lines} line(s) to {}", path.display());

@@ -112,7 +112,9 @@ impl Application {
                 ..Default::default()
             },
         );
+        let cursors = crate::page::CursorKey::derive(&config.jwt_secret);
         let state = web::Data::new(AppState {
+            cursors,
             config,
             analytics,
             pools,

@@ -21,6 +21,8 @@ pub struct AppState {
     pub pools: Pools,
     pub redis: redis::Client,
     pub jwt: JwtKeys,
+    /// Seals and opens list cursors (`crate::page`).
+    pub cursors: crate::page::CursorKey,
     pub template: TenantTemplate,
     pub metrics: Metrics,
     pub actors: TenantRegistry,

@@ -5,12 +5,12 @@ use serde::Deserialize;
 use tokio_postgres::types::ToSql;
 use utoipa::IntoParams;
 
-use super::page::{Cursor, Page, PageRequest};
-use super::{check, query, tenant_op, DomainError};
+use super::{check, tenant_op, DomainError};
 use crate::audit::{AuditLog, AUDIT_COLUMNS};
 use crate::auth::Caller;
 use crate::db::TenantTx;
 use crate::error::FieldError;
+use crate::page::{and_equal, CursorKey, Keyset, Page, TimeKey};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -22,16 +22,18 @@ pub struct AuditQuery {
     pub cursor: Option<String>,
 }
 
+static AUDIT_LOGS: Keyset<TimeKey> = Keyset::descending("audit logs", &["created_at", "id"]);
+
 /// GET /audit-logs: tenant admins only, newest first.
-pub struct ListAuditLogs(pub AuditQuery);
+pub struct ListAuditLogs(pub AuditQuery, pub CursorKey);
 
 async fn list(
     tx: &TenantTx<'_>,
     caller: &Caller,
-    ListAuditLogs(q): ListAuditLogs,
+    ListAuditLogs(q, cursors): ListAuditLogs,
 ) -> Result<Page<AuditLog>, DomainError> {
     caller.admin()?;
-    let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
+    let page = AUDIT_LOGS.parse(&cursors, q.limit, q.cursor.as_deref())?;
     let mut errors = Vec::new();
     for (field, value) in [("resource", &q.resource), ("action", &q.action)] {
         if value.as_ref().is_some_and(|v| v.is_empty() || v.len() > 64) {
@@ -43,33 +45,26 @@ async fn list(
     let mut sql = format!(
         "select {AUDIT_COLUMNS} from app.audit_logs where tenant_id = $1 and deleted_at is null"
     );
-    let fetch = page.fetch();
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&caller.tenant_id, &fetch];
-    if let Some(resource) = &q.resource {
-        params.push(resource);
-        sql.push_str(&format!(" and resource = ${}", params.len()));
-    }
-    if let Some(action) = &q.action {
-        params.push(action);
-        sql.push_str(&format!(" and action = ${}", params.len()));
-    }
-    let after = page.after;
-    if let Some(cursor) = &after {
-        params.push(&cursor.created_at);
-        params.push(&cursor.id);
-        sql.push_str(&format!(
-            " and (created_at, id) < (${}, ${})",
-            params.len() - 1,
-            params.len()
-        ));
-    }
-    sql.push_str(" order by created_at desc, id desc limit $2");
-    let rows = query(tx, &sql, &params).await?;
-    let items = rows.iter().map(AuditLog::from_row).collect();
-    Ok(page.finish(items, |log: &AuditLog| Cursor {
-        created_at: log.created_at,
-        id: log.id,
-    }))
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&caller.tenant_id];
+    and_equal(
+        &mut sql,
+        &mut params,
+        &[
+            ("resource", q.resource.as_ref().map(|v| v as _)),
+            ("action", q.action.as_ref().map(|v| v as _)),
+        ],
+    );
+    page.fetch(
+        tx,
+        &sql,
+        &params,
+        |r| Ok(AuditLog::from_row(r)),
+        |log| TimeKey {
+            at: log.created_at,
+            id: log.id,
+        },
+    )
+    .await
 }
 
 tenant_op!(ListAuditLogs => Page<AuditLog>, list);

@@ -10,12 +10,12 @@ use tokio_postgres::Row;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::page::{Cursor, Page, PageRequest};
 use super::refs::{project_is_live, user_is_live};
-use super::{query, query_opt, record_change, tenant_op, Change, DomainError};
+use super::{query_opt, record_change, tenant_op, Change, DomainError};
 use crate::audit::AuditAction;
 use crate::auth::Caller;
 use crate::error::FieldError;
+use crate::page::{CursorKey, Keyset, Page, TimeKey};
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Member {
@@ -66,53 +66,33 @@ async fn project_or_404(tx: &TenantTx<'_>, tenant: Uuid, project: Uuid) -> Resul
     }
 }
 
-pub struct ListMembers(pub Uuid, pub MemberQuery);
+/// In the order members were added; a member added back is placed by when they came back.
+static MEMBERS: Keyset<TimeKey> = Keyset::ascending("project members", &["created_at", "user_id"]);
+
+pub struct ListMembers(pub Uuid, pub MemberQuery, pub CursorKey);
 
 async fn list(
     tx: &TenantTx<'_>,
     caller: &Caller,
-    ListMembers(project, q): ListMembers,
+    ListMembers(project, q, cursors): ListMembers,
 ) -> Result<Page<Member>, DomainError> {
     caller.user()?;
-    let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
+    let page = MEMBERS.parse(&cursors, q.limit, q.cursor.as_deref())?;
     project_or_404(tx, caller.tenant_id, project).await?;
-    let rows = match page.after {
-        None => {
-            query(
-                tx,
-                &format!(
-                    "select {MEMBER_COLUMNS} from app.project_members \
-                     where tenant_id = $1 and project_id = $2 and deleted_at is null \
-                     order by created_at, user_id limit $3"
-                ),
-                &[&caller.tenant_id, &project, &page.fetch()],
-            )
-            .await?
-        }
-        Some(after) => {
-            query(
-                tx,
-                &format!(
-                    "select {MEMBER_COLUMNS} from app.project_members \
-                     where tenant_id = $1 and project_id = $2 and deleted_at is null \
-                     and (created_at, user_id) > ($4, $5) order by created_at, user_id limit $3"
-                ),
-                &[
-                    &caller.tenant_id,
-                    &project,
-                    &page.fetch(),
-                    &after.created_at,
-                    &after.id,
-                ],
-            )
-            .await?
-        }
-    };
-    let items = rows.iter().map(Member::from_row).collect();
-    Ok(page.finish(items, |m: &Member| Cursor {
-        created_at: m.created_at,
-        id: m.user_id,
-    }))
+    page.fetch(
+        tx,
+        &format!(
+            "select {MEMBER_COLUMNS} from app.project_members \
+             where tenant_id = $1 and project_id = $2 and deleted_at is null"
+        ),
+        &[&caller.tenant_id, &project],
+        |r| Ok(Member::from_row(r)),
+        |m| TimeKey {
+            at: m.created_at,
+            id: m.user_id,
+        },
+    )
+    .await
 }
 tenant_op!(ListMembers => Page<Member>, list);
 

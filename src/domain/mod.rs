@@ -20,7 +20,6 @@
 
 pub mod audit_logs;
 pub mod members;
-pub mod page;
 pub mod projects;
 mod refs;
 pub mod tasks;
@@ -38,6 +37,7 @@ use crate::auth::AccessError;
 use crate::auth::Caller;
 use crate::db::DbError;
 use crate::error::FieldError;
+use crate::page::PageError;
 
 #[derive(Debug, Error)]
 pub enum DomainError {
@@ -66,6 +66,12 @@ pub enum DomainError {
 impl From<tokio_postgres::Error> for DomainError {
     fn from(err: tokio_postgres::Error) -> Self {
         DomainError::Db(err.into())
+    }
+}
+
+impl From<PageError> for DomainError {
+    fn from(PageError(errors): PageError) -> Self {
+        DomainError::Validation(errors)
     }
 }
 

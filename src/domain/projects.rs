@@ -9,13 +9,13 @@ use tokio_postgres::Row;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::page::{Cursor, Page, PageRequest};
 use super::{
     check, execute, query, query_one, read_row, record_change, tenant_op, text, Change,
     DomainError, Read, MAX_DESCRIPTION,
 };
 use crate::audit::AuditAction;
 use crate::auth::Caller;
+use crate::page::{CursorKey, Keyset, Page, TimeKey};
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Project {
@@ -82,44 +82,30 @@ async fn find(
         .ok_or(DomainError::NotFound("project"))
 }
 
-pub struct ListProjects(pub ProjectQuery);
+static PROJECTS: Keyset<TimeKey> = Keyset::ascending("projects", &["created_at", "id"]);
+
+pub struct ListProjects(pub ProjectQuery, pub CursorKey);
 
 async fn list(
     tx: &TenantTx<'_>,
     caller: &Caller,
-    ListProjects(q): ListProjects,
+    ListProjects(q, cursors): ListProjects,
 ) -> Result<Page<Project>, DomainError> {
     caller.user()?;
-    let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
-    let rows = match page.after {
-        None => {
-            query(
-                tx,
-                &format!(
-                    "select {PROJECT_COLUMNS} from app.projects where tenant_id = $1 and deleted_at is null \
-                     order by created_at, id limit $2"
-                ),
-                &[&caller.tenant_id, &page.fetch()],
-            )
-            .await?
-        }
-        Some(after) => {
-            query(
-                tx,
-                &format!(
-                    "select {PROJECT_COLUMNS} from app.projects where tenant_id = $1 and deleted_at is null \
-                     and (created_at, id) > ($3, $4) order by created_at, id limit $2"
-                ),
-                &[&caller.tenant_id, &page.fetch(), &after.created_at, &after.id],
-            )
-            .await?
-        }
-    };
-    let items = rows.iter().map(Project::from_row).collect();
-    Ok(page.finish(items, |p: &Project| Cursor {
-        created_at: p.created_at,
-        id: p.id,
-    }))
+    let page = PROJECTS.parse(&cursors, q.limit, q.cursor.as_deref())?;
+    page.fetch(
+        tx,
+        &format!(
+            "select {PROJECT_COLUMNS} from app.projects where tenant_id = $1 and deleted_at is null"
+        ),
+        &[&caller.tenant_id],
+        |r| Ok(Project::from_row(r)),
+        |p| TimeKey {
+            at: p.created_at,
+            id: p.id,
+        },
+    )
+    .await
 }
 tenant_op!(ListProjects => Page<Project>, list);
 

@@ -13,15 +13,15 @@ use tokio_postgres::Row;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::page::{Cursor, Page, PageRequest};
 use super::refs::{project_is_live, user_is_live};
 use super::{
-    check, nullable, query, query_one, query_opt, read_row, record_change, tenant_op, text, Change,
+    check, nullable, query_one, query_opt, read_row, record_change, tenant_op, text, Change,
     DomainError, Read, MAX_DESCRIPTION,
 };
 use crate::audit::AuditAction;
 use crate::auth::Caller;
 use crate::error::FieldError;
+use crate::page::{and_equal, CursorKey, Keyset, Page, TimeKey};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -168,50 +168,35 @@ async fn check_references(
     }
 }
 
-pub struct ListTasks(pub TaskQuery);
+static TASKS: Keyset<TimeKey> = Keyset::ascending("tasks", &["created_at", "id"]);
+
+pub struct ListTasks(pub TaskQuery, pub CursorKey);
 
 async fn list(
     tx: &TenantTx<'_>,
     caller: &Caller,
-    ListTasks(q): ListTasks,
+    ListTasks(q, cursors): ListTasks,
 ) -> Result<Page<Task>, DomainError> {
     caller.user()?;
-    let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
-    let fetch = page.fetch();
+    let page = TASKS.parse(&cursors, q.limit, q.cursor.as_deref())?;
     let status = q.status.map(TaskStatus::as_str);
-    // Only constant fragments and placeholder numbers are pasted; every value is a parameter.
     let mut sql =
         format!("select {TASK_COLUMNS} from app.tasks where tenant_id = $1 and deleted_at is null");
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&caller.tenant_id, &fetch];
-    if let Some(project) = &q.project_id {
-        params.push(project);
-        sql.push_str(&format!(" and project_id = ${}", params.len()));
-    }
-    if let Some(status) = &status {
-        params.push(status);
-        sql.push_str(&format!(" and status = ${}", params.len()));
-    }
-    if let Some(assignee) = &q.assignee_id {
-        params.push(assignee);
-        sql.push_str(&format!(" and assignee_id = ${}", params.len()));
-    }
-    let after = page.after;
-    if let Some(cursor) = &after {
-        params.push(&cursor.created_at);
-        params.push(&cursor.id);
-        sql.push_str(&format!(
-            " and (created_at, id) > (${}, ${})",
-            params.len() - 1,
-            params.len()
-        ));
-    }
-    sql.push_str(" order by created_at, id limit $2");
-    let rows = query(tx, &sql, &params).await?;
-    let items = rows.iter().map(Task::from_row).collect::<Result<_, _>>()?;
-    Ok(page.finish(items, |t: &Task| Cursor {
-        created_at: t.created_at,
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&caller.tenant_id];
+    and_equal(
+        &mut sql,
+        &mut params,
+        &[
+            ("project_id", q.project_id.as_ref().map(|v| v as _)),
+            ("status", status.as_ref().map(|v| v as _)),
+            ("assignee_id", q.assignee_id.as_ref().map(|v| v as _)),
+        ],
+    );
+    page.fetch(tx, &sql, &params, Task::from_row, |t| TimeKey {
+        at: t.created_at,
         id: t.id,
-    }))
+    })
+    .await
 }
 tenant_op!(ListTasks => Page<Task>, list);
 

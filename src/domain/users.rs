@@ -11,14 +11,14 @@ use tokio_postgres::Row;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::page::{Cursor, Page, PageRequest};
 use super::{
-    check, execute, query, query_one, query_opt, read_row, record_change, tenant_op, text, Change,
+    check, execute, query_one, query_opt, read_row, record_change, tenant_op, text, Change,
     DomainError, Read,
 };
 use crate::audit::AuditAction;
 use crate::auth::Caller;
 use crate::auth::{AccessError, Role};
+use crate::page::{CursorKey, Keyset, Page, TimeKey};
 use crate::tenancy::validate;
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -165,49 +165,30 @@ async fn find(tx: &TenantTx<'_>, tenant: Uuid, id: Uuid, read: Read) -> Result<U
         .ok_or(DomainError::NotFound("user"))
 }
 
-pub struct ListUsers(pub UserQuery);
+static USERS: Keyset<TimeKey> = Keyset::ascending("users", &["created_at", "id"]);
+
+pub struct ListUsers(pub UserQuery, pub CursorKey);
 
 async fn list(
     tx: &TenantTx<'_>,
     caller: &Caller,
-    ListUsers(q): ListUsers,
+    ListUsers(q, cursors): ListUsers,
 ) -> Result<Page<User>, DomainError> {
     caller.user()?;
-    let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
-    let rows = match page.after {
-        None => {
-            query(
-                tx,
-                &format!(
-                "select {USER_COLUMNS} from app.users where tenant_id = $1 and deleted_at is null \
-                     order by created_at, id limit $2"
-            ),
-                &[&caller.tenant_id, &page.fetch()],
-            )
-            .await?
-        }
-        Some(after) => {
-            query(
-                tx,
-                &format!(
-                "select {USER_COLUMNS} from app.users where tenant_id = $1 and deleted_at is null \
-                     and (created_at, id) > ($3, $4) order by created_at, id limit $2"
-            ),
-                &[
-                    &caller.tenant_id,
-                    &page.fetch(),
-                    &after.created_at,
-                    &after.id,
-                ],
-            )
-            .await?
-        }
-    };
-    let items = rows.iter().map(User::from_row).collect::<Result<_, _>>()?;
-    Ok(page.finish(items, |u: &User| Cursor {
-        created_at: u.created_at,
-        id: u.id,
-    }))
+    let page = USERS.parse(&cursors, q.limit, q.cursor.as_deref())?;
+    page.fetch(
+        tx,
+        &format!(
+            "select {USER_COLUMNS} from app.users where tenant_id = $1 and deleted_at is null"
+        ),
+        &[&caller.tenant_id],
+        User::from_row,
+        |u| TimeKey {
+            at: u.created_at,
+            id: u.id,
+        },
+    )
+    .await
 }
 tenant_op!(ListUsers => Page<User>, list);
 

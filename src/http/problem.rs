@@ -21,6 +21,7 @@ use crate::db::DbError;
 use crate::domain::DomainError;
 use crate::error::{error_chain, FieldError};
 use crate::jobs::JobError;
+use crate::page::PageError;
 use crate::tenancy::TenancyError;
 
 /// A problem details response. Built through the `From` impls below and the helpers, so the code
@@ -208,8 +209,14 @@ impl From<TenancyError> for Problem {
             ),
             TenancyError::Db(db) => db.into(),
             TenancyError::Auth(auth) => auth.into(),
-            TenancyError::InjectedFault => internal(&err),
+            TenancyError::InjectedFault | TenancyError::CorruptRow { .. } => internal(&err),
         }
+    }
+}
+
+impl From<PageError> for Problem {
+    fn from(PageError(errors): PageError) -> Self {
+        Problem::validation(errors)
     }
 }
 

@@ -1,17 +1,18 @@
 //! Operator actions on tenants. Reads and status changes go through the admin role (it must see
 //! every tenant); purging drops schemas, so it goes through the owner. Every action is written
-//! to the platform audit log in the same transaction.
+//! to the platform audit log in the same transaction ([`with_platform_action`]).
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::GenericClient;
+use deadpool_postgres::{GenericClient, Transaction};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::model::{Tenant, TENANT_COLUMNS};
 use super::TenancyError;
-use crate::db::{tenant_schema_name, PgPool, TENANT_TABLES};
+use crate::db::{begin_tenant_tx, tenant_schema_name, PgPool, TENANT_TABLES};
+use crate::page::{Keyset, Page, PageRequest};
 
 pub async fn record_platform_action(
     client: &impl GenericClient,
@@ -31,41 +32,100 @@ pub async fn record_platform_action(
     Ok(())
 }
 
-pub struct Page {
-    pub items: Vec<Tenant>,
-    pub next_cursor: Option<Uuid>,
+/// Who did what to which tenant, for the platform audit log.
+pub struct PlatformAction<'a> {
+    actor: &'static str,
+    action: &'a str,
+    tenant: Option<Uuid>,
+    request_id: Option<&'a str>,
+    /// The tenant the transaction is bound to (its context set), for work that row-level
+    /// security holds to one tenant.
+    bind: Option<Uuid>,
 }
+
+impl<'a> PlatformAction<'a> {
+    /// An action of the platform operator (the HTTP operator routes, the CLI).
+    pub fn operator(action: &'a str, tenant: Option<Uuid>, request_id: Option<&'a str>) -> Self {
+        PlatformAction {
+            actor: "operator",
+            action,
+            tenant,
+            request_id,
+            bind: None,
+        }
+    }
+
+    /// An action of the server itself on one tenant (the purge), bound to that tenant: the
+    /// owner role that does it is held to one tenant by row-level security.
+    fn system(action: &'a str, tenant: Uuid) -> Self {
+        PlatformAction {
+            actor: "system",
+            action,
+            tenant: Some(tenant),
+            request_id: None,
+            bind: Some(tenant),
+        }
+    }
+
+    /// Runs the work in a transaction bound to `tenant`.
+    pub fn in_tenant(self, tenant: Uuid) -> Self {
+        PlatformAction {
+            bind: Some(tenant),
+            ..self
+        }
+    }
+}
+
+/// Runs `work` in one transaction of `pool` and writes `action` to the platform audit log in
+/// that transaction before it commits, so an action is on record exactly when it took effect.
+/// `work` may fill in the audit row's details (`{}` unless it does); its error rolls everything
+/// back, the audit row included.
+pub async fn with_platform_action<T>(
+    pool: &PgPool,
+    action: PlatformAction<'_>,
+    work: impl AsyncFnOnce(&Transaction<'_>, &mut Value) -> Result<T, TenancyError>,
+) -> Result<T, TenancyError> {
+    let mut conn = pool.get().await?;
+    let tx = match action.bind {
+        Some(tenant) => begin_tenant_tx(&mut conn, tenant).await?,
+        None => conn.transaction().await?,
+    };
+    let mut details = json!({});
+    let done = work(&tx, &mut details).await?;
+    record_platform_action(
+        &tx,
+        action.actor,
+        action.action,
+        action.tenant,
+        details,
+        action.request_id,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(done)
+}
+
+/// Tenants in id order.
+pub static TENANTS: Keyset<Uuid> = Keyset::ascending("tenants", &["id"]);
 
 pub async fn list(
     admin: &PgPool,
     include_deleted: bool,
-    limit: i64,
-    cursor: Option<Uuid>,
+    page: &PageRequest<Uuid>,
     request_id: Option<&str>,
-) -> Result<Page, TenancyError> {
-    let limit = limit.clamp(1, 500);
-    let mut conn = admin.get().await?;
-    let tx = conn.transaction().await?;
-    let rows = tx
-        .query(
-            &format!(
-                "select {TENANT_COLUMNS} from app.tenants \
-                 where ($1 or deleted_at is null) and ($2::uuid is null or id > $2) \
-                 order by id limit $3"
-            ),
-            &[&include_deleted, &cursor, &(limit + 1)],
+) -> Result<Page<Tenant>, TenancyError> {
+    let action = PlatformAction::operator("tenant.list", None, request_id);
+    with_platform_action(admin, action, async |tx, _| {
+        page.fetch(
+            tx,
+            &format!("select {TENANT_COLUMNS} from app.tenants where ($1 or deleted_at is null)"),
+            &[&include_deleted],
+            Tenant::from_row,
+            |t| t.id,
         )
-        .await?;
-    record_platform_action(&tx, "operator", "tenant.list", None, json!({}), request_id).await?;
-    tx.commit().await?;
-    let mut items: Vec<Tenant> = rows.iter().map(Tenant::from_row).collect();
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|t| t.id)
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+        .await
+    })
+    .await
 }
 
 /// Finds a tenant by id or slug, deleted ones included (the CLI and restore need them).
@@ -89,7 +149,7 @@ pub async fn find(client: &tokio_postgres::Client, key: &str) -> Result<Tenant, 
         }
     };
     row.map(|r| Tenant::from_row(&r))
-        .ok_or(TenancyError::NotFound)
+        .unwrap_or(Err(TenancyError::NotFound))
 }
 
 pub async fn get(
@@ -97,19 +157,19 @@ pub async fn get(
     id: Uuid,
     request_id: Option<&str>,
 ) -> Result<Tenant, TenancyError> {
-    let mut conn = admin.get().await?;
-    let tx = conn.transaction().await?;
+    let action = PlatformAction::operator("tenant.read", Some(id), request_id);
+    with_platform_action(admin, action, async |tx, _| {
+        find(tx.client(), &id.to_string()).await
+    })
+    .await
+}
+
+/// A tenant that is not deleted.
+async fn find_live(tx: &Transaction<'_>, id: Uuid) -> Result<Tenant, TenancyError> {
     let tenant = find(tx.client(), &id.to_string()).await?;
-    record_platform_action(
-        &tx,
-        "operator",
-        "tenant.read",
-        Some(id),
-        json!({}),
-        request_id,
-    )
-    .await?;
-    tx.commit().await?;
+    if tenant.deleted_at.is_some() {
+        return Err(TenancyError::NotFound);
+    }
     Ok(tenant)
 }
 
@@ -119,42 +179,35 @@ pub async fn set_status(
     suspended: bool,
     request_id: Option<&str>,
 ) -> Result<Tenant, TenancyError> {
-    let status = if suspended { "suspended" } else { "active" };
-    let mut conn = admin.get().await?;
-    let tx = conn.transaction().await?;
-    let before = find(tx.client(), &id.to_string()).await?;
-    if before.deleted_at.is_some() {
-        return Err(TenancyError::NotFound);
-    }
-    let row = tx
-        .query_one(
-            &format!(
-                "update app.tenants set status = $2, updated_at = now() where id = $1 returning {TENANT_COLUMNS}"
-            ),
-            &[&id, &status],
+    let (status, verb) = if suspended {
+        ("suspended", "suspend")
+    } else {
+        ("active", "resume")
+    };
+    let action = format!("tenant.{verb}");
+    let action = PlatformAction::operator(&action, Some(id), request_id);
+    with_platform_action(admin, action, async |tx, _| {
+        let before = find_live(tx, id).await?;
+        let row = tx
+            .query_one(
+                &format!(
+                    "update app.tenants set status = $2, updated_at = now() where id = $1 returning {TENANT_COLUMNS}"
+                ),
+                &[&id, &status],
+            )
+            .await?;
+        let after = Tenant::from_row(&row)?;
+        write_tenant_audit(
+            tx,
+            id,
+            verb,
+            json!({"before": before, "after": after}),
+            request_id,
         )
         .await?;
-    let after = Tenant::from_row(&row);
-    let action = if suspended { "suspend" } else { "resume" };
-    write_tenant_audit(
-        &tx,
-        id,
-        action,
-        json!({"before": before, "after": after}),
-        request_id,
-    )
-    .await?;
-    record_platform_action(
-        &tx,
-        "operator",
-        &format!("tenant.{action}"),
-        Some(id),
-        json!({}),
-        request_id,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(after)
+        Ok(after)
+    })
+    .await
 }
 
 async fn write_tenant_audit(
@@ -182,47 +235,41 @@ pub async fn soft_delete(
     id: Uuid,
     request_id: Option<&str>,
 ) -> Result<(), TenancyError> {
-    let mut conn = admin.get().await?;
-    let tx = conn.transaction().await?;
-    let tenant = find(tx.client(), &id.to_string()).await?;
-    if tenant.deleted_at.is_some() {
-        return Err(TenancyError::NotFound);
-    }
-    let deleted_at: DateTime<Utc> = tx
-        .query_one(
-            "update app.tenants set deleted_at = now(), updated_at = now() where id = $1 returning deleted_at",
-            &[&id],
-        )
-        .await?
-        .get(0);
-    // The audit row of the delete is written first so it is marked with the rest: a deleted
-    // tenant keeps no live row, and a restore brings the record of its deletion back with it.
-    write_tenant_audit(
-        &tx,
-        id,
-        "delete",
-        json!({"before": tenant, "after": null}),
-        request_id,
-    )
-    .await?;
-    for table in TENANT_TABLES {
-        tx.execute(
-            &format!("update app.{table} set deleted_at = $2 where tenant_id = $1 and deleted_at is null"),
-            &[&id, &deleted_at],
+    let action = PlatformAction::operator("tenant.delete", Some(id), request_id);
+    with_platform_action(admin, action, async |tx, _| {
+        let tenant = find_live(tx, id).await?;
+        let deleted_at: DateTime<Utc> = tx
+            .query_one(
+                "update app.tenants set deleted_at = now(), updated_at = now() where id = $1 returning deleted_at",
+                &[&id],
+            )
+            .await?
+            .get(0);
+        // The audit row of the delete is written first so it is marked with the rest: a deleted
+        // tenant keeps no live row, and a restore brings the record of its deletion back with it.
+        write_tenant_audit(
+            tx,
+            id,
+            "delete",
+            json!({"before": tenant, "after": null}),
+            request_id,
         )
         .await?;
-    }
-    record_platform_action(
-        &tx,
-        "operator",
-        "tenant.delete",
-        Some(id),
-        json!({}),
-        request_id,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(())
+        for table in TENANT_TABLES {
+            tx.execute(
+                &format!("update app.{table} set deleted_at = $2 where tenant_id = $1 and deleted_at is null"),
+                &[&id, &deleted_at],
+            )
+            .await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// `retention` as chrono counts it; a period too long for chrono is the default 30 days.
+fn retention_period(retention: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(30))
 }
 
 pub async fn restore(
@@ -231,60 +278,50 @@ pub async fn restore(
     retention: Duration,
     request_id: Option<&str>,
 ) -> Result<Tenant, TenancyError> {
-    let mut conn = admin.get().await?;
-    let tx = conn.transaction().await?;
-    let tenant = find(tx.client(), &id.to_string()).await?;
-    let Some(deleted_at) = tenant.deleted_at else {
-        return Err(TenancyError::NotDeleted);
-    };
-    let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(30));
-    if deleted_at + retention < Utc::now() {
-        return Err(TenancyError::RetentionExpired);
-    }
-    for table in TENANT_TABLES {
-        tx.execute(
-            &format!(
-                "update app.{table} set deleted_at = null where tenant_id = $1 and deleted_at = $2"
-            ),
-            &[&id, &deleted_at],
+    let action = PlatformAction::operator("tenant.restore", Some(id), request_id);
+    with_platform_action(admin, action, async |tx, _| {
+        let tenant = find(tx.client(), &id.to_string()).await?;
+        let Some(deleted_at) = tenant.deleted_at else {
+            return Err(TenancyError::NotDeleted);
+        };
+        if deleted_at + retention_period(retention) < Utc::now() {
+            return Err(TenancyError::RetentionExpired);
+        }
+        for table in TENANT_TABLES {
+            tx.execute(
+                &format!(
+                    "update app.{table} set deleted_at = null where tenant_id = $1 and deleted_at = $2"
+                ),
+                &[&id, &deleted_at],
+            )
+            .await?;
+        }
+        let row = tx
+            .query_one(
+                &format!(
+                    "update app.tenants set deleted_at = null, updated_at = now() where id = $1 returning {TENANT_COLUMNS}"
+                ),
+                &[&id],
+            )
+            .await?;
+        let after = Tenant::from_row(&row)?;
+        write_tenant_audit(
+            tx,
+            id,
+            "restore",
+            json!({"before": tenant, "after": after}),
+            request_id,
         )
         .await?;
-    }
-    let row = tx
-        .query_one(
-            &format!(
-                "update app.tenants set deleted_at = null, updated_at = now() where id = $1 returning {TENANT_COLUMNS}"
-            ),
-            &[&id],
-        )
-        .await?;
-    let after = Tenant::from_row(&row);
-    write_tenant_audit(
-        &tx,
-        id,
-        "restore",
-        json!({"before": tenant, "after": after}),
-        request_id,
-    )
-    .await?;
-    record_platform_action(
-        &tx,
-        "operator",
-        "tenant.restore",
-        Some(id),
-        json!({}),
-        request_id,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(after)
+        Ok(after)
+    })
+    .await
 }
 
 /// Removes, for good, tenants deleted longer ago than `retention`: their rows, their schema
 /// and the tenant row, one tenant per transaction. Returns the purged ids.
 pub async fn purge_expired(owner: &PgPool, retention: Duration) -> Result<Vec<Uuid>, TenancyError> {
-    let cutoff =
-        Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(30));
+    let cutoff = Utc::now() - retention_period(retention);
     let ids: Vec<Uuid> = {
         let conn = owner.get().await?;
         conn.query(
@@ -306,37 +343,45 @@ pub async fn purge_expired(owner: &PgPool, retention: Duration) -> Result<Vec<Uu
 }
 
 async fn purge_one(owner: &PgPool, id: Uuid, cutoff: DateTime<Utc>) -> Result<bool, TenancyError> {
-    let mut conn = owner.get().await?;
-    let tx = crate::db::begin_tenant_tx(&mut conn, id).await?;
-    // Re-checked under a row lock: the tenant may have been restored since the listing.
-    let still_expired = tx
-        .query_opt(
-            "select 1 from app.tenants where id = $1 and deleted_at < $2 for update",
-            &[&id, &cutoff],
-        )
-        .await?
-        .is_some();
-    if !still_expired {
-        return Ok(false);
-    }
-    // Children before parents, for the tenant-scoped foreign keys: TENANT_TABLES lists parents
-    // first (the catalog test holds it to that), so a table added there is purged too.
-    for table in TENANT_TABLES.iter().rev() {
-        tx.execute(
-            &format!("delete from app.{table} where tenant_id = $1"),
-            &[&id],
-        )
+    let action = PlatformAction::system("tenant.purge", id);
+    let purged = with_platform_action(owner, action, async |tx, _| {
+        // Re-checked under a row lock: the tenant may have been restored since the listing.
+        let still_expired = tx
+            .query_opt(
+                "select 1 from app.tenants where id = $1 and deleted_at < $2 for update",
+                &[&id, &cutoff],
+            )
+            .await?
+            .is_some();
+        if !still_expired {
+            return Err(TenancyError::NotFound);
+        }
+        // Children before parents, for the tenant-scoped foreign keys: TENANT_TABLES lists parents
+        // first (the catalog test holds it to that), so a table added there is purged too.
+        for table in TENANT_TABLES.iter().rev() {
+            tx.execute(
+                &format!("delete from app.{table} where tenant_id = $1"),
+                &[&id],
+            )
+            .await?;
+        }
+        tx.batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            tenant_schema_name(id)
+        ))
         .await?;
+        tx.execute("delete from app.tenants where id = $1", &[&id])
+            .await?;
+        Ok(())
+    })
+    .await;
+    match purged {
+        Ok(()) => {
+            tracing::info!(tenant_id = %id, "purged deleted tenant");
+            Ok(true)
+        }
+        // No longer an expired tenant: restored, or purged by another instance meanwhile.
+        Err(TenancyError::NotFound) => Ok(false),
+        Err(err) => Err(err),
     }
-    tx.batch_execute(&format!(
-        "DROP SCHEMA IF EXISTS {} CASCADE",
-        tenant_schema_name(id)
-    ))
-    .await?;
-    tx.execute("delete from app.tenants where id = $1", &[&id])
-        .await?;
-    record_platform_action(&tx, "system", "tenant.purge", Some(id), json!({}), None).await?;
-    tx.commit().await?;
-    tracing::info!(tenant_id = %id, "purged deleted tenant");
-    Ok(true)
 }

@@ -5,6 +5,8 @@ use tokio_postgres::Row;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::TenancyError;
+
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TenantStatus {
@@ -33,25 +35,37 @@ pub const TENANT_COLUMNS: &str =
     "id, name, slug, subdomain, plan, status, settings, schema_version, created_at, deleted_at";
 
 impl Tenant {
-    pub fn from_row(row: &Row) -> Tenant {
+    /// A stored status this version does not know is [`TenancyError::CorruptRow`], never read
+    /// as `active`: a tenant suspended by a newer version must not come back to life here.
+    pub fn from_row(row: &Row) -> Result<Tenant, TenancyError> {
         let deleted_at: Option<DateTime<Utc>> = row.get(9);
-        let status: &str = row.get(5);
-        Tenant {
+        let stored: &str = row.get(5);
+        let status = match stored {
+            "active" => TenantStatus::Active,
+            "suspended" => TenantStatus::Suspended,
+            _ => {
+                return Err(TenancyError::CorruptRow {
+                    column: "tenants.status",
+                    value: stored.to_string(),
+                })
+            }
+        };
+        Ok(Tenant {
             id: row.get(0),
             name: row.get(1),
             slug: row.get(2),
             subdomain: row.get(3),
             plan: row.get(4),
-            status: match (deleted_at.is_some(), status) {
-                (true, _) => TenantStatus::Deleted,
-                (false, "suspended") => TenantStatus::Suspended,
-                _ => TenantStatus::Active,
+            status: if deleted_at.is_some() {
+                TenantStatus::Deleted
+            } else {
+                status
             },
             settings: row.get(6),
             schema_version: row.get(7),
             created_at: row.get(8),
             deleted_at,
-        }
+        })
     }
 }
 

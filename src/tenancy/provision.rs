@@ -127,7 +127,7 @@ pub async fn provision_with_fault(
             ],
         )
         .await?;
-    let mut tenant = Tenant::from_row(&row);
+    let mut tenant = Tenant::from_row(&row)?;
     tx.execute(
         "insert into app.audit_logs (tenant_id, id, actor, action, resource, resource_id, changes, request_id) \
          values ($1, $2, 'platform', 'create', 'tenant', $3, $4, $5)",

@@ -1,7 +1,8 @@
 //! A stored value this version does not know fails loudly: a task status is never read back as
-//! `todo`, a role never as `member`. The rows are written behind the API's back, with the
-//! column's CHECK constraint dropped (as a newer version's migration, or a hand edit, could
-//! leave them); reading them through the API is a 500 problem, never a silently wrong value.
+//! `todo`, a role never as `member`, a tenant status never as `active`. The rows are written
+//! behind the API's back, with the column's CHECK constraint dropped (as a newer version's
+//! migration, or a hand edit, could leave them); reading them through the API is a 500 problem,
+//! never a silently wrong value.
 
 use serde_json::json;
 use tenantry::auth::Role;
@@ -120,4 +121,49 @@ async fn an_unknown_api_key_role_is_an_error_not_member() {
     assert_problem(r, 500, "internal").await;
     let r = app.get("/tenant", &key).send().await.unwrap();
     assert_problem(r, 500, "internal").await;
+}
+
+#[tokio::test]
+async fn an_unknown_tenant_status_is_an_error_not_active() {
+    let app = spawn_app().await;
+    let t = app.create_tenant("acme").await;
+    let db = app.superuser_db().await;
+    db.batch_execute("alter table app.tenants drop constraint tenants_status_check")
+        .await
+        .unwrap();
+    db.execute(
+        "update app.tenants set status = 'frozen' where id = $1",
+        &[&t.id],
+    )
+    .await
+    .unwrap();
+
+    let operator = |method: reqwest::Method, path: String| {
+        app.operator(app.http.request(method, app.url(&path)))
+            .send()
+    };
+    let r = operator(reqwest::Method::GET, format!("/admin/tenants/{}", t.id))
+        .await
+        .unwrap();
+    assert_problem(r, 500, "internal").await;
+    let r = operator(reqwest::Method::GET, "/admin/tenants".into())
+        .await
+        .unwrap();
+    assert_problem(r, 500, "internal").await;
+    let r = app.get("/tenant", &t.token).send().await.unwrap();
+    assert_problem(r, 500, "internal").await;
+    // An action that reads the row first fails the same way, and changes nothing.
+    let r = operator(
+        reqwest::Method::POST,
+        format!("/admin/tenants/{}/resume", t.id),
+    )
+    .await
+    .unwrap();
+    assert_problem(r, 500, "internal").await;
+    let status: String = db
+        .query_one("select status from app.tenants where id = $1", &[&t.id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "frozen");
 }

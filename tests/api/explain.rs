@@ -115,6 +115,21 @@ async fn tenant_queries_use_tenant_leading_indexes_at_a_thousand_tenants() {
         .unwrap();
     let (project, task): (Uuid, Uuid) = (row.get(0), row.get(1));
     let email = "USER3@bulk-500.example.com".to_string();
+    // A page boundary inside the tenant's rows, as a cursor carries it (page::PageRequest).
+    let after: (chrono::DateTime<chrono::Utc>, Uuid) = {
+        let r = su
+            .query_one(
+                "select created_at, id from app.tasks where tenant_id = $1 order by created_at, id offset 10 limit 1",
+                &[&tenant],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let later: (chrono::DateTime<chrono::Utc>, Uuid) =
+        (after.0 + chrono::Duration::days(365), Uuid::max());
+    let earlier: (chrono::DateTime<chrono::Utc>, Uuid) =
+        (after.0 - chrono::Duration::days(365), Uuid::nil());
 
     let queries: Vec<(&str, &str, Vec<&(dyn ToSql + Sync)>)> = vec![
         (
@@ -148,6 +163,37 @@ async fn tenant_queries_use_tenant_leading_indexes_at_a_thousand_tenants() {
             "projects",
             "select * from app.projects where tenant_id = $1 and deleted_at is null order by created_at limit 50",
             vec![&tenant],
+        ),
+        // The list endpoints' keyset pages past a cursor, as page::PageRequest::fetch sends them.
+        (
+            "tasks",
+            "select * from app.tasks where tenant_id = $1 and deleted_at is null \
+             and (created_at, id) > ($2, $3) order by created_at, id limit $4",
+            vec![&tenant, &after.0, &after.1, &51i64],
+        ),
+        (
+            "tasks",
+            "select * from app.tasks where tenant_id = $1 and deleted_at is null and project_id = $2 \
+             and (created_at, id) > ($3, $4) order by created_at, id limit $5",
+            vec![&tenant, &project, &earlier.0, &earlier.1, &51i64],
+        ),
+        (
+            "users",
+            "select * from app.users where tenant_id = $1 and deleted_at is null \
+             and (created_at, id) > ($2, $3) order by created_at, id limit $4",
+            vec![&tenant, &earlier.0, &earlier.1, &51i64],
+        ),
+        (
+            "project_members",
+            "select * from app.project_members where tenant_id = $1 and project_id = $2 and deleted_at is null \
+             and (created_at, user_id) > ($3, $4) order by created_at, user_id limit $5",
+            vec![&tenant, &project, &earlier.0, &earlier.1, &51i64],
+        ),
+        (
+            "audit_logs",
+            "select * from app.audit_logs where tenant_id = $1 and deleted_at is null \
+             and (created_at, id) < ($2, $3) order by created_at desc, id desc limit $4",
+            vec![&tenant, &later.0, &later.1, &51i64],
         ),
     ];
 

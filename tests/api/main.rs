@@ -22,6 +22,7 @@ mod lifecycle;
 mod metering;
 mod migrate;
 mod openapi;
+mod pagination;
 mod provisioning;
 mod resolution;
 mod rls;

@@ -4,9 +4,9 @@ use actix_web::{get, web, HttpResponse};
 
 use crate::audit::AuditLog;
 use crate::domain::audit_logs::{AuditQuery, ListAuditLogs};
-use crate::domain::page::Page;
 use crate::http::problem::Problem;
 use crate::http::tenant::TenantRequest;
+use crate::page::Page;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(list_audit_logs);
@@ -19,6 +19,11 @@ pub async fn list_audit_logs(
     req: TenantRequest,
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, Problem> {
-    let page = req.execute(ListAuditLogs(query.into_inner())).await?;
+    let page = req
+        .execute(ListAuditLogs(
+            query.into_inner(),
+            req.state().cursors.clone(),
+        ))
+        .await?;
     Ok(HttpResponse::Ok().json(page))
 }

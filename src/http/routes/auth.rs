@@ -4,7 +4,7 @@ use actix_web::{delete, get, post, web, HttpResponse};
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::actors::TenantOp;
@@ -13,6 +13,7 @@ use crate::auth::{self, api_keys, password, AuthError, Caller, Role};
 use crate::error::FieldError;
 use crate::http::problem::Problem;
 use crate::http::tenant::{PublicTenantRequest, TenantRequest};
+use crate::page::{Keyset, Page, PageRequest, TimeKey};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(login)
@@ -246,10 +247,22 @@ pub async fn create_api_key(
     }))
 }
 
-struct ListApiKeys;
+/// In creation order.
+static API_KEYS: Keyset<TimeKey> = Keyset::ascending("api keys", &["created_at", "id"]);
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ApiKeyQuery {
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+struct ListApiKeys(PageRequest<TimeKey>);
 
 impl TenantOp for ListApiKeys {
-    type Output = Vec<ApiKey>;
+    type Output = Page<ApiKey>;
     type Error = AuthError;
     const OPENS_TENANT_SCHEMA: bool = false;
 
@@ -259,48 +272,44 @@ impl TenantOp for ListApiKeys {
         caller: &'a Caller,
     ) -> BoxFuture<'a, Result<Self::Output, AuthError>> {
         Box::pin(async move {
-            let rows = tx
-                .query(
-                    "select id, name, prefix, role, created_by, created_at, last_used_at from app.api_keys \
-                     where tenant_id = $1 and deleted_at is null order by id",
+            self.0
+                .fetch(
+                    tx,
+                    "select id, name, prefix, role, created_by, created_at, last_used_at \
+                     from app.api_keys where tenant_id = $1 and deleted_at is null",
                     &[&caller.tenant_id],
+                    |r| {
+                        Ok(ApiKey {
+                            id: r.get(0),
+                            name: r.get(1),
+                            prefix: r.get(2),
+                            role: auth::stored_role("api_keys.role", r.get(3))?,
+                            created_by: r.get(4),
+                            created_at: r.get(5),
+                            last_used_at: r.get(6),
+                        })
+                    },
+                    |k| TimeKey {
+                        at: k.created_at,
+                        id: k.id,
+                    },
                 )
-                .await?;
-            let keys = rows
-                .iter()
-                .map(|r| {
-                    Ok(ApiKey {
-                        id: r.get(0),
-                        name: r.get(1),
-                        prefix: r.get(2),
-                        role: auth::stored_role("api_keys.role", r.get(3))?,
-                        created_by: r.get(4),
-                        created_at: r.get(5),
-                        last_used_at: r.get(6),
-                    })
-                })
-                .collect::<Result<_, AuthError>>()?;
-            Ok(keys)
+                .await
         })
     }
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct ApiKeyList {
-    pub items: Vec<ApiKey>,
-    pub next_cursor: Option<String>,
-}
-
-#[utoipa::path(get, path = "/api-keys", tag = "auth", security(("bearer" = [])),
-    responses((status = 200, body = ApiKeyList), (status = 403)))]
+#[utoipa::path(get, path = "/api-keys", tag = "auth", params(ApiKeyQuery), security(("bearer" = [])),
+    responses((status = 200, body = Page<ApiKey>), (status = 403), (status = 422)))]
 #[get("/api-keys")]
-pub async fn list_api_keys(req: TenantRequest) -> Result<HttpResponse, Problem> {
+pub async fn list_api_keys(
+    req: TenantRequest,
+    query: web::Query<ApiKeyQuery>,
+) -> Result<HttpResponse, Problem> {
     req.admin()?;
-    let items = req.execute(ListApiKeys).await?;
-    Ok(HttpResponse::Ok().json(ApiKeyList {
-        items,
-        next_cursor: None,
-    }))
+    let page = API_KEYS.parse(&req.state().cursors, query.limit, query.cursor.as_deref())?;
+    let keys = req.execute(ListApiKeys(page)).await?;
+    Ok(HttpResponse::Ok().json(keys))
 }
 
 struct RevokeApiKey {

@@ -1,17 +1,16 @@
 //! Operator views: metrics, tenant actors, and the explicit cross-tenant bypass.
 
 use actix_web::{get, web, HttpResponse};
-use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::actors::ActorInfo;
 use crate::http::extract::{PlatformOperator, RequestId};
 use crate::http::problem::Problem;
+use crate::page::Page;
 use crate::state::AppState;
-use crate::tenancy::lifecycle::record_platform_action;
+use crate::tenancy::bypass::{self, AdminTask};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(metrics)
@@ -62,28 +61,9 @@ pub struct AdminTasksQuery {
     pub cursor: Option<String>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct AdminTask {
-    pub tenant_id: Uuid,
-    pub id: Uuid,
-    pub project_id: Uuid,
-    pub title: String,
-    pub status: String,
-    pub assignee_id: Option<Uuid>,
-    pub due_date: Option<NaiveDate>,
-    pub created_at: chrono::DateTime<chrono::Utc>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AdminTaskPage {
-    pub items: Vec<AdminTask>,
-    pub next_cursor: Option<String>,
-}
-
-/// The platform bypass: reads tasks across tenants through the BYPASSRLS admin role. Explicit
-/// (its own route, operator token) and audited (one platform audit row per call).
+/// The platform bypass: reads tasks across tenants (`tenancy::bypass`).
 #[utoipa::path(get, path = "/admin/tasks", tag = "operations", params(AdminTasksQuery), security(("operator" = [])),
-    responses((status = 200, body = AdminTaskPage), (status = 401)))]
+    responses((status = 200, body = Page<AdminTask>), (status = 401), (status = 422)))]
 #[get("/admin/tasks")]
 pub async fn admin_tasks(
     _op: PlatformOperator,
@@ -91,71 +71,13 @@ pub async fn admin_tasks(
     request_id: RequestId,
     query: web::Query<AdminTasksQuery>,
 ) -> Result<HttpResponse, Problem> {
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(Problem::validation(vec![crate::error::FieldError::new(
-            "limit",
-            "must be between 1 and 500",
-        )]));
-    }
-    let cursor = match &query.cursor {
-        Some(raw) => Some(parse_cursor(raw).ok_or_else(|| Problem::bad_request("invalid cursor"))?),
-        None => None,
-    };
-    let (after_tenant, after_id) = cursor.unzip();
-    let mut conn = state
-        .pools
-        .admin
-        .get()
-        .await
-        .map_err(crate::db::DbError::from)?;
-    let tx = conn.transaction().await?;
-    let rows = tx
-        .query(
-            "select tenant_id, id, project_id, title, status, assignee_id, due_date, created_at \
-             from app.tasks t where deleted_at is null \
-             and ($1::uuid is null or tenant_id = $1) \
-             and ($2::uuid is null or (tenant_id, id) > ($2, $3)) \
-             and exists (select 1 from app.tenants x where x.id = t.tenant_id and x.deleted_at is null) \
-             order by tenant_id, id limit $4",
-            &[&query.tenant_id, &after_tenant, &after_id, &(limit + 1)],
-        )
-        .await?;
-    record_platform_action(
-        &tx,
-        "operator",
-        "tasks.read_across_tenants",
+    let page = bypass::ADMIN_TASKS.parse(&state.cursors, query.limit, query.cursor.as_deref())?;
+    let tasks = bypass::tasks_across_tenants(
+        &state.pools.admin,
         query.tenant_id,
-        json!({"limit": limit, "returned": rows.len().min(limit as usize)}),
+        &page,
         Some(&request_id.0),
     )
     .await?;
-    tx.commit().await?;
-    let mut items: Vec<AdminTask> = rows
-        .iter()
-        .map(|r| AdminTask {
-            tenant_id: r.get(0),
-            id: r.get(1),
-            project_id: r.get(2),
-            title: r.get(3),
-            status: r.get(4),
-            assignee_id: r.get(5),
-            due_date: r.get(6),
-            created_at: r.get(7),
-        })
-        .collect();
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items
-            .last()
-            .map(|t| format!("{}.{}", t.tenant_id.simple(), t.id.simple()))
-    } else {
-        None
-    };
-    Ok(HttpResponse::Ok().json(AdminTaskPage { items, next_cursor }))
-}
-
-fn parse_cursor(raw: &str) -> Option<(Uuid, Uuid)> {
-    let (tenant, id) = raw.split_once('.')?;
-    Some((Uuid::try_parse(tenant).ok()?, Uuid::try_parse(id).ok()?))
+    Ok(HttpResponse::Ok().json(tasks))
 }

@@ -6,13 +6,13 @@ use uuid::Uuid;
 use crate::domain::members::{
     AddMember, ListMembers, Member, MemberQuery, NewMember, RemoveMember,
 };
-use crate::domain::page::Page;
 use crate::domain::projects::{
     CreateProject, DeleteProject, GetProject, ListProjects, NewProject, Project, ProjectPatch,
     ProjectQuery, UpdateProject,
 };
 use crate::http::problem::Problem;
 use crate::http::tenant::TenantRequest;
+use crate::page::Page;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(list_projects)
@@ -32,7 +32,12 @@ pub async fn list_projects(
     req: TenantRequest,
     query: web::Query<ProjectQuery>,
 ) -> Result<HttpResponse, Problem> {
-    let page = req.execute(ListProjects(query.into_inner())).await?;
+    let page = req
+        .execute(ListProjects(
+            query.into_inner(),
+            req.state().cursors.clone(),
+        ))
+        .await?;
     Ok(HttpResponse::Ok().json(page))
 }
 
@@ -86,7 +91,13 @@ pub async fn list_members(
     id: web::Path<Uuid>,
     query: web::Query<MemberQuery>,
 ) -> Result<HttpResponse, Problem> {
-    let page = req.execute(ListMembers(*id, query.into_inner())).await?;
+    let page = req
+        .execute(ListMembers(
+            *id,
+            query.into_inner(),
+            req.state().cursors.clone(),
+        ))
+        .await?;
     Ok(HttpResponse::Ok().json(page))
 }
 

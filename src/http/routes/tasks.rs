@@ -3,12 +3,12 @@
 use actix_web::{delete, get, patch, post, web, HttpResponse};
 use uuid::Uuid;
 
-use crate::domain::page::Page;
 use crate::domain::tasks::{
     CreateTask, DeleteTask, GetTask, ListTasks, NewTask, Task, TaskPatch, TaskQuery, UpdateTask,
 };
 use crate::http::problem::Problem;
 use crate::http::tenant::TenantRequest;
+use crate::page::Page;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(list_tasks)
@@ -25,7 +25,9 @@ pub async fn list_tasks(
     req: TenantRequest,
     query: web::Query<TaskQuery>,
 ) -> Result<HttpResponse, Problem> {
-    let page = req.execute(ListTasks(query.into_inner())).await?;
+    let page = req
+        .execute(ListTasks(query.into_inner(), req.state().cursors.clone()))
+        .await?;
     Ok(HttpResponse::Ok().json(page))
 }
 

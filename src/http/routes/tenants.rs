@@ -8,6 +8,7 @@ use uuid::Uuid;
 use crate::cache::Invalidation;
 use crate::http::extract::{PlatformOperator, RequestId};
 use crate::http::problem::Problem;
+use crate::page::Page;
 use crate::state::AppState;
 use crate::tenancy::{lifecycle, provision, NewTenant, Tenant};
 
@@ -41,18 +42,13 @@ pub struct TenantCreated {
     pub credentials: Credentials,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct TenantPage {
-    pub items: Vec<Tenant>,
-    pub next_cursor: Option<Uuid>,
-}
-
 #[derive(Deserialize, IntoParams)]
 pub struct ListQuery {
     #[serde(default)]
     pub include_deleted: bool,
     pub limit: Option<i64>,
-    pub cursor: Option<Uuid>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
 }
 
 #[utoipa::path(post, path = "/tenants", tag = "tenants", request_body = NewTenant,
@@ -85,7 +81,7 @@ pub async fn create_tenant(
 }
 
 #[utoipa::path(get, path = "/admin/tenants", tag = "tenants", params(ListQuery),
-    security(("operator" = [])), responses((status = 200, body = TenantPage), (status = 401)))]
+    security(("operator" = [])), responses((status = 200, body = Page<Tenant>), (status = 401), (status = 422)))]
 #[get("/admin/tenants")]
 pub async fn list_tenants(
     _op: PlatformOperator,
@@ -93,18 +89,15 @@ pub async fn list_tenants(
     request_id: RequestId,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, Problem> {
-    let page = lifecycle::list(
+    let page = lifecycle::TENANTS.parse(&state.cursors, query.limit, query.cursor.as_deref())?;
+    let tenants = lifecycle::list(
         &state.pools.admin,
         query.include_deleted,
-        query.limit.unwrap_or(50),
-        query.cursor,
+        &page,
         Some(&request_id.0),
     )
     .await?;
-    Ok(HttpResponse::Ok().json(TenantPage {
-        items: page.items,
-        next_cursor: page.next_cursor,
-    }))
+    Ok(HttpResponse::Ok().json(tenants))
 }
 
 #[utoipa::path(get, path = "/admin/tenants/{id}", tag = "tenants", security(("operator" = [])),

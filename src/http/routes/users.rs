@@ -6,13 +6,13 @@ use uuid::Uuid;
 
 use crate::auth::{password, Role};
 use crate::cache::Invalidation;
-use crate::domain::page::Page;
 use crate::domain::users::{
     self, CreateUser, CreatedUser, DeleteUser, GetUser, ListUsers, NewUser, UpdateUser, User,
     UserPatch, UserQuery,
 };
 use crate::http::problem::Problem;
 use crate::http::tenant::TenantRequest;
+use crate::page::Page;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(list_users)
@@ -29,7 +29,9 @@ pub async fn list_users(
     req: TenantRequest,
     query: web::Query<UserQuery>,
 ) -> Result<HttpResponse, Problem> {
-    let page = req.execute(ListUsers(query.into_inner())).await?;
+    let page = req
+        .execute(ListUsers(query.into_inner(), req.state().cursors.clone()))
+        .await?;
     Ok(HttpResponse::Ok().json(page))
 }
 
