@@ -1,9 +1,19 @@
 //! API keys: `tk_<tenant id hex>_<secret>`. The tenant part lets the key be looked up under
 //! that tenant's row-level security (no cross-tenant lookup by hash is ever needed); only a
-//! SHA-256 of the whole key is stored.
+//! SHA-256 of the whole key is stored. Admins create, list and revoke their tenant's keys
+//! through the operations below.
 
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 use uuid::Uuid;
+
+use super::{stored_role, AuthError, Caller, Role};
+use crate::actors::TenantOp;
+use crate::audit::{self, AuditAction};
+use crate::db::TenantTx;
 
 pub const PREFIX: &str = "tk_";
 
@@ -37,6 +47,174 @@ pub fn tenant_of(key: &str) -> Option<Uuid> {
         return None;
     }
     Uuid::try_parse(tenant_hex).ok()
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub name: String,
+    pub prefix: String,
+    pub role: Role,
+    pub created_by: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedApiKey {
+    pub id: Uuid,
+    /// Shown once; only its hash is stored.
+    pub key: String,
+    pub name: String,
+    pub prefix: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A new key of the caller's tenant, acting as the calling admin with `role`. The plan gate
+/// (`api_access`) is the caller's to check first: it reads plans, which the tenant's
+/// transaction does not.
+pub struct CreateApiKey {
+    pub name: String,
+    pub role: Role,
+}
+
+impl TenantOp for CreateApiKey {
+    type Output = CreatedApiKey;
+    type Error = AuthError;
+    const OPENS_TENANT_SCHEMA: bool = false;
+
+    fn run<'a>(
+        self,
+        tx: &'a TenantTx<'a>,
+        caller: &'a Caller,
+    ) -> BoxFuture<'a, Result<CreatedApiKey, AuthError>> {
+        Box::pin(async move {
+            let user = caller.admin()?;
+            let id = Uuid::now_v7();
+            let key = generate(caller.tenant_id);
+            let row = tx
+                .query_one(
+                    "insert into app.api_keys (tenant_id, id, name, prefix, key_hash, role, created_by) \
+                     values ($1, $2, $3, $4, $5, $6, $7) returning created_at",
+                    &[
+                        &caller.tenant_id,
+                        &id,
+                        &self.name,
+                        &key.display_prefix,
+                        &key.hash,
+                        &self.role.as_str(),
+                        &user,
+                    ],
+                )
+                .await?;
+            let after = serde_json::json!({"id": id, "name": self.name, "prefix": key.display_prefix, "role": self.role});
+            audit::record(
+                tx,
+                caller,
+                audit::Entry {
+                    action: AuditAction::Create,
+                    resource: "api_key",
+                    resource_id: id.to_string(),
+                    before: None,
+                    after: Some(after),
+                    extra: None,
+                },
+            )
+            .await?;
+            Ok(CreatedApiKey {
+                id,
+                key: key.key,
+                name: self.name,
+                prefix: key.display_prefix,
+                role: self.role,
+                created_at: row.get(0),
+            })
+        })
+    }
+}
+
+/// The live keys of the caller's tenant, oldest first.
+pub struct ListApiKeys;
+
+impl TenantOp for ListApiKeys {
+    type Output = Vec<ApiKey>;
+    type Error = AuthError;
+    const OPENS_TENANT_SCHEMA: bool = false;
+
+    fn run<'a>(
+        self,
+        tx: &'a TenantTx<'a>,
+        caller: &'a Caller,
+    ) -> BoxFuture<'a, Result<Vec<ApiKey>, AuthError>> {
+        Box::pin(async move {
+            caller.admin()?;
+            let rows = tx
+                .query(
+                    "select id, name, prefix, role, created_by, created_at, last_used_at from app.api_keys \
+                     where tenant_id = $1 and deleted_at is null order by id",
+                    &[&caller.tenant_id],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(ApiKey {
+                        id: r.get(0),
+                        name: r.get(1),
+                        prefix: r.get(2),
+                        role: stored_role("api_keys.role", r.get(3))?,
+                        created_by: r.get(4),
+                        created_at: r.get(5),
+                        last_used_at: r.get(6),
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+/// Revokes a live key of the caller's tenant; false when there is none with this id. The
+/// caches that hold the key are the caller's to invalidate once this has committed.
+pub struct RevokeApiKey {
+    pub id: Uuid,
+}
+
+impl TenantOp for RevokeApiKey {
+    type Output = bool;
+    type Error = AuthError;
+    const OPENS_TENANT_SCHEMA: bool = false;
+
+    fn run<'a>(
+        self,
+        tx: &'a TenantTx<'a>,
+        caller: &'a Caller,
+    ) -> BoxFuture<'a, Result<bool, AuthError>> {
+        Box::pin(async move {
+            caller.admin()?;
+            let revoked = tx
+                .execute(
+                    "update app.api_keys set deleted_at = now() where tenant_id = $1 and id = $2 and deleted_at is null",
+                    &[&caller.tenant_id, &self.id],
+                )
+                .await?;
+            if revoked == 1 {
+                audit::record(
+                    tx,
+                    caller,
+                    audit::Entry {
+                        action: AuditAction::Delete,
+                        resource: "api_key",
+                        resource_id: self.id.to_string(),
+                        before: Some(serde_json::json!({"id": self.id})),
+                        after: None,
+                        extra: None,
+                    },
+                )
+                .await?;
+            }
+            Ok(revoked == 1)
+        })
+    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
-//! Credentials: password hashing, JWTs for tenant users, the platform operator token; and the
-//! authorization guards ([`guard`]) every operation checks its caller against.
+//! Credentials: password hashing, JWTs for tenant users, API keys, the platform operator
+//! token, the login ([`users`]); and the authorization guards ([`guard`]) every operation
+//! checks its caller against.
 
 pub mod api_keys;
 pub mod guard;
 pub mod jwt;
 pub mod password;
+pub mod users;
 
 use rand::distr::{Alphanumeric, SampleString};
 use thiserror::Error;

@@ -1,6 +1,7 @@
 //! Tenants: validation, provisioning (one transaction: tenant, settings, admin, schema), the
 //! lifecycle (suspend, resume, soft delete, restore, purge) and the GDPR export.
 
+pub mod current;
 pub mod export;
 pub mod lifecycle;
 pub mod model;
