@@ -112,6 +112,7 @@ impl Application {
                 ..Default::default()
             },
         );
+        let caches = std::sync::Arc::new(crate::cache::Caches::new(config.cache_ttl));
         let state = web::Data::new(AppState {
             config,
             analytics,
@@ -121,7 +122,7 @@ impl Application {
             template: TenantTemplate::embedded(),
             metrics,
             actors,
-            caches: Default::default(),
+            caches,
             api_calls: Default::default(),
         });
         if let Err(err) =
@@ -221,11 +222,11 @@ fn start_background(state: &web::Data<AppState>, options: &ServerOptions) -> Sup
             Ok(())
         }
     });
-    let app = state.clone();
+    let (caches, redis) = (state.caches.clone(), state.redis.clone());
     background.spawn("cache_invalidations", move |stop| {
-        let app = app.clone();
+        let (caches, redis) = (caches.clone(), redis.clone());
         async move {
-            crate::cache::subscribe(app, stop).await;
+            crate::cache::subscribe(caches, redis, stop).await;
             Ok(())
         }
     });

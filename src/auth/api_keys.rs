@@ -1,7 +1,7 @@
 //! API keys: `tk_<tenant id hex>_<secret>`. The tenant part lets the key be looked up under
 //! that tenant's row-level security (no cross-tenant lookup by hash is ever needed); only a
 //! SHA-256 of the whole key is stored. Admins create, list and revoke their tenant's keys
-//! through the operations below.
+//! through the operations below; [`verify`] finds the user and role a presented key acts as.
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{stored_role, AuthError, Caller, Role};
 use crate::actors::TenantOp;
 use crate::audit::{self, AuditAction};
-use crate::db::TenantTx;
+use crate::db::{begin_tenant_tx, DbError, PgPool, TenantTx};
 
 pub const PREFIX: &str = "tk_";
 
@@ -47,6 +47,27 @@ pub fn tenant_of(key: &str) -> Option<Uuid> {
         return None;
     }
     Uuid::try_parse(tenant_hex).ok()
+}
+
+/// The user and role the live key with this hash acts as, if `tenant` has one; its
+/// `last_used_at` is updated. A key whose creator was deleted acts as no one.
+pub async fn verify(pool: &PgPool, tenant: Uuid, hash: &str) -> Result<(Uuid, Role), AuthError> {
+    let mut conn = pool.get().await.map_err(DbError::from)?;
+    let tx = begin_tenant_tx(&mut conn, tenant).await?;
+    let stmt = tx
+        .prepare_cached(
+            "update app.api_keys k set last_used_at = now() from app.users u \
+             where k.tenant_id = $1 and k.key_hash = $2 and k.deleted_at is null \
+             and u.tenant_id = k.tenant_id and u.id = k.created_by and u.deleted_at is null \
+             returning k.created_by, k.role",
+        )
+        .await?;
+    let row = tx.query_opt(&stmt, &[&tenant, &hash]).await?;
+    tx.commit().await?;
+    let Some(row) = row else {
+        return Err(AuthError::InvalidToken("unknown or revoked API key".into()));
+    };
+    Ok((row.get(0), stored_role("api_keys.role", row.get(1))?))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -1,14 +1,15 @@
 //! A tenant's users as authentication sees them: the login (find the user by email, check the
-//! password).
+//! password) and the check that a token's subject is still a live user with the role the token
+//! claims.
 
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{password, stored_role, AuthError, Caller, Role};
+use super::{password, stored_role, AuthError, Caller, Claims, Role};
 use crate::actors::TenantOp;
-use crate::db::TenantTx;
+use crate::db::{DbError, PgPool, TenantTx};
 
 /// The user a login names, as stored: the role is checked only once the password matched.
 pub struct LoginCandidate {
@@ -100,4 +101,32 @@ pub async fn check_password(
         email,
         role: stored_role("users.role", &role)?,
     })
+}
+
+/// The role of `user` if they are a live user of `tenant`.
+pub async fn live_role(pool: &PgPool, tenant: Uuid, user: Uuid) -> Result<Option<Role>, AuthError> {
+    let conn = pool.get().await.map_err(DbError::from)?;
+    let stmt = conn
+        .prepare_cached(
+            "select role from app.users where tenant_id = $1 and id = $2 and deleted_at is null",
+        )
+        .await?;
+    // The context and the read share one Sync: a lookup costs one round trip.
+    let row = TenantTx::single_statement(&conn, tenant)
+        .query_opt_then_commit(&stmt, &[&tenant, &user])
+        .await?;
+    row.map(|r| stored_role("users.role", r.get(0))).transpose()
+}
+
+/// A validly signed token is not enough: its subject must be a live user (`role` is their
+/// current role, None when they no longer exist) with the role the token claims, so that a
+/// deleted or demoted user's tokens stop working at once.
+pub fn check_claims(role: Option<Role>, claims: &Claims) -> Result<(), AuthError> {
+    match role {
+        None => Err(AuthError::InvalidToken("the user no longer exists".into())),
+        Some(role) if role != claims.role => {
+            Err(AuthError::InvalidToken("the user's role changed".into()))
+        }
+        Some(_) => Ok(()),
+    }
 }
