@@ -113,6 +113,7 @@ impl Application {
             },
         );
         let cursors = crate::page::CursorKey::derive(&config.jwt_secret);
+        let caches = std::sync::Arc::new(crate::cache::Caches::new(config.cache_ttl));
         let state = web::Data::new(AppState {
             cursors,
             config,
@@ -123,7 +124,7 @@ impl Application {
             template: TenantTemplate::embedded(),
             metrics,
             actors,
-            caches: Default::default(),
+            caches,
             api_calls: Default::default(),
         });
         if let Err(err) =
@@ -223,11 +224,11 @@ fn start_background(state: &web::Data<AppState>, options: &ServerOptions) -> Sup
             Ok(())
         }
     });
-    let app = state.clone();
+    let (caches, redis) = (state.caches.clone(), state.redis.clone());
     background.spawn("cache_invalidations", move |stop| {
-        let app = app.clone();
+        let (caches, redis) = (caches.clone(), redis.clone());
         async move {
-            crate::cache::subscribe(app, stop).await;
+            crate::cache::subscribe(caches, redis, stop).await;
             Ok(())
         }
     });

@@ -10,6 +10,7 @@
 //! overloaded or restarting, the transaction could not be opened or committed). The caller gets
 //! both as one [`ExecError`]; neither knows about HTTP.
 
+pub mod faults;
 pub mod shared;
 pub mod supervisor;
 pub mod tenant;

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::GenericClient;
@@ -21,7 +22,9 @@ use super::buckets::{
 };
 use super::store::kind;
 use super::AnalyticsError;
-use crate::db::tenant_schema_name;
+use crate::actors::TenantOp;
+use crate::auth::Caller;
+use crate::db::{tenant_schema_name, TenantTx};
 use crate::error::FieldError;
 
 pub const MAX_POINTS: i64 = 10_000;
@@ -97,6 +100,41 @@ pub struct SeriesRequest {
     pub interval: Interval,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
+}
+
+/// [`summary`] of the caller's tenant over [from, to).
+pub struct GetSummary {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+impl TenantOp for GetSummary {
+    type Output = Summary;
+    type Error = AnalyticsError;
+
+    fn run<'a>(
+        self,
+        tx: &'a TenantTx<'a>,
+        caller: &'a Caller,
+    ) -> BoxFuture<'a, Result<Summary, AnalyticsError>> {
+        Box::pin(async move { summary(tx.client(), caller.tenant_id, self.from, self.to).await })
+    }
+}
+
+/// [`timeseries`] of the caller's tenant.
+pub struct GetSeries(pub SeriesRequest);
+
+impl TenantOp for GetSeries {
+    type Output = Series;
+    type Error = AnalyticsError;
+
+    fn run<'a>(
+        self,
+        tx: &'a TenantTx<'a>,
+        caller: &'a Caller,
+    ) -> BoxFuture<'a, Result<Series, AnalyticsError>> {
+        Box::pin(async move { timeseries(tx.client(), caller.tenant_id, &self.0).await })
+    }
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> AnalyticsError {

@@ -1,10 +1,14 @@
-//! Credentials: password hashing, JWTs for tenant users, the platform operator token; and the
-//! authorization guards ([`guard`]) every operation checks its caller against.
+//! Credentials: password hashing, JWTs for tenant users, API keys, the platform operator
+//! token, the login and the live-user check ([`users`]); and the authorization guards
+//! ([`guard`]) every operation checks its caller against, with the plans the plan gates read
+//! ([`plans`]).
 
 pub mod api_keys;
 pub mod guard;
 pub mod jwt;
 pub mod password;
+pub mod plans;
+pub mod users;
 
 use rand::distr::{Alphanumeric, SampleString};
 use thiserror::Error;
@@ -39,6 +43,8 @@ pub enum AuthError {
     #[error("unknown plan {0:?}")]
     UnknownPlan(String),
     #[error(transparent)]
+    Page(#[from] crate::page::PageError),
+    #[error(transparent)]
     Db(#[from] DbError),
 }
 
@@ -60,6 +66,21 @@ pub enum Credential {
 }
 
 impl Credential {
+    /// Checks a bearer credential's form and, for a JWT, its signature and claims:
+    /// [`AuthError::InvalidToken`] when it is not valid. An API key is only parsed here; it is
+    /// checked against its tenant's rows ([`api_keys::verify`]) once the tenant is resolved.
+    pub fn from_bearer(token: &str, jwt: &JwtKeys) -> Result<Credential, AuthError> {
+        if token.starts_with(api_keys::PREFIX) {
+            let tenant = api_keys::tenant_of(token)
+                .ok_or_else(|| AuthError::InvalidToken("malformed API key".into()))?;
+            return Ok(Credential::ApiKey {
+                tenant,
+                hash: api_keys::hash(token),
+            });
+        }
+        Ok(Credential::Jwt(jwt.verify(token)?))
+    }
+
     pub fn tenant(&self) -> uuid::Uuid {
         match self {
             Credential::Jwt(claims) => claims.tenant_id,

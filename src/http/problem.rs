@@ -257,6 +257,7 @@ impl From<AuthError> for Problem {
             }
             AuthError::InvalidCredentials => Problem::unauthorized("invalid credentials"),
             AuthError::Access(access) => access.into(),
+            AuthError::Page(page) => page.into(),
             AuthError::Db(db) => db.into(),
             AuthError::Hashing(_)
             | AuthError::HashingTask(_)

@@ -2,6 +2,7 @@
 //! lifecycle (suspend, resume, soft delete, restore, purge) and the GDPR export.
 
 pub mod bypass;
+pub mod current;
 pub mod export;
 pub mod lifecycle;
 pub mod model;

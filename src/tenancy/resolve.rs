@@ -1,9 +1,10 @@
 //! Looks tenants up for the request path, through `app.resolve_tenant` (the app role reads no
-//! tenant row outside its context). Deleted tenants do not resolve.
+//! tenant row outside its context). Deleted tenants do not resolve. The request path asks
+//! through `cache::Caches::resolve_tenant`, which remembers answers, known and unknown.
 
 use uuid::Uuid;
 
-use super::TenancyError;
+use super::{validate, TenancyError};
 use crate::db::PgPool;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +23,23 @@ pub enum TenantKey {
     /// `X-Tenant-ID`: a tenant id or a slug.
     IdOrSlug(String),
     Subdomain(String),
+}
+
+impl TenantKey {
+    /// The one key under which a name is looked up and cached, or None when it names no tenant
+    /// whatever the database holds: an id in any spelling is `Id`, and a slug or subdomain
+    /// must have the shape the tenants table allows. Caches keyed by it hold at most three
+    /// keys for a tenant, and none longer than a slug for a name that is not one.
+    pub fn canonical(&self) -> Option<TenantKey> {
+        match self {
+            TenantKey::Id(id) => Some(TenantKey::Id(*id)),
+            TenantKey::IdOrSlug(raw) => match Uuid::parse_str(raw) {
+                Ok(id) => Some(TenantKey::Id(id)),
+                Err(_) => validate::is_slug_shaped(raw).then(|| self.clone()),
+            },
+            TenantKey::Subdomain(sub) => validate::is_slug_shaped(sub).then(|| self.clone()),
+        }
+    }
 }
 
 /// The app role sees no tenant row but its current tenant's, so resolution, which happens
@@ -63,10 +81,7 @@ pub fn subdomain_of(host: &str, base_domain: &str) -> Option<String> {
         _ => host,
     };
     let prefix = host.strip_suffix(base_domain)?.strip_suffix('.')?;
-    if prefix.is_empty()
-        || prefix.contains('.')
-        || super::validate::RESERVED_SLUGS.contains(&prefix)
-    {
+    if prefix.is_empty() || prefix.contains('.') || validate::RESERVED_SLUGS.contains(&prefix) {
         return None;
     }
     Some(prefix.to_string())
@@ -74,7 +89,30 @@ pub fn subdomain_of(host: &str, base_domain: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::subdomain_of;
+    use uuid::Uuid;
+
+    use super::{subdomain_of, TenantKey};
+
+    #[test]
+    fn ids_in_any_spelling_are_one_key_and_impossible_names_none() {
+        let id = Uuid::now_v7();
+        assert_eq!(
+            TenantKey::IdOrSlug(id.simple().to_string().to_uppercase()).canonical(),
+            Some(TenantKey::Id(id))
+        );
+        assert_eq!(
+            TenantKey::IdOrSlug("acme".into()).canonical(),
+            Some(TenantKey::IdOrSlug("acme".into()))
+        );
+        for raw in ["Acme", "-acme", "acme-", "", "a_b", &"a".repeat(64)] {
+            assert_eq!(TenantKey::IdOrSlug(raw.into()).canonical(), None, "{raw:?}");
+            assert_eq!(
+                TenantKey::Subdomain(raw.into()).canonical(),
+                None,
+                "{raw:?}"
+            );
+        }
+    }
 
     #[test]
     fn subdomains() {

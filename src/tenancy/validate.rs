@@ -32,14 +32,19 @@ pub const RESERVED_SLUGS: &[&str] = &[
 
 pub const PLANS: &[&str] = &["free", "pro", "enterprise"];
 
-pub fn slug(field: &str, value: &str, errors: &mut Vec<FieldError>) {
-    let well_formed = (1..=63).contains(&value.len())
+/// The shape of slugs and subdomains, as the CHECK constraints of `app.tenants` have it: 1 to
+/// 63 lowercase letters, digits and dashes, not starting or ending with a dash.
+pub fn is_slug_shaped(value: &str) -> bool {
+    (1..=63).contains(&value.len())
         && value
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !value.starts_with('-')
-        && !value.ends_with('-');
-    if !well_formed {
+        && !value.ends_with('-')
+}
+
+pub fn slug(field: &str, value: &str, errors: &mut Vec<FieldError>) {
+    if !is_slug_shaped(value) {
         errors.push(FieldError::new(
             field,
             "use 1 to 63 lowercase letters, digits and dashes, not starting or ending with a dash",

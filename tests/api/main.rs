@@ -8,6 +8,7 @@ mod analytics_durability;
 mod analytics_ops;
 mod audit;
 mod auth;
+mod caches;
 mod catalog;
 mod cli;
 mod concurrency;

@@ -2,16 +2,15 @@
 
 use actix_web::{get, post, web, HttpResponse};
 use chrono::{DateTime, Duration, Utc};
-use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::actors::TenantOp;
 use crate::analytics::buckets::{to_micros, Interval};
-use crate::analytics::query::{self, Metric, Series, SeriesRequest, Summary};
+use crate::analytics::query::{
+    self, GetSeries, GetSummary, Metric, Series, SeriesRequest, Summary,
+};
 use crate::analytics::{model, AnalyticsError, EventBatch};
-use crate::auth::Caller;
 use crate::error::FieldError;
 use crate::http::problem::Problem;
 use crate::http::tenant::TenantRequest;
@@ -111,26 +110,6 @@ fn range(
     (from, to)
 }
 
-struct GetSummary {
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-}
-
-impl TenantOp for GetSummary {
-    type Output = Summary;
-    type Error = AnalyticsError;
-
-    fn run<'a>(
-        self,
-        tx: &'a crate::db::TenantTx<'a>,
-        caller: &'a Caller,
-    ) -> BoxFuture<'a, Result<Summary, AnalyticsError>> {
-        Box::pin(
-            async move { query::summary(tx.client(), caller.tenant_id, self.from, self.to).await },
-        )
-    }
-}
-
 #[utoipa::path(get, path = "/analytics/summary", tag = "analytics", params(SummaryParams),
     security(("bearer" = [])),
     responses((status = 200, body = Summary), (status = 401), (status = 422)))]
@@ -147,21 +126,6 @@ pub async fn get_summary(
     }
     let summary = req.execute(GetSummary { from, to }).await?;
     Ok(HttpResponse::Ok().json(summary))
-}
-
-struct GetSeries(SeriesRequest);
-
-impl TenantOp for GetSeries {
-    type Output = Series;
-    type Error = AnalyticsError;
-
-    fn run<'a>(
-        self,
-        tx: &'a crate::db::TenantTx<'a>,
-        caller: &'a Caller,
-    ) -> BoxFuture<'a, Result<Series, AnalyticsError>> {
-        Box::pin(async move { query::timeseries(tx.client(), caller.tenant_id, &self.0).await })
-    }
 }
 
 #[utoipa::path(get, path = "/analytics/timeseries", tag = "analytics", params(SeriesParams),

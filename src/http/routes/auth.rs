@@ -2,18 +2,18 @@
 
 use actix_web::{delete, get, post, web, HttpResponse};
 use chrono::{DateTime, Utc};
-use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::actors::TenantOp;
-use crate::audit::{self, AuditAction};
-use crate::auth::{self, api_keys, password, AuthError, Caller, Role};
+use crate::auth::api_keys::{ApiKey, CreateApiKey, CreatedApiKey, ListApiKeys, RevokeApiKey};
+use crate::auth::users::{self, FindLoginUser, LoginUser};
+use crate::auth::Role;
+use crate::cache::Invalidation;
 use crate::error::FieldError;
 use crate::http::problem::Problem;
 use crate::http::tenant::{PublicTenantRequest, TenantRequest};
-use crate::page::{Keyset, Page, PageRequest, TimeKey};
+use crate::page::Page;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(login)
@@ -30,53 +30,10 @@ pub struct LoginRequest {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct LoginUser {
-    pub id: Uuid,
-    pub email: String,
-    pub role: Role,
-}
-
-#[derive(Serialize, ToSchema)]
 pub struct LoginResponse {
     pub token: String,
     pub expires_at: DateTime<Utc>,
     pub user: LoginUser,
-}
-
-struct FindLoginUser {
-    email: String,
-}
-
-impl TenantOp for FindLoginUser {
-    type Output = Option<(Uuid, String, String, Option<String>)>;
-    type Error = AuthError;
-    const OPENS_TENANT_SCHEMA: bool = false;
-
-    fn run<'a>(
-        self,
-        tx: &'a crate::db::TenantTx<'a>,
-        caller: &'a Caller,
-    ) -> BoxFuture<'a, Result<Self::Output, AuthError>> {
-        Box::pin(async move {
-            let stmt = tx
-                .prepare_cached(
-                    "select id, email, role, password_hash from app.users \
-                     where tenant_id = $1 and lower(email) = lower($2) and deleted_at is null",
-                )
-                .await?;
-            let row = tx
-                .query_opt(&stmt, &[&caller.tenant_id, &self.email])
-                .await?;
-            Ok(row.map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))))
-        })
-    }
-}
-
-/// A real hash to verify against when the email is unknown, so that a wrong email and a wrong
-/// password cost the same time.
-fn dummy_hash() -> &'static str {
-    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DUMMY.get_or_init(|| password::hash("not-a-real-password").unwrap_or_default())
 }
 
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
@@ -98,30 +55,13 @@ pub async fn login(
             "email and password are required",
         )]));
     }
-    let user = req.execute(FindLoginUser { email }).await?;
-    let (stored, user) = match user {
-        Some((id, email, role, Some(hash))) => (hash, Some((id, email, role))),
-        _ => (String::new(), None),
-    };
-    let matches = tokio::task::spawn_blocking(move || {
-        let hash = if stored.is_empty() {
-            dummy_hash()
-        } else {
-            stored.as_str()
-        };
-        password::verify(&given, hash)
-    })
-    .await
-    .map_err(AuthError::HashingTask)?;
-    let Some((id, email, role)) = user.filter(|_| matches) else {
-        return Err(AuthError::InvalidCredentials.into());
-    };
-    let role = auth::stored_role("users.role", &role)?;
-    let (token, expires_at) = req.state().jwt.issue(id, req.tenant_id, role)?;
+    let candidate = req.execute(FindLoginUser { email }).await?;
+    let user = users::check_password(candidate, given).await?;
+    let (token, expires_at) = req.state().jwt.issue(user.id, req.tenant_id, user.role)?;
     Ok(HttpResponse::Ok().json(LoginResponse {
         token,
         expires_at,
-        user: LoginUser { id, email, role },
+        user,
     }))
 }
 
@@ -132,81 +72,6 @@ pub struct NewApiKey {
     pub name: String,
     /// `admin` (default) or `member`.
     pub role: Option<Role>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ApiKey {
-    pub id: Uuid,
-    pub name: String,
-    pub prefix: String,
-    pub role: Role,
-    pub created_by: Uuid,
-    pub created_at: DateTime<Utc>,
-    pub last_used_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct CreatedApiKey {
-    pub id: Uuid,
-    /// Shown once; only its hash is stored.
-    pub key: String,
-    pub name: String,
-    pub prefix: String,
-    pub role: Role,
-    pub created_at: DateTime<Utc>,
-}
-
-struct InsertApiKey {
-    id: Uuid,
-    name: String,
-    role: Role,
-    key: api_keys::NewKey,
-}
-
-impl TenantOp for InsertApiKey {
-    type Output = DateTime<Utc>;
-    type Error = AuthError;
-    const OPENS_TENANT_SCHEMA: bool = false;
-
-    fn run<'a>(
-        self,
-        tx: &'a crate::db::TenantTx<'a>,
-        caller: &'a Caller,
-    ) -> BoxFuture<'a, Result<Self::Output, AuthError>> {
-        Box::pin(async move {
-            let user = caller.admin()?;
-            let row = tx
-                .query_one(
-                    "insert into app.api_keys (tenant_id, id, name, prefix, key_hash, role, created_by) \
-                     values ($1, $2, $3, $4, $5, $6, $7) returning created_at",
-                    &[
-                        &caller.tenant_id,
-                        &self.id,
-                        &self.name,
-                        &self.key.display_prefix,
-                        &self.key.hash,
-                        &self.role.as_str(),
-                        &user,
-                    ],
-                )
-                .await?;
-            let after = serde_json::json!({"id": self.id, "name": self.name, "prefix": self.key.display_prefix, "role": self.role});
-            audit::record(
-                tx,
-                caller,
-                audit::Entry {
-                    action: AuditAction::Create,
-                    resource: "api_key",
-                    resource_id: self.id.to_string(),
-                    before: None,
-                    after: Some(after),
-                    extra: None,
-                },
-            )
-            .await?;
-            Ok(row.get(0))
-        })
-    }
 }
 
 #[utoipa::path(post, path = "/api-keys", tag = "auth", request_body = NewApiKey, security(("bearer" = [])),
@@ -225,30 +90,14 @@ pub async fn create_api_key(
             "use at most 200 characters",
         )]));
     }
-    let role = body.role.unwrap_or(Role::Admin);
-    let key = api_keys::generate(req.tenant_id);
-    let id = Uuid::now_v7();
-    let (secret, prefix) = (key.key.clone(), key.display_prefix.clone());
-    let created_at = req
-        .execute(InsertApiKey {
-            id,
-            name: body.name.clone(),
-            role,
-            key,
+    let created = req
+        .execute(CreateApiKey {
+            name: body.name,
+            role: body.role.unwrap_or(Role::Admin),
         })
         .await?;
-    Ok(HttpResponse::Created().json(CreatedApiKey {
-        id,
-        key: secret,
-        name: body.name,
-        prefix,
-        role,
-        created_at,
-    }))
+    Ok(HttpResponse::Created().json(created))
 }
-
-/// In creation order.
-static API_KEYS: Keyset<TimeKey> = Keyset::ascending("api keys", &["created_at", "id"]);
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -259,46 +108,6 @@ pub struct ApiKeyQuery {
     pub cursor: Option<String>,
 }
 
-struct ListApiKeys(PageRequest<TimeKey>);
-
-impl TenantOp for ListApiKeys {
-    type Output = Page<ApiKey>;
-    type Error = AuthError;
-    const OPENS_TENANT_SCHEMA: bool = false;
-
-    fn run<'a>(
-        self,
-        tx: &'a crate::db::TenantTx<'a>,
-        caller: &'a Caller,
-    ) -> BoxFuture<'a, Result<Self::Output, AuthError>> {
-        Box::pin(async move {
-            self.0
-                .fetch(
-                    tx,
-                    "select id, name, prefix, role, created_by, created_at, last_used_at \
-                     from app.api_keys where tenant_id = $1 and deleted_at is null",
-                    &[&caller.tenant_id],
-                    |r| {
-                        Ok(ApiKey {
-                            id: r.get(0),
-                            name: r.get(1),
-                            prefix: r.get(2),
-                            role: auth::stored_role("api_keys.role", r.get(3))?,
-                            created_by: r.get(4),
-                            created_at: r.get(5),
-                            last_used_at: r.get(6),
-                        })
-                    },
-                    |k| TimeKey {
-                        at: k.created_at,
-                        id: k.id,
-                    },
-                )
-                .await
-        })
-    }
-}
-
 #[utoipa::path(get, path = "/api-keys", tag = "auth", params(ApiKeyQuery), security(("bearer" = [])),
     responses((status = 200, body = Page<ApiKey>), (status = 403), (status = 422)))]
 #[get("/api-keys")]
@@ -306,51 +115,16 @@ pub async fn list_api_keys(
     req: TenantRequest,
     query: web::Query<ApiKeyQuery>,
 ) -> Result<HttpResponse, Problem> {
-    req.admin()?;
-    let page = API_KEYS.parse(&req.state().cursors, query.limit, query.cursor.as_deref())?;
-    let keys = req.execute(ListApiKeys(page)).await?;
-    Ok(HttpResponse::Ok().json(keys))
-}
-
-struct RevokeApiKey {
-    id: Uuid,
-}
-
-impl TenantOp for RevokeApiKey {
-    type Output = bool;
-    type Error = AuthError;
-    const OPENS_TENANT_SCHEMA: bool = false;
-
-    fn run<'a>(
-        self,
-        tx: &'a crate::db::TenantTx<'a>,
-        caller: &'a Caller,
-    ) -> BoxFuture<'a, Result<Self::Output, AuthError>> {
-        Box::pin(async move {
-            let revoked = tx
-                .execute(
-                    "update app.api_keys set deleted_at = now() where tenant_id = $1 and id = $2 and deleted_at is null",
-                    &[&caller.tenant_id, &self.id],
-                )
-                .await?;
-            if revoked == 1 {
-                audit::record(
-                    tx,
-                    caller,
-                    audit::Entry {
-                        action: AuditAction::Delete,
-                        resource: "api_key",
-                        resource_id: self.id.to_string(),
-                        before: Some(serde_json::json!({"id": self.id})),
-                        after: None,
-                        extra: None,
-                    },
-                )
-                .await?;
-            }
-            Ok(revoked == 1)
+    let ApiKeyQuery { limit, cursor } = query.into_inner();
+    let cursors = req.state().cursors.clone();
+    let keys = req
+        .execute(ListApiKeys {
+            limit,
+            cursor,
+            cursors,
         })
-    }
+        .await?;
+    Ok(HttpResponse::Ok().json(keys))
 }
 
 #[utoipa::path(delete, path = "/api-keys/{id}", tag = "auth", security(("bearer" = [])),
@@ -360,12 +134,11 @@ pub async fn delete_api_key(
     req: TenantRequest,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, Problem> {
-    req.admin()?;
     if !req.execute(RevokeApiKey { id: *id }).await? {
         return Err(Problem::not_found("API key"));
     }
     req.state()
-        .invalidate(crate::cache::Invalidation::ApiKeys(req.tenant_id))
+        .invalidate(Invalidation::ApiKeys(req.tenant_id))
         .await;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -1,36 +1,17 @@
 //! The current tenant, for its own users: GET /tenant and the GDPR export.
 
 use actix_web::{get, web, HttpResponse};
-use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::actors::TenantOp;
-use crate::auth::Caller;
 use crate::error::error_chain;
 use crate::http::problem::Problem;
 use crate::http::tenant::TenantRequest;
-use crate::tenancy::lifecycle;
-use crate::tenancy::{TenancyError, Tenant};
+use crate::tenancy::current::{ExportTenant, GetCurrentTenant};
+use crate::tenancy::Tenant;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(current_tenant).service(export_tenant);
-}
-
-struct GetCurrentTenant;
-
-impl TenantOp for GetCurrentTenant {
-    type Output = Tenant;
-    type Error = TenancyError;
-    const OPENS_TENANT_SCHEMA: bool = false;
-
-    fn run<'a>(
-        self,
-        tx: &'a crate::db::TenantTx<'a>,
-        caller: &'a Caller,
-    ) -> BoxFuture<'a, Result<Tenant, TenancyError>> {
-        Box::pin(async move { lifecycle::find(tx.client(), &caller.tenant_id.to_string()).await })
-    }
 }
 
 #[utoipa::path(get, path = "/tenant", tag = "tenant", security(("bearer" = [])),
@@ -40,25 +21,6 @@ pub async fn current_tenant(req: TenantRequest) -> Result<HttpResponse, Problem>
     req.user()?;
     let tenant = req.execute(GetCurrentTenant).await?;
     Ok(HttpResponse::Ok().json(tenant))
-}
-
-struct ExportTenant {
-    out: mpsc::Sender<String>,
-}
-
-impl TenantOp for ExportTenant {
-    type Output = u64;
-    type Error = TenancyError;
-
-    fn run<'a>(
-        self,
-        tx: &'a crate::db::TenantTx<'a>,
-        caller: &'a Caller,
-    ) -> BoxFuture<'a, Result<u64, TenancyError>> {
-        Box::pin(async move {
-            crate::tenancy::export::export(tx.client(), caller.tenant_id, self.out).await
-        })
-    }
 }
 
 #[utoipa::path(get, path = "/tenant/export", tag = "tenant", security(("bearer" = [])),
