@@ -11,8 +11,10 @@ use crate::actors::TenantOp;
 use crate::audit::{self, AuditAction};
 use crate::auth::{self, api_keys, password, AuthError, Caller, Role};
 use crate::error::FieldError;
+use crate::http::extract::Json;
 use crate::http::problem::Problem;
 use crate::http::tenant::{PublicTenantRequest, TenantRequest};
+use crate::input::Text;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(login)
@@ -24,8 +26,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
-    pub email: String,
-    pub password: String,
+    pub email: Text,
+    pub password: Text,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -43,7 +45,7 @@ pub struct LoginResponse {
 }
 
 struct FindLoginUser {
-    email: String,
+    email: Text,
 }
 
 impl TenantOp for FindLoginUser {
@@ -84,7 +86,7 @@ fn dummy_hash() -> &'static str {
 #[post("/auth/login")]
 pub async fn login(
     req: PublicTenantRequest,
-    body: web::Json<LoginRequest>,
+    body: Json<LoginRequest>,
 ) -> Result<HttpResponse, Problem> {
     let req = req.0;
     let LoginRequest {
@@ -108,7 +110,7 @@ pub async fn login(
         } else {
             stored.as_str()
         };
-        password::verify(&given, hash)
+        password::verify(given.as_str(), hash)
     })
     .await
     .map_err(AuthError::HashingTask)?;
@@ -128,7 +130,7 @@ pub async fn login(
 #[serde(deny_unknown_fields)]
 pub struct NewApiKey {
     #[serde(default)]
-    pub name: String,
+    pub name: Text,
     /// `admin` (default) or `member`.
     pub role: Option<Role>,
 }
@@ -157,7 +159,7 @@ pub struct CreatedApiKey {
 
 struct InsertApiKey {
     id: Uuid,
-    name: String,
+    name: Text,
     role: Role,
     key: api_keys::NewKey,
 }
@@ -213,11 +215,12 @@ impl TenantOp for InsertApiKey {
 #[post("/api-keys")]
 pub async fn create_api_key(
     req: TenantRequest,
-    body: Option<web::Json<NewApiKey>>,
+    body: Json<Option<NewApiKey>>,
 ) -> Result<HttpResponse, Problem> {
     req.admin()?;
     req.state().require_feature(&req.plan, "api_access").await?;
-    let body = body.map(|b| b.into_inner()).unwrap_or_default();
+    // No body at all takes the defaults.
+    let body = body.into_inner().unwrap_or_default();
     if body.name.chars().count() > 200 {
         return Err(Problem::validation(vec![FieldError::new(
             "name",
@@ -239,7 +242,7 @@ pub async fn create_api_key(
     Ok(HttpResponse::Created().json(CreatedApiKey {
         id,
         key: secret,
-        name: body.name,
+        name: body.name.into_string(),
         prefix,
         role,
         created_at,

@@ -8,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::actors::ActorInfo;
-use crate::http::extract::{PlatformOperator, RequestId};
+use crate::http::extract::{PlatformOperator, Query, RequestId};
 use crate::http::problem::Problem;
 use crate::state::AppState;
 use crate::tenancy::lifecycle::record_platform_action;
@@ -89,7 +89,7 @@ pub async fn admin_tasks(
     _op: PlatformOperator,
     state: web::Data<AppState>,
     request_id: RequestId,
-    query: web::Query<AdminTasksQuery>,
+    query: Query<AdminTasksQuery>,
 ) -> Result<HttpResponse, Problem> {
     let limit = query.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {

@@ -6,7 +6,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::cache::Invalidation;
-use crate::http::extract::{PlatformOperator, RequestId};
+use crate::http::extract::{Json, PlatformOperator, Query, RequestId};
 use crate::http::problem::Problem;
 use crate::state::AppState;
 use crate::tenancy::{lifecycle, provision, NewTenant, Tenant};
@@ -63,7 +63,7 @@ pub async fn create_tenant(
     _op: PlatformOperator,
     state: web::Data<AppState>,
     request_id: RequestId,
-    body: web::Json<NewTenant>,
+    body: Json<NewTenant>,
 ) -> Result<HttpResponse, Problem> {
     let created = provision(
         &state.provision_context(),
@@ -91,7 +91,7 @@ pub async fn list_tenants(
     _op: PlatformOperator,
     state: web::Data<AppState>,
     request_id: RequestId,
-    query: web::Query<ListQuery>,
+    query: Query<ListQuery>,
 ) -> Result<HttpResponse, Problem> {
     let page = lifecycle::list(
         &state.pools.admin,
