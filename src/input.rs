@@ -9,7 +9,8 @@
 //! - [`Date`]: an RFC 3339 full-date, `YYYY-MM-DD`: four-digit years keep every date inside
 //!   PostgreSQL's range (4713 BC to 5874897 AD), which chrono's own parser does not (it reads
 //!   `-5000-01-01`).
-//! - [`json_is_storable`]: the same rule for a JSON document bound for a `jsonb` column.
+//! - [`json_is_storable`]: the same rule for a JSON document bound for a `jsonb` column;
+//!   [`timestamp_is_storable`]: a decoded instant PostgreSQL's `timestamptz` holds.
 //!
 //! Lengths and shapes (a name of 1 to 200 characters, an email address) stay with each area's
 //! validation, which reports every bad field of a body at once; these types refuse only what
@@ -19,7 +20,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::str::FromStr;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 use serde::{Serialize, Serializer};
 use serde_json::Value;
@@ -273,6 +274,14 @@ pub fn json_is_storable(value: &Value) -> bool {
     }
 }
 
+/// Whether PostgreSQL's `timestamptz` holds `at`: from 4714-11-24 BC (its first day) on;
+/// chrono reaches back to 262143 BC, and its last instant (262143 AD) is before PostgreSQL's.
+pub fn timestamp_is_storable(at: &DateTime<Utc>) -> bool {
+    NaiveDate::from_ymd_opt(-4713, 11, 24)
+        .and_then(|day| day.and_hms_opt(0, 0, 0))
+        .is_some_and(|first| at.naive_utc() >= first)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,6 +330,18 @@ mod tests {
             serde_json::to_string(&Date::parse("2030-01-31").unwrap()).unwrap(),
             r#""2030-01-31""#
         );
+    }
+
+    #[test]
+    fn timestamps_before_postgresqls_first_day_are_not_storable() {
+        let at = |micros: i64| DateTime::from_timestamp_micros(micros).unwrap();
+        assert!(timestamp_is_storable(&at(0)));
+        assert!(timestamp_is_storable(&DateTime::<Utc>::MAX_UTC));
+        assert!(!timestamp_is_storable(&DateTime::<Utc>::MIN_UTC));
+        // 4714-11-24 BC, 00:00 UTC, and one microsecond before it.
+        let first = -210_866_803_200_000_000;
+        assert!(timestamp_is_storable(&at(first)));
+        assert!(!timestamp_is_storable(&at(first - 1)));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::DomainError;
 use crate::error::FieldError;
+use crate::input::timestamp_is_storable;
 
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 500;
@@ -52,10 +53,9 @@ impl Cursor {
         if parts.next().is_some() {
             return None;
         }
-        Some(Cursor {
-            created_at: DateTime::from_timestamp_micros(micros)?,
-            id,
-        })
+        // An edited cursor must not carry an instant PostgreSQL refuses into the query.
+        let created_at = DateTime::from_timestamp_micros(micros).filter(timestamp_is_storable)?;
+        Some(Cursor { created_at, id })
     }
 }
 
