@@ -16,6 +16,7 @@ mod domain;
 mod explain;
 mod fixtures;
 mod helpers;
+mod hostile;
 mod isolation;
 mod jobs;
 mod lifecycle;
