@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::actors::TenantOp;
 use crate::auth::Caller;
 use crate::db::DbError;
+use crate::http::extract::Query;
 use crate::http::problem::Problem;
 use crate::http::tenant::TenantRequest;
 
@@ -71,7 +72,7 @@ impl TenantOp for SleepOp {
 #[post("/__faults/sleep")]
 async fn sleep_in_tenant_work(
     req: TenantRequest,
-    q: web::Query<SleepQuery>,
+    q: Query<SleepQuery>,
 ) -> Result<HttpResponse, Problem> {
     req.execute(SleepOp { ms: q.ms }).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -107,7 +108,7 @@ struct BackendQuery {
 #[post("/__faults/backend")]
 async fn backend_of_tenant_work(
     req: TenantRequest,
-    q: web::Query<BackendQuery>,
+    q: Query<BackendQuery>,
 ) -> Result<HttpResponse, Problem> {
     let pid = if q.tenant_schema {
         req.execute(BackendPidOp::<true>).await?
