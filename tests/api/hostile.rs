@@ -21,7 +21,7 @@ use crate::fixtures::{create_project, create_task, create_user, id_of};
 use crate::helpers::{spawn_app, TestApp, TestTenant, OPERATOR_TOKEN};
 
 /// Cases per route family in CI; each is one HTTP request.
-const DEFAULT_CASES: u32 = 64;
+const DEFAULT_CASES: u32 = 128;
 
 struct Fixture {
     app: TestApp,
@@ -70,6 +70,27 @@ impl Fixture {
             .http
             .request(method, self.app.url(path))
             .header("x-tenant-id", &self.tenant.slug)
+    }
+}
+
+/// Whose credentials a request carries.
+#[derive(Clone, Copy, Debug)]
+enum Who {
+    /// The tenant admin's token.
+    User,
+    /// The platform operator's token.
+    Operator,
+    /// None: the tenant is named by `X-Tenant-ID`.
+    Public,
+}
+
+impl Fixture {
+    fn request(&self, who: Who, method: Method, path: &str) -> RequestBuilder {
+        match who {
+            Who::User => self.user(method, path),
+            Who::Operator => self.operator(method, path),
+            Who::Public => self.public(method, path),
+        }
     }
 }
 
@@ -739,6 +760,8 @@ where
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,
+        // Each shrinking step is a request too: a failure is reported in seconds, not minutes.
+        max_shrink_iters: 256,
         ..Config::default()
     });
     let result = runner.run(&strategy, |value| {
@@ -772,78 +795,78 @@ fn no_body_member_gives_a_5xx() {
     let f = rt.block_on(fixture());
     let (project, task, member) = (f.project, f.task, f.member);
     // (method, path, a valid body, the members to replace)
-    let templates: Vec<(Method, String, Value, bool)> = vec![
+    let templates: Vec<(Method, String, Value, Who)> = vec![
         (
             Method::POST,
             "/tenants".into(),
             json!({"name": "P", "slug": "prop", "subdomain": "prop", "plan": "free",
                    "admin_email": "a@prop.example.com", "admin_password": "correct-horse-battery"}),
-            true,
+            Who::Operator,
         ),
         (
             Method::POST,
             "/auth/login".into(),
             json!({"email": "admin@hostile.example.com", "password": "correct-horse-battery"}),
-            false,
+            Who::Public,
         ),
         (
             Method::POST,
             "/api-keys".into(),
             json!({"name": "k", "role": "member"}),
-            false,
+            Who::User,
         ),
         (
             Method::POST,
             "/users".into(),
             json!({"email": "p@hostile.example.com", "name": "P", "role": "member",
                    "password": "correct-horse-battery"}),
-            false,
+            Who::User,
         ),
         (
             Method::PATCH,
             format!("/users/{member}"),
             json!({"email": "member@hostile.example.com", "name": "M", "role": "member",
                    "password": "correct-horse-battery"}),
-            false,
+            Who::User,
         ),
         (
             Method::POST,
             "/projects".into(),
             json!({"name": "P", "description": "d"}),
-            false,
+            Who::User,
         ),
         (
             Method::PATCH,
             format!("/projects/{project}"),
             json!({"name": "Hostile", "description": "d"}),
-            false,
+            Who::User,
         ),
         (
             Method::POST,
             format!("/projects/{project}/members"),
             json!({"user_id": member}),
-            false,
+            Who::User,
         ),
         (
             Method::POST,
             "/tasks".into(),
             json!({"project_id": project, "title": "T", "description": "d", "status": "todo",
                    "assignee_id": member, "due_date": "2030-01-01"}),
-            false,
+            Who::User,
         ),
         (
             Method::PATCH,
             format!("/tasks/{task}"),
             json!({"project_id": project, "title": "First", "description": "d",
                    "status": "done", "assignee_id": null, "due_date": null}),
-            false,
+            Who::User,
         ),
         (
             Method::POST,
             "/analytics/events".into(),
             json!({"event_type": "e", "user_id": member, "feature": "f",
                    "metadata": {"k": "v"}, "timestamp": null}),
-            false,
+            Who::User,
         ),
     ];
     let slots: Vec<(usize, String)> = templates
@@ -859,21 +882,14 @@ fn no_body_member_gives_a_5xx() {
         .collect();
     let strategy = (prop::sample::select(slots), hostile_json(), any::<bool>());
     no_server_error(&rt, strategy, |((template, member), value, batch)| {
-        let (method, path, body, operator) = &templates[template];
+        let (method, path, body, who) = &templates[template];
         let mut body = body.clone();
         body[member.as_str()] = value;
         // Analytics takes one event or a batch; both paths are tried.
         if path == "/analytics/events" && batch {
             body = json!({ "events": [{"event_type": "fine"}, body] });
         }
-        let request = if *operator {
-            f.operator(method.clone(), path)
-        } else if path == "/auth/login" {
-            f.public(method.clone(), path)
-        } else {
-            f.user(method.clone(), path)
-        };
-        request.json(&body).send()
+        f.request(*who, method.clone(), path).json(&body).send()
     });
 }
 
@@ -929,37 +945,39 @@ fn no_query_parameter_gives_a_5xx() {
     let rt = runtime();
     let f = rt.block_on(fixture());
     let project = f.project;
-    let params: Vec<(bool, String, &str)> = vec![
-        (false, "/users".into(), "limit"),
-        (false, "/users".into(), "cursor"),
-        (false, "/projects".into(), "limit"),
-        (false, "/projects".into(), "cursor"),
-        (false, format!("/projects/{project}/members"), "limit"),
-        (false, format!("/projects/{project}/members"), "cursor"),
-        (false, "/tasks".into(), "project_id"),
-        (false, "/tasks".into(), "status"),
-        (false, "/tasks".into(), "assignee_id"),
-        (false, "/tasks".into(), "limit"),
-        (false, "/tasks".into(), "cursor"),
-        (false, "/audit-logs".into(), "resource"),
-        (false, "/audit-logs".into(), "action"),
-        (false, "/audit-logs".into(), "limit"),
-        (false, "/audit-logs".into(), "cursor"),
-        (false, "/api-keys".into(), "limit"),
-        (false, "/api-keys".into(), "cursor"),
-        (false, "/analytics/summary".into(), "from"),
-        (false, "/analytics/summary".into(), "to"),
-        (false, "/analytics/timeseries".into(), "metric"),
-        (false, "/analytics/timeseries".into(), "event_type"),
-        (false, "/analytics/timeseries".into(), "interval"),
-        (false, "/analytics/timeseries".into(), "from"),
-        (false, "/analytics/timeseries".into(), "to"),
-        (true, "/admin/tenants".into(), "include_deleted"),
-        (true, "/admin/tenants".into(), "limit"),
-        (true, "/admin/tenants".into(), "cursor"),
-        (true, "/admin/tasks".into(), "tenant_id"),
-        (true, "/admin/tasks".into(), "limit"),
-        (true, "/admin/tasks".into(), "cursor"),
+    let params: Vec<(Who, String, &str)> = vec![
+        (Who::User, "/users".into(), "limit"),
+        (Who::User, "/users".into(), "cursor"),
+        (Who::User, "/projects".into(), "limit"),
+        (Who::User, "/projects".into(), "cursor"),
+        (Who::User, format!("/projects/{project}/members"), "limit"),
+        (Who::User, format!("/projects/{project}/members"), "cursor"),
+        (Who::User, "/tasks".into(), "project_id"),
+        (Who::User, "/tasks".into(), "status"),
+        (Who::User, "/tasks".into(), "assignee_id"),
+        (Who::User, "/tasks".into(), "limit"),
+        (Who::User, "/tasks".into(), "cursor"),
+        (Who::User, "/audit-logs".into(), "resource"),
+        (Who::User, "/audit-logs".into(), "action"),
+        (Who::User, "/audit-logs".into(), "limit"),
+        (Who::User, "/audit-logs".into(), "cursor"),
+        (Who::User, "/api-keys".into(), "limit"),
+        (Who::User, "/api-keys".into(), "cursor"),
+        (Who::User, "/analytics/summary".into(), "from"),
+        (Who::User, "/analytics/summary".into(), "to"),
+        (Who::User, "/analytics/timeseries".into(), "metric"),
+        (Who::User, "/analytics/timeseries".into(), "event_type"),
+        (Who::User, "/analytics/timeseries".into(), "interval"),
+        (Who::User, "/analytics/timeseries".into(), "from"),
+        (Who::User, "/analytics/timeseries".into(), "to"),
+        (Who::Operator, "/admin/tenants".into(), "include_deleted"),
+        (Who::Operator, "/admin/tenants".into(), "limit"),
+        (Who::Operator, "/admin/tenants".into(), "cursor"),
+        (Who::Operator, "/admin/tasks".into(), "tenant_id"),
+        (Who::Operator, "/admin/tasks".into(), "limit"),
+        (Who::Operator, "/admin/tasks".into(), "cursor"),
+        (Who::Public, "/ws/analytics".into(), "token"),
+        (Who::Public, "/auth/login".into(), "x"),
     ];
     let strategy = (
         prop::sample::select(params),
@@ -970,16 +988,12 @@ fn no_query_parameter_gives_a_5xx() {
             hostile_bytes(),
         )),
     );
-    no_server_error(&rt, strategy, |((operator, path, name), value, extra)| {
+    no_server_error(&rt, strategy, |((who, path, name), value, extra)| {
         let mut url = format!("{path}?{name}={}", pct(&value));
         if let Some((other, value)) = extra {
             url.push_str(&format!("&{other}={}", pct(&value)));
         }
-        if operator {
-            f.operator(Method::GET, &url).send()
-        } else {
-            f.user(Method::GET, &url).send()
-        }
+        f.request(who, Method::GET, &url).send()
     });
 }
 
@@ -990,15 +1004,15 @@ fn no_cursor_gives_a_5xx() {
     let rt = runtime();
     let f = rt.block_on(fixture());
     let project = f.project;
-    let lists: Vec<(bool, String)> = vec![
-        (false, "/users".into()),
-        (false, "/projects".into()),
-        (false, format!("/projects/{project}/members")),
-        (false, "/tasks".into()),
-        (false, "/audit-logs".into()),
-        (false, "/api-keys".into()),
-        (true, "/admin/tenants".into()),
-        (true, "/admin/tasks".into()),
+    let lists: Vec<(Who, String)> = vec![
+        (Who::User, "/users".into()),
+        (Who::User, "/projects".into()),
+        (Who::User, format!("/projects/{project}/members")),
+        (Who::User, "/tasks".into()),
+        (Who::User, "/audit-logs".into()),
+        (Who::User, "/api-keys".into()),
+        (Who::Operator, "/admin/tenants".into()),
+        (Who::Operator, "/admin/tasks".into()),
     ];
     // Real cursors to edit: the users and the audit log have more than one row.
     let real: Vec<String> = ["/users?limit=1", "/audit-logs?limit=1"]
@@ -1041,13 +1055,9 @@ fn no_cursor_gives_a_5xx() {
         }),
     ];
     let strategy = (prop::sample::select(lists), cursor);
-    no_server_error(&rt, strategy, |((operator, path), cursor)| {
+    no_server_error(&rt, strategy, |((who, path), cursor)| {
         let url = format!("{path}?cursor={}", pct(&cursor));
-        if operator {
-            f.operator(Method::GET, &url).send()
-        } else {
-            f.user(Method::GET, &url).send()
-        }
+        f.request(who, Method::GET, &url).send()
     });
 }
 
@@ -1057,35 +1067,43 @@ fn no_path_segment_gives_a_5xx() {
     let rt = runtime();
     let f = rt.block_on(fixture());
     let project = f.project;
-    let routes: Vec<(bool, Method, String)> = vec![
-        (false, Method::GET, "/users/{}".into()),
-        (false, Method::PATCH, "/users/{}".into()),
-        (false, Method::DELETE, "/users/{}".into()),
-        (false, Method::GET, "/projects/{}".into()),
-        (false, Method::DELETE, "/projects/{}".into()),
-        (false, Method::GET, "/projects/{}/members".into()),
+    let routes: Vec<(Who, Method, String)> = vec![
+        (Who::User, Method::GET, "/users/{}".into()),
+        (Who::User, Method::PATCH, "/users/{}".into()),
+        (Who::User, Method::DELETE, "/users/{}".into()),
+        (Who::User, Method::GET, "/projects/{}".into()),
+        (Who::User, Method::DELETE, "/projects/{}".into()),
+        (Who::User, Method::GET, "/projects/{}/members".into()),
         (
-            false,
+            Who::User,
             Method::DELETE,
             format!("/projects/{project}/members/{{}}"),
         ),
-        (false, Method::GET, "/tasks/{}".into()),
-        (false, Method::PATCH, "/tasks/{}".into()),
-        (false, Method::DELETE, "/tasks/{}".into()),
-        (false, Method::DELETE, "/api-keys/{}".into()),
-        (true, Method::GET, "/admin/tenants/{}".into()),
-        (true, Method::POST, "/admin/tenants/{}/suspend".into()),
-        (true, Method::POST, "/admin/tenants/{}/resume".into()),
-        (true, Method::POST, "/admin/tenants/{}/restore".into()),
+        (Who::User, Method::GET, "/tasks/{}".into()),
+        (Who::User, Method::PATCH, "/tasks/{}".into()),
+        (Who::User, Method::DELETE, "/tasks/{}".into()),
+        (Who::User, Method::DELETE, "/api-keys/{}".into()),
+        (Who::Operator, Method::GET, "/admin/tenants/{}".into()),
+        (
+            Who::Operator,
+            Method::POST,
+            "/admin/tenants/{}/suspend".into(),
+        ),
+        (
+            Who::Operator,
+            Method::POST,
+            "/admin/tenants/{}/resume".into(),
+        ),
+        (
+            Who::Operator,
+            Method::POST,
+            "/admin/tenants/{}/restore".into(),
+        ),
     ];
     let strategy = (prop::sample::select(routes), hostile_bytes());
-    no_server_error(&rt, strategy, |((operator, method, path), segment)| {
+    no_server_error(&rt, strategy, |((who, method, path), segment)| {
         let path = path.replace("{}", &pct(&segment));
-        let request = if operator {
-            f.operator(method, &path)
-        } else {
-            f.user(method, &path)
-        };
+        let request = f.request(who, method, &path);
         // PATCH routes need a body to reach their path's use.
         request.json(&json!({"name": "n"})).send()
     });
