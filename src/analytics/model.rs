@@ -156,7 +156,7 @@ pub fn validate_events(
 /// The fields of `events` holding text PostgreSQL cannot store: the NUL character, which
 /// neither `text` nor `jsonb` takes. Validation refuses it already ([`validate_events`]); this
 /// is for events built by hand, which the group committer checks when a group fails. Named as
-/// in a batch body: `events[3].metadata`.
+/// in a batch body: `events[3].metadata` (or `.event_type`, `.feature`).
 pub fn unstorable_fields(events: &[ValidEvent]) -> Vec<FieldError> {
     let mut errors = Vec::new();
     for (i, e) in events.iter().enumerate() {

@@ -1,4 +1,5 @@
-//! No input a client can send gives a 5xx: a 5xx is the server's own failure (API.md "Errors"). Two halves:
+//! No input a client can send gives a 5xx: a 5xx is the server's own failure (API.md
+//! "Errors"). Two halves:
 //!
 //! - `hostile_inputs_found_by_hand`: the concrete inputs that once reached PostgreSQL and came
 //!   back as 500 (a NUL character in text, a date outside PostgreSQL's range, ...) and their
