@@ -35,6 +35,7 @@ use tenantry::config::{with_database, Config};
 use tenantry::db::migrate::{self, MigrateOptions};
 use tenantry::db::template::TenantTemplate;
 use tenantry::db::{begin_tenant_tx, tenant_schema_name, Pools};
+use tenantry::input::Text;
 use tenantry::tenancy::provision::{provision, ProvisionContext};
 use tenantry::tenancy::NewTenant;
 
@@ -393,13 +394,15 @@ async fn phases(
 // a. provisioning
 
 fn new_tenant(slug: String) -> NewTenant {
+    // Made here from a number, so never holding a NUL.
+    let text = |s: String| Text::parse(s).expect("text without NUL");
     NewTenant {
-        name: format!("Bench {slug}"),
-        admin_email: format!("admin@{slug}.example.com"),
-        slug,
+        name: text(format!("Bench {slug}")),
+        admin_email: text(format!("admin@{slug}.example.com")),
+        slug: text(slug),
         subdomain: None,
         plan: None,
-        admin_password: Some("bench-password-0123".into()),
+        admin_password: Some(text("bench-password-0123".into())),
     }
 }
 

@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::db::migrate::{self, MigrateOptions};
 use crate::db::template::TenantTemplate;
 use crate::db::Pools;
+use crate::input::Text;
 use crate::page::{CursorKey, MAX_LIMIT};
 use crate::startup::{Application, ServerOptions};
 use crate::tenancy::lifecycle::{self, PlatformAction};
@@ -71,18 +72,18 @@ pub enum TenantsCommand {
     /// Provision a tenant: its row, admin user and schema, in one transaction.
     Create {
         #[arg(long)]
-        name: String,
+        name: Text,
         #[arg(long)]
-        slug: String,
+        slug: Text,
         #[arg(long)]
-        subdomain: Option<String>,
+        subdomain: Option<Text>,
         #[arg(long, default_value = "free")]
-        plan: String,
+        plan: Text,
         #[arg(long)]
-        admin_email: String,
+        admin_email: Text,
         /// Generated and printed when omitted.
         #[arg(long)]
-        admin_password: Option<String>,
+        admin_password: Option<Text>,
     },
     /// List tenants.
     List {
@@ -93,18 +94,18 @@ pub enum TenantsCommand {
         json: bool,
     },
     /// Show one tenant (id or slug).
-    Show { tenant: String },
+    Show { tenant: Text },
     /// Suspend a tenant: its users can no longer use it.
-    Suspend { tenant: String },
+    Suspend { tenant: Text },
     /// Resume a suspended tenant.
-    Resume { tenant: String },
+    Resume { tenant: Text },
     /// Soft-delete a tenant and every row of it; restorable within the retention period.
-    Delete { tenant: String },
+    Delete { tenant: Text },
     /// Restore a soft-deleted tenant.
-    Restore { tenant: String },
+    Restore { tenant: Text },
     /// Write every row of a tenant as NDJSON (GDPR export).
     Export {
-        tenant: String,
+        tenant: Text,
         /// File to write; standard output when omitted.
         #[arg(long, short)]
         output: Option<PathBuf>,
@@ -442,12 +443,12 @@ async fn demo(config: &Config) -> anyhow::Result<()> {
             tenancy::provision(
                 &ops.provision_context(config),
                 NewTenant {
-                    name: "Demo Company".into(),
-                    slug: DEMO_SLUG.into(),
+                    name: Text::parse("Demo Company")?,
+                    slug: Text::parse(DEMO_SLUG)?,
                     subdomain: None,
-                    plan: Some("pro".into()),
-                    admin_email: DEMO_EMAIL.into(),
-                    admin_password: Some(password.clone()),
+                    plan: Some(Text::parse("pro")?),
+                    admin_email: Text::parse(DEMO_EMAIL)?,
+                    admin_password: Some(Text::parse(password.clone())?),
                 },
                 None,
             )

@@ -14,6 +14,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod input;
 pub mod jobs;
 pub mod metrics;
 pub mod page;

@@ -7,7 +7,8 @@
 //!
 //! One request cannot fail the others of its group: when a group's transaction is refused by
 //! PostgreSQL (nothing of it stored), the requests whose events PostgreSQL cannot store (a NUL
-//! character) are answered with a validation error, and the others are written again without
+//! character, which validation refuses but events built by hand may hold) are answered with a
+//! validation error, and the others are written again without
 //! them, then one by one if that fails too, so each gets the answer its own events deserve.
 //! Failures that are no request's doing (no connection, a timeout) or whose outcome is unknown
 //! (the answer to COMMIT lost, a panic) still fail the whole group: retrying those could store

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::buckets::to_micros;
 use crate::error::FieldError;
+use crate::input::{json_is_storable, InputError};
 
 pub const MAX_EVENTS_PER_REQUEST: usize = 1_000;
 /// Longest event_type or feature, in characters; the rollup key column is varchar(100).
@@ -153,32 +154,26 @@ pub fn validate_events(
 }
 
 /// The fields of `events` holding text PostgreSQL cannot store: the NUL character, which
-/// neither `text` nor `jsonb` takes (`event_type` and `feature` refuse control characters
-/// already). Named as in a batch body: `events[3].metadata`.
+/// neither `text` nor `jsonb` takes. Validation refuses it already ([`validate_events`]); this
+/// is for events built by hand, which the group committer checks when a group fails. Named as
+/// in a batch body: `events[3].metadata` (or `.event_type`, `.feature`).
 pub fn unstorable_fields(events: &[ValidEvent]) -> Vec<FieldError> {
-    events
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| e.metadata.as_ref().is_some_and(holds_nul))
-        .map(|(i, _)| {
-            FieldError::new(
-                &format!("events[{i}].metadata"),
-                "must not contain the NUL character (\\u0000)",
-            )
-        })
-        .collect()
-}
-
-/// serde_json refuses documents nested deeper than 128 levels, which bounds the recursion.
-fn holds_nul(value: &Value) -> bool {
-    match value {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(items) => items.iter().any(holds_nul),
-        Value::Object(members) => members
-            .iter()
-            .any(|(key, value)| key.contains('\0') || holds_nul(value)),
-        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    let mut errors = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        let nul = |field: &str| {
+            FieldError::new(&format!("events[{i}].{field}"), InputError::Nul.to_string())
+        };
+        if e.event_type.contains('\0') {
+            errors.push(nul("event_type"));
+        }
+        if e.feature.as_ref().is_some_and(|f| f.contains('\0')) {
+            errors.push(nul("feature"));
+        }
+        if e.metadata.as_ref().is_some_and(|m| !json_is_storable(m)) {
+            errors.push(nul("metadata"));
+        }
     }
+    errors
 }
 
 /// Member by member, so one request reports every bad field rather than the first serde
@@ -276,6 +271,11 @@ fn validate_event(
             errors.push(FieldError::new(
                 &join(path, "metadata"),
                 "must be a JSON object",
+            ));
+        } else if !json_is_storable(metadata) {
+            errors.push(FieldError::new(
+                &join(path, "metadata"),
+                InputError::Nul.to_string(),
             ));
         } else if serde_json::to_vec(metadata).map_or(true, |b| b.len() > MAX_METADATA_BYTES) {
             errors.push(FieldError::new(

@@ -14,6 +14,7 @@ use super::{stored_role, AuthError, Caller, Role};
 use crate::actors::TenantOp;
 use crate::audit::{self, AuditAction};
 use crate::db::{begin_tenant_tx, DbError, PgPool, TenantTx};
+use crate::input::Text;
 use crate::page::{CursorKey, Keyset, Page, TimeKey};
 
 pub const PREFIX: &str = "tk_";
@@ -97,7 +98,7 @@ pub struct CreatedApiKey {
 /// (`api_access`) is the caller's to check first: it reads plans, which the tenant's
 /// transaction does not.
 pub struct CreateApiKey {
-    pub name: String,
+    pub name: Text,
     pub role: Role,
 }
 
@@ -147,7 +148,7 @@ impl TenantOp for CreateApiKey {
             Ok(CreatedApiKey {
                 id,
                 key: key.key,
-                name: self.name,
+                name: self.name.into_string(),
                 prefix: key.display_prefix,
                 role: self.role,
                 created_at: row.get(0),

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::{password, stored_role, AuthError, Caller, Claims, Role};
 use crate::actors::TenantOp;
 use crate::db::{DbError, PgPool, TenantTx};
+use crate::input::Text;
 
 /// The user a login names, as stored: the role is checked only once the password matched.
 pub struct LoginCandidate {
@@ -21,7 +22,7 @@ pub struct LoginCandidate {
 
 /// Finds the live user of the caller's tenant with this email (in any case).
 pub struct FindLoginUser {
-    pub email: String,
+    pub email: Text,
 }
 
 impl TenantOp for FindLoginUser {

@@ -10,14 +10,15 @@ use crate::audit::{AuditLog, AUDIT_COLUMNS};
 use crate::auth::Caller;
 use crate::db::TenantTx;
 use crate::error::FieldError;
+use crate::input::Text;
 use crate::page::{and_equal, CursorKey, Keyset, Page, TimeKey};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
-    pub resource: Option<String>,
-    pub action: Option<String>,
+    pub resource: Option<Text>,
+    pub action: Option<Text>,
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }

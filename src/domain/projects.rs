@@ -15,6 +15,7 @@ use super::{
 };
 use crate::audit::AuditAction;
 use crate::auth::Caller;
+use crate::input::Text;
 use crate::page::{CursorKey, Keyset, Page, TimeKey};
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -47,15 +48,15 @@ impl Project {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProject {
-    pub name: String,
-    pub description: Option<String>,
+    pub name: Text,
+    pub description: Option<Text>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectPatch {
-    pub name: Option<String>,
-    pub description: Option<String>,
+    pub name: Option<Text>,
+    pub description: Option<Text>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

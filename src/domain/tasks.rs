@@ -21,6 +21,7 @@ use super::{
 use crate::audit::AuditAction;
 use crate::auth::Caller;
 use crate::error::FieldError;
+use crate::input::{Date, Text};
 use crate::page::{and_equal, CursorKey, Keyset, Page, TimeKey};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -94,12 +95,12 @@ impl Task {
 #[serde(deny_unknown_fields)]
 pub struct NewTask {
     pub project_id: Uuid,
-    pub title: String,
-    pub description: Option<String>,
+    pub title: Text,
+    pub description: Option<Text>,
     pub status: Option<TaskStatus>,
     pub assignee_id: Option<Uuid>,
     /// `YYYY-MM-DD`.
-    pub due_date: Option<NaiveDate>,
+    pub due_date: Option<Date>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -107,8 +108,8 @@ pub struct NewTask {
 pub struct TaskPatch {
     /// Moves the task to another project of the tenant.
     pub project_id: Option<Uuid>,
-    pub title: Option<String>,
-    pub description: Option<String>,
+    pub title: Option<Text>,
+    pub description: Option<Text>,
     pub status: Option<TaskStatus>,
     /// `null` unassigns.
     #[serde(default, deserialize_with = "nullable")]
@@ -116,8 +117,8 @@ pub struct TaskPatch {
     pub assignee_id: Option<Option<Uuid>>,
     /// `null` clears the due date.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<NaiveDate>)]
-    pub due_date: Option<Option<NaiveDate>>,
+    #[schema(value_type = Option<Date>)]
+    pub due_date: Option<Option<Date>>,
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -249,7 +250,7 @@ async fn create(
             &description,
             &status,
             &new.assignee_id,
-            &new.due_date,
+            &new.due_date.map(NaiveDate::from),
         ],
     )
     .await?;
@@ -308,7 +309,10 @@ async fn update(
     let description = description.unwrap_or_else(|| before.description.clone());
     let status = patch.status.unwrap_or(before.status).as_str();
     let assignee = patch.assignee_id.unwrap_or(before.assignee_id);
-    let due_date = patch.due_date.unwrap_or(before.due_date);
+    let due_date = patch
+        .due_date
+        .map(|d| d.map(NaiveDate::from))
+        .unwrap_or(before.due_date);
     let row = query_one(
         tx,
         &format!(

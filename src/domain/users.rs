@@ -18,6 +18,7 @@ use super::{
 use crate::audit::AuditAction;
 use crate::auth::Caller;
 use crate::auth::{AccessError, Role};
+use crate::input::Text;
 use crate::page::{CursorKey, Keyset, Page, TimeKey};
 use crate::tenancy::validate;
 
@@ -66,20 +67,20 @@ pub struct CreatedUser {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
-    pub email: String,
-    pub name: String,
+    pub email: Text,
+    pub name: Text,
     pub role: Option<Role>,
-    pub password: Option<String>,
+    pub password: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {
-    pub email: Option<String>,
-    pub name: Option<String>,
+    pub email: Option<Text>,
+    pub name: Option<Text>,
     /// Admins only.
     pub role: Option<Role>,
-    pub password: Option<String>,
+    pub password: Option<Text>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -206,8 +207,8 @@ tenant_op!(GetUser => User, get, single_statement);
 
 /// The body, validated, with its password already hashed (off the async workers).
 pub struct CreateUser {
-    pub email: String,
-    pub name: String,
+    pub email: Text,
+    pub name: Text,
     pub role: Role,
     pub password_hash: String,
     pub generated_password: Option<String>,
@@ -288,8 +289,8 @@ tenant_op!(CreateUser => CreatedUser, create);
 
 pub struct UpdateUser {
     pub id: Uuid,
-    pub email: Option<String>,
-    pub name: Option<String>,
+    pub email: Option<Text>,
+    pub name: Option<Text>,
     pub role: Option<Role>,
     pub password_hash: Option<String>,
 }

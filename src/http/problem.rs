@@ -335,7 +335,9 @@ impl From<ActorError> for Problem {
     }
 }
 
-/// Body, query and path extractor failures come out as problem documents too.
+/// Body, query and path extractor failures come out as problem documents too. Routes take
+/// `http::extract::{Json, Query}`, whose 422 also names the member that did not fit; these
+/// shape what actix's own `web::Json` and `web::Query` refuse.
 pub fn json_config() -> actix_web::web::JsonConfig {
     actix_web::web::JsonConfig::default()
         .limit(1024 * 1024)

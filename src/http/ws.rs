@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
-use crate::http::extract::bearer_token;
+use crate::http::extract::{bearer_token, Query};
 use crate::http::problem::Problem;
 use crate::http::tenant::resolve_with_token;
 
@@ -42,7 +42,7 @@ struct SocketQuery {
 pub async fn analytics_socket(
     req: HttpRequest,
     body: web::Payload,
-    query: web::Query<SocketQuery>,
+    query: Query<SocketQuery>,
 ) -> Result<HttpResponse, Problem> {
     // Browsers cannot set headers on a WebSocket: the query string carries the token then.
     let token = bearer_token(&req)

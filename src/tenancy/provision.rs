@@ -16,16 +16,17 @@ use crate::db::migrate::create_tenant_schema;
 use crate::db::template::TenantTemplate;
 use crate::db::{DbError, PgPool};
 use crate::error::FieldError;
+use crate::input::Text;
 
 #[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTenant {
-    pub name: String,
-    pub slug: String,
-    pub subdomain: Option<String>,
-    pub plan: Option<String>,
-    pub admin_email: String,
-    pub admin_password: Option<String>,
+    pub name: Text,
+    pub slug: Text,
+    pub subdomain: Option<Text>,
+    pub plan: Option<Text>,
+    pub admin_email: Text,
+    pub admin_password: Option<Text>,
 }
 
 #[derive(Debug)]
@@ -64,11 +65,11 @@ pub fn validate(new: &NewTenant) -> Result<(String, String), TenancyError> {
     let mut errors = Vec::new();
     validate::name("name", &new.name, &mut errors);
     validate::slug("slug", &new.slug, &mut errors);
-    let subdomain = new.subdomain.clone().unwrap_or_else(|| new.slug.clone());
+    let subdomain = new.subdomain.as_deref().unwrap_or(&new.slug).to_string();
     if new.subdomain.is_some() {
         validate::slug("subdomain", &subdomain, &mut errors);
     }
-    let plan = new.plan.clone().unwrap_or_else(|| "free".to_string());
+    let plan = new.plan.as_deref().unwrap_or("free").to_string();
     validate::plan("plan", &plan, &mut errors);
     validate::email("admin_email", &new.admin_email, &mut errors);
     if let Some(pw) = &new.admin_password {
@@ -89,7 +90,7 @@ pub async fn provision_with_fault(
 ) -> Result<Provisioned, TenancyError> {
     let (subdomain, plan) = validate(&new)?;
     let (password, generated_password) = match new.admin_password.clone() {
-        Some(pw) => (pw, None),
+        Some(pw) => (pw.into_string(), None),
         None => {
             let pw = password::generate();
             (pw.clone(), Some(pw))

@@ -1123,7 +1123,10 @@ async fn a_nul_in_one_posts_metadata_is_422_for_it_and_202_for_the_others_of_its
     for body in &bodies {
         let request = app.post("/analytics/events", &t.token).json(body);
         sent.push(tokio::spawn(request.send()));
-        expected += body["events"].as_array().map_or(1, Vec::len);
+        // A body with a NUL is refused by validation: its events never queue.
+        if !body.to_string().contains("\\u0000") {
+            expected += body["events"].as_array().map_or(1, Vec::len);
+        }
         // In order: the first waits for the lock, the others queue into one group.
         for _ in 0..500 {
             if pending().await == expected {

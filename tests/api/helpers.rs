@@ -14,6 +14,7 @@ use tenantry::config::{with_database, Config};
 use tenantry::db::migrate::{self, MigrateOptions};
 use tenantry::db::template::TenantTemplate;
 use tenantry::db::Pools;
+use tenantry::input::Text;
 use tenantry::startup::{Application, ServerOptions};
 use tenantry::tenancy::provision::{provision, ProvisionContext};
 use tenantry::tenancy::{NewTenant, Provisioned};
@@ -275,13 +276,14 @@ pub async fn provision_tenant_with(
 }
 
 pub fn new_tenant(slug: &str) -> NewTenant {
+    let text = |s: String| Text::parse(s).expect("text without NUL");
     NewTenant {
-        name: format!("Tenant {slug}"),
-        slug: slug.to_string(),
+        name: text(format!("Tenant {slug}")),
+        slug: text(slug.to_string()),
         subdomain: None,
         plan: None,
-        admin_email: format!("admin@{slug}.example.com"),
-        admin_password: Some("correct-horse-battery".into()),
+        admin_email: text(format!("admin@{slug}.example.com")),
+        admin_password: Some(text("correct-horse-battery".into())),
     }
 }
 

@@ -17,6 +17,7 @@ mod domain;
 mod explain;
 mod fixtures;
 mod helpers;
+mod hostile;
 mod isolation;
 mod jobs;
 mod lifecycle;

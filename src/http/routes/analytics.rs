@@ -12,8 +12,10 @@ use crate::analytics::query::{
 };
 use crate::analytics::{model, AnalyticsError, EventBatch};
 use crate::error::FieldError;
+use crate::http::extract::{Json, Query};
 use crate::http::problem::Problem;
 use crate::http::tenant::TenantRequest;
+use crate::input::Text;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(ingest_events)
@@ -37,10 +39,7 @@ pub struct Accepted {
         (status = 422, description = "Field errors, e.g. `events[3].timestamp`"),
         (status = 503, description = "Too many events pending for the tenant, or the database is unavailable; nothing was stored. See Retry-After")))]
 #[post("/analytics/events")]
-pub async fn ingest_events(
-    req: TenantRequest,
-    body: web::Json<Value>,
-) -> Result<HttpResponse, Problem> {
+pub async fn ingest_events(req: TenantRequest, body: Json<Value>) -> Result<HttpResponse, Problem> {
     req.user()?;
     let committer = req.state().analytics.committer(req.tenant_id);
     let rules = committer.ingest_rules().await?;
@@ -65,28 +64,28 @@ pub async fn ingest_events(
 #[derive(Deserialize, IntoParams)]
 pub struct SummaryParams {
     /// RFC 3339; default: 30 days before `to`.
-    pub from: Option<String>,
+    pub from: Option<Text>,
     /// RFC 3339, exclusive; default: now.
-    pub to: Option<String>,
+    pub to: Option<Text>,
 }
 
 #[derive(Deserialize, IntoParams)]
 pub struct SeriesParams {
     /// `events` (default), `active_users` or `api_calls`.
-    pub metric: Option<String>,
+    pub metric: Option<Text>,
     /// Only events of this type (metrics `events` and `active_users`).
-    pub event_type: Option<String>,
+    pub event_type: Option<Text>,
     /// `hour` (default) or `day`, in UTC.
-    pub interval: Option<String>,
+    pub interval: Option<Text>,
     /// RFC 3339; default: 24 hours (interval=hour) or 30 days (interval=day) before `to`.
-    pub from: Option<String>,
+    pub from: Option<Text>,
     /// RFC 3339, exclusive; default: now.
-    pub to: Option<String>,
+    pub to: Option<Text>,
 }
 
 fn parse_time(
     field: &str,
-    raw: &Option<String>,
+    raw: &Option<Text>,
     errors: &mut Vec<FieldError>,
 ) -> Option<DateTime<Utc>> {
     let raw = raw.as_deref().filter(|s| !s.is_empty())?;
@@ -100,8 +99,8 @@ fn parse_time(
 }
 
 fn range(
-    params_from: &Option<String>,
-    params_to: &Option<String>,
+    params_from: &Option<Text>,
+    params_to: &Option<Text>,
     default_span: Duration,
     errors: &mut Vec<FieldError>,
 ) -> (DateTime<Utc>, DateTime<Utc>) {
@@ -116,7 +115,7 @@ fn range(
 #[get("/analytics/summary")]
 pub async fn get_summary(
     req: TenantRequest,
-    params: web::Query<SummaryParams>,
+    params: Query<SummaryParams>,
 ) -> Result<HttpResponse, Problem> {
     req.user()?;
     let mut errors = Vec::new();
@@ -135,7 +134,7 @@ pub async fn get_summary(
 #[get("/analytics/timeseries")]
 pub async fn get_timeseries(
     req: TenantRequest,
-    params: web::Query<SeriesParams>,
+    params: Query<SeriesParams>,
 ) -> Result<HttpResponse, Problem> {
     req.user()?;
     let mut errors = Vec::new();
@@ -165,7 +164,11 @@ pub async fn get_timeseries(
     if !errors.is_empty() {
         return Err(Problem::validation(errors));
     }
-    let event_type = params.event_type.clone().filter(|s| !s.is_empty());
+    let event_type = params
+        .event_type
+        .clone()
+        .filter(|s| !s.is_empty())
+        .map(Text::into_string);
     let series = req
         .execute(GetSeries(SeriesRequest {
             metric,

@@ -4,6 +4,7 @@ use actix_web::{get, web, HttpResponse};
 
 use crate::audit::AuditLog;
 use crate::domain::audit_logs::{AuditQuery, ListAuditLogs};
+use crate::http::extract::Query;
 use crate::http::problem::Problem;
 use crate::http::tenant::TenantRequest;
 use crate::page::Page;
@@ -17,7 +18,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[get("/audit-logs")]
 pub async fn list_audit_logs(
     req: TenantRequest,
-    query: web::Query<AuditQuery>,
+    query: Query<AuditQuery>,
 ) -> Result<HttpResponse, Problem> {
     let page = req
         .execute(ListAuditLogs(

@@ -11,8 +11,10 @@ use crate::auth::users::{self, FindLoginUser, LoginUser};
 use crate::auth::Role;
 use crate::cache::Invalidation;
 use crate::error::FieldError;
+use crate::http::extract::Json;
 use crate::http::problem::Problem;
 use crate::http::tenant::{PublicTenantRequest, TenantRequest};
+use crate::input::Text;
 use crate::page::Page;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -25,8 +27,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
-    pub email: String,
-    pub password: String,
+    pub email: Text,
+    pub password: Text,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -42,7 +44,7 @@ pub struct LoginResponse {
 #[post("/auth/login")]
 pub async fn login(
     req: PublicTenantRequest,
-    body: web::Json<LoginRequest>,
+    body: Json<LoginRequest>,
 ) -> Result<HttpResponse, Problem> {
     let req = req.0;
     let LoginRequest {
@@ -56,7 +58,7 @@ pub async fn login(
         )]));
     }
     let candidate = req.execute(FindLoginUser { email }).await?;
-    let user = users::check_password(candidate, given).await?;
+    let user = users::check_password(candidate, given.into_string()).await?;
     let (token, expires_at) = req.state().jwt.issue(user.id, req.tenant_id, user.role)?;
     Ok(HttpResponse::Ok().json(LoginResponse {
         token,
@@ -69,7 +71,7 @@ pub async fn login(
 #[serde(deny_unknown_fields)]
 pub struct NewApiKey {
     #[serde(default)]
-    pub name: String,
+    pub name: Text,
     /// `admin` (default) or `member`.
     pub role: Option<Role>,
 }
@@ -79,11 +81,12 @@ pub struct NewApiKey {
 #[post("/api-keys")]
 pub async fn create_api_key(
     req: TenantRequest,
-    body: Option<web::Json<NewApiKey>>,
+    body: Json<Option<NewApiKey>>,
 ) -> Result<HttpResponse, Problem> {
     req.admin()?;
     req.state().require_feature(&req.plan, "api_access").await?;
-    let body = body.map(|b| b.into_inner()).unwrap_or_default();
+    // No body at all takes the defaults.
+    let body = body.into_inner().unwrap_or_default();
     if body.name.chars().count() > 200 {
         return Err(Problem::validation(vec![FieldError::new(
             "name",

@@ -6,6 +6,7 @@ use actix_web::{post, web, HttpResponse};
 use serde::Deserialize;
 
 use crate::actors::faults::{BackendPidOp, PanicOp, SleepOp};
+use crate::http::extract::Query;
 use crate::http::problem::Problem;
 use crate::http::tenant::TenantRequest;
 
@@ -29,7 +30,7 @@ struct SleepQuery {
 #[post("/__faults/sleep")]
 async fn sleep_in_tenant_work(
     req: TenantRequest,
-    q: web::Query<SleepQuery>,
+    q: Query<SleepQuery>,
 ) -> Result<HttpResponse, Problem> {
     req.execute(SleepOp { ms: q.ms }).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -44,7 +45,7 @@ struct BackendQuery {
 #[post("/__faults/backend")]
 async fn backend_of_tenant_work(
     req: TenantRequest,
-    q: web::Query<BackendQuery>,
+    q: Query<BackendQuery>,
 ) -> Result<HttpResponse, Problem> {
     let pid = if q.tenant_schema {
         req.execute(BackendPidOp::<true>).await?

@@ -6,7 +6,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::actors::ActorInfo;
-use crate::http::extract::{PlatformOperator, RequestId};
+use crate::http::extract::{PlatformOperator, Query, RequestId};
 use crate::http::problem::Problem;
 use crate::page::Page;
 use crate::state::AppState;
@@ -69,7 +69,7 @@ pub async fn admin_tasks(
     _op: PlatformOperator,
     state: web::Data<AppState>,
     request_id: RequestId,
-    query: web::Query<AdminTasksQuery>,
+    query: Query<AdminTasksQuery>,
 ) -> Result<HttpResponse, Problem> {
     let page = bypass::ADMIN_TASKS.parse(&state.cursors, query.limit, query.cursor.as_deref())?;
     let tasks = bypass::tasks_across_tenants(

@@ -10,6 +10,7 @@ use crate::domain::projects::{
     CreateProject, DeleteProject, GetProject, ListProjects, NewProject, Project, ProjectPatch,
     ProjectQuery, UpdateProject,
 };
+use crate::http::extract::{Json, Query};
 use crate::http::problem::Problem;
 use crate::http::tenant::TenantRequest;
 use crate::page::Page;
@@ -30,7 +31,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[get("/projects")]
 pub async fn list_projects(
     req: TenantRequest,
-    query: web::Query<ProjectQuery>,
+    query: Query<ProjectQuery>,
 ) -> Result<HttpResponse, Problem> {
     let page = req
         .execute(ListProjects(
@@ -46,7 +47,7 @@ pub async fn list_projects(
 #[post("/projects")]
 pub async fn create_project(
     req: TenantRequest,
-    body: web::Json<NewProject>,
+    body: Json<NewProject>,
 ) -> Result<HttpResponse, Problem> {
     let project = req.execute(CreateProject(body.into_inner())).await?;
     Ok(HttpResponse::Created().json(project))
@@ -66,7 +67,7 @@ pub async fn get_project(req: TenantRequest, id: web::Path<Uuid>) -> Result<Http
 pub async fn update_project(
     req: TenantRequest,
     id: web::Path<Uuid>,
-    body: web::Json<ProjectPatch>,
+    body: Json<ProjectPatch>,
 ) -> Result<HttpResponse, Problem> {
     let project = req.execute(UpdateProject(*id, body.into_inner())).await?;
     Ok(HttpResponse::Ok().json(project))
@@ -89,7 +90,7 @@ pub async fn delete_project(
 pub async fn list_members(
     req: TenantRequest,
     id: web::Path<Uuid>,
-    query: web::Query<MemberQuery>,
+    query: Query<MemberQuery>,
 ) -> Result<HttpResponse, Problem> {
     let page = req
         .execute(ListMembers(
@@ -108,7 +109,7 @@ pub async fn list_members(
 pub async fn add_member(
     req: TenantRequest,
     id: web::Path<Uuid>,
-    body: web::Json<NewMember>,
+    body: Json<NewMember>,
 ) -> Result<HttpResponse, Problem> {
     let member = req.execute(AddMember(*id, body.into_inner())).await?;
     Ok(HttpResponse::Created().json(member))

@@ -6,6 +6,7 @@ use uuid::Uuid;
 use crate::domain::tasks::{
     CreateTask, DeleteTask, GetTask, ListTasks, NewTask, Task, TaskPatch, TaskQuery, UpdateTask,
 };
+use crate::http::extract::{Json, Query};
 use crate::http::problem::Problem;
 use crate::http::tenant::TenantRequest;
 use crate::page::Page;
@@ -23,7 +24,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[get("/tasks")]
 pub async fn list_tasks(
     req: TenantRequest,
-    query: web::Query<TaskQuery>,
+    query: Query<TaskQuery>,
 ) -> Result<HttpResponse, Problem> {
     let page = req
         .execute(ListTasks(query.into_inner(), req.state().cursors.clone()))
@@ -35,10 +36,7 @@ pub async fn list_tasks(
     responses((status = 201, body = Task), (status = 409, description = "A task of this title exists in the project"),
         (status = 422, description = "Invalid body, or `project_id`/`assignee_id` not of the tenant (`invalid_reference`)")))]
 #[post("/tasks")]
-pub async fn create_task(
-    req: TenantRequest,
-    body: web::Json<NewTask>,
-) -> Result<HttpResponse, Problem> {
+pub async fn create_task(req: TenantRequest, body: Json<NewTask>) -> Result<HttpResponse, Problem> {
     let task = req.execute(CreateTask(body.into_inner())).await?;
     Ok(HttpResponse::Created().json(task))
 }
@@ -57,7 +55,7 @@ pub async fn get_task(req: TenantRequest, id: web::Path<Uuid>) -> Result<HttpRes
 pub async fn update_task(
     req: TenantRequest,
     id: web::Path<Uuid>,
-    body: web::Json<TaskPatch>,
+    body: Json<TaskPatch>,
 ) -> Result<HttpResponse, Problem> {
     let task = req.execute(UpdateTask(*id, body.into_inner())).await?;
     Ok(HttpResponse::Ok().json(task))

@@ -6,7 +6,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::cache::Invalidation;
-use crate::http::extract::{PlatformOperator, RequestId};
+use crate::http::extract::{Json, PlatformOperator, Query, RequestId};
 use crate::http::problem::Problem;
 use crate::page::Page;
 use crate::state::AppState;
@@ -59,7 +59,7 @@ pub async fn create_tenant(
     _op: PlatformOperator,
     state: web::Data<AppState>,
     request_id: RequestId,
-    body: web::Json<NewTenant>,
+    body: Json<NewTenant>,
 ) -> Result<HttpResponse, Problem> {
     let created = provision(
         &state.provision_context(),
@@ -87,7 +87,7 @@ pub async fn list_tenants(
     _op: PlatformOperator,
     state: web::Data<AppState>,
     request_id: RequestId,
-    query: web::Query<ListQuery>,
+    query: Query<ListQuery>,
 ) -> Result<HttpResponse, Problem> {
     let page = lifecycle::TENANTS.parse(&state.cursors, query.limit, query.cursor.as_deref())?;
     let tenants = lifecycle::list(

@@ -10,6 +10,7 @@ use crate::domain::users::{
     self, CreateUser, CreatedUser, DeleteUser, GetUser, ListUsers, NewUser, UpdateUser, User,
     UserPatch, UserQuery,
 };
+use crate::http::extract::{Json, Query};
 use crate::http::problem::Problem;
 use crate::http::tenant::TenantRequest;
 use crate::page::Page;
@@ -27,7 +28,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[get("/users")]
 pub async fn list_users(
     req: TenantRequest,
-    query: web::Query<UserQuery>,
+    query: Query<UserQuery>,
 ) -> Result<HttpResponse, Problem> {
     let page = req
         .execute(ListUsers(query.into_inner(), req.state().cursors.clone()))
@@ -39,16 +40,13 @@ pub async fn list_users(
     responses((status = 201, body = CreatedUser), (status = 402, description = "Seat limit of the plan reached (`plan_limit`, with `limit` and `current`)"),
         (status = 403), (status = 409), (status = 422)))]
 #[post("/users")]
-pub async fn create_user(
-    req: TenantRequest,
-    body: web::Json<NewUser>,
-) -> Result<HttpResponse, Problem> {
+pub async fn create_user(req: TenantRequest, body: Json<NewUser>) -> Result<HttpResponse, Problem> {
     // Refused before any hashing work is spent on a caller who may not create users.
     req.admin()?;
     let new = body.into_inner();
     users::validate_new(&new)?;
     let (clear, generated_password) = match new.password {
-        Some(pw) => (pw, None),
+        Some(pw) => (pw.into_string(), None),
         None => {
             let pw = password::generate();
             (pw.clone(), Some(pw))
@@ -83,13 +81,13 @@ pub async fn get_user(req: TenantRequest, id: web::Path<Uuid>) -> Result<HttpRes
 pub async fn update_user(
     req: TenantRequest,
     id: web::Path<Uuid>,
-    body: web::Json<UserPatch>,
+    body: Json<UserPatch>,
 ) -> Result<HttpResponse, Problem> {
     req.user()?;
     let patch = body.into_inner();
     users::validate_patch(&patch)?;
     let password_hash = match patch.password {
-        Some(pw) => Some(password::hash_blocking(pw).await?),
+        Some(pw) => Some(password::hash_blocking(pw.into_string()).await?),
         None => None,
     };
     let user = req
