@@ -10,10 +10,12 @@
 //!    worker stops before all of them have: tenant actors live on the workers' threads and serve
 //!    requests accepted by any worker, and a pooled connection dies with the runtime that opened
 //!    it, whoever uses it (see `http::middleware::Drain`).
-//! 3. The shared app pool keeps only connections opened on this (the main) runtime, which the
+//! 3. The background loops are told to stop and waited for, while the workers still run: a
+//!    loop may be using a pooled connection opened on a worker's runtime.
+//! 4. The shared app pool keeps only connections opened on this (the main) runtime, which the
 //!    last writes below use; then the workers stop.
-//! 4. The background loops are told to stop and waited for, the analytics committers are
-//!    waited for until they hold no event, and the `api_calls` counted in memory are written.
+//! 5. The analytics committers are waited for until they hold no event, and the `api_calls`
+//!    counted in memory are written.
 //!
 //! Then the process exits.
 
@@ -49,11 +51,14 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// kept alive, or a WebSocket.
 const CONNECTIONS_GRACE: Duration = Duration::from_secs(1);
 
+/// Ample for the accept thread to act on a pause (see `run_until_signalled`).
+const ACCEPT_PAUSE_SETTLE: Duration = Duration::from_millis(100);
+
 pub struct Application {
     port: u16,
     server: Server,
     state: web::Data<AppState>,
-    background: Supervisor,
+    background: Arc<Supervisor>,
     drain: Arc<Drain>,
     /// The listening socket, shared with the server, to stop it taking connections.
     listener: TcpListener,
@@ -154,7 +159,7 @@ impl Application {
             tracing::warn!(%err, "requests in flight metric not registered");
         }
         let drain_data = web::Data::from(drain.clone());
-        let background = start_background(&state, &options);
+        let background = Arc::new(start_background(&state, &options));
         let app_state = state.clone();
         let fault_injection = state.config.fault_injection;
         let bench_routes = options.bench_routes;
@@ -226,12 +231,20 @@ impl Application {
 
     /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully.
     pub async fn run_until_signalled(self) -> std::io::Result<()> {
-        let (handle, drain, state) = (self.server.handle(), self.drain.clone(), self.state.clone());
+        let (handle, drain, state, background) = (
+            self.server.handle(),
+            self.drain.clone(),
+            self.state.clone(),
+            self.background.clone(),
+        );
         let listener = self.listener.try_clone()?;
         actix_web::rt::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutting down: no new connections; finishing the requests under way");
             handle.pause().await;
+            // The pause is acknowledged before the accept thread has taken the socket out of
+            // its poll; shut before that, the socket would wake it with an accept error.
+            tokio::time::sleep(ACCEPT_PAUSE_SETTLE).await;
             stop_listening(&listener);
             let left = drain.close(SHUTDOWN_TIMEOUT).await;
             if left > 0 {
@@ -240,6 +253,7 @@ impl Application {
                     "requests still under way after the shutdown timeout are cut"
                 );
             }
+            stop_background(&background).await;
             // Before any worker stops: from here on the writes of `shut_down`, on this runtime,
             // get no connection whose runtime is going away.
             crate::db::pool::confine_to_current_runtime(&state.pools.app);
@@ -322,12 +336,9 @@ fn start_background(state: &web::Data<AppState>, options: &ServerOptions) -> Sup
 }
 
 /// What follows the HTTP server's stop: every request has been answered by now, or cut after
-/// `SHUTDOWN_TIMEOUT`.
+/// `SHUTDOWN_TIMEOUT`; after a signal, the loops have stopped already.
 async fn shut_down(state: &AppState, background: &Supervisor) {
-    let aborted = background.shutdown(SHUTDOWN_TIMEOUT).await;
-    if !aborted.is_empty() {
-        tracing::warn!(tasks = ?aborted, "background tasks aborted at shutdown");
-    }
+    stop_background(background).await;
     let held = state.analytics.settle(SHUTDOWN_TIMEOUT).await;
     if held > 0 {
         tracing::error!(
@@ -343,6 +354,14 @@ async fn shut_down(state: &AppState, background: &Supervisor) {
         );
     }
     tracing::info!("shutdown complete");
+}
+
+/// Stops the loops and waits for them (`SHUTDOWN_TIMEOUT` at most); a second call finds none.
+async fn stop_background(background: &Supervisor) {
+    let aborted = background.shutdown(SHUTDOWN_TIMEOUT).await;
+    if !aborted.is_empty() {
+        tracing::warn!(tasks = ?aborted, "background tasks aborted at shutdown");
+    }
 }
 
 /// SIGTERM (what orchestrators send) or Ctrl-C.

@@ -69,10 +69,6 @@ impl Drain {
         self.in_flight.load(Ordering::SeqCst)
     }
 
-    pub fn is_closing(&self) -> bool {
-        self.closing.load(Ordering::SeqCst)
-    }
-
     /// From now on every request is refused (503 `shutting_down`, see [`request_context`]);
     /// waits until those admitted before have been answered, `within` at most. Returns how
     /// many are still under way then.
@@ -279,4 +275,63 @@ fn finished<B>(
         "request finished"
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn close_waits_for_the_requests_admitted_and_refuses_the_others() {
+        let drain = Arc::new(Drain::default());
+        assert_eq!(drain.close(Duration::ZERO).await, 0, "nothing under way");
+
+        let drain = Arc::new(Drain::default());
+        let first = drain.admit().expect("admitted before closing");
+        let second = drain.admit().expect("admitted before closing");
+        let closing = tokio::spawn({
+            let drain = drain.clone();
+            async move { drain.close(Duration::from_secs(10)).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(drain.admit().is_none(), "refused once closing");
+        assert_eq!(drain.in_flight(), 2, "a refused request is not counted");
+        drop(first);
+        tokio::task::yield_now().await;
+        assert!(!closing.is_finished(), "one request is still under way");
+        drop(second);
+        assert_eq!(closing.await.expect("join"), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn close_gives_up_after_its_time_and_says_how_many_are_left() {
+        let drain = Arc::new(Drain::default());
+        let _stuck = drain.admit().expect("admitted");
+        assert_eq!(drain.close(Duration::from_secs(10)).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_counts_until_it_ends() {
+        let drain = Arc::new(Drain::default());
+        let (lines, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let stream = futures_util::stream::poll_fn(move |cx| {
+            rx.poll_recv(cx)
+                .map(|line| line.map(Ok::<_, std::io::Error>))
+        });
+        let body = CountedBody {
+            body: BoxBody::new(actix_web::body::BodyStream::new(stream)),
+            entry: drain.admit(),
+        };
+        lines
+            .send(Bytes::from_static(b"one\n"))
+            .await
+            .expect("send");
+        assert_eq!(drain.in_flight(), 1, "the body has not ended");
+        drop(lines);
+        let all = actix_web::body::to_bytes(body)
+            .await
+            .expect("the whole body");
+        assert_eq!(&all[..], b"one\n");
+        assert_eq!(drain.in_flight(), 0);
+    }
 }

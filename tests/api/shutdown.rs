@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tenantry::analytics::store::flush_lock_key;
 use tenantry::db::tenant_schema_name;
@@ -89,27 +88,31 @@ async fn reply(sent: reqwest::Result<reqwest::Response>) -> Reply {
         Err(err) => panic!("request cut: {err:?}"),
     };
     let status = response.status();
-    if status.as_u16() == 503 {
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        assert_eq!(header("retry-after").as_deref(), Some("1"));
-        assert_eq!(header("connection").as_deref(), Some("close"));
-        assert_eq!(
-            header("content-type").as_deref(),
-            Some("application/problem+json")
-        );
-        let body: Value = response.json().await.expect("problem body");
-        assert_eq!(body["code"], "shutting_down", "{body}");
-        return Reply::ShuttingDown;
-    }
-    assert!(status.is_success(), "unexpected status {status}");
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let (retry_after, connection, content_type) = (
+        header("retry-after"),
+        header("connection"),
+        header("content-type"),
+    );
     let body = response.bytes().await.expect("whole body");
-    Reply::Success(serde_json::from_slice(&body).unwrap_or(Value::Null))
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if status.is_success() {
+        return Reply::Success(body);
+    }
+    assert!(
+        status.as_u16() == 503 && body["code"] == "shutting_down",
+        "unexpected status {status}: {body}"
+    );
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert_eq!(connection.as_deref(), Some("close"));
+    assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+    Reply::ShuttingDown
 }
 
 /// SIGTERM while one tenant's requests wait for their commit and another tenant's clients
@@ -285,14 +288,30 @@ impl Tally {
     }
 }
 
+/// A request the test holds under way, and how it lets it go.
+#[derive(Clone, Copy, Debug)]
+enum Held {
+    /// PATCH /projects/{id} of held tenant k's project j, waiting in the tenant's actor for the
+    /// row lock.
+    Rename(usize, usize),
+    /// POST /analytics/events of held tenant k, waiting for its commit (the flush lock).
+    Post(usize),
+    /// GET /tenant/export, its response begun, its body waiting for a table lock.
+    Export,
+}
+
 /// SIGTERM with two HTTP workers, while requests are under way on both: writes held in tenant
-/// actors (a row lock the test holds), analytics posts waiting for their commit (the flush lock),
-/// a tenant export streaming its body (a table lock), a WebSocket session, and clients of two
-/// more tenants posting and reading as fast as they can. A worker must not stop while any of
-/// them is under way, whichever worker accepted it: every request under way at the signal is
-/// answered with success, a request that arrives afterwards on a connection kept alive gets 503
-/// `shutting_down`, a new connection is refused; every acknowledged event is stored, every
-/// answered call counted, and the process exits 0.
+/// actors, analytics posts waiting for their commit, a tenant export streaming its body, a
+/// WebSocket session, and clients of two more tenants posting and reading as fast as they can.
+/// No worker may stop while any request is under way, whichever worker accepted it: every
+/// request under way at the signal is answered with success, a request that arrives afterwards
+/// on a connection kept alive gets 503 `shutting_down`, a new connection is refused; every
+/// acknowledged event is stored, every answered call counted, and the process exits 0.
+///
+/// The held requests are let go one at a time, first those of one worker, then, a moment later,
+/// the other's: the first worker then has no request of its own while the other's need its
+/// tenant actors (each held tenant has a held request on either worker), which a shutdown that
+/// stops each worker once its own connections are done cuts.
 #[tokio::test]
 async fn sigterm_with_two_workers_answers_every_request_under_way() {
     let db = test_db().await;
@@ -322,32 +341,36 @@ async fn sigterm_with_two_workers_answers_every_request_under_way() {
             ("API_CALLS_FLUSH_MS", "60000"),
             // The held statements wait for the test, not for a timeout.
             ("STATEMENT_TIMEOUT_MS", "600000"),
-            // A connection per held write on either host.
-            ("APP_POOL_SIZE", "24"),
+            // A connection per held write, however the tenants are spread over the hosts.
+            ("APP_POOL_SIZE", "40"),
         ],
     )
     .await;
     let http = reqwest::Client::new();
 
-    // One project per held tenant, which its held request renames; events for the export.
+    // Two projects per held tenant, which its held requests rename; events for the export.
     let mut projects = Vec::new();
     for t in &held {
-        tallies[&t.tenant.id].sent();
-        let r = http
-            .post(server.url("/projects"))
-            .bearer_auth(&t.token)
-            .json(&json!({"name": "before"}))
-            .send()
-            .await
-            .expect("POST /projects");
-        assert_eq!(r.status().as_u16(), 201);
-        tallies[&t.tenant.id].answered();
-        let body: Value = r.json().await.expect("project");
-        let id: Uuid = body["id"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .expect("id");
-        projects.push(id);
+        let mut pair = Vec::new();
+        for j in 0..2 {
+            tallies[&t.tenant.id].sent();
+            let r = http
+                .post(server.url("/projects"))
+                .bearer_auth(&t.token)
+                .json(&json!({"name": format!("before-{j}")}))
+                .send()
+                .await
+                .expect("POST /projects");
+            assert_eq!(r.status().as_u16(), 201);
+            tallies[&t.tenant.id].answered();
+            let body: Value = r.json().await.expect("project");
+            let id: Uuid = body["id"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .expect("id");
+            pair.push(id);
+        }
+        projects.push(pair);
     }
     tallies[&exported.tenant.id].sent();
     let r = http
@@ -360,12 +383,38 @@ async fn sigterm_with_two_workers_answers_every_request_under_way() {
     assert_eq!(r.status().as_u16(), 202);
     tallies[&exported.tenant.id].answered();
 
-    // The locks that hold the requests under way until the test lets them go, one at a time:
-    // each project's row lock after a savepoint of its own, taken in reverse order so that
-    // rolling back to savepoint k releases project k alone; the flush locks, each unlocked
-    // alone.
-    let locks = db.superuser_db().await;
+    // A live socket: once upgraded it is not a request under way.
+    tallies[&busy[0].tenant.id].sent();
+    let mut socket_request = format!("ws://127.0.0.1:{}/ws/analytics", port(&server))
+        .into_client_request()
+        .expect("ws request");
+    socket_request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", busy[0].token).parse().expect("header"),
+    );
+    let (socket, _) = tokio_tungstenite::connect_async(socket_request)
+        .await
+        .expect("websocket handshake");
+    tallies[&busy[0].tenant.id].answered();
+
+    // The held requests in the order their connections are accepted: the workers take new
+    // connections in turn, so the even ones land on one worker and the odd ones on the other;
+    // each held tenant's two renames land on both.
     let held_sizes = [3usize, 5, 7];
+    let order: Vec<Held> = (0..held.len())
+        .flat_map(|k| [Held::Rename(k, 0), Held::Rename(k, 1)])
+        .chain((0..held_sizes.len()).map(Held::Post))
+        .chain([Held::Export])
+        .collect();
+    let release: Vec<usize> = (0..order.len())
+        .step_by(2)
+        .chain((1..order.len()).step_by(2))
+        .collect();
+
+    // The locks: the flush locks, each unlocked alone; each project's row lock after a
+    // savepoint of its own, taken in the reverse of the release order, so that rolling back to
+    // a project's savepoint releases that project alone; the exported tenant's events table.
+    let locks = db.superuser_db().await;
     for (t, _) in held.iter().zip(held_sizes) {
         locks
             .execute(
@@ -376,16 +425,21 @@ async fn sigterm_with_two_workers_answers_every_request_under_way() {
             .expect("hold the flush lock");
     }
     locks.batch_execute("begin").await.expect("begin");
-    for (k, id) in projects.iter().enumerate().rev() {
-        locks
-            .batch_execute(&format!("savepoint project_{k}"))
-            .await
-            .expect("savepoint");
-        let locked = locks
-            .execute("select 1 from app.projects where id = $1 for update", &[id])
-            .await
-            .expect("lock the project");
-        assert_eq!(locked, 1);
+    for i in release.iter().rev() {
+        if let Held::Rename(k, j) = order[*i] {
+            locks
+                .batch_execute(&format!("savepoint project_{k}_{j}"))
+                .await
+                .expect("savepoint");
+            let locked = locks
+                .execute(
+                    "select 1 from app.projects where id = $1 for update",
+                    &[&projects[k][j]],
+                )
+                .await
+                .expect("lock the project");
+            assert_eq!(locked, 1);
+        }
     }
     let events_table = db.superuser_db().await;
     events_table
@@ -396,73 +450,72 @@ async fn sigterm_with_two_workers_answers_every_request_under_way() {
         .await
         .expect("lock the exported tenant's events");
 
-    // Each held request on a connection of its own, spread over the workers.
-    let mut renames = Vec::new();
-    for (k, (t, id)) in held.iter().zip(&projects).enumerate() {
-        tallies[&t.tenant.id].sent();
-        let request = reqwest::Client::new()
-            .patch(server.url(&format!("/projects/{id}")))
-            .bearer_auth(&t.token)
-            .json(&json!({"name": format!("renamed-{k}")}));
-        renames.push(tokio::spawn(
-            async move { reply(request.send().await).await },
-        ));
-    }
-    let mut posts = Vec::new();
-    for (k, (t, n)) in held.iter().zip(held_sizes).enumerate() {
-        tallies[&t.tenant.id].sent();
-        let request = reqwest::Client::new()
-            .post(server.url("/analytics/events"))
-            .bearer_auth(&t.token)
-            .json(&batch(&format!("held-{k}"), n));
-        posts.push(tokio::spawn(
-            async move { reply(request.send().await).await },
-        ));
-    }
-    tallies[&exported.tenant.id].sent();
-    let request = reqwest::Client::new()
-        .get(server.url("/tenant/export"))
-        .bearer_auth(&exported.token);
-    let export = tokio::spawn(async move {
-        let response = request.send().await.expect("export answered");
-        assert_eq!(response.status().as_u16(), 200);
-        response.text().await.expect("the whole export")
-    });
-
-    // A live socket: once upgraded it is not a request under way.
-    tallies[&busy[0].tenant.id].sent();
-    let mut socket_request = format!("ws://127.0.0.1:{}/ws/analytics", port(&server))
-        .into_client_request()
-        .expect("ws request");
-    socket_request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", busy[0].token).parse().expect("header"),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(socket_request)
-        .await
-        .expect("websocket handshake");
-    tallies[&busy[0].tenant.id].answered();
-
-    // Every held request is under way (the export's response has begun; its body waits), plus
-    // the metrics request that asks.
-    let under_way = (held.len() + held_sizes.len() + 1) as i64;
-    let held_events = held_sizes.iter().sum::<usize>() as i64;
-    let mut seen = (None, None);
-    for _ in 0..1_000 {
-        seen = (
-            gauge(&http, &server, "tenantry_http_requests_in_flight").await,
-            pending_events(&http, &server).await,
-        );
-        if seen == (Some(under_way + 1), Some(held_events)) {
-            break;
+    // Each on a connection of its own, the next one sent once the server has taken this one.
+    let mut under_way = Vec::new();
+    let mut events = 0;
+    for (i, request) in order.iter().enumerate() {
+        let client = reqwest::Client::new();
+        let task = match *request {
+            Held::Rename(k, j) => {
+                let t = &held[k];
+                tallies[&t.tenant.id].sent();
+                let request = client
+                    .patch(server.url(&format!("/projects/{}", projects[k][j])))
+                    .bearer_auth(&t.token)
+                    .json(&json!({"name": format!("renamed-{k}-{j}")}));
+                tokio::spawn(async move {
+                    match reply(request.send().await).await {
+                        Reply::Success(body) => body,
+                        _ => panic!("held rename {k}-{j} turned away"),
+                    }
+                })
+            }
+            Held::Post(k) => {
+                let t = &held[k];
+                tallies[&t.tenant.id].sent();
+                events += held_sizes[k] as i64;
+                let request = client
+                    .post(server.url("/analytics/events"))
+                    .bearer_auth(&t.token)
+                    .json(&batch(&format!("held-{k}"), held_sizes[k]));
+                tokio::spawn(async move {
+                    match reply(request.send().await).await {
+                        Reply::Success(body) => body,
+                        _ => panic!("held post {k} turned away"),
+                    }
+                })
+            }
+            Held::Export => {
+                tallies[&exported.tenant.id].sent();
+                let request = client
+                    .get(server.url("/tenant/export"))
+                    .bearer_auth(&exported.token);
+                tokio::spawn(async move {
+                    let response = request.send().await.expect("export answered");
+                    assert_eq!(response.status().as_u16(), 200);
+                    Value::String(response.text().await.expect("the whole export"))
+                })
+            }
+        };
+        under_way.push(Some(task));
+        // Under way, with the metrics request that asks (the socket is not).
+        let expected = (Some(i as i64 + 2), Some(events));
+        let mut seen = (None, None);
+        for _ in 0..1_000 {
+            seen = (
+                gauge(&http, &server, "tenantry_http_requests_in_flight").await,
+                pending_events(&http, &server).await,
+            );
+            if seen == expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(
+            seen, expected,
+            "(requests in flight, events pending) once {request:?} is under way"
+        );
     }
-    assert_eq!(
-        seen,
-        (Some(under_way + 1), Some(held_events)),
-        "(requests in flight, events pending)"
-    );
 
     // The busy tenants: a poster and a reader each, until the server turns them away.
     let acked: Arc<Mutex<Vec<(Uuid, String, usize)>>> = Arc::default();
@@ -523,62 +576,68 @@ async fn sigterm_with_two_workers_answers_every_request_under_way() {
         );
     }
     assert!(
-        renames.iter().chain(&posts).all(|r| !r.is_finished()) && !export.is_finished(),
+        under_way.iter().flatten().all(|task| !task.is_finished()),
         "the held requests are still under way"
     );
+    // The socket goes now, so that it keeps no worker's connections open.
+    drop(socket);
 
-    // One request at a time, each answered before the next is let go: at each step fewer
-    // requests are under way, until one worker has none of its own while another worker's
-    // request may still need that worker's tenant actor or database connection.
-    for (k, rename) in renames.into_iter().enumerate() {
-        locks
-            .batch_execute(&format!("rollback to savepoint project_{k}"))
-            .await
-            .expect("release the project");
-        let Reply::Success(body) = rename.await.expect("join") else {
-            panic!("held rename {k} turned away")
-        };
-        assert_eq!(body["name"], format!("renamed-{k}"));
-        tallies[&held[k].tenant.id].answered();
+    // One at a time, each answered before the next is let go; between the two workers' halves,
+    // long enough for a worker stopped as soon as its own connections are done to have stopped
+    // (actix looks at a stopping worker's connections every second).
+    for (n, i) in release.into_iter().enumerate() {
+        if n == order.len().div_ceil(2) {
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+        }
+        let answer = under_way[i].take().expect("once");
+        match order[i] {
+            Held::Rename(k, j) => {
+                locks
+                    .batch_execute(&format!("rollback to savepoint project_{k}_{j}"))
+                    .await
+                    .expect("release the project");
+                let body = answer.await.expect("held rename answered");
+                assert_eq!(body["name"], format!("renamed-{k}-{j}"));
+                tallies[&held[k].tenant.id].answered();
+            }
+            Held::Post(k) => {
+                locks
+                    .execute(
+                        "select pg_advisory_unlock(hashtextextended($1, 0))",
+                        &[&flush_lock_key(held[k].tenant.id)],
+                    )
+                    .await
+                    .expect("release the flush lock");
+                let body = answer.await.expect("held post answered");
+                assert_eq!(body["accepted"], held_sizes[k], "held post {k}");
+                tallies[&held[k].tenant.id].answered();
+            }
+            Held::Export => {
+                events_table.batch_execute("commit").await.expect("commit");
+                let export = answer.await.expect("export answered");
+                let lines: Vec<Value> = export
+                    .as_str()
+                    .expect("text")
+                    .lines()
+                    .map(|l| serde_json::from_str(l).expect("an NDJSON line"))
+                    .collect();
+                assert!(lines.iter().all(|l| l["type"] != "error"), "{lines:?}");
+                assert_eq!(
+                    lines.iter().filter(|l| l["type"] == "events").count(),
+                    3,
+                    "the export ends with the events it waited for"
+                );
+                tallies[&exported.tenant.id].answered();
+            }
+        }
     }
-    for (k, post) in posts.into_iter().enumerate() {
-        locks
-            .execute(
-                "select pg_advisory_unlock(hashtextextended($1, 0))",
-                &[&flush_lock_key(held[k].tenant.id)],
-            )
-            .await
-            .expect("release the flush lock");
-        let Reply::Success(body) = post.await.expect("join") else {
-            panic!("held post {k} turned away")
-        };
-        assert_eq!(body["accepted"], held_sizes[k], "held post {k}");
-        tallies[&held[k].tenant.id].answered();
-    }
-    // The export alone is under way now, in its body.
-    drop(events_table);
-    let lines: Vec<Value> = export
-        .await
-        .expect("join")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("an NDJSON line"))
-        .collect();
-    tallies[&exported.tenant.id].answered();
-    assert!(lines.iter().all(|l| l["type"] != "error"), "{lines:?}");
-    assert_eq!(
-        lines.iter().filter(|l| l["type"] == "events").count(),
-        3,
-        "the export ends with the events it waited for"
-    );
 
     let status = server.exit_status().await;
     assert!(status.success(), "exit status {status}");
-    // The socket went with the server.
-    while let Some(Ok(_)) = socket.next().await {}
 
-    for (k, t) in held.iter().zip(held_sizes).enumerate() {
-        let (per_batch, _, _) = stored(&db, t.0.tenant.id).await;
-        assert_eq!(per_batch.get(&format!("held-{k}")), Some(&(t.1 as i64)));
+    for (k, n) in held_sizes.iter().enumerate() {
+        let (per_batch, _, _) = stored(&db, held[k].tenant.id).await;
+        assert_eq!(per_batch.get(&format!("held-{k}")), Some(&(*n as i64)));
     }
     let acked = acked.lock().unwrap().clone();
     for b in &busy {
@@ -605,13 +664,11 @@ async fn sigterm_with_two_workers_answers_every_request_under_way() {
     }
 }
 
-fn backend_pid(conn: &tenantry::db::PooledConn) -> impl std::future::Future<Output = i32> + '_ {
-    async move {
-        conn.query_one("select pg_backend_pid()", &[])
-            .await
-            .expect("pg_backend_pid")
-            .get(0)
-    }
+async fn backend_pid(conn: &tenantry::db::PooledConn) -> i32 {
+    conn.query_one("select pg_backend_pid()", &[])
+        .await
+        .expect("pg_backend_pid")
+        .get(0)
 }
 
 /// Commands to a runtime of its own that takes connections from a pool, the way an HTTP worker
