@@ -1,13 +1,26 @@
 //! Builds the application from a `Config`: pools, state, the HTTP server and its background
 //! jobs. `main` and the tests go through the same path.
 //!
-//! Shutdown, on SIGTERM or Ctrl-C (`run_until_signalled`), in this order: the server stops
-//! accepting and lets the requests under way finish (up to `SHUTDOWN_TIMEOUT`; an analytics
-//! request finishes when its events are committed), the background loops are told to stop and
-//! waited for, the analytics committers are waited for until they hold no event, and the
-//! `api_calls` counted in memory are written. Then the process exits.
+//! Shutdown, on SIGTERM or Ctrl-C (`run_until_signalled`), in this order:
+//! 1. The listening socket stops taking connections: a new one is refused, so a load balancer
+//!    tries another instance at once.
+//! 2. A request arriving on a connection kept alive is answered 503 `shutting_down` with
+//!    `Connection: close`; the requests under way on every worker finish (up to
+//!    `SHUTDOWN_TIMEOUT`; an analytics request finishes when its events are committed). No
+//!    worker stops before all of them have: tenant actors live on the workers' threads and serve
+//!    requests accepted by any worker, and a pooled connection dies with the runtime that opened
+//!    it, whoever uses it (see `http::middleware::Drain`).
+//! 3. The background loops are told to stop and waited for, while the workers still run: a
+//!    loop may be using a pooled connection opened on a worker's runtime.
+//! 4. The shared app pool keeps only connections opened on this (the main) runtime, which the
+//!    last writes below use; then the workers stop.
+//! 5. The analytics committers are waited for until they hold no event, and the `api_calls`
+//!    counted in memory are written.
+//!
+//! Then the process exits.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -23,6 +36,7 @@ use crate::db::template::TenantTemplate;
 use crate::db::Pools;
 use crate::error::error_chain;
 use crate::http;
+use crate::http::middleware::Drain;
 use crate::http::problem::{json_config, path_config, query_config, Problem};
 use crate::metrics::Metrics;
 use crate::state::AppState;
@@ -32,11 +46,22 @@ use crate::supervise::{Backoff, Supervisor, TaskResult};
 /// loops' and the analytics committers' share of the shutdown.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the workers wait, once no request is under way, for their connections to close
+/// before they are closed: what is left then is an answer being written, an idle connection
+/// kept alive, or a WebSocket.
+const CONNECTIONS_GRACE: Duration = Duration::from_secs(1);
+
+/// Ample for the accept thread to act on a pause (see `run_until_signalled`).
+const ACCEPT_PAUSE_SETTLE: Duration = Duration::from_millis(100);
+
 pub struct Application {
     port: u16,
     server: Server,
     state: web::Data<AppState>,
-    background: Supervisor,
+    background: Arc<Supervisor>,
+    drain: Arc<Drain>,
+    /// The listening socket, shared with the server, to stop it taking connections.
+    listener: TcpListener,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,7 +157,12 @@ impl Application {
         {
             tracing::warn!(%err, "analytics ingest metrics not registered");
         }
-        let background = start_background(&state, &options);
+        let drain = Arc::new(Drain::default());
+        if let Err(err) = drain.register_metrics(state.metrics.registry()) {
+            tracing::warn!(%err, "requests in flight metric not registered");
+        }
+        let drain_data = web::Data::from(drain.clone());
+        let background = Arc::new(start_background(&state, &options));
         let app_state = state.clone();
         let fault_injection = state.config.fault_injection;
         let bench_routes = options.bench_routes;
@@ -146,6 +176,7 @@ impl Application {
             }
             App::new()
                 .app_data(app_state.clone())
+                .app_data(drain_data.clone())
                 .app_data(json_config())
                 .app_data(query_config())
                 .app_data(path_config())
@@ -163,13 +194,18 @@ impl Application {
                 .default_service(web::to(not_found))
         });
         server = server.workers(workers);
+        let shared_listener = listener.try_clone().map_err(|source| StartupError::Bind {
+            bind: String::new(),
+            source,
+        })?;
         let server = server
-            .listen(listener)
+            .listen(shared_listener)
             .map_err(|source| StartupError::Bind {
                 bind: String::new(),
                 source,
             })?
-            .shutdown_timeout(SHUTDOWN_TIMEOUT.as_secs())
+            // The requests have been drained by then (`run_until_signalled`).
+            .shutdown_timeout(CONNECTIONS_GRACE.as_secs())
             // Signals are handled in `run_until_signalled`, so that Ctrl-C drains too, and
             // so that servers started in tests leave the test process's signals alone.
             .disable_signals()
@@ -179,6 +215,8 @@ impl Application {
             server,
             state,
             background,
+            drain,
+            listener,
         })
     }
 
@@ -196,13 +234,47 @@ impl Application {
 
     /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully.
     pub async fn run_until_signalled(self) -> std::io::Result<()> {
-        let handle = self.server.handle();
+        let (handle, drain, state, background) = (
+            self.server.handle(),
+            self.drain.clone(),
+            self.state.clone(),
+            self.background.clone(),
+        );
+        let listener = self.listener.try_clone()?;
         actix_web::rt::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutting down: no new connections; finishing the requests under way");
-            handle.stop(true).await;
+            handle.pause().await;
+            // The pause is acknowledged before the accept thread has taken the socket out of
+            // its poll; shut before that, the socket would wake it with an accept error.
+            tokio::time::sleep(ACCEPT_PAUSE_SETTLE).await;
+            stop_listening(&listener);
+            let left = drain.close(SHUTDOWN_TIMEOUT).await;
+            if left > 0 {
+                tracing::warn!(
+                    requests = left,
+                    "requests still under way after the shutdown timeout are cut"
+                );
+            }
+            stop_background(&background).await;
+            // Before any worker stops: from here on the writes of `shut_down`, on this runtime,
+            // get no connection whose runtime is going away.
+            crate::db::pool::confine_to_current_runtime(&state.pools.app);
+            handle.stop(left == 0).await;
         });
         self.run_until_stopped().await
+    }
+}
+
+/// Refuses new connections from now on, and resets those the kernel accepted that the server
+/// has not taken yet (their requests were never read: retrying them is safe). `pause` alone
+/// would leave the kernel completing handshakes into the backlog, each client then waiting for
+/// the drain to end before it is reset.
+fn stop_listening(listener: &TcpListener) {
+    // Linux takes a listening socket out of the LISTEN state on a shutdown of its read side;
+    // elsewhere this may fail, and the paused server leaves new connections in the backlog.
+    if let Err(err) = socket2::SockRef::from(listener).shutdown(std::net::Shutdown::Read) {
+        tracing::debug!(%err, "the listening socket stays open until the server stops");
     }
 }
 
@@ -267,12 +339,9 @@ fn start_background(state: &web::Data<AppState>, options: &ServerOptions) -> Sup
 }
 
 /// What follows the HTTP server's stop: every request has been answered by now, or cut after
-/// `SHUTDOWN_TIMEOUT`.
+/// `SHUTDOWN_TIMEOUT`; after a signal, the loops have stopped already.
 async fn shut_down(state: &AppState, background: &Supervisor) {
-    let aborted = background.shutdown(SHUTDOWN_TIMEOUT).await;
-    if !aborted.is_empty() {
-        tracing::warn!(tasks = ?aborted, "background tasks aborted at shutdown");
-    }
+    stop_background(background).await;
     let held = state.analytics.settle(SHUTDOWN_TIMEOUT).await;
     if held > 0 {
         tracing::error!(
@@ -288,6 +357,14 @@ async fn shut_down(state: &AppState, background: &Supervisor) {
         );
     }
     tracing::info!("shutdown complete");
+}
+
+/// Stops the loops and waits for them (`SHUTDOWN_TIMEOUT` at most); a second call finds none.
+async fn stop_background(background: &Supervisor) {
+    let aborted = background.shutdown(SHUTDOWN_TIMEOUT).await;
+    if !aborted.is_empty() {
+        tracing::warn!(tasks = ?aborted, "background tasks aborted at shutdown");
+    }
 }
 
 /// SIGTERM (what orchestrators send) or Ctrl-C.

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
@@ -27,6 +27,9 @@ pub struct PgConn {
     /// connection instead of handing an open transaction to the next tenant.
     in_transaction: AtomicBool,
     statements: TxStatements,
+    /// The runtime whose task drives this connection (tokio-postgres): the connection dies with
+    /// it, whichever runtime uses it.
+    opened_on: Option<tokio::runtime::Id>,
 }
 
 /// Sets the tenant context of the current transaction (`set_config(.., true)`: local to it).
@@ -111,6 +114,8 @@ impl DerefMut for PgConn {
 pub struct TrackedManager {
     inner: deadpool_postgres::Manager,
     tenant_schema_budget: usize,
+    /// Set by [`confine_to_current_runtime`].
+    confined_to: OnceLock<Option<tokio::runtime::Id>>,
 }
 
 impl managed::Manager for TrackedManager {
@@ -125,6 +130,7 @@ impl managed::Manager for TrackedManager {
             statements,
             tenant_schemas: HashSet::new(),
             in_transaction: AtomicBool::new(false),
+            opened_on: current_runtime(),
         })
     }
 
@@ -138,6 +144,15 @@ impl managed::Manager for TrackedManager {
         }
         if conn.in_transaction() {
             return Err(RecycleError::message("a transaction was left open"));
+        }
+        if self
+            .confined_to
+            .get()
+            .is_some_and(|home| *home != conn.opened_on)
+        {
+            return Err(RecycleError::message(
+                "opened on a runtime that may be shutting down",
+            ));
         }
         managed::Manager::recycle(&self.inner, &mut conn.client, metrics).await
     }
@@ -182,6 +197,7 @@ pub fn build_pool(opts: PoolOptions<'_>) -> Result<PgPool, DbError> {
     managed::Pool::builder(TrackedManager {
         inner: manager,
         tenant_schema_budget: opts.tenant_schema_budget,
+        confined_to: OnceLock::new(),
     })
     .max_size(opts.size)
     .wait_timeout(Some(Duration::from_secs(5)))
@@ -190,6 +206,25 @@ pub fn build_pool(opts: PoolOptions<'_>) -> Result<PgPool, DbError> {
     .runtime(deadpool::Runtime::Tokio1)
     .build()
     .map_err(|e| DbError::PoolBuild(Arc::new(e)))
+}
+
+fn current_runtime() -> Option<tokio::runtime::Id> {
+    tokio::runtime::Handle::try_current()
+        .ok()
+        .map(|runtime| runtime.id())
+}
+
+/// From now on `pool` hands out only connections opened on the current runtime (or new ones),
+/// and closes the others as they come back or sit idle. For the last writes of a shutdown, on
+/// the runtime that outlives the HTTP workers': a connection opened on a worker dies with the
+/// worker's runtime, and may still look open when taken, while that runtime is stopping. Once
+/// only.
+pub fn confine_to_current_runtime(pool: &PgPool) {
+    let home = current_runtime();
+    if pool.manager().confined_to.set(home).is_err() {
+        return;
+    }
+    pool.retain(|conn, _| conn.opened_on == home);
 }
 
 /// One connection taken out of its pool and used by many operations at once: those whose
