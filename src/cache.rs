@@ -3,10 +3,16 @@
 //! entries at once and is published on Redis so the others drop theirs. Redis may lose
 //! messages (or everything): entries also expire after CACHE_TTL_SECONDS, and a reconnect drops
 //! every entry since messages may have been missed meanwhile.
+//!
+//! The tenant actors' config snapshots (`actors::config`) follow the same messages: a change of
+//! a tenant (`Tenant`, `Config`) or of a plan (`Plan`) makes the actors concerned reload theirs
+//! from PostgreSQL. The instance that made the change drops the Redis copy first and has its
+//! own actor reloaded before it answers; the others reload within moments of the message.
 
 use std::time::Duration;
 
 use actix_web::web;
+use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -20,9 +26,16 @@ pub const CHANNEL: &str = "tenantry:invalidate";
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Invalidation {
     Tenant(Uuid),
-    User { tenant: Uuid, user: Uuid },
+    User {
+        tenant: Uuid,
+        user: Uuid,
+    },
     ApiKeys(Uuid),
     Plans,
+    /// The tenant's configuration (settings, branding) changed.
+    Config(Uuid),
+    /// The plan of that name changed.
+    Plan(String),
 }
 
 impl AppState {
@@ -31,14 +44,34 @@ impl AppState {
             Invalidation::Tenant(tenant) => self.caches.forget_tenant(*tenant),
             Invalidation::User { tenant, user } => self.caches.forget_user(*tenant, *user),
             Invalidation::ApiKeys(tenant) => self.caches.forget_api_keys(*tenant),
-            Invalidation::Plans => self.caches.forget_plans(),
+            Invalidation::Plans | Invalidation::Plan(_) => self.caches.forget_plans(),
+            Invalidation::Config(_) => {}
         }
     }
 
-    /// Drops the entries here and tells the other instances. Best effort on Redis: when it is
-    /// down, other instances converge within the cache TTL.
+    /// The reload of the config snapshots `what` makes stale, on this instance.
+    fn reload_snapshots(&self, what: &Invalidation) -> Option<BoxFuture<'static, ()>> {
+        match what {
+            Invalidation::Tenant(tenant) | Invalidation::Config(tenant) => {
+                Some(self.actors.reload_config(*tenant))
+            }
+            Invalidation::Plan(plan) => Some(self.actors.reload_plan(plan)),
+            _ => None,
+        }
+    }
+
+    /// Drops the entries here, reloads the snapshots concerned here, and tells the other
+    /// instances. Best effort on Redis: when it is down, other instances converge within the
+    /// cache TTL. A plan's writer drops the Redis copies of its tenants' snapshots itself.
     pub async fn invalidate(&self, what: Invalidation) {
         self.apply(&what);
+        if let Invalidation::Tenant(tenant) | Invalidation::Config(tenant) = &what {
+            // Before anything reloads: a reload from Redis' copy would bring the old back.
+            self.actors.snapshots().forget_logged(&[*tenant]).await;
+        }
+        if let Some(reload) = self.reload_snapshots(&what) {
+            reload.await;
+        }
         publish(&self.redis, &what).await;
     }
 }
@@ -80,6 +113,7 @@ async fn listen(state: web::Data<AppState>) {
                 } else {
                     // Anything published while we were not listening is lost: start clean.
                     state.caches.forget_all();
+                    state.actors.expire_configs();
                     backoff = Duration::from_millis(200);
                     let mut messages = pubsub.on_message();
                     while let Some(message) = messages.next().await {
@@ -87,7 +121,13 @@ async fn listen(state: web::Data<AppState>) {
                             continue;
                         };
                         match serde_json::from_str::<Invalidation>(&payload) {
-                            Ok(what) => state.apply(&what),
+                            Ok(what) => {
+                                state.apply(&what);
+                                // Not awaited: the next message is not held behind a reload.
+                                if let Some(reload) = state.reload_snapshots(&what) {
+                                    tokio::spawn(reload);
+                                }
+                            }
                             Err(err) => tracing::warn!(%err, "ignored a malformed invalidation"),
                         }
                     }

@@ -99,10 +99,17 @@ impl Application {
         } else {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         };
+        // Made here, on the System's runtime, which then runs its Redis connection: that
+        // runtime outlives the HTTP workers.
+        let snapshots = std::sync::Arc::new(crate::tenant_config::load::SnapshotStore::new(
+            redis.clone(),
+            config.cache_ttl,
+        ));
         let actors = TenantRegistry::start(
             &config,
             metrics.clone(),
             ActorSettings::for_hosts(&config, workers)?,
+            snapshots,
         )?;
         let analytics = crate::analytics::AnalyticsRegistry::new(
             pools.app.clone(),

@@ -13,6 +13,7 @@ use crate::auth::{self, api_keys, password, AuthError, Caller, Role};
 use crate::error::FieldError;
 use crate::http::problem::Problem;
 use crate::http::tenant::{PublicTenantRequest, TenantRequest};
+use crate::tenant_config::snapshot::feature;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(login)
@@ -216,7 +217,7 @@ pub async fn create_api_key(
     body: Option<web::Json<NewApiKey>>,
 ) -> Result<HttpResponse, Problem> {
     req.admin()?;
-    req.state().require_feature(&req.plan, "api_access").await?;
+    req.plan().require_feature(feature::API_ACCESS)?;
     let body = body.map(|b| b.into_inner()).unwrap_or_default();
     if body.name.chars().count() > 200 {
         return Err(Problem::validation(vec![FieldError::new(
