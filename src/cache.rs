@@ -22,8 +22,11 @@ use crate::state::AppState;
 
 pub const CHANNEL: &str = "tenantry:invalidate";
 
+/// On the wire: `{"kind": "tenant", "value": "<uuid>"}`. Adjacently tagged, because an
+/// internally tagged enum cannot carry a newtype variant of a string (serde refuses to
+/// serialise `Tenant(Uuid)` that way, and such a message was never sent).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
 pub enum Invalidation {
     Tenant(Uuid),
     User {
@@ -78,8 +81,12 @@ impl AppState {
 
 /// Tells every instance to drop `what` (the CLI uses it after changing a tenant).
 pub async fn publish(redis: &redis::Client, what: &Invalidation) {
-    let Ok(payload) = serde_json::to_string(what) else {
-        return;
+    let payload = match serde_json::to_string(what) {
+        Ok(payload) => payload,
+        Err(err) => {
+            tracing::error!(%err, ?what, "cache invalidation not serialisable; not published");
+            return;
+        }
     };
     let published = async {
         let mut conn = redis.get_multiplexed_async_connection().await?;
@@ -153,6 +160,26 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<Invalidation>(&json).unwrap(),
             Invalidation::User { tenant: t, user: t }
+        );
+    }
+
+    #[test]
+    fn every_variant_goes_over_the_wire() {
+        let t = Uuid::now_v7();
+        for what in [
+            Invalidation::Tenant(t),
+            Invalidation::User { tenant: t, user: t },
+            Invalidation::ApiKeys(t),
+            Invalidation::Plans,
+            Invalidation::Config(t),
+            Invalidation::Plan("pro".into()),
+        ] {
+            let json = serde_json::to_string(&what).unwrap();
+            assert_eq!(serde_json::from_str::<Invalidation>(&json).unwrap(), what);
+        }
+        assert_eq!(
+            serde_json::to_string(&Invalidation::Tenant(Uuid::nil())).unwrap(),
+            r#"{"kind":"tenant","value":"00000000-0000-0000-0000-000000000000"}"#
         );
     }
 }

@@ -13,7 +13,7 @@
 //! Loads may overlap (a refresh under way when a change is announced); each carries a sequence
 //! number, and a load started before the last announced change never replaces the snapshot.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -41,8 +41,9 @@ pub struct ConfigCell {
     /// is pending. Requests ask at most once per load.
     asked_at: AtomicU64,
     /// Set by an announced change (or a reconnect to Redis pub/sub): the next request asks
-    /// for a refresh even if the snapshot is younger than the TTL.
-    expired: std::sync::atomic::AtomicBool,
+    /// for a refresh even if the snapshot is younger than the TTL. [`NOT_EXPIRED`], or the
+    /// [`Source`] the refresh must read.
+    expired: AtomicU8,
     failure: Mutex<Option<Failure>>,
     origin: Instant,
 }
@@ -61,7 +62,7 @@ impl Default for ConfigCell {
             finished: Notify::new(),
             loads: AtomicU64::new(0),
             asked_at: AtomicU64::new(0),
-            expired: std::sync::atomic::AtomicBool::new(false),
+            expired: AtomicU8::new(NOT_EXPIRED),
             failure: Mutex::new(None),
             origin: Instant::now(),
         }
@@ -72,8 +73,8 @@ impl Default for ConfigCell {
 pub enum Need {
     /// Use this one.
     Ready(Arc<TenantSnapshot>),
-    /// Use this one, and ask the actor to refresh it.
-    Stale(Arc<TenantSnapshot>),
+    /// Use this one, and ask the actor to refresh it from that source.
+    Stale(Arc<TenantSnapshot>, Source),
     /// There is none yet.
     Missing,
 }
@@ -93,12 +94,16 @@ impl ConfigCell {
         let Some(current) = self.current() else {
             return Need::Missing;
         };
-        let stale =
-            self.expired.load(Ordering::Relaxed) || current.is_older_than(ttl, chrono::Utc::now());
-        if stale && !self.failed_recently() {
-            Need::Stale(current)
-        } else {
-            Need::Ready(current)
+        let source = match self.expired.load(Ordering::Relaxed) {
+            FROM_DATABASE => Some(Source::Database),
+            FROM_CACHE => Some(Source::Cache),
+            _ => current
+                .is_older_than(ttl, chrono::Utc::now())
+                .then_some(Source::Cache),
+        };
+        match source {
+            Some(source) if !self.failed_recently() => Need::Stale(current, source),
+            _ => Need::Ready(current),
         }
     }
 
@@ -124,9 +129,14 @@ impl ConfigCell {
             .is_ok()
     }
 
-    /// Marks the snapshot for a refresh at the next request.
-    pub fn expire(&self) {
-        self.expired.store(true, Ordering::Relaxed);
+    /// Marks the snapshot for a refresh from `source` at the next request (a refresh from
+    /// PostgreSQL is never downgraded to one from Redis).
+    pub fn expire(&self, source: Source) {
+        let mark = match source {
+            Source::Cache => FROM_CACHE,
+            Source::Database => FROM_DATABASE,
+        };
+        self.expired.fetch_max(mark, Ordering::Relaxed);
     }
 
     pub fn loads(&self) -> u64 {
@@ -160,7 +170,7 @@ impl ConfigCell {
     pub(super) fn finish(&self, snapshot: Option<TenantSnapshot>, error: Option<LoadError>) {
         if let Some(snapshot) = snapshot {
             self.current.store(Some(Arc::new(snapshot)));
-            self.expired.store(false, Ordering::Relaxed);
+            self.expired.store(NOT_EXPIRED, Ordering::Relaxed);
             *self.failure_slot() = None;
         }
         if let Some(error) = error {
@@ -181,6 +191,10 @@ impl ConfigCell {
         self.finished.notify_waiters();
     }
 }
+
+const NOT_EXPIRED: u8 = 0;
+const FROM_CACHE: u8 = 1;
+const FROM_DATABASE: u8 = 2;
 
 /// Where a load reads first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -264,9 +278,13 @@ mod tests {
         cell.finish(Some(snapshot), None);
         let ttl = Duration::from_secs(30);
         assert!(matches!(cell.need(ttl), Need::Ready(_)));
-        assert!(matches!(cell.need(Duration::ZERO), Need::Stale(_)));
-        cell.expire();
-        assert!(matches!(cell.need(ttl), Need::Stale(_)));
+        assert!(matches!(
+            cell.need(Duration::ZERO),
+            Need::Stale(_, Source::Cache)
+        ));
+        cell.expire(Source::Database);
+        cell.expire(Source::Cache);
+        assert!(matches!(cell.need(ttl), Need::Stale(_, Source::Database)));
         // A failed refresh keeps the snapshot and holds the next ask back for a moment.
         cell.finish(None, Some(LoadError::Missing(Uuid::nil())));
         assert!(matches!(cell.need(ttl), Need::Ready(_)));

@@ -247,9 +247,9 @@ impl TenantRegistry {
         entry.stats.touched.store(true, Ordering::Relaxed);
         match entry.config.need(self.shared.actor.snapshots.ttl()) {
             Need::Ready(snapshot) => return Ok(snapshot),
-            Need::Stale(snapshot) => {
+            Need::Stale(snapshot, source) => {
                 if entry.config.claim_ask() {
-                    entry.addr.do_send(LoadConfig(Source::Cache));
+                    entry.addr.do_send(LoadConfig(source));
                 }
                 return Ok(snapshot);
             }
@@ -287,32 +287,36 @@ impl TenantRegistry {
         })
     }
 
-    /// After a change of the plan `plan`: the actors of the tenants on it reload.
+    /// After a change of the plan `plan`: the actors of the tenants on it reload; the others
+    /// refresh from PostgreSQL at their next request (the cheapest plan with a feature, which
+    /// their `plan_required` answers name, may have changed too). Spread over the requests that
+    /// follow rather than all at once: a plan may have every tenant of the instance.
     pub fn reload_plan(&self, plan: &str) -> BoxFuture<'static, ()> {
-        let entries: Vec<Arc<ActorEntry>> = self
-            .shared
-            .actors
-            .iter()
-            .filter(|e| e.config.current().is_none_or(|s| s.tenant.plan == plan))
-            .map(|e| e.clone())
-            .collect();
+        let mut on_plan = Vec::new();
+        for entry in self.shared.actors.iter() {
+            if entry.config.current().is_none_or(|s| s.tenant.plan == plan) {
+                on_plan.push(entry.clone());
+            } else {
+                entry.config.expire(Source::Database);
+            }
+        }
         Box::pin(async move {
-            futures_util::future::join_all(entries.into_iter().map(reload)).await;
+            futures_util::future::join_all(on_plan.into_iter().map(reload)).await;
         })
     }
 
-    /// Every snapshot is refreshed at its tenant's next request (changes may have been
-    /// announced while this instance was not listening).
+    /// Every snapshot is refreshed from PostgreSQL at its tenant's next request (changes may
+    /// have been announced while this instance was not listening).
     pub fn expire_configs(&self) {
         for entry in self.shared.actors.iter() {
-            entry.config.expire();
+            entry.config.expire(Source::Database);
         }
     }
 }
 
 async fn reload(entry: Arc<ActorEntry>) {
     // If the reload cannot be delivered (the actor just stopped), the next request refreshes.
-    entry.config.expire();
+    entry.config.expire(Source::Database);
     if entry.addr.connected() {
         let _ = entry.addr.send(LoadConfig(Source::Database)).await;
     }
