@@ -10,11 +10,12 @@ use utoipa::{IntoParams, ToSchema};
 use crate::actors::TenantOp;
 use crate::analytics::buckets::{to_micros, Interval};
 use crate::analytics::query::{self, Metric, Series, SeriesRequest, Summary};
-use crate::analytics::{model, AnalyticsError, EventBatch};
+use crate::analytics::{model, AnalyticsError, EventBatch, IngestRules};
 use crate::auth::Caller;
 use crate::error::FieldError;
 use crate::http::problem::Problem;
 use crate::http::tenant::TenantRequest;
+use crate::tenant_config::Limit;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(ingest_events)
@@ -44,7 +45,14 @@ pub async fn ingest_events(
 ) -> Result<HttpResponse, Problem> {
     req.user()?;
     let committer = req.state().analytics.committer(req.tenant_id);
-    let rules = committer.ingest_rules().await?;
+    // The plan's retention bounds late events: from the tenant's config snapshot.
+    let rules = IngestRules {
+        now: Utc::now(),
+        retention_days: req
+            .plan()
+            .limit(Limit::AnalyticsRetentionDays)
+            .map(|days| days.clamp(0, i64::from(u32::MAX)) as u32),
+    };
     let events = model::validate_body(&body, &rules).map_err(AnalyticsError::Validation)?;
     let single = body.get("events").is_none();
     let accepted = committer.submit(events).await.map_err(|err| match err {
