@@ -109,7 +109,15 @@ async fn main() {
 
     // Both servers hold the snapshot, and the second one listens: a first change, untimed,
     // must reach it.
-    let warm = change(&http, &one, &two, &token, "#010101", Duration::from_secs(30)).await;
+    let warm = change(
+        &http,
+        &one,
+        &two,
+        &token,
+        "#010101",
+        Duration::from_secs(30),
+    )
+    .await;
     assert!(warm.seen.is_some(), "the second server never saw a change");
 
     let mut from_answer = Vec::with_capacity(args.changes);
@@ -170,7 +178,12 @@ async fn change(
         .send()
         .await
         .expect("PUT /settings/branding");
-    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap_or_default());
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
     let answered = Instant::now();
     loop {
         let body: Value = http
@@ -329,11 +342,18 @@ async fn start_server(config: &Config, args: &Args, name: &str) -> Server {
     for _ in 0..300 {
         if let Ok(r) = http.get(server.url("/healthz")).send().await {
             if r.status().is_success() {
-                println!("server {name}: {} (pid {})", server.address, server.child.id());
+                println!(
+                    "server {name}: {} (pid {})",
+                    server.address,
+                    server.child.id()
+                );
                 return server;
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("server {name} did not answer /healthz; see {}", log_path.display());
+    panic!(
+        "server {name} did not answer /healthz; see {}",
+        log_path.display()
+    );
 }

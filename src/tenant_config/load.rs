@@ -236,11 +236,11 @@ impl SnapshotStore {
     async fn connection(&self) -> Result<ConnectionManager, StoreError> {
         {
             let slot = self.slot();
-            if let Some(manager) = &slot.manager {
-                return Ok(manager.clone());
-            }
             if slot.failed_at.is_some_and(|at| at.elapsed() < REDIS_RETRY) {
                 return Err(StoreError::Unreachable);
+            }
+            if let Some(manager) = &slot.manager {
+                return Ok(manager.clone());
             }
         }
         let config = redis::aio::ConnectionManagerConfig::new()
@@ -269,11 +269,25 @@ impl SnapshotStore {
         }
     }
 
+    /// Notes a failed call: Redis is left alone for [`REDIS_RETRY`] (the manager reconnects
+    /// meanwhile), so that an outage costs loads one failure a second, not one timeout each.
+    fn failed<T>(&self, err: StoreError) -> Result<T, StoreError> {
+        let unreachable = match &err {
+            StoreError::Redis(e) => e.is_io_error() || e.is_connection_dropped() || e.is_timeout(),
+            StoreError::Timeout | StoreError::Unreachable => true,
+        };
+        if unreachable {
+            self.slot().failed_at = Some(Instant::now());
+        }
+        Err(err)
+    }
+
     async fn call<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
         let mut conn = self.connection().await?;
         match tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async::<T>(&mut conn)).await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(StoreError::Timeout),
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => self.failed(err.into()),
+            Err(_) => self.failed(StoreError::Timeout),
         }
     }
 
@@ -310,8 +324,9 @@ impl SnapshotStore {
                 pipe.cmd("DEL").arg(redis_key(*tenant)).ignore();
             }
             match tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async::<()>(&mut conn)).await {
-                Ok(result) => result?,
-                Err(_) => return Err(StoreError::Timeout),
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => return self.failed(err.into()),
+                Err(_) => return self.failed(StoreError::Timeout),
             }
         }
         Ok(())
