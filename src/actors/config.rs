@@ -118,6 +118,12 @@ impl ConfigCell {
         self.failure.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// A request asked for a load the actor has not ended yet.
+    pub fn ask_pending(&self) -> bool {
+        let asked = self.asked_at.load(Ordering::Acquire);
+        asked != 0 && self.now_ms().saturating_sub(asked) <= ASK_EXPIRES.as_millis() as u64
+    }
+
     /// True for the one caller that should send the actor a load request now.
     pub fn claim_ask(&self) -> bool {
         let now = self.now_ms();

@@ -44,6 +44,7 @@ pub struct TenantActor {
     config_seq: u64,
     config_applied: u64,
     config_floor: u64,
+    loads_running: usize,
 }
 
 impl TenantActor {
@@ -78,6 +79,7 @@ impl TenantActor {
             config_seq: 0,
             config_applied: 0,
             config_floor: 0,
+            loads_running: 0,
         }
     }
 
@@ -89,6 +91,9 @@ impl TenantActor {
             crate::tenant_config::load::LoadError,
         >,
     ) {
+        self.loads_running = self.loads_running.saturating_sub(1);
+        // The requests that waited for it are about to send their operations.
+        self.last_active = Instant::now();
         let counted = match result {
             Ok((snapshot, from)) if seq >= self.config_floor && seq > self.config_applied => {
                 self.config_applied = seq;
@@ -117,7 +122,10 @@ impl TenantActor {
         if self.stats.touched.swap(false, Ordering::Relaxed) {
             self.last_active = Instant::now();
         }
+        // A config load under way (or asked for) has requests waiting for it.
         let idle = self.in_flight == 0
+            && self.loads_running == 0
+            && !self.config.ask_pending()
             && self.stats.queued.load(Ordering::Relaxed) == 0
             && self.last_active.elapsed() >= self.shared.settings.idle_timeout;
         if !idle {
@@ -164,6 +172,7 @@ impl Supervised for TenantActor {
         self.last_active = Instant::now();
         // Loads under way were dropped with the old context: let requests ask again, and wake
         // those waiting for one. The snapshot held keeps serving.
+        self.loads_running = 0;
         self.config.end_load();
         self.stats.restarts.fetch_add(1, Ordering::Relaxed);
         self.shared.metrics.actor_restarts.inc();
@@ -184,6 +193,7 @@ impl Handler<LoadConfig> for TenantActor {
 
     fn handle(&mut self, LoadConfig(source): LoadConfig, _ctx: &mut Context<Self>) -> Self::Result {
         self.config_seq += 1;
+        self.loads_running += 1;
         let seq = self.config_seq;
         if source == Source::Database {
             self.config_floor = seq;
