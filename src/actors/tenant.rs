@@ -22,6 +22,8 @@ use super::shared::{ActorShared, ActorStats};
 use super::{ActorError, ExecError, TenantOp};
 use crate::auth::Caller;
 use crate::db::TenantTx;
+use crate::tenant_config::load::LoadError;
+use crate::tenant_config::TenantSnapshot;
 
 pub struct TenantActor {
     tenant: Uuid,
@@ -83,14 +85,7 @@ impl TenantActor {
         }
     }
 
-    fn finish_load(
-        &mut self,
-        seq: u64,
-        result: Result<
-            (crate::tenant_config::TenantSnapshot, &'static str),
-            crate::tenant_config::load::LoadError,
-        >,
-    ) {
+    fn finish_load(&mut self, seq: u64, result: Result<(TenantSnapshot, &'static str), LoadError>) {
         self.loads_running = self.loads_running.saturating_sub(1);
         // The requests that waited for it are about to send their operations.
         self.last_active = Instant::now();
