@@ -11,10 +11,17 @@
 //! constants rather than settings: past a bound the least used entries are read again from
 //! PostgreSQL (one indexed read each), which costs time, never correctness, while the bounds
 //! keep the caches to a few tens of MB whatever clients send.
+//!
+//! The tenant actors' config snapshots (`actors::config`) follow the same messages: a change of
+//! a tenant (`Tenant`, `Config`) or of a plan (`Plan`) makes the actors concerned reload theirs
+//! from PostgreSQL. The instance that made the change drops the Redis copy first and has its
+//! own actor reloaded before it answers; the others reload within moments of the message.
 
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 use std::time::Duration;
 
+use actix_web::web;
+use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use moka::sync::Cache;
 use serde::{Deserialize, Serialize};
@@ -24,6 +31,7 @@ use uuid::Uuid;
 use crate::auth::plans::{self, Plan};
 use crate::auth::{api_keys, users, AuthError, Role};
 use crate::db::PgPool;
+use crate::state::AppState;
 use crate::tenancy::resolve::{self, ResolvedTenant, TenantKey};
 use crate::tenancy::TenancyError;
 
@@ -43,13 +51,23 @@ const API_KEYS: u64 = 20_000;
 /// Plan names come from tenant rows, and `app.plans` holds a handful.
 const PLANS: u64 = 100;
 
+/// On the wire: `{"kind": "tenant", "value": "<uuid>"}`. Adjacently tagged, because an
+/// internally tagged enum cannot carry a newtype variant of a string (serde refuses to
+/// serialise `Tenant(Uuid)` that way, and such a message was never sent).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
 pub enum Invalidation {
     Tenant(Uuid),
-    User { tenant: Uuid, user: Uuid },
+    User {
+        tenant: Uuid,
+        user: Uuid,
+    },
     ApiKeys(Uuid),
     Plans,
+    /// The tenant's configuration (settings, branding) changed.
+    Config(Uuid),
+    /// The plan of that name changed.
+    Plan(String),
 }
 
 /// The caches of one instance. Each lookup asks the cache, then on a miss the area that owns
@@ -231,10 +249,12 @@ impl Caches {
                 .api_keys
                 .invalidate_entries_if(move |k, _| k.0 == tenant)
                 .map(|_| ()),
-            Invalidation::Plans => {
+            Invalidation::Plans | Invalidation::Plan(_) => {
                 self.plans.invalidate_all();
                 Ok(())
             }
+            // Only the actors' snapshots hold a tenant's settings and branding.
+            Invalidation::Config(_) => Ok(()),
         };
         if let Err(err) = dropped {
             // Cannot happen (every cache is built to take predicates); dropping everything is
@@ -307,12 +327,13 @@ pub async fn publish(redis: &redis::Client, what: &Invalidation) {
 }
 
 /// Listens for other instances' invalidations until `stop`, reconnecting with backoff.
-pub async fn subscribe(caches: Arc<Caches>, redis: redis::Client, stop: CancellationToken) {
+pub async fn subscribe(state: web::Data<AppState>, stop: CancellationToken) {
     // Nothing here is worth finishing: dropped wherever it waits.
-    stop.run_until_cancelled(listen(&caches, &redis)).await;
+    stop.run_until_cancelled(listen(&state)).await;
 }
 
-async fn listen(caches: &Caches, redis: &redis::Client) {
+async fn listen(state: &AppState) {
+    let (caches, redis) = (&state.caches, &state.redis);
     let mut backoff = Duration::from_millis(200);
     loop {
         match redis.get_async_pubsub().await {
@@ -322,6 +343,7 @@ async fn listen(caches: &Caches, redis: &redis::Client) {
                 } else {
                     // Anything published while we were not listening is lost: start clean.
                     caches.forget_all();
+                    state.actors.expire_configs();
                     backoff = Duration::from_millis(200);
                     let mut messages = pubsub.on_message();
                     while let Some(message) = messages.next().await {
@@ -329,7 +351,13 @@ async fn listen(caches: &Caches, redis: &redis::Client) {
                             continue;
                         };
                         match serde_json::from_str::<Invalidation>(&payload) {
-                            Ok(what) => caches.apply(&what),
+                            Ok(what) => {
+                                caches.apply(&what);
+                                // Not awaited: the next message is not held behind a reload.
+                                if let Some(reload) = state.reload_snapshots(&what) {
+                                    tokio::spawn(reload);
+                                }
+                            }
                             Err(err) => tracing::warn!(%err, "ignored a malformed invalidation"),
                         }
                     }
@@ -340,6 +368,19 @@ async fn listen(caches: &Caches, redis: &redis::Client) {
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+impl AppState {
+    /// The reload of the config snapshots `what` makes stale, on this instance.
+    pub(crate) fn reload_snapshots(&self, what: &Invalidation) -> Option<BoxFuture<'static, ()>> {
+        match what {
+            Invalidation::Tenant(tenant) | Invalidation::Config(tenant) => {
+                Some(self.actors.reload_config(*tenant))
+            }
+            Invalidation::Plan(plan) => Some(self.actors.reload_plan(plan)),
+            _ => None,
+        }
     }
 }
 
@@ -469,6 +510,26 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<Invalidation>(&json).unwrap(),
             Invalidation::User { tenant: t, user: t }
+        );
+    }
+
+    #[test]
+    fn every_variant_goes_over_the_wire() {
+        let t = Uuid::now_v7();
+        for what in [
+            Invalidation::Tenant(t),
+            Invalidation::User { tenant: t, user: t },
+            Invalidation::ApiKeys(t),
+            Invalidation::Plans,
+            Invalidation::Config(t),
+            Invalidation::Plan("pro".into()),
+        ] {
+            let json = serde_json::to_string(&what).unwrap();
+            assert_eq!(serde_json::from_str::<Invalidation>(&json).unwrap(), what);
+        }
+        assert_eq!(
+            serde_json::to_string(&Invalidation::Tenant(Uuid::nil())).unwrap(),
+            r#"{"kind":"tenant","value":"00000000-0000-0000-0000-000000000000"}"#
         );
     }
 }

@@ -224,6 +224,11 @@ impl Ops {
 
     /// Running servers cache tenants; tell them this one changed.
     async fn tell_servers(&self, tenant: uuid::Uuid) {
+        // The Redis copy of the tenant's config snapshot goes first, so no server reloads the
+        // old configuration from it.
+        crate::tenant_config::load::SnapshotStore::new(self.redis.clone(), Default::default())
+            .forget_logged(&[tenant])
+            .await;
         crate::cache::publish(&self.redis, &crate::cache::Invalidation::Tenant(tenant)).await;
     }
 

@@ -22,6 +22,9 @@ pub struct Metrics {
     pub ws_connections: IntGauge,
     /// Background loops restarted after they ended unexpectedly, by task (`crate::supervise`).
     pub background_restarts: IntCounterVec,
+    /// Config snapshot loads of the tenant actors, by result: `redis`, `database` (applied,
+    /// read from there), `superseded` or `failed` (`actors::config`).
+    pub config_loads: IntCounterVec,
 }
 
 fn must<T>(result: Result<T, prometheus::Error>) -> T {
@@ -94,6 +97,13 @@ impl Metrics {
             ),
             &["task"],
         ));
+        let config_loads = must(IntCounterVec::new(
+            Opts::new(
+                "tenant_config_loads_total",
+                "Config snapshot loads of the tenant actors, by result",
+            ),
+            &["result"],
+        ));
         for collector in [
             Box::new(ws_connections.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -106,6 +116,7 @@ impl Metrics {
             Box::new(tenant_pool_in_use.clone()),
             Box::new(db_pool.clone()),
             Box::new(background_restarts.clone()),
+            Box::new(config_loads.clone()),
         ] {
             must(registry.register(collector));
         }
@@ -122,6 +133,7 @@ impl Metrics {
             db_pool,
             ws_connections,
             background_restarts,
+            config_loads,
         }
     }
 

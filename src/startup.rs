@@ -124,10 +124,17 @@ impl Application {
         } else {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         };
+        // Made here, on the System's runtime, which then runs its Redis connection: that
+        // runtime outlives the HTTP workers.
+        let snapshots = std::sync::Arc::new(crate::tenant_config::load::SnapshotStore::new(
+            redis.clone(),
+            config.cache_ttl,
+        ));
         let actors = TenantRegistry::start(
             &config,
             metrics.clone(),
             ActorSettings::for_hosts(&config, workers)?,
+            snapshots,
         )?;
         let analytics = crate::analytics::AnalyticsRegistry::new(
             pools.app.clone(),
@@ -296,11 +303,11 @@ fn start_background(state: &web::Data<AppState>, options: &ServerOptions) -> Sup
             Ok(())
         }
     });
-    let (caches, redis) = (state.caches.clone(), state.redis.clone());
+    let invalidations = state.clone();
     background.spawn("cache_invalidations", move |stop| {
-        let (caches, redis) = (caches.clone(), redis.clone());
+        let state = invalidations.clone();
         async move {
-            crate::cache::subscribe(caches, redis, stop).await;
+            crate::cache::subscribe(state, stop).await;
             Ok(())
         }
     });

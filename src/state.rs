@@ -59,14 +59,13 @@ impl AppState {
         plans::require_feature(&self.pools.app, &plan, feature).await
     }
 
-    /// The user and role an API key acts as. The key must belong to `tenant` and be live, and
-    /// the tenant's plan must include API access.
+    /// The user and role an API key acts as. The key must belong to `tenant` and be live (the
+    /// caller checks first that the tenant's plan includes API access).
     pub async fn verify_api_key(
         &self,
         tenant: &ResolvedTenant,
         hash: &str,
     ) -> Result<(Uuid, Role), AuthError> {
-        self.require_feature(&tenant.plan, "api_access").await?;
         self.caches.api_key(&self.pools.app, tenant.id, hash).await
     }
 
@@ -93,8 +92,17 @@ impl AppState {
 
     /// Drops what `what` names from the caches here and tells the other instances. Best effort
     /// on Redis: when it is down, other instances converge within the cache TTL.
+    /// The config snapshots concerned are reloaded here before this returns; a plan's writer
+    /// drops the Redis copies of its tenants' snapshots itself.
     pub async fn invalidate(&self, what: Invalidation) {
         self.caches.apply(&what);
+        if let Invalidation::Tenant(tenant) | Invalidation::Config(tenant) = &what {
+            // Before anything reloads: a reload from Redis' copy would bring the old back.
+            self.actors.snapshots().forget_logged(&[*tenant]).await;
+        }
+        if let Some(reload) = self.reload_snapshots(&what) {
+            reload.await;
+        }
         cache::publish(&self.redis, &what).await;
     }
 

@@ -10,6 +10,7 @@
 //! overloaded or restarting, the transaction could not be opened or committed). The caller gets
 //! both as one [`ExecError`]; neither knows about HTTP.
 
+pub mod config;
 pub mod faults;
 pub mod shared;
 pub mod supervisor;
@@ -49,8 +50,8 @@ pub trait TenantOp: Send + 'static {
     ) -> BoxFuture<'a, Result<Self::Output, Self::Error>>;
 }
 
-/// Why a tenant's actor did not run an operation to the end. Every variant but `Db` is
-/// transient: the operation may be retried as it is.
+/// Why a tenant's actor did not run an operation to the end. Every variant but `Db` and
+/// `Config` is transient: the operation may be retried as it is.
 #[derive(Debug, Error)]
 pub enum ActorError {
     /// Back-pressure: the tenant's mailbox is full.
@@ -76,6 +77,12 @@ pub enum ActorError {
     /// Leasing the connection, opening or committing the transaction around the operation.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The tenant's config snapshot could not be loaded, and there is none to serve.
+    #[error("the tenant's configuration could not be loaded")]
+    Config(#[source] std::sync::Arc<crate::tenant_config::load::LoadError>),
+    /// The tenant's first config snapshot took too long to load.
+    #[error("the tenant's configuration is still loading")]
+    ConfigTimeout,
 }
 
 /// The outcome of [`TenantRegistry::execute`] when it is not the operation's output.

@@ -3,10 +3,12 @@
 //! actor must not name it back (`TenantActor::new` takes the way out of the map as a callback).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
+use crate::tenant_config::load::SnapshotStore;
 
 #[derive(Clone, Debug)]
 pub struct ActorSettings {
@@ -48,6 +50,8 @@ impl ActorSettings {
 pub struct ActorShared {
     pub metrics: Metrics,
     pub settings: ActorSettings,
+    /// The config snapshots' copies in Redis; their TTL is also the snapshots' own.
+    pub snapshots: Arc<SnapshotStore>,
 }
 
 /// One actor's counters, readable without messaging it.
@@ -62,4 +66,7 @@ pub struct ActorStats {
     /// default bound (16) applies, and on a busy host thread a burst of first requests arrives
     /// before the actor gets to run at all.
     pub started: AtomicBool,
+    /// Set by each request that read the actor's config snapshot (which does not message the
+    /// actor): the actor is not idle while requests use it.
+    pub touched: AtomicBool,
 }

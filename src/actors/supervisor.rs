@@ -15,23 +15,27 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::ThreadId;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 use actix::Supervisor;
 use dashmap::DashMap;
+use futures_util::future::BoxFuture;
 use serde::Serialize;
 use tokio::sync::oneshot;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::config::{ConfigCell, Need, Source};
 use super::shared::{ActorSettings, ActorShared, ActorStats};
-use super::tenant::{Execute, TenantActor};
+use super::tenant::{Execute, LoadConfig, TenantActor};
 use super::{ActorError, ExecError, TenantOp};
 use crate::auth::Caller;
 use crate::config::Config;
 use crate::db::{DbError, PgPool};
 use crate::metrics::Metrics;
+use crate::tenant_config::load::SnapshotStore;
+use crate::tenant_config::TenantSnapshot;
 
 /// A thread hosting tenant actors, the pool its actors' operations use, and the one connection
 /// of that pool their single-statement reads share (none for a pool of one).
@@ -46,7 +50,12 @@ pub struct ActorHost {
 pub struct ActorEntry {
     pub addr: Addr<TenantActor>,
     pub stats: Arc<ActorStats>,
+    /// The tenant's config snapshot, which only the actor replaces.
+    pub config: Arc<ConfigCell>,
 }
+
+/// How long the first requests of a freshly activated tenant wait for its config snapshot.
+const FIRST_LOAD_WAIT: Duration = Duration::from_secs(10);
 
 /// The registry's state, shared with its supervisor actor.
 struct Registry {
@@ -81,9 +90,14 @@ impl TenantRegistry {
         config: &Config,
         metrics: Metrics,
         settings: ActorSettings,
+        snapshots: Arc<SnapshotStore>,
     ) -> Result<TenantRegistry, DbError> {
         let shared = Arc::new(Registry {
-            actor: Arc::new(ActorShared { metrics, settings }),
+            actor: Arc::new(ActorShared {
+                metrics,
+                settings,
+                snapshots,
+            }),
             hosts: RwLock::new(Vec::new()),
             config: config.clone(),
             actors: DashMap::new(),
@@ -217,6 +231,95 @@ impl TenantRegistry {
     pub fn metrics(&self) -> &Metrics {
         &self.shared.actor.metrics
     }
+
+    /// The config snapshots' copies in Redis (writers drop a tenant's copy before announcing
+    /// a change).
+    pub fn snapshots(&self) -> &Arc<SnapshotStore> {
+        &self.shared.actor.snapshots
+    }
+
+    /// The tenant's config snapshot, activating its actor on first use. Read from the registry
+    /// entry without messaging the actor; only the first requests of a tenant wait, for its
+    /// first load. One older than the TTL is still returned, and the actor asked to refresh it
+    /// (`actors::config`).
+    pub async fn config(&self, tenant: Uuid) -> Result<Arc<TenantSnapshot>, ActorError> {
+        let entry = self.actor(tenant).await?;
+        entry.stats.touched.store(true, Ordering::Relaxed);
+        match entry.config.need(self.shared.actor.snapshots.ttl()) {
+            Need::Ready(snapshot) => return Ok(snapshot),
+            Need::Stale(snapshot, source) => {
+                if entry.config.claim_ask() {
+                    entry.addr.do_send(LoadConfig(source));
+                }
+                return Ok(snapshot);
+            }
+            Need::Missing => {}
+        }
+        let deadline = tokio::time::Instant::now() + FIRST_LOAD_WAIT;
+        let start = entry.config.loads();
+        loop {
+            let seen = entry.config.loads();
+            if let Some(snapshot) = entry.config.current() {
+                return Ok(snapshot);
+            }
+            if let Some(failure) = entry.config.failure_since(start) {
+                return Err(ActorError::Config(failure));
+            }
+            // Sent even before the actor started: its bound mailbox is not set yet, and the
+            // ask is made once for all the requests waiting.
+            if entry.config.claim_ask() {
+                entry.addr.do_send(LoadConfig(Source::Cache));
+            }
+            if !entry.config.wait_for_load(seen, deadline).await {
+                return Err(ActorError::ConfigTimeout);
+            }
+        }
+    }
+
+    /// After a change of `tenant`'s configuration: its actor on this instance, if it has one,
+    /// reloads the snapshot from PostgreSQL. The future ends once the reload has ended.
+    pub fn reload_config(&self, tenant: Uuid) -> BoxFuture<'static, ()> {
+        let entry = self.shared.actors.get(&tenant).map(|e| e.clone());
+        Box::pin(async move {
+            if let Some(entry) = entry {
+                reload(entry).await;
+            }
+        })
+    }
+
+    /// After a change of the plan `plan`: the actors of the tenants on it reload; the others
+    /// refresh from PostgreSQL at their next request (the cheapest plan with a feature, which
+    /// their `plan_required` answers name, may have changed too). Spread over the requests that
+    /// follow rather than all at once: a plan may have every tenant of the instance.
+    pub fn reload_plan(&self, plan: &str) -> BoxFuture<'static, ()> {
+        let mut on_plan = Vec::new();
+        for entry in self.shared.actors.iter() {
+            if entry.config.current().is_none_or(|s| s.tenant.plan == plan) {
+                on_plan.push(entry.clone());
+            } else {
+                entry.config.expire(Source::Database);
+            }
+        }
+        Box::pin(async move {
+            futures_util::future::join_all(on_plan.into_iter().map(reload)).await;
+        })
+    }
+
+    /// Every snapshot is refreshed from PostgreSQL at its tenant's next request (changes may
+    /// have been announced while this instance was not listening).
+    pub fn expire_configs(&self) {
+        for entry in self.shared.actors.iter() {
+            entry.config.expire(Source::Database);
+        }
+    }
+}
+
+async fn reload(entry: Arc<ActorEntry>) {
+    // If the reload cannot be delivered (the actor just stopped), the next request refreshes.
+    entry.config.expire(Source::Database);
+    if entry.addr.connected() {
+        let _ = entry.addr.send(LoadConfig(Source::Database)).await;
+    }
 }
 
 impl Registry {
@@ -291,7 +394,10 @@ impl Handler<Activate> for TenantSupervisor {
             restarts: AtomicU64::new(0),
             evicted: AtomicBool::new(false),
             started: AtomicBool::new(false),
+            touched: AtomicBool::new(false),
         });
+        let config = Arc::new(ConfigCell::default());
+        let actor_config = config.clone();
         let actor_stats = stats.clone();
         // How an idle actor leaves the map: only its own entry (a newer actor of the same
         // tenant may have replaced it), told apart by its counters.
@@ -314,9 +420,14 @@ impl Handler<Activate> for TenantSupervisor {
                 Box::new(leave_registry),
                 pool,
                 single_statements,
+                actor_config,
             )
         });
-        let entry = Arc::new(ActorEntry { addr, stats });
+        let entry = Arc::new(ActorEntry {
+            addr,
+            stats,
+            config,
+        });
         self.shared.actors.insert(msg.tenant, entry.clone());
         self.shared.actor.metrics.actor_activations.inc();
         self.shared.actor.metrics.actors_active.inc();

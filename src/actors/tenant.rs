@@ -3,6 +3,8 @@
 //! by a cap on in-flight work and a cap on concurrent connections (noisy neighbours). A panic
 //! in an operation is caught and turned into a stop, so the actor's `Supervisor` restarts it;
 //! a panic left to unwind would drop the actor for good and close its mailbox.
+//!
+//! It also owns the tenant's config snapshot (`super::config`): [`LoadConfig`] (re)loads it.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
@@ -15,10 +17,13 @@ use tokio::sync::{oneshot, Semaphore};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::config::{ConfigCell, Loader, Source};
 use super::shared::{ActorShared, ActorStats};
 use super::{ActorError, ExecError, TenantOp};
 use crate::auth::Caller;
 use crate::db::TenantTx;
+use crate::tenant_config::load::LoadError;
+use crate::tenant_config::TenantSnapshot;
 
 pub struct TenantActor {
     tenant: Uuid,
@@ -33,6 +38,15 @@ pub struct TenantActor {
     single_statements: Option<Arc<crate::db::SharedConn>>,
     in_flight: usize,
     last_active: Instant,
+    /// The config snapshot, shared with the registry entry, which requests read.
+    config: Arc<ConfigCell>,
+    loader: Loader,
+    /// Loads started so far; the number of the last one applied; loads numbered below the
+    /// floor (started before the last announced change) are never applied.
+    config_seq: u64,
+    config_applied: u64,
+    config_floor: u64,
+    loads_running: usize,
 }
 
 impl TenantActor {
@@ -43,8 +57,15 @@ impl TenantActor {
         leave_registry: Box<dyn Fn() + Send>,
         pool: crate::db::PgPool,
         single_statements: Option<Arc<crate::db::SharedConn>>,
+        config: Arc<ConfigCell>,
     ) -> Self {
         let leases = Arc::new(Semaphore::new(shared.settings.max_connections_per_tenant));
+        let loader = Loader {
+            tenant,
+            pool: pool.clone(),
+            single_statements: single_statements.clone(),
+            store: shared.snapshots.clone(),
+        };
         TenantActor {
             tenant,
             shared,
@@ -55,11 +76,51 @@ impl TenantActor {
             single_statements,
             in_flight: 0,
             last_active: Instant::now(),
+            config,
+            loader,
+            config_seq: 0,
+            config_applied: 0,
+            config_floor: 0,
+            loads_running: 0,
         }
     }
 
+    fn finish_load(&mut self, seq: u64, result: Result<(TenantSnapshot, &'static str), LoadError>) {
+        self.loads_running = self.loads_running.saturating_sub(1);
+        // The requests that waited for it are about to send their operations.
+        self.last_active = Instant::now();
+        let counted = match result {
+            Ok((snapshot, from)) if seq >= self.config_floor && seq > self.config_applied => {
+                self.config_applied = seq;
+                self.config.finish(Some(snapshot), None);
+                from
+            }
+            Ok(_) => {
+                self.config.finish(None, None);
+                "superseded"
+            }
+            Err(err) => {
+                tracing::warn!(tenant_id = %self.tenant, error = %crate::error::error_chain(&err),
+                    "config snapshot not loaded; the last one (if any) keeps serving");
+                self.config.finish(None, Some(err));
+                "failed"
+            }
+        };
+        self.shared
+            .metrics
+            .config_loads
+            .with_label_values(&[counted])
+            .inc();
+    }
+
     fn check_idle(&mut self, ctx: &mut Context<Self>) {
+        if self.stats.touched.swap(false, Ordering::Relaxed) {
+            self.last_active = Instant::now();
+        }
+        // A config load under way (or asked for) has requests waiting for it.
         let idle = self.in_flight == 0
+            && self.loads_running == 0
+            && !self.config.ask_pending()
             && self.stats.queued.load(Ordering::Relaxed) == 0
             && self.last_active.elapsed() >= self.shared.settings.idle_timeout;
         if !idle {
@@ -104,9 +165,39 @@ impl Supervised for TenantActor {
             self.shared.settings.max_connections_per_tenant,
         ));
         self.last_active = Instant::now();
+        // Loads under way were dropped with the old context: let requests ask again, and wake
+        // those waiting for one. The snapshot held keeps serving.
+        self.loads_running = 0;
+        self.config.end_load();
         self.stats.restarts.fetch_add(1, Ordering::Relaxed);
         self.shared.metrics.actor_restarts.inc();
         tracing::warn!(tenant_id = %self.tenant, "tenant actor restarting after a failure");
+    }
+}
+
+/// Loads the config snapshot from `Source`; answered once it is applied (or superseded, or
+/// failed: the last snapshot then stays).
+pub struct LoadConfig(pub Source);
+
+impl Message for LoadConfig {
+    type Result = ();
+}
+
+impl Handler<LoadConfig> for TenantActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, LoadConfig(source): LoadConfig, _ctx: &mut Context<Self>) -> Self::Result {
+        self.config_seq += 1;
+        self.loads_running += 1;
+        let seq = self.config_seq;
+        if source == Source::Database {
+            self.config_floor = seq;
+        }
+        let load = self.loader.clone().load(source, self.config.current());
+        Box::pin(
+            load.into_actor(self)
+                .map(move |result, act, _ctx| act.finish_load(seq, result)),
+        )
     }
 }
 

@@ -21,15 +21,14 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 use tokio::sync::{broadcast, oneshot};
 use uuid::Uuid;
 
-use super::model::{self, IngestRules, ValidEvent};
-use super::{retention, store, AnalyticsError};
+use super::model::{self, ValidEvent};
+use super::{store, AnalyticsError};
 use crate::db::{begin_tenant_tx, DbError, PgPool};
 use crate::error::error_chain;
 
@@ -42,8 +41,6 @@ pub struct CommitterConfig {
     pub max_flush_events: usize,
     /// Seconds a refused client is told to wait.
     pub retry_after_secs: u64,
-    /// How long the plan's retention, which bounds late events, is cached.
-    pub plan_cache_ttl: Duration,
     /// Committed batches kept for slow live subscribers before they lag.
     pub live_capacity: usize,
     /// Where the queue is written on when the runtime of the task writing it shuts down (an
@@ -59,7 +56,6 @@ impl Default for CommitterConfig {
             max_pending_events: 20_000,
             max_flush_events: 10_000,
             retry_after_secs: 1,
-            plan_cache_ttl: Duration::from_secs(60),
             live_capacity: 64,
             rescue_runtime: None,
         }
@@ -246,7 +242,6 @@ pub struct GroupCommitter {
     queue: Mutex<Queue>,
     live: broadcast::Sender<Arc<CommittedBatch>>,
     stats: Stats,
-    retention: Mutex<Option<(Instant, Option<u32>)>>,
     activity: Mutex<ActivityCache>,
 }
 
@@ -261,7 +256,6 @@ impl GroupCommitter {
             queue: Mutex::new(Queue::default()),
             live,
             stats: Stats::default(),
-            retention: Mutex::new(None),
             activity: Mutex::new(ActivityCache::default()),
         })
     }
@@ -297,32 +291,6 @@ impl GroupCommitter {
         // The queue stays consistent across a panic (every change is a single step), so a
         // poisoned lock is still usable.
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The rules events are validated against now: the clock and the plan's retention.
-    pub async fn ingest_rules(&self) -> Result<IngestRules, AnalyticsError> {
-        let cached = *self
-            .retention
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let retention_days = match cached {
-            Some((at, days)) if at.elapsed() < self.config.plan_cache_ttl => days,
-            _ => {
-                let mut conn = self.pool.get().await.map_err(DbError::from)?;
-                let tx = begin_tenant_tx(&mut conn, self.tenant).await?;
-                let days = retention::retention_days(&tx, self.tenant).await?;
-                tx.commit().await?;
-                *self
-                    .retention
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), days));
-                days
-            }
-        };
-        Ok(IngestRules {
-            now: Utc::now(),
-            retention_days,
-        })
     }
 
     /// Stores `events` and returns their number once they are committed.

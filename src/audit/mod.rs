@@ -6,6 +6,7 @@
 
 use crate::db::TenantTx;
 use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tokio_postgres::Row;
@@ -59,13 +60,23 @@ fn redact(value: Option<Value>) -> Value {
     }
 }
 
-pub async fn record(tx: &TenantTx<'_>, caller: &Caller, entry: Entry) -> Result<(), DbError> {
+fn changes(entry: Entry) -> Value {
     let mut changes = Map::new();
     changes.insert("before".into(), redact(entry.before));
     changes.insert("after".into(), redact(entry.after));
     for (k, v) in entry.extra.unwrap_or_default() {
         changes.entry(k).or_insert(v);
     }
+    Value::Object(changes)
+}
+
+pub async fn record(tx: &TenantTx<'_>, caller: &Caller, entry: Entry) -> Result<(), DbError> {
+    let (action, resource, resource_id) = (
+        entry.action.as_str(),
+        entry.resource,
+        entry.resource_id.clone(),
+    );
+    let changes = changes(entry);
     let stmt = tx
         .prepare_cached(
             "insert into app.audit_logs \
@@ -79,14 +90,47 @@ pub async fn record(tx: &TenantTx<'_>, caller: &Caller, entry: Entry) -> Result<
             &caller.tenant_id,
             &Uuid::now_v7(),
             &caller.user_id,
-            &entry.action.as_str(),
-            &entry.resource,
-            &entry.resource_id,
-            &Value::Object(changes),
+            &action,
+            &resource,
+            &resource_id,
+            &changes,
             &caller.request_id,
         ],
     )
     .await?;
+    Ok(())
+}
+
+/// An operator's change to `tenant`, in the tenant's own trail (`actor` = `platform`), in the
+/// operator's transaction (the admin role's).
+pub async fn record_platform(
+    client: &impl GenericClient,
+    tenant: Uuid,
+    entry: Entry,
+    request_id: Option<&str>,
+) -> Result<(), DbError> {
+    let (action, resource, resource_id) = (
+        entry.action.as_str(),
+        entry.resource,
+        entry.resource_id.clone(),
+    );
+    let changes = changes(entry);
+    client
+        .execute(
+            "insert into app.audit_logs \
+             (tenant_id, id, actor, action, resource, resource_id, changes, request_id) \
+             values ($1, $2, 'platform', $3, $4, $5, $6, $7)",
+            &[
+                &tenant,
+                &Uuid::now_v7(),
+                &action,
+                &resource,
+                &resource_id,
+                &changes,
+                &request_id,
+            ],
+        )
+        .await?;
     Ok(())
 }
 

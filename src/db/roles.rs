@@ -20,6 +20,8 @@ pub const APP_TABLE_GRANTS: &[(&str, &str)] = &[
     // Workers mark rows processed or schedule retries; nothing of the app role deletes them.
     ("outbox", "SELECT, INSERT, UPDATE"),
     ("plans", "SELECT"),
+    // The history of settings: written beside each change, never rewritten.
+    ("settings_versions", "SELECT, INSERT"),
     ("tenants", "SELECT"),
 ];
 

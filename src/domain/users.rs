@@ -12,8 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{
-    check, execute, query_one, query_opt, read_row, record_change, tenant_op, text, Change,
-    DomainError, Read,
+    check, execute, query_one, read_row, record_change, tenant_op, text, Change, DomainError, Read,
 };
 use crate::audit::AuditAction;
 use crate::auth::Caller;
@@ -21,6 +20,7 @@ use crate::auth::{AccessError, Role};
 use crate::input::Text;
 use crate::page::{CursorKey, Keyset, Page, TimeKey};
 use crate::tenancy::validate;
+use crate::tenant_config::Limit;
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct User {
@@ -222,17 +222,9 @@ async fn create(
     caller.admin()?;
     let tenant = caller.tenant_id;
     lock_roster(tx, tenant).await?;
-    // The plan is read from the database, not from the caller's cached view: operators change
-    // limits with PUT /admin/plans and a plan change must bind at once.
-    let limit: Option<i64> = query_opt(
-        tx,
-        "select (p.limits->>'max_users')::bigint from app.tenants t \
-         join app.plans p on p.name = t.plan where t.id = $1",
-        &[&tenant],
-    )
-    .await?
-    .and_then(|r| r.get(0));
-    if let Some(limit) = limit {
+    // The limit comes from the tenant's config snapshot (a plan change reaches it before the
+    // next request); the count, under the roster lock, from the rows.
+    if caller.plan().limit(Limit::MaxUsers).is_some() {
         let current: i64 = query_one(
             tx,
             "select count(*) from app.users where tenant_id = $1 and deleted_at is null",
@@ -240,14 +232,7 @@ async fn create(
         )
         .await?
         .get(0);
-        if current >= limit {
-            return Err(AccessError::PlanLimit {
-                resource: "users",
-                limit,
-                current,
-            }
-            .into());
-        }
+        caller.plan().require_within(Limit::MaxUsers, current)?;
     }
     let id = Uuid::now_v7();
     let row = query_one(

@@ -24,5 +24,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     routes::projects::configure(cfg);
     routes::audit_logs::configure(cfg);
     routes::analytics::configure(cfg);
+    routes::tenant_config::configure(cfg);
     ws::configure(cfg);
 }

@@ -82,6 +82,13 @@ impl Modify for SecuritySchemes {
         routes::analytics::ingest_events,
         routes::analytics::get_summary,
         routes::analytics::get_timeseries,
+        routes::tenant_config::list_plans,
+        routes::tenant_config::put_plan,
+        routes::tenant_config::move_tenant,
+        routes::tenant_config::get_settings,
+        routes::tenant_config::patch_settings,
+        routes::tenant_config::put_branding,
+        routes::tenant_config::get_branding,
         super::ws::analytics_socket,
     ),
 )]

@@ -23,6 +23,8 @@ use crate::error::{error_chain, FieldError};
 use crate::jobs::JobError;
 use crate::page::PageError;
 use crate::tenancy::TenancyError;
+use crate::tenant_config::load::LoadError;
+use crate::tenant_config::ConfigError;
 
 /// A problem details response. Built through the `From` impls below and the helpers, so the code
 /// for each situation is chosen in this file.
@@ -320,6 +322,14 @@ impl From<ActorError> for Problem {
     fn from(err: ActorError) -> Self {
         let detail = match err {
             ActorError::Db(db) => return db.into(),
+            ActorError::Config(failure) => {
+                return match &*failure {
+                    LoadError::Db(db) => db.clone().into(),
+                    LoadError::Missing(_) => Problem::not_found("tenant"),
+                    LoadError::CorruptRow { .. } => internal(&*failure),
+                }
+            }
+            ActorError::ConfigTimeout => "the tenant's configuration is still loading; retry",
             ActorError::MailboxFull => {
                 return Problem::unavailable("the tenant is overloaded; retry shortly", 1)
                     .with("reason", "mailbox_full")
@@ -386,6 +396,19 @@ pub fn path_config() -> actix_web::web::PathConfig {
 impl From<tokio_postgres::Error> for Problem {
     fn from(err: tokio_postgres::Error) -> Self {
         DbError::from(err).into()
+    }
+}
+
+impl From<ConfigError> for Problem {
+    fn from(err: ConfigError) -> Self {
+        match err {
+            ConfigError::Validation(errors) => Problem::validation(errors),
+            ConfigError::TenantNotFound => Problem::not_found("tenant"),
+            ConfigError::Access(access) => access.into(),
+            ConfigError::Db(db) => db.into(),
+            ConfigError::Tenancy(tenancy) => tenancy.into(),
+            ConfigError::Load(_) => internal(&err),
+        }
     }
 }
 

@@ -12,10 +12,12 @@ use uuid::Uuid;
 
 use super::extract::{bearer_token, RequestId};
 use crate::actors::{ExecError, TenantOp};
+use crate::auth::guard::PlanGate;
 use crate::auth::{self, AuthError, Caller, Credential};
 use crate::http::problem::Problem;
 use crate::state::AppState;
 use crate::tenancy::resolve::{self, ResolvedTenant, TenantKey};
+use crate::tenant_config::snapshot::feature;
 
 pub const TENANT_HEADER: &str = "x-tenant-id";
 
@@ -173,15 +175,20 @@ pub async fn resolve_with_token(
             }
         }
     }
+    // The tenant's plan, status and settings, from its actor's memory.
+    let config = state.actors.config(tenant.id).await?;
     let identity = match &credential {
         Some(Credential::Jwt(claims)) => {
             state.verify_live_user(&tenant, claims).await?;
             Some((claims.sub, claims.role))
         }
-        Some(Credential::ApiKey { hash, .. }) => Some(state.verify_api_key(&tenant, hash).await?),
+        Some(Credential::ApiKey { hash, .. }) => {
+            PlanGate(&config).require_feature(feature::API_ACCESS)?;
+            Some(state.verify_api_key(&tenant, hash).await?)
+        }
         None => None,
     };
-    if tenant.suspended && !req.method().is_safe() && req.path() != "/auth/login" {
+    if config.is_suspended() && !req.method().is_safe() && req.path() != "/auth/login" {
         return Err(Problem::new(
             actix_web::http::StatusCode::PAYMENT_REQUIRED,
             "tenant_suspended",
@@ -194,7 +201,7 @@ pub async fn resolve_with_token(
         caller: Caller {
             tenant_id: tenant.id,
             tenant_slug: tenant.slug,
-            plan: tenant.plan,
+            config,
             user_id: identity.map(|(user, _)| user),
             role: identity.map(|(_, role)| role),
             request_id,

@@ -18,6 +18,7 @@ const SHARED_EXPORTS: &[(&str, &str)] = &[
     ("task", "select to_jsonb(t) from app.tasks t where tenant_id = $1 and deleted_at is null order by id"),
     ("api_key", "select to_jsonb(t) - 'key_hash' from app.api_keys t where tenant_id = $1 and deleted_at is null order by id"),
     ("audit_log", "select to_jsonb(t) from app.audit_logs t where tenant_id = $1 and deleted_at is null order by id"),
+    ("settings_version", "select to_jsonb(t) from app.settings_versions t where tenant_id = $1 and deleted_at is null order by version"),
 ];
 
 /// Sends each line to `out`. `tx` has the tenant's context set; every query also filters by

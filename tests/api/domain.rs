@@ -199,12 +199,7 @@ async fn seat_limit_of_the_plan() {
     let app = spawn_app().await;
     let t = app.create_tenant("acme").await;
     let db = app.superuser_db().await;
-    db.execute(
-        "update app.plans set limits = jsonb_set(limits, '{max_users}', '2') where name = 'free'",
-        &[],
-    )
-    .await
-    .unwrap();
+    app.set_plan_limit("free", "max_users", json!(2)).await;
 
     let second = create_user(&app, &t.token, "two@acme.example.com", "member").await;
     let r = app
@@ -227,21 +222,11 @@ async fn seat_limit_of_the_plan() {
     create_user(&app, &t.token, "three@acme.example.com", "member").await;
 
     // null means unlimited.
-    db.execute(
-        "update app.plans set limits = jsonb_set(limits, '{max_users}', 'null') where name = 'free'",
-        &[],
-    )
-    .await
-    .unwrap();
+    app.set_plan_limit("free", "max_users", json!(null)).await;
     create_user(&app, &t.token, "four@acme.example.com", "member").await;
 
     // Concurrent creations cannot overshoot the limit.
-    db.execute(
-        "update app.plans set limits = jsonb_set(limits, '{max_users}', '5') where name = 'free'",
-        &[],
-    )
-    .await
-    .unwrap();
+    app.set_plan_limit("free", "max_users", json!(5)).await;
     let attempts = (0..6).map(|i| {
         let app = &app;
         let token = t.token.clone();

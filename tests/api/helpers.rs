@@ -193,6 +193,42 @@ impl TestApp {
         }
     }
 
+    /// The plan `name` as `GET /plans` shows it.
+    pub async fn plan(&self, name: &str) -> Value {
+        let plans: Value = self
+            .http
+            .get(self.url("/plans"))
+            .send()
+            .await
+            .expect("GET /plans")
+            .json()
+            .await
+            .expect("plans json");
+        plans["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|p| p["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no plan {name} in {plans}"))
+    }
+
+    /// Sets one limit of a plan through `PUT /admin/plans/{plan}` (null: unlimited).
+    pub async fn set_plan_limit(&self, plan: &str, limit: &str, value: Value) {
+        let mut body = self.plan(plan).await;
+        body["limits"][limit] = value;
+        let r = self
+            .operator(self.http.put(self.url(&format!("/admin/plans/{plan}"))))
+            .json(&body)
+            .send()
+            .await
+            .expect("PUT /admin/plans");
+        assert_eq!(
+            r.status().as_u16(),
+            200,
+            "{}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+
     pub fn get(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
         self.http.get(self.url(path)).bearer_auth(token)
     }

@@ -343,7 +343,9 @@ async fn rls_backstops_an_unfiltered_query() {
         let caller = Caller {
             tenant_id: t.id,
             tenant_slug: t.slug.clone(),
-            plan: "free".into(),
+            config: std::sync::Arc::new(tenantry::tenant_config::TenantSnapshot::bare(
+                t.id, &t.slug, "free",
+            )),
             user_id: Some(t.admin_id),
             role: Some(Role::Admin),
             request_id: "test".into(),

@@ -48,6 +48,12 @@ async fn openapi_document_lists_the_api() {
         "/analytics/summary",
         "/analytics/timeseries",
         "/ws/analytics",
+        "/plans",
+        "/admin/plans/{plan}",
+        "/admin/tenants/{id}/plan",
+        "/settings",
+        "/settings/branding",
+        "/branding",
     ] {
         assert!(
             paths.contains_key(path),

@@ -87,6 +87,13 @@ async fn seed(su: &Client, tenant: Uuid, admin: Uuid) -> Seeded {
     )
     .await
     .unwrap();
+    su.execute(
+        "insert into app.settings_versions (tenant_id, version, settings, previous, change) \
+         values ($1, 1, '{}', '{}', 'settings')",
+        &[&tenant],
+    )
+    .await
+    .unwrap();
     let schema = tenant_schema_name(tenant);
     for kind in ["login", "view"] {
         su.execute(
@@ -382,6 +389,13 @@ async fn writes_never_reach_another_tenant() {
             "insert into app.outbox (tenant_id, id, event_type, payload) values ($1, $2, 'x', '{}')"
                 .into(),
             vec![Box::new(b.id), Box::new(Uuid::now_v7())],
+        ),
+        (
+            "settings_versions",
+            "insert into app.settings_versions (tenant_id, version, settings, previous, change) \
+             values ($1, 99, '{}', '{}', 'settings')"
+                .into(),
+            vec![Box::new(b.id)],
         ),
     ];
     // A table added to TENANT_TABLES must get its cross-tenant insert case here.

@@ -10,12 +10,13 @@ use crate::analytics::buckets::{to_micros, Interval};
 use crate::analytics::query::{
     self, GetSeries, GetSummary, Metric, Series, SeriesRequest, Summary,
 };
-use crate::analytics::{model, AnalyticsError, EventBatch};
+use crate::analytics::{model, AnalyticsError, EventBatch, IngestRules};
 use crate::error::FieldError;
 use crate::http::extract::{Json, Query};
 use crate::http::problem::Problem;
 use crate::http::tenant::TenantRequest;
 use crate::input::Text;
+use crate::tenant_config::Limit;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(ingest_events)
@@ -42,7 +43,14 @@ pub struct Accepted {
 pub async fn ingest_events(req: TenantRequest, body: Json<Value>) -> Result<HttpResponse, Problem> {
     req.user()?;
     let committer = req.state().analytics.committer(req.tenant_id);
-    let rules = committer.ingest_rules().await?;
+    // The plan's retention bounds late events: from the tenant's config snapshot.
+    let rules = IngestRules {
+        now: Utc::now(),
+        retention_days: req
+            .plan()
+            .limit(Limit::AnalyticsRetentionDays)
+            .map(|days| days.clamp(0, i64::from(u32::MAX)) as u32),
+    };
     let events = model::validate_body(&body, &rules).map_err(AnalyticsError::Validation)?;
     let single = body.get("events").is_none();
     let accepted = committer.submit(events).await.map_err(|err| match err {

@@ -16,6 +16,7 @@ use crate::http::problem::Problem;
 use crate::http::tenant::{PublicTenantRequest, TenantRequest};
 use crate::input::Text;
 use crate::page::Page;
+use crate::tenant_config::snapshot::feature;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(login)
@@ -84,7 +85,7 @@ pub async fn create_api_key(
     body: Json<Option<NewApiKey>>,
 ) -> Result<HttpResponse, Problem> {
     req.admin()?;
-    req.state().require_feature(&req.plan, "api_access").await?;
+    req.plan().require_feature(feature::API_ACCESS)?;
     // No body at all takes the defaults.
     let body = body.into_inner().unwrap_or_default();
     if body.name.chars().count() > 200 {

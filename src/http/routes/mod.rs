@@ -8,5 +8,6 @@ pub mod health;
 pub mod operations;
 pub mod projects;
 pub mod tasks;
+pub mod tenant_config;
 pub mod tenants;
 pub mod users;

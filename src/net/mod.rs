@@ -1,0 +1,3 @@
+//! Checks on the network addresses tenants give the server (logo URLs, webhook targets).
+
+pub mod ssrf;
