@@ -17,10 +17,9 @@
 //! from PostgreSQL. The instance that made the change drops the Redis copy first and has its
 //! own actor reloaded before it answers; the others reload within moments of the message.
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use actix_web::web;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use moka::sync::Cache;
@@ -28,10 +27,10 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::actors::TenantRegistry;
 use crate::auth::plans::{self, Plan};
 use crate::auth::{api_keys, users, AuthError, Role};
 use crate::db::PgPool;
-use crate::state::AppState;
 use crate::tenancy::resolve::{self, ResolvedTenant, TenantKey};
 use crate::tenancy::TenancyError;
 
@@ -327,13 +326,18 @@ pub async fn publish(redis: &redis::Client, what: &Invalidation) {
 }
 
 /// Listens for other instances' invalidations until `stop`, reconnecting with backoff.
-pub async fn subscribe(state: web::Data<AppState>, stop: CancellationToken) {
+pub async fn subscribe(
+    caches: Arc<Caches>,
+    actors: TenantRegistry,
+    redis: redis::Client,
+    stop: CancellationToken,
+) {
     // Nothing here is worth finishing: dropped wherever it waits.
-    stop.run_until_cancelled(listen(&state)).await;
+    stop.run_until_cancelled(listen(&caches, &actors, &redis))
+        .await;
 }
 
-async fn listen(state: &AppState) {
-    let (caches, redis) = (&state.caches, &state.redis);
+async fn listen(caches: &Caches, actors: &TenantRegistry, redis: &redis::Client) {
     let mut backoff = Duration::from_millis(200);
     loop {
         match redis.get_async_pubsub().await {
@@ -343,7 +347,7 @@ async fn listen(state: &AppState) {
                 } else {
                     // Anything published while we were not listening is lost: start clean.
                     caches.forget_all();
-                    state.actors.expire_configs();
+                    actors.expire_configs();
                     backoff = Duration::from_millis(200);
                     let mut messages = pubsub.on_message();
                     while let Some(message) = messages.next().await {
@@ -354,7 +358,7 @@ async fn listen(state: &AppState) {
                             Ok(what) => {
                                 caches.apply(&what);
                                 // Not awaited: the next message is not held behind a reload.
-                                if let Some(reload) = state.reload_snapshots(&what) {
+                                if let Some(reload) = reload_snapshots(actors, &what) {
                                     tokio::spawn(reload);
                                 }
                             }
@@ -371,16 +375,17 @@ async fn listen(state: &AppState) {
     }
 }
 
-impl AppState {
-    /// The reload of the config snapshots `what` makes stale, on this instance.
-    pub(crate) fn reload_snapshots(&self, what: &Invalidation) -> Option<BoxFuture<'static, ()>> {
-        match what {
-            Invalidation::Tenant(tenant) | Invalidation::Config(tenant) => {
-                Some(self.actors.reload_config(*tenant))
-            }
-            Invalidation::Plan(plan) => Some(self.actors.reload_plan(plan)),
-            _ => None,
+/// The reload of the config snapshots `what` makes stale, on this instance.
+pub fn reload_snapshots(
+    actors: &TenantRegistry,
+    what: &Invalidation,
+) -> Option<BoxFuture<'static, ()>> {
+    match what {
+        Invalidation::Tenant(tenant) | Invalidation::Config(tenant) => {
+            Some(actors.reload_config(*tenant))
         }
+        Invalidation::Plan(plan) => Some(actors.reload_plan(plan)),
+        _ => None,
     }
 }
 

@@ -303,11 +303,15 @@ fn start_background(state: &web::Data<AppState>, options: &ServerOptions) -> Sup
             Ok(())
         }
     });
-    let invalidations = state.clone();
+    let (caches, actors, redis) = (
+        state.caches.clone(),
+        state.actors.clone(),
+        state.redis.clone(),
+    );
     background.spawn("cache_invalidations", move |stop| {
-        let state = invalidations.clone();
+        let (caches, actors, redis) = (caches.clone(), actors.clone(), redis.clone());
         async move {
-            crate::cache::subscribe(state, stop).await;
+            crate::cache::subscribe(caches, actors, redis, stop).await;
             Ok(())
         }
     });

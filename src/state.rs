@@ -100,7 +100,7 @@ impl AppState {
             // Before anything reloads: a reload from Redis' copy would bring the old back.
             self.actors.snapshots().forget_logged(&[*tenant]).await;
         }
-        if let Some(reload) = self.reload_snapshots(&what) {
+        if let Some(reload) = cache::reload_snapshots(&self.actors, &what) {
             reload.await;
         }
         cache::publish(&self.redis, &what).await;
