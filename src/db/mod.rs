@@ -120,4 +120,5 @@ pub const TENANT_TABLES: &[&str] = &[
     "audit_logs",
     "api_keys",
     "outbox",
+    "flag_overrides",
 ];

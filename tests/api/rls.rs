@@ -87,6 +87,12 @@ async fn seed(su: &Client, tenant: Uuid, admin: Uuid) -> Seeded {
     )
     .await
     .unwrap();
+    su.execute(
+        "insert into app.flag_overrides (tenant_id, flag_key, value) values ($1, 'beta', 'true')",
+        &[&tenant],
+    )
+    .await
+    .unwrap();
     let schema = tenant_schema_name(tenant);
     for kind in ["login", "view"] {
         su.execute(
@@ -384,8 +390,29 @@ async fn writes_never_reach_another_tenant() {
             vec![Box::new(b.id), Box::new(Uuid::now_v7())],
         ),
     ];
+    // Tables the app role only reads: any write is refused before RLS is even asked.
+    let read_only = [(
+        "flag_overrides",
+        "insert into app.flag_overrides (tenant_id, flag_key, value) values ($1, 'x', '1')",
+    )];
+    for (table, sql) in read_only {
+        for tenant in [a.id, b.id] {
+            let err = exec_as(&mut app, Some(a.id), sql, &[&tenant])
+                .await
+                .expect_err(table);
+            assert_eq!(
+                err.as_db_error().map(|d| d.code()),
+                Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+                "{table}: {err}"
+            );
+        }
+    }
     // A table added to TENANT_TABLES must get its cross-tenant insert case here.
-    let covered: std::collections::BTreeSet<&str> = inserts.iter().map(|(t, _, _)| *t).collect();
+    let covered: std::collections::BTreeSet<&str> = inserts
+        .iter()
+        .map(|(t, _, _)| *t)
+        .chain(read_only.iter().map(|(t, _)| *t))
+        .collect();
     let expected: std::collections::BTreeSet<&str> =
         tenantry::db::TENANT_TABLES.iter().copied().collect();
     assert_eq!(
