@@ -23,6 +23,7 @@ pub enum Invalidation {
     User { tenant: Uuid, user: Uuid },
     ApiKeys(Uuid),
     Plans,
+    Flags { tenant: Option<Uuid> },
 }
 
 impl AppState {
@@ -32,6 +33,9 @@ impl AppState {
             Invalidation::User { tenant, user } => self.caches.forget_user(*tenant, *user),
             Invalidation::ApiKeys(tenant) => self.caches.forget_api_keys(*tenant),
             Invalidation::Plans => self.caches.forget_plans(),
+            // Flag definitions (tenant None) or a tenant's overrides: nothing caches them yet
+            // (flags::ops loads them per request); the actor's config snapshot will drop them.
+            Invalidation::Flags { .. } => {}
         }
     }
 

@@ -59,13 +59,20 @@ fn redact(value: Option<Value>) -> Value {
     }
 }
 
-pub async fn record(tx: &TenantTx<'_>, caller: &Caller, entry: Entry) -> Result<(), DbError> {
+fn changes(entry: Entry) -> Value {
     let mut changes = Map::new();
     changes.insert("before".into(), redact(entry.before));
     changes.insert("after".into(), redact(entry.after));
     for (k, v) in entry.extra.unwrap_or_default() {
         changes.entry(k).or_insert(v);
     }
+    Value::Object(changes)
+}
+
+pub async fn record(tx: &TenantTx<'_>, caller: &Caller, entry: Entry) -> Result<(), DbError> {
+    let (action, resource) = (entry.action, entry.resource);
+    let resource_id = entry.resource_id.clone();
+    let changes = changes(entry);
     let stmt = tx
         .prepare_cached(
             "insert into app.audit_logs \
@@ -79,14 +86,44 @@ pub async fn record(tx: &TenantTx<'_>, caller: &Caller, entry: Entry) -> Result<
             &caller.tenant_id,
             &Uuid::now_v7(),
             &caller.user_id,
-            &entry.action.as_str(),
-            &entry.resource,
-            &entry.resource_id,
-            &Value::Object(changes),
+            &action.as_str(),
+            &resource,
+            &resource_id,
+            &changes,
             &caller.request_id,
         ],
     )
     .await?;
+    Ok(())
+}
+
+/// An operator's change of a tenant's data, in the operator's transaction (the admin role):
+/// the tenant's own trail shows it with actor `platform` and no user.
+pub async fn record_platform(
+    client: &impl deadpool_postgres::GenericClient,
+    tenant: Uuid,
+    entry: Entry,
+    request_id: Option<&str>,
+) -> Result<(), DbError> {
+    let (action, resource) = (entry.action, entry.resource);
+    let resource_id = entry.resource_id.clone();
+    let changes = changes(entry);
+    client
+        .execute(
+            "insert into app.audit_logs \
+             (tenant_id, id, actor, action, resource, resource_id, changes, request_id) \
+             values ($1, $2, 'platform', $3, $4, $5, $6, $7)",
+            &[
+                &tenant,
+                &Uuid::now_v7(),
+                &action.as_str(),
+                &resource,
+                &resource_id,
+                &changes,
+                &request_id,
+            ],
+        )
+        .await?;
     Ok(())
 }
 

@@ -24,5 +24,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     routes::projects::configure(cfg);
     routes::audit_logs::configure(cfg);
     routes::analytics::configure(cfg);
+    routes::flags::configure(cfg);
+    routes::ofrep::configure(cfg);
     ws::configure(cfg);
 }

@@ -83,6 +83,14 @@ impl Modify for SecuritySchemes {
         routes::analytics::get_summary,
         routes::analytics::get_timeseries,
         super::ws::analytics_socket,
+        routes::flags::features,
+        routes::flags::put_flag,
+        routes::flags::flag_versions,
+        routes::flags::rollback_flag,
+        routes::flags::put_override,
+        routes::flags::delete_override,
+        routes::ofrep::evaluate_flag,
+        routes::ofrep::evaluate_flags,
     ),
 )]
 pub struct ApiDoc;
