@@ -4,7 +4,8 @@
 //   OFREP_BASE_URL=http://127.0.0.1:8080 OFREP_TOKEN=<JWT or API key> node tests/clients/ofrep.mjs
 //
 // The token's tenant must be on the pro plan and have the flags that tests/api/ofrep.rs
-// (define_client_flags) defines.
+// (define_client_flags) defines. The server SDK stays on 1.18, the last release for Node 18
+// (Debian's nodejs, which scripts/services.sh installs where Node is missing).
 import { OpenFeature } from '@openfeature/server-sdk';
 import { OFREPProvider } from '@openfeature/ofrep-provider';
 
