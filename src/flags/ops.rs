@@ -13,14 +13,17 @@ use crate::actors::TenantOp;
 use crate::auth::Caller;
 use crate::db::TenantTx;
 
-/// [`super::model::DEFINITION_COLUMNS`] of `f`, then the override of the current tenant.
+/// [`super::model::DEFINITION_COLUMNS`] of `f`, then the override of the current tenant. An
+/// override of another type than the flag's is left out: operators cannot write one, but a
+/// tenant restored after its flag changed type may bring one back.
 macro_rules! select {
     ($tail:literal) => {
         concat!(
             "select f.key, f.description, f.default_value, f.plan_values, f.rollout_percent, \
              f.version, f.updated_at, o.value \
              from app.flags f left join app.flag_overrides o \
-             on o.tenant_id = $1 and o.flag_key = f.key and o.deleted_at is null ",
+             on o.tenant_id = $1 and o.flag_key = f.key and o.deleted_at is null \
+             and jsonb_typeof(o.value) = jsonb_typeof(f.default_value) ",
             $tail
         )
     };
