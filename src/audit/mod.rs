@@ -59,20 +59,24 @@ fn redact(value: Option<Value>) -> Value {
     }
 }
 
-fn changes(entry: Entry) -> Value {
+/// The entry's `changes` document, and what else its row needs.
+fn split(entry: Entry) -> (AuditAction, &'static str, String, Value) {
     let mut changes = Map::new();
     changes.insert("before".into(), redact(entry.before));
     changes.insert("after".into(), redact(entry.after));
     for (k, v) in entry.extra.unwrap_or_default() {
         changes.entry(k).or_insert(v);
     }
-    Value::Object(changes)
+    (
+        entry.action,
+        entry.resource,
+        entry.resource_id,
+        Value::Object(changes),
+    )
 }
 
 pub async fn record(tx: &TenantTx<'_>, caller: &Caller, entry: Entry) -> Result<(), DbError> {
-    let (action, resource) = (entry.action, entry.resource);
-    let resource_id = entry.resource_id.clone();
-    let changes = changes(entry);
+    let (action, resource, resource_id, changes) = split(entry);
     let stmt = tx
         .prepare_cached(
             "insert into app.audit_logs \
@@ -105,9 +109,7 @@ pub async fn record_platform(
     entry: Entry,
     request_id: Option<&str>,
 ) -> Result<(), DbError> {
-    let (action, resource) = (entry.action, entry.resource);
-    let resource_id = entry.resource_id.clone();
-    let changes = changes(entry);
+    let (action, resource, resource_id, changes) = split(entry);
     client
         .execute(
             "insert into app.audit_logs \
