@@ -171,7 +171,7 @@ fn main() {
         "overrides": inputs.overrides.len(),
         "clock_read": micros(clock),
         "single": micros(single),
-        "single_per_second": per_second.round(),
+        "single_per_second": per_second.round() as u64,
         "all_50": micros(bulk),
     });
     println!("{}", serde_json::to_string_pretty(&report).expect("json"));
