@@ -6,7 +6,8 @@
 #
 # Only local services are managed: PostgreSQL at 127.0.0.1:5432 and Redis at 127.0.0.1:6379,
 # which are the defaults of DATABASE_URL and REDIS_URL. Set SKIP_POSTGRES=1 or SKIP_REDIS=1 to
-# leave one alone (e.g. when it runs elsewhere).
+# leave one alone (e.g. when it runs elsewhere). Node and npm are installed too when missing (for
+# the OFREP client test; SKIP_NODE=1 leaves them out).
 set -euo pipefail
 
 PG_HOST=127.0.0.1
@@ -154,7 +155,17 @@ ensure_redis() {
     wait_for Redis redis_answers
 }
 
+# Not a service: the JavaScript OpenFeature client of tests/api/ofrep.rs runs on Node.
+ensure_node() {
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        apt_install nodejs npm
+    fi
+}
+
 up=()
+if [ "${SKIP_NODE:-0}" != 1 ]; then
+    ensure_node
+fi
 if [ "${SKIP_POSTGRES:-0}" != 1 ]; then
     ensure_postgres
     up+=("PostgreSQL $PG_HOST:$PG_PORT")

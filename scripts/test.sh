@@ -28,6 +28,19 @@ if [ -n "$leftovers" ]; then
     done <<<"$leftovers"
 fi
 
+# The JavaScript OFREP client (tests/api/ofrep.rs) runs with the packages of the committed
+# lockfile, installed once here rather than by the test. Without Node a local run skips that
+# test; CI must run it.
+if command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1; then
+    echo "== npm ci --prefix tests/clients"
+    npm ci --prefix tests/clients --no-audit --no-fund --loglevel=error
+elif [ "${CI:-}" = true ]; then
+    echo "error: node and npm are required under CI (scripts/services.sh installs them)" >&2
+    exit 1
+else
+    echo "warning: node or npm is missing: the JavaScript OFREP client test will be skipped" >&2
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"

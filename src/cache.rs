@@ -67,6 +67,10 @@ pub enum Invalidation {
     Config(Uuid),
     /// The plan of that name changed.
     Plan(String),
+    /// Flag definitions (tenant None) or a tenant's overrides changed.
+    Flags {
+        tenant: Option<Uuid>,
+    },
 }
 
 /// The caches of one instance. Each lookup asks the cache, then on a miss the area that owns
@@ -254,6 +258,8 @@ impl Caches {
             }
             // Only the actors' snapshots hold a tenant's settings and branding.
             Invalidation::Config(_) => Ok(()),
+            // Nothing caches flags yet: `flags::ops` loads them per request.
+            Invalidation::Flags { .. } => Ok(()),
         };
         if let Err(err) = dropped {
             // Cannot happen (every cache is built to take predicates); dropping everything is

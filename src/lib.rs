@@ -13,6 +13,7 @@ pub mod context;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod flags;
 pub mod http;
 pub mod input;
 pub mod jobs;

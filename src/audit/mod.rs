@@ -6,7 +6,6 @@
 
 use crate::db::TenantTx;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tokio_postgres::Row;
@@ -60,23 +59,24 @@ fn redact(value: Option<Value>) -> Value {
     }
 }
 
-fn changes(entry: Entry) -> Value {
+/// The entry's `changes` document, and what else its row needs.
+fn split(entry: Entry) -> (AuditAction, &'static str, String, Value) {
     let mut changes = Map::new();
     changes.insert("before".into(), redact(entry.before));
     changes.insert("after".into(), redact(entry.after));
     for (k, v) in entry.extra.unwrap_or_default() {
         changes.entry(k).or_insert(v);
     }
-    Value::Object(changes)
+    (
+        entry.action,
+        entry.resource,
+        entry.resource_id,
+        Value::Object(changes),
+    )
 }
 
 pub async fn record(tx: &TenantTx<'_>, caller: &Caller, entry: Entry) -> Result<(), DbError> {
-    let (action, resource, resource_id) = (
-        entry.action.as_str(),
-        entry.resource,
-        entry.resource_id.clone(),
-    );
-    let changes = changes(entry);
+    let (action, resource, resource_id, changes) = split(entry);
     let stmt = tx
         .prepare_cached(
             "insert into app.audit_logs \
@@ -90,7 +90,7 @@ pub async fn record(tx: &TenantTx<'_>, caller: &Caller, entry: Entry) -> Result<
             &caller.tenant_id,
             &Uuid::now_v7(),
             &caller.user_id,
-            &action,
+            &action.as_str(),
             &resource,
             &resource_id,
             &changes,
@@ -101,20 +101,15 @@ pub async fn record(tx: &TenantTx<'_>, caller: &Caller, entry: Entry) -> Result<
     Ok(())
 }
 
-/// An operator's change to `tenant`, in the tenant's own trail (`actor` = `platform`), in the
-/// operator's transaction (the admin role's).
+/// An operator's change of a tenant's data, in the operator's transaction (the admin role):
+/// the tenant's own trail shows it with actor `platform` and no user.
 pub async fn record_platform(
-    client: &impl GenericClient,
+    client: &impl deadpool_postgres::GenericClient,
     tenant: Uuid,
     entry: Entry,
     request_id: Option<&str>,
 ) -> Result<(), DbError> {
-    let (action, resource, resource_id) = (
-        entry.action.as_str(),
-        entry.resource,
-        entry.resource_id.clone(),
-    );
-    let changes = changes(entry);
+    let (action, resource, resource_id, changes) = split(entry);
     client
         .execute(
             "insert into app.audit_logs \
@@ -123,7 +118,7 @@ pub async fn record_platform(
             &[
                 &tenant,
                 &Uuid::now_v7(),
-                &action,
+                &action.as_str(),
                 &resource,
                 &resource_id,
                 &changes,

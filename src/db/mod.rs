@@ -121,4 +121,5 @@ pub const TENANT_TABLES: &[&str] = &[
     "api_keys",
     "outbox",
     "settings_versions",
+    "flag_overrides",
 ];

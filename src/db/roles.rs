@@ -22,6 +22,9 @@ pub const APP_TABLE_GRANTS: &[(&str, &str)] = &[
     ("plans", "SELECT"),
     // The history of settings: written beside each change, never rewritten.
     ("settings_versions", "SELECT, INSERT"),
+    // Flags are read for evaluation; only operators (the admin role) change them.
+    ("flags", "SELECT"),
+    ("flag_overrides", "SELECT"),
     ("tenants", "SELECT"),
 ];
 
@@ -133,7 +136,7 @@ async fn run_role_statement(client: &Client, sql: &str) -> Result<(), DbError> {
 /// nothing for the app role, so a privilege granted by hand (TRUNCATE, REFERENCES) is removed.
 /// The audit trails are append-only for the operators' admin role too: deleting a tenant marks
 /// its audit rows with the rest (and a restore unmarks them), which is all it may change there;
-/// only the owner's purge removes them.
+/// only the owner's purge removes them. The flag versions are history, append-only as well.
 pub async fn grant_shared_schema(
     client: &impl GenericClient,
     roles: &RoleNames,
@@ -143,7 +146,7 @@ pub async fn grant_shared_schema(
          REVOKE ALL ON ALL TABLES IN SCHEMA app FROM {app};\n\
          REVOKE ALL ON ALL TABLES IN SCHEMA app FROM {admin};\n\
          GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA app TO {admin};\n\
-         REVOKE UPDATE, DELETE ON app.audit_logs, app.platform_audit_logs FROM {admin};\n\
+         REVOKE UPDATE, DELETE ON app.audit_logs, app.platform_audit_logs, app.flag_versions FROM {admin};\n\
          GRANT UPDATE (deleted_at) ON app.audit_logs TO {admin};\n",
         app = roles.app,
         admin = roles.admin

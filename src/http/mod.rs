@@ -25,5 +25,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     routes::audit_logs::configure(cfg);
     routes::analytics::configure(cfg);
     routes::tenant_config::configure(cfg);
+    routes::flags::configure(cfg);
+    routes::ofrep::configure(cfg);
     ws::configure(cfg);
 }

@@ -90,6 +90,14 @@ impl Modify for SecuritySchemes {
         routes::tenant_config::put_branding,
         routes::tenant_config::get_branding,
         super::ws::analytics_socket,
+        routes::flags::features,
+        routes::flags::put_flag,
+        routes::flags::flag_versions,
+        routes::flags::rollback_flag,
+        routes::flags::put_override,
+        routes::flags::delete_override,
+        routes::ofrep::evaluate_flag,
+        routes::ofrep::evaluate_flags,
     ),
 )]
 pub struct ApiDoc;

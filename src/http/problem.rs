@@ -20,6 +20,7 @@ use crate::auth::{AccessError, AuthError};
 use crate::db::DbError;
 use crate::domain::DomainError;
 use crate::error::{error_chain, FieldError};
+use crate::flags::FlagError;
 use crate::jobs::JobError;
 use crate::page::PageError;
 use crate::tenancy::TenancyError;
@@ -428,6 +429,29 @@ impl From<AnalyticsError> for Problem {
             }
             AnalyticsError::Db(db) => db.into(),
             AnalyticsError::FlushPanicked | AnalyticsError::RollupChanged { .. } => internal(&err),
+        }
+    }
+}
+
+impl From<FlagError> for Problem {
+    fn from(err: FlagError) -> Self {
+        let detail = err.to_string();
+        match err {
+            FlagError::Validation(errors) => Problem::validation(errors),
+            FlagError::NotFound(what) => Problem::not_found(what),
+            FlagError::TypeConflict {
+                wanted, overrides, ..
+            } => Problem::new(StatusCode::CONFLICT, "flag_type_conflict", detail)
+                .with("type", wanted)
+                .with("overrides", overrides),
+            FlagError::NotRestorable { errors, .. } => {
+                Problem::new(StatusCode::CONFLICT, "version_not_restorable", detail)
+                    .with("errors", json!(errors))
+            }
+            FlagError::Access(access) => access.into(),
+            FlagError::Tenancy(tenancy) => tenancy.into(),
+            FlagError::Db(db) => db.into(),
+            FlagError::CorruptRow { .. } => internal(&err),
         }
     }
 }

@@ -17,6 +17,7 @@ const SHARED_EXPORTS: &[(&str, &str)] = &[
     ("project_member", "select to_jsonb(t) from app.project_members t where tenant_id = $1 and deleted_at is null order by project_id, user_id"),
     ("task", "select to_jsonb(t) from app.tasks t where tenant_id = $1 and deleted_at is null order by id"),
     ("api_key", "select to_jsonb(t) - 'key_hash' from app.api_keys t where tenant_id = $1 and deleted_at is null order by id"),
+    ("flag_override", "select to_jsonb(t) from app.flag_overrides t where tenant_id = $1 and deleted_at is null order by flag_key"),
     ("audit_log", "select to_jsonb(t) from app.audit_logs t where tenant_id = $1 and deleted_at is null order by id"),
     ("settings_version", "select to_jsonb(t) from app.settings_versions t where tenant_id = $1 and deleted_at is null order by version"),
 ];

@@ -88,6 +88,12 @@ async fn seed(su: &Client, tenant: Uuid, admin: Uuid) -> Seeded {
     .await
     .unwrap();
     su.execute(
+        "insert into app.flag_overrides (tenant_id, flag_key, value) values ($1, 'beta', 'true')",
+        &[&tenant],
+    )
+    .await
+    .unwrap();
+    su.execute(
         "insert into app.settings_versions (tenant_id, version, settings, previous, change) \
          values ($1, 1, '{}', '{}', 'settings')",
         &[&tenant],
@@ -398,8 +404,29 @@ async fn writes_never_reach_another_tenant() {
             vec![Box::new(b.id)],
         ),
     ];
+    // Tables the app role only reads: any write is refused before RLS is even asked.
+    let read_only = [(
+        "flag_overrides",
+        "insert into app.flag_overrides (tenant_id, flag_key, value) values ($1, 'x', '1')",
+    )];
+    for (table, sql) in read_only {
+        for tenant in [a.id, b.id] {
+            let err = exec_as(&mut app, Some(a.id), sql, &[&tenant])
+                .await
+                .expect_err(table);
+            assert_eq!(
+                err.as_db_error().map(|d| d.code()),
+                Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+                "{table}: {err}"
+            );
+        }
+    }
     // A table added to TENANT_TABLES must get its cross-tenant insert case here.
-    let covered: std::collections::BTreeSet<&str> = inserts.iter().map(|(t, _, _)| *t).collect();
+    let covered: std::collections::BTreeSet<&str> = inserts
+        .iter()
+        .map(|(t, _, _)| *t)
+        .chain(read_only.iter().map(|(t, _)| *t))
+        .collect();
     let expected: std::collections::BTreeSet<&str> =
         tenantry::db::TENANT_TABLES.iter().copied().collect();
     assert_eq!(

@@ -1,0 +1,259 @@
+//! The OpenFeature Remote Evaluation Protocol (OFREP, open-feature/protocol `service/openapi.yaml`)
+//! as shapes: the evaluation request, the success and failure bodies, the bulk body and its
+//! ETag. The HTTP edge (`http::routes::ofrep`) gives each failure its status.
+//!
+//! - A body that is not JSON, or not an object: `PARSE_ERROR`.
+//! - No `context` object, or a `targetingKey` that is not a non-empty string of at most
+//!   [`MAX_TARGETING_KEY`] characters: `INVALID_CONTEXT`. Without a `targetingKey` the caller
+//!   is the subject: its user, else its tenant (docs/flags.md).
+//! - An unknown flag: `FLAG_NOT_FOUND`.
+//! - `TYPE_MISMATCH` is not the server's to send: OFREP responses carry no requested type, and
+//!   the client SDK compares the value it got with the type it asked for.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use super::{Definition, Evaluation};
+
+pub const MAX_TARGETING_KEY: usize = 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    ParseError,
+    InvalidContext,
+    FlagNotFound,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::ParseError => "PARSE_ERROR",
+            ErrorCode::InvalidContext => "INVALID_CONTEXT",
+            ErrorCode::FlagNotFound => "FLAG_NOT_FOUND",
+        }
+    }
+}
+
+/// An evaluation the protocol answers with an error body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub code: ErrorCode,
+    pub details: String,
+}
+
+impl Failure {
+    fn new(code: ErrorCode, details: impl Into<String>) -> Self {
+        Failure {
+            code,
+            details: details.into(),
+        }
+    }
+
+    pub fn not_found(key: &str) -> Self {
+        Failure::new(
+            ErrorCode::FlagNotFound,
+            format!("flag '{key}' was not found"),
+        )
+    }
+
+    /// `{key, errorCode, errorDetails}` (single evaluation), or without `key` (bulk).
+    pub fn body(&self, key: Option<&str>) -> EvaluationFailure {
+        EvaluationFailure {
+            key: key.map(str::to_string),
+            error_code: self.code.as_str().to_string(),
+            error_details: self.details.clone(),
+        }
+    }
+}
+
+/// What evaluation takes from an OFREP request's context.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Context {
+    pub targeting_key: Option<String>,
+}
+
+/// Reads `{"context": {"targetingKey": ..., ...}}`. Other context attributes are accepted and
+/// not used: no rule of a flag targets them.
+pub fn parse_request(body: &[u8]) -> Result<Context, Failure> {
+    let value: Value = serde_json::from_slice(body).map_err(|err| {
+        Failure::new(
+            ErrorCode::ParseError,
+            format!("the body is not JSON: {err}"),
+        )
+    })?;
+    let Value::Object(request) = value else {
+        return Err(Failure::new(
+            ErrorCode::ParseError,
+            "the body must be a JSON object",
+        ));
+    };
+    let context = match request.get("context") {
+        Some(Value::Object(context)) => context,
+        Some(_) => {
+            return Err(Failure::new(
+                ErrorCode::InvalidContext,
+                "context must be an object",
+            ))
+        }
+        None => {
+            return Err(Failure::new(
+                ErrorCode::InvalidContext,
+                "the request has no context",
+            ))
+        }
+    };
+    let targeting_key = match context.get("targetingKey") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(key)) if !key.is_empty() && key.chars().count() <= MAX_TARGETING_KEY => {
+            Some(key.clone())
+        }
+        Some(_) => {
+            return Err(Failure::new(
+                ErrorCode::InvalidContext,
+                format!(
+                "targetingKey must be a non-empty string of at most {MAX_TARGETING_KEY} characters"
+            ),
+            ))
+        }
+    };
+    Ok(Context { targeting_key })
+}
+
+/// `evaluationRequest` / `bulkEvaluationRequest`.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct EvaluationRequest {
+    /// `targetingKey` (optional here: the caller is the subject without it) and any other
+    /// attributes.
+    #[schema(value_type = Object)]
+    context: Map<String, Value>,
+}
+
+/// `evaluationSuccess`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EvaluationSuccess {
+    pub key: String,
+    /// Boolean, string, number, array or object: the flag's type.
+    #[schema(value_type = Object)]
+    pub value: Value,
+    /// `STATIC`, `TARGETING_MATCH`, `SPLIT`, `DEFAULT` or `DISABLED`.
+    pub reason: &'static str,
+    /// `override`, `plan` or `default`.
+    pub variant: &'static str,
+    /// `version`: the definition's version.
+    #[schema(value_type = Object)]
+    pub metadata: Map<String, Value>,
+}
+
+impl EvaluationSuccess {
+    pub fn new(definition: &Definition, evaluation: &Evaluation<'_>) -> Self {
+        let mut metadata = Map::new();
+        metadata.insert("version".into(), Value::from(definition.version));
+        EvaluationSuccess {
+            key: definition.key.clone(),
+            value: evaluation.value.clone(),
+            reason: evaluation.reason.as_str(),
+            variant: evaluation.variant.as_str(),
+            metadata,
+        }
+    }
+}
+
+/// `evaluationFailure`, `flagNotFound`, `bulkEvaluationFailure` (no `key`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EvaluationFailure {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `PARSE_ERROR`, `INVALID_CONTEXT` or `FLAG_NOT_FOUND`.
+    pub error_code: String,
+    pub error_details: String,
+}
+
+/// `bulkEvaluationSuccess`: every flag, ordered by key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkEvaluationSuccess {
+    pub flags: Vec<EvaluationSuccess>,
+}
+
+/// A strong ETag of a bulk response body: it changes exactly when the body does (a value, a
+/// reason, a variant or a definition's version).
+pub fn etag(body: &[u8]) -> String {
+    let digest = Sha256::digest(body);
+    format!("\"{}\"", hex::encode(&digest[..16]))
+}
+
+/// Whether an `If-None-Match` header value names `etag` (RFC 9110: a list, `*`, weak
+/// comparison).
+pub fn none_match(header: &str, etag: &str) -> bool {
+    let opaque = |tag: &str| {
+        let tag = tag.trim();
+        tag.strip_prefix("W/").unwrap_or(tag).to_string()
+    };
+    let ours = opaque(etag);
+    header
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || opaque(tag) == ours)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(body: &str) -> Option<ErrorCode> {
+        parse_request(body.as_bytes()).err().map(|f| f.code)
+    }
+
+    #[test]
+    fn requests() {
+        assert_eq!(
+            parse_request(br#"{"context": {"targetingKey": "u-1", "plan": "x"}}"#),
+            Ok(Context {
+                targeting_key: Some("u-1".into())
+            })
+        );
+        assert_eq!(parse_request(br#"{"context": {}}"#), Ok(Context::default()));
+        assert_eq!(code("not json"), Some(ErrorCode::ParseError));
+        assert_eq!(code(""), Some(ErrorCode::ParseError));
+        assert_eq!(code("[1]"), Some(ErrorCode::ParseError));
+        assert_eq!(code("{}"), Some(ErrorCode::InvalidContext));
+        assert_eq!(code(r#"{"context": 3}"#), Some(ErrorCode::InvalidContext));
+        assert_eq!(
+            code(r#"{"context": {"targetingKey": 3}}"#),
+            Some(ErrorCode::InvalidContext)
+        );
+        assert_eq!(
+            code(r#"{"context": {"targetingKey": ""}}"#),
+            Some(ErrorCode::InvalidContext)
+        );
+        let long = format!(
+            r#"{{"context": {{"targetingKey": "{}"}}}}"#,
+            "k".repeat(1025)
+        );
+        assert_eq!(code(&long), Some(ErrorCode::InvalidContext));
+    }
+
+    #[test]
+    fn failure_bodies() {
+        let body = serde_json::to_value(Failure::not_found("x").body(Some("x"))).unwrap();
+        assert_eq!(body["key"], "x");
+        assert_eq!(body["errorCode"], "FLAG_NOT_FOUND");
+        assert!(body["errorDetails"].as_str().unwrap().contains("'x'"));
+        let bulk = serde_json::to_value(Failure::not_found("x").body(None)).unwrap();
+        assert!(bulk.get("key").is_none());
+    }
+
+    #[test]
+    fn etags() {
+        let tag = etag(b"{}");
+        assert!(tag.starts_with('"') && tag.ends_with('"') && tag.len() == 34);
+        assert_ne!(tag, etag(b"{ }"));
+        assert!(none_match(&tag, &tag));
+        assert!(none_match(&format!("\"other\", W/{tag}"), &tag));
+        assert!(none_match("*", &tag));
+        assert!(!none_match("\"other\"", &tag));
+    }
+}
