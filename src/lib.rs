@@ -16,6 +16,7 @@ pub mod error;
 pub mod http;
 pub mod jobs;
 pub mod metrics;
+pub mod ratelimit;
 pub mod startup;
 pub mod state;
 pub mod supervise;

@@ -112,8 +112,10 @@ impl Application {
                 ..Default::default()
             },
         );
+        let ratelimit = crate::ratelimit::RateLimits::new(&config, redis.clone());
         let state = web::Data::new(AppState {
             config,
+            ratelimit,
             analytics,
             pools,
             redis,

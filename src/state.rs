@@ -27,6 +27,7 @@ pub struct AppState {
     pub caches: Caches,
     pub analytics: crate::analytics::AnalyticsRegistry,
     pub api_calls: std::sync::Arc<crate::analytics::api_calls::ApiCallMeter>,
+    pub ratelimit: crate::ratelimit::RateLimits,
 }
 
 /// Read-mostly caches of the request path. Entries expire after `config.cache_ttl`; changes

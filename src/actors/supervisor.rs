@@ -46,6 +46,8 @@ pub struct ActorHost {
 pub struct ActorEntry {
     pub addr: Addr<TenantActor>,
     pub stats: Arc<ActorStats>,
+    /// The tenant's rate limiter: lives and dies with the actor, answers without messaging it.
+    pub limiter: crate::ratelimit::TenantLimiter,
 }
 
 /// The registry's state, shared with its supervisor actor.
@@ -316,7 +318,11 @@ impl Handler<Activate> for TenantSupervisor {
                 single_statements,
             )
         });
-        let entry = Arc::new(ActorEntry { addr, stats });
+        let entry = Arc::new(ActorEntry {
+            addr,
+            stats,
+            limiter: Default::default(),
+        });
         self.shared.actors.insert(msg.tenant, entry.clone());
         self.shared.actor.metrics.actor_activations.inc();
         self.shared.actor.metrics.actors_active.inc();

@@ -50,6 +50,7 @@ pub async fn request_context(
                     .headers_mut()
                     .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
             }
+            super::ratelimit::write_headers(&mut response);
             let route = response
                 .request()
                 .match_pattern()

@@ -1,6 +1,6 @@
 //! Login and API keys.
 
-use actix_web::{delete, get, post, web, HttpResponse};
+use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -12,6 +12,7 @@ use crate::audit::{self, AuditAction};
 use crate::auth::{self, api_keys, password, AuthError, Caller, Role};
 use crate::error::FieldError;
 use crate::http::problem::Problem;
+use crate::http::ratelimit::{login_attempt, PerClientAddress};
 use crate::http::tenant::{PublicTenantRequest, TenantRequest};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -80,13 +81,16 @@ fn dummy_hash() -> &'static str {
 
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
     params(("X-Tenant-ID" = Option<String>, Header, description = "tenant id or slug (or use the tenant's subdomain)")),
-    responses((status = 200, body = LoginResponse), (status = 401), (status = 404), (status = 422)))]
-#[post("/auth/login")]
+    responses((status = 200, body = LoginResponse), (status = 401), (status = 404), (status = 422),
+        (status = 429, description = "too many attempts from this client address (per tenant, or on the endpoint): Retry-After")))]
+#[post("/auth/login", wrap = "PerClientAddress::new(\"login\")")]
 pub async fn login(
+    http: HttpRequest,
     req: PublicTenantRequest,
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse, Problem> {
     let req = req.0;
+    login_attempt(&http, req.state(), req.tenant_id).await?;
     let LoginRequest {
         email,
         password: given,
