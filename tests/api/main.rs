@@ -23,6 +23,7 @@ mod metering;
 mod migrate;
 mod openapi;
 mod provisioning;
+mod ratelimit;
 mod resolution;
 mod rls;
 mod shutdown;
