@@ -149,6 +149,16 @@ impl AppState {
         Ok(plan)
     }
 
+    /// One limit of a plan without copying the plan (the rate limiter reads one per request).
+    pub async fn plan_limit(&self, name: &str, key: &str) -> Result<Option<i64>, AuthError> {
+        if let Some(hit) = self.caches.plans.get(name) {
+            if self.fresh(hit.1) {
+                return Ok(hit.0.limit(key));
+            }
+        }
+        Ok(self.plan(name).await?.limit(key))
+    }
+
     /// The plan gate on a feature: `PlanRequired` unless the tenant's plan has `feature`.
     pub async fn require_feature(&self, plan: &str, feature: &str) -> Result<(), AuthError> {
         let current = self.plan(plan).await?;

@@ -36,10 +36,8 @@ struct Counted(Quota);
 /// The tenant's per-minute limit. The one place that knows where it comes from: today the
 /// tenant's plan row (`app.plans.limits`, through the plan cache); missing or null: no limit.
 async fn tenant_limit(state: &AppState, tenant: &ResolvedTenant) -> Result<Option<u32>, AuthError> {
-    let plan = state.plan(&tenant.plan).await?;
-    Ok(plan
-        .limit(PLAN_LIMIT)
-        .map(|n| u32::try_from(n.max(0)).unwrap_or(u32::MAX)))
+    let limit = state.plan_limit(&tenant.plan, PLAN_LIMIT).await?;
+    Ok(limit.map(|n| u32::try_from(n.max(0)).unwrap_or(u32::MAX)))
 }
 
 /// Admits one request of `tenant` within its plan's limit, from the limiter beside its actor.
