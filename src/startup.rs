@@ -131,6 +131,11 @@ impl Application {
         {
             tracing::warn!(%err, "analytics ingest metrics not registered");
         }
+        if let Err(err) =
+            crate::ratelimit::register_metrics(&state.ratelimit, state.metrics.registry())
+        {
+            tracing::warn!(%err, "rate limit metrics not registered");
+        }
         let background = start_background(&state, &options);
         let app_state = state.clone();
         let fault_injection = state.config.fault_injection;

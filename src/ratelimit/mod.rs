@@ -25,6 +25,7 @@ mod tenant;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use prometheus::{IntCounter, IntCounterVec, Opts};
 use thiserror::Error;
 use uuid::Uuid;
 
@@ -124,6 +125,46 @@ pub struct RateLimits {
     /// Prefix of every key: deployments that share a Redis (and tests, which share one Redis
     /// across databases) do not share counters; instances of one deployment share a database.
     namespace: String,
+    metrics: RateLimitMetrics,
+}
+
+/// What operators see in `/metrics` (registered by [`register_metrics`]).
+#[derive(Clone)]
+struct RateLimitMetrics {
+    /// Requests refused with 429, by `metric`.
+    refused: IntCounterVec,
+    /// Decisions this instance took on its own share because Redis did not answer.
+    local_decisions: IntCounter,
+}
+
+impl RateLimitMetrics {
+    fn new() -> Self {
+        // The definitions are constants: only a programming error makes them fail, and the first
+        // test that builds the application would show it.
+        let refused = IntCounterVec::new(
+            Opts::new("rate_limited_total", "Requests refused with 429, by limit"),
+            &["metric"],
+        )
+        .unwrap_or_else(|e| panic!("invalid metric definition: {e}"));
+        let local_decisions = IntCounter::new(
+            "rate_limit_local_decisions_total",
+            "Rate limit decisions taken on this instance's share because Redis did not answer",
+        )
+        .unwrap_or_else(|e| panic!("invalid metric definition: {e}"));
+        RateLimitMetrics {
+            refused,
+            local_decisions,
+        }
+    }
+}
+
+/// Adds the rate limit counters to the process's registry.
+pub fn register_metrics(
+    limits: &RateLimits,
+    registry: &prometheus::Registry,
+) -> prometheus::Result<()> {
+    registry.register(Box::new(limits.metrics.refused.clone()))?;
+    registry.register(Box::new(limits.metrics.local_decisions.clone()))
 }
 
 impl RateLimits {
@@ -134,6 +175,7 @@ impl RateLimits {
             authority: Authority::new(redis),
             local: LocalWindows::default(),
             namespace: namespace(config.database_url.expose_secret()),
+            metrics: RateLimitMetrics::new(),
         }
     }
 
@@ -144,6 +186,17 @@ impl RateLimits {
     /// Admits one request of `tenant` within `per_minute`, from the tenant's limiter in memory;
     /// a Redis round trip only when the instance's leased slice is used up.
     pub async fn check_tenant(
+        &self,
+        limiter: &TenantLimiter,
+        tenant: Uuid,
+        per_minute: u32,
+    ) -> Result<Quota, RateLimitError> {
+        let outcome = self.admit_tenant(limiter, tenant, per_minute).await;
+        self.count_refusal(&outcome);
+        outcome
+    }
+
+    async fn admit_tenant(
         &self,
         limiter: &TenantLimiter,
         tenant: Uuid,
@@ -178,7 +231,10 @@ impl RateLimits {
                 .await
             {
                 Ok(lease) => Grant::leased(lease, per_minute),
-                Err(_) => Grant::local_share(share(per_minute, instances)),
+                Err(_) => {
+                    self.metrics.local_decisions.inc();
+                    Grant::local_share(share(per_minute, instances))
+                }
             };
             budget.apply(grant, sent);
         }
@@ -220,6 +276,12 @@ impl RateLimits {
             .await
     }
 
+    fn count_refusal<T>(&self, outcome: &Result<T, RateLimitError>) {
+        if let Err(RateLimitError::Limited { metric, .. }) = outcome {
+            self.metrics.refused.with_label_values(&[metric]).inc();
+        }
+    }
+
     fn tenant_key(&self, tenant: Uuid) -> String {
         format!("{}:rate:{{{tenant}}}", self.namespace)
     }
@@ -235,12 +297,14 @@ impl RateLimits {
         let (limit, used, reset) = match self.authority.count(&key).await {
             Ok((used, reset)) => (limit, used, reset),
             Err(_) => {
+                self.metrics.local_decisions.inc();
                 let (used, reset) = self.local.count(key, Instant::now());
                 (share(limit, self.settings.instances), used, reset)
             }
         };
         let limit = u64::from(limit);
         if used > limit {
+            self.metrics.refused.with_label_values(&[metric]).inc();
             return Err(RateLimitError::Limited {
                 metric,
                 limit,
