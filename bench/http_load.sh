@@ -4,11 +4,16 @@
 # rate and at full speed, beside the reference endpoint (one transaction with set_config and a
 # primary-key SELECT through the pool; no actor, no token), and measures server RSS and
 # database connections. Finally it activates ACTORS tenant actors and measures RSS again.
+# Between the GET and POST runs, the rate limiter's cost on the GET path: GET /tasks/{id} at full
+# speed with the tenants' plan limited and with TENANT_RATE_LIMITS=off (see limiter_pair below).
 #
 #   bench/http_load.sh                    # 1,000 tenants, 10,000 actors, 20 s a run
 #   TENANTS=200 ACTORS=2000 DURATION=10s bench/http_load.sh
 #   RUNS="reference_full get_full" TENANTS=100 bench/http_load.sh   # a quick look, not recorded
 #   REUSE=1 RUNS=get_full bench/http_load.sh   # same, keeping the previous run's tenants
+#   RUNS=limits TENANTS=100 bench/http_load.sh  # the rate limiter's pair alone
+#   TENANTRY_BIN=target/debug/tenantry BENCH_DB=scratch RUNS=limits TENANTS=20 DURATION=2s \
+#     bench/http_load.sh   # checks the script works (a debug build: its figures mean nothing)
 #
 # Prints its figures and writes bench/results/http_load.json and http_load.md
 # (http_load_workers1.* with WORKERS=1).
@@ -41,8 +46,12 @@ else
 fi
 case $PG in *%2F*) DB_LINK="unix socket" ;; *) DB_LINK=tcp ;; esac
 echo "server to PostgreSQL over $DB_LINK ($PG)"
-cargo build --release --quiet
-BIN=target/release/tenantry
+if [ -n "${TENANTRY_BIN:-}" ]; then
+  BIN=$TENANTRY_BIN
+else
+  cargo build --release --quiet
+  BIN=target/release/tenantry
+fi
 
 export DATABASE_URL=$PG/$DB
 export PLATFORM_ADMIN_TOKEN=bench-operator-token
@@ -71,10 +80,19 @@ $BIN migrate --no-progress >/dev/null
 
 # WORKERS=1 runs one HTTP worker (which then hosts every tenant actor): with PostgreSQL and
 # wrk on the same 2 cores, fewer server threads means fewer thread switches.
-$BIN serve --enable-bench-routes ${WORKERS:+--workers "$WORKERS"} 2>"$OUT/.http_load_server.log" &
-SERVER=$!
+start_server() { # extra environment of the server, e.g. TENANT_RATE_LIMITS=off
+  env "$@" "$BIN" serve --enable-bench-routes ${WORKERS:+--workers "$WORKERS"} \
+    2>>"$OUT/.http_load_server.log" &
+  SERVER=$!
+  for _ in $(seq 1 100); do curl -sf "$BASE/readyz" >/dev/null && break; sleep 0.1; done
+}
+stop_server() {
+  kill "$SERVER" 2>/dev/null || true
+  wait "$SERVER" 2>/dev/null || true
+}
+: >"$OUT/.http_load_server.log"
+start_server
 trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do curl -sf "$BASE/readyz" >/dev/null && break; sleep 0.1; done
 
 if [ -z "$reuse" ]; then
   echo "provisioning $TENANTS tenants through the API"
@@ -166,6 +184,71 @@ run() { # name script rate
   echo "$name: $json"
 }
 
+# The rate limiter's cost on the GET path: GET /tasks/{id} at full speed with the tenants' plan
+# (pro) limited to RATE_LIMIT_PER_MINUTE, and with the limiter off (TENANT_RATE_LIMITS=off), each
+# on a freshly started server, in the order on, off, off, on, so that a drift of the machine
+# during the four runs weighs on both sides alike. The default limit is never reached (non_2xx
+# stays 0) and its slices are large (a tenth of it): about one Redis lease per tenant a
+# minute, the limiter's steady state below its limit. A lower RATE_LIMIT_PER_MINUTE leases more
+# often, and once reached answers 429s, which are cheaper and no longer the same comparison.
+RATE_LIMIT_PER_MINUTE=${RATE_LIMIT_PER_MINUTE:-600000}
+# Waits until the first tenant's GET shows the limiter on (RateLimit-Limit is the limit) or off
+# (no such header): a plan cached outside this server's memory may take a moment to change.
+expect_limiter() { # on|off
+  local token task got
+  read -r token _ _ task <"$ENTRIES"
+  for _ in $(seq 1 60); do
+    got=$(curl -s -o /dev/null -D - -H "Authorization: Bearer $token" "$BASE/tasks/$task" \
+      | tr -d '\r' | awk -F': ' 'tolower($1) == "ratelimit-limit" {print $2}' || true)
+    [ "$1" = on ] && [ "$got" = "$RATE_LIMIT_PER_MINUTE" ] && return 0
+    [ "$1" = off ] && [ -z "$got" ] && return 0
+    sleep 1
+  done
+  echo "the rate limiter is not $1 (RateLimit-Limit: '$got')" >&2
+  exit 1
+}
+limiter_pair() {
+  local before mode i=0
+  before=$(psql -XAtq "$DATABASE_URL" -c \
+    "select limits -> 'rate_limit_per_minute' from app.plans where name = 'pro'")
+  psql -XAtq "$DATABASE_URL" -c "update app.plans set limits = jsonb_set(limits,
+    '{rate_limit_per_minute}', '$RATE_LIMIT_PER_MINUTE') where name = 'pro'" >/dev/null
+  for mode in on off off on; do
+    i=$((i + 1))
+    stop_server
+    if [ "$mode" = on ]; then start_server; else start_server TENANT_RATE_LIMITS=off; fi
+    expect_limiter "$mode"
+    run "get_limits_${mode}_$i" get_task.lua 0
+  done
+  if [ -z "$before" ]; then
+    psql -XAtq "$DATABASE_URL" -c "update app.plans set limits = limits - 'rate_limit_per_minute'
+      where name = 'pro'" >/dev/null
+  else
+    psql -XAtq "$DATABASE_URL" -c "update app.plans set limits = jsonb_set(limits,
+      '{rate_limit_per_minute}', '$before') where name = 'pro'" >/dev/null
+  fi
+  stop_server
+  start_server
+  LIMITER=$(python3 - "${RESULTS[get_limits_on_1]}" "${RESULTS[get_limits_off_2]}" \
+    "${RESULTS[get_limits_off_3]}" "${RESULTS[get_limits_on_4]}" "$RATE_LIMIT_PER_MINUTE" <<'PY'
+import json, sys
+on1, off2, off3, on4 = (json.loads(a) for a in sys.argv[1:5])
+on = (on1["rps"] + on4["rps"]) / 2
+off = (off2["rps"] + off3["rps"]) / 2
+p99 = lambda a, b: round((a["p99_ms"] + b["p99_ms"]) / 2, 3)
+print(json.dumps({
+    "rate_limit_per_minute": int(sys.argv[5]),
+    "rps_on": round(on, 1), "rps_off": round(off, 1),
+    "p99_ms_on": p99(on1, on4), "p99_ms_off": p99(off2, off3),
+    "non_2xx_on": on1["non_2xx"] + on4["non_2xx"],
+    "on_below_off": round((off - on) / off, 4),
+    "runs": {"on_1": on1, "off_2": off2, "off_3": off3, "on_4": on4},
+}))
+PY
+)
+  echo "limiter: $LIMITER"
+}
+
 if [ -n "${RUNS:-}" ]; then
   # A quick look at some runs only (e.g. RUNS="reference_full get_full"): printed, not recorded.
   for name in $RUNS; do
@@ -175,6 +258,7 @@ if [ -n "${RUNS:-}" ]; then
       post_full) run post_full post_task.lua 0 ;;
       get_fixed) run get_fixed get_task.lua "$RATE" ;;
       post_fixed) run post_fixed post_task.lua "$RATE" ;;
+      limits) limiter_pair ;;
       *) echo "unknown run $name" >&2; exit 2 ;;
     esac
   done
@@ -184,6 +268,7 @@ fi
 # background, which would otherwise land in the read runs' figures.
 run reference_full reference.lua 0
 run get_full get_task.lua 0
+limiter_pair
 run get_fixed get_task.lua "$RATE"
 run post_fixed post_task.lua "$RATE"
 run post_full post_task.lua 0
@@ -231,6 +316,7 @@ cat >"$OUT/$RESULT_NAME.json" <<JSON
   "get_task_fixed_rate": ${RESULTS[get_fixed]},
   "post_task_fixed_rate": ${RESULTS[post_fixed]},
   "get_over_reference": $ratio,
+  "rate_limiter": $LIMITER,
   "actors": $actors_json
 }
 JSON
@@ -244,6 +330,10 @@ for k in ["reference_full_speed", "get_task_full_speed", "post_task_full_speed",
     x = r[k]
     c = x["cpu"]
     print(f"| {k} | {x['rps']:.0f} | {x['p50_ms']:.2f} | {x['p95_ms']:.2f} | {x['p99_ms']:.2f} | {x['non_2xx']} | {x['max_db_connections']} | {x['server_rss_mb']} | {c['server_cpu_us_per_request']} | {c['postgres_cpu_us_per_request']} | {c['machine_cpu_us_per_request']} | {c['machine_idle_share']:.0%} |")
+l = r["rate_limiter"]
+print(f"\nRate limiter on the GET path (plan limit {l['rate_limit_per_minute']}/min, runs on, off, off, on): "
+      f"{l['rps_on']:.0f} req/s on, {l['rps_off']:.0f} req/s off: **{l['on_below_off']:.1%}** below "
+      f"(p99 {l['p99_ms_on']} ms on, {l['p99_ms_off']} ms off; non-2xx with it on: {l['non_2xx_on']}).")
 a = r["actors"]
 print(f"\nGET /tasks/{{id}} at full speed / reference: **{r['get_over_reference']}**\n")
 print(f"Tenant actors: {a['active_actors']} active after requests for {a['tenants']} tenants; server RSS {a['rss_mb_before']} MB before, {a['rss_mb_after']} MB after.")

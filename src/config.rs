@@ -108,6 +108,25 @@ pub struct Config {
     /// write touches every tenant that made calls, so a short interval costs database work in
     /// proportion to the busy tenants.
     pub api_calls_flush_interval: Duration,
+    /// Rate limits: per tenant, login attempts, public endpoints (`crate::ratelimit`).
+    pub rate_limits: RateLimitSettings,
+}
+
+/// What `crate::ratelimit` enforces (docs/rate-limits.md).
+#[derive(Clone, Debug)]
+pub struct RateLimitSettings {
+    /// TENANT_RATE_LIMITS: every tenant request passes its plan's `rate_limit_per_minute`.
+    pub tenants: bool,
+    /// RATE_LIMIT_INSTANCES: how many instances are expected to serve; while Redis does not
+    /// answer, each instance admits this share of a limit on its own.
+    pub instances: u32,
+    /// LOGIN_ATTEMPTS_PER_MINUTE: per tenant and client address.
+    pub login_attempts_per_minute: u32,
+    /// PUBLIC_REQUESTS_PER_MINUTE: per client address on each public endpoint that opts in.
+    pub public_requests_per_minute: u32,
+    /// TRUSTED_PROXIES: peers whose `X-Forwarded-For` names the client; empty, the peer
+    /// address is the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,6 +153,9 @@ pub mod limits {
     pub const CACHE_TTL_SECONDS: RangeInclusive<u64> = 0..=3600;
     pub const API_CALLS_FLUSH_MS: RangeInclusive<u64> = 10..=3_600_000;
     pub const JOB_POLL_INTERVAL_MS: RangeInclusive<u64> = 10..=60_000;
+    pub const RATE_LIMIT_INSTANCES: RangeInclusive<u32> = 1..=1000;
+    pub const LOGIN_ATTEMPTS_PER_MINUTE: RangeInclusive<u32> = 1..=10_000;
+    pub const PUBLIC_REQUESTS_PER_MINUTE: RangeInclusive<u32> = 1..=1_000_000;
     pub const JWT_SECRET_MIN_CHARS: usize = 32;
 }
 
@@ -384,6 +406,7 @@ impl Config {
                 500,
                 JOB_POLL_INTERVAL_MS,
             )?),
+            rate_limits: rate_limit_settings(&vars)?,
         })
     }
 
@@ -415,6 +438,9 @@ impl Config {
         if self.platform_admin_token.is_none() {
             warnings.push("PLATFORM_ADMIN_TOKEN is not set: operator endpoints answer 401");
         }
+        if !self.rate_limits.tenants {
+            warnings.push("TENANT_RATE_LIMITS is off: tenants' requests are not rate limited");
+        }
         if self.webhook_allow_private_targets {
             warnings.push(
                 "WEBHOOK_ALLOW_PRIVATE_TARGETS is on: webhook URLs may reach loopback and private \
@@ -423,6 +449,42 @@ impl Config {
         }
         warnings
     }
+}
+
+fn rate_limit_settings<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<F>,
+) -> Result<RateLimitSettings, ConfigError> {
+    use limits::*;
+    let trusted_proxies = match vars.get("TRUSTED_PROXIES") {
+        None => Vec::new(),
+        Some(list) => list
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|item| !item.is_empty())
+            .map(|item| {
+                item.parse::<ipnet::IpNet>()
+                    .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| ConfigError::Invalid {
+                        name: "TRUSTED_PROXIES",
+                        reason: format!("{item:?} is not an IP address or a CIDR block"),
+                    })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(RateLimitSettings {
+        tenants: vars.bool("TENANT_RATE_LIMITS", true)?,
+        instances: vars.number("RATE_LIMIT_INSTANCES", 1, RATE_LIMIT_INSTANCES)?,
+        login_attempts_per_minute: vars.number(
+            "LOGIN_ATTEMPTS_PER_MINUTE",
+            10,
+            LOGIN_ATTEMPTS_PER_MINUTE,
+        )?,
+        public_requests_per_minute: vars.number(
+            "PUBLIC_REQUESTS_PER_MINUTE",
+            120,
+            PUBLIC_REQUESTS_PER_MINUTE,
+        )?,
+        trusted_proxies,
+    })
 }
 
 /// Role and schema names are pasted into DDL; only this shape is ever accepted.
@@ -614,6 +676,57 @@ mod tests {
         assert_eq!(derived.tenant_connections(8, 2).unwrap(), 2);
         let small = parse(&[("APP_POOL_SIZE", "1")]).unwrap();
         assert_eq!(small.tenant_connections(2, 1).unwrap(), 1);
+    }
+
+    #[test]
+    fn rate_limit_settings() {
+        let defaults = parse(&[]).unwrap().rate_limits;
+        assert!(defaults.tenants);
+        assert_eq!(defaults.instances, 1);
+        assert_eq!(defaults.login_attempts_per_minute, 10);
+        assert_eq!(defaults.public_requests_per_minute, 120);
+        assert!(defaults.trusted_proxies.is_empty());
+
+        let set = parse(&[
+            ("TENANT_RATE_LIMITS", "off"),
+            ("RATE_LIMIT_INSTANCES", "1000"),
+            ("LOGIN_ATTEMPTS_PER_MINUTE", "1"),
+            ("PUBLIC_REQUESTS_PER_MINUTE", "1000000"),
+            ("TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8 ::1,fd00::/8"),
+        ])
+        .unwrap()
+        .rate_limits;
+        assert!(!set.tenants);
+        assert_eq!(set.instances, 1000);
+        assert_eq!(set.login_attempts_per_minute, 1);
+        assert_eq!(set.public_requests_per_minute, 1_000_000);
+        let proxies: Vec<String> = set.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            proxies,
+            ["127.0.0.1/32", "10.0.0.0/8", "::1/128", "fd00::/8"]
+        );
+
+        for (name, value, range) in [
+            ("RATE_LIMIT_INSTANCES", "0", "between 1 and 1000"),
+            ("RATE_LIMIT_INSTANCES", "1001", "between 1 and 1000"),
+            ("LOGIN_ATTEMPTS_PER_MINUTE", "0", "between 1 and 10000"),
+            ("LOGIN_ATTEMPTS_PER_MINUTE", "10001", "between 1 and 10000"),
+            ("PUBLIC_REQUESTS_PER_MINUTE", "0", "between 1 and 1000000"),
+            (
+                "PUBLIC_REQUESTS_PER_MINUTE",
+                "1000001",
+                "between 1 and 1000000",
+            ),
+        ] {
+            let message = rejected(&[(name, value)], name);
+            assert!(message.contains(range), "{name}={value}: {message}");
+        }
+        rejected(&[("TENANT_RATE_LIMITS", "sometimes")], "TENANT_RATE_LIMITS");
+        rejected(&[("RATE_LIMIT_INSTANCES", "two")], "RATE_LIMIT_INSTANCES");
+        for bad in ["10.0.0.0/33", "localhost", "127.0.0.1;", "1.2.3"] {
+            let message = rejected(&[("TRUSTED_PROXIES", bad)], "TRUSTED_PROXIES");
+            assert!(message.contains("not an IP address"), "{message}");
+        }
     }
 
     #[test]

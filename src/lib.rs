@@ -20,6 +20,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod net;
 pub mod page;
+pub mod ratelimit;
 pub mod startup;
 pub mod state;
 pub mod supervise;

@@ -146,9 +146,11 @@ impl Application {
         );
         let cursors = crate::page::CursorKey::derive(&config.jwt_secret);
         let caches = std::sync::Arc::new(crate::cache::Caches::new(config.cache_ttl));
+        let ratelimit = crate::ratelimit::RateLimits::new(&config, redis.clone());
         let state = web::Data::new(AppState {
             cursors,
             config,
+            ratelimit,
             analytics,
             pools,
             redis,
@@ -169,6 +171,11 @@ impl Application {
             tracing::warn!(%err, "requests in flight metric not registered");
         }
         let drain_data = web::Data::from(drain.clone());
+        if let Err(err) =
+            crate::ratelimit::register_metrics(&state.ratelimit, state.metrics.registry())
+        {
+            tracing::warn!(%err, "rate limit metrics not registered");
+        }
         let background = Arc::new(start_background(&state, &options));
         let app_state = state.clone();
         let fault_injection = state.config.fault_injection;

@@ -30,6 +30,7 @@ pub struct AppState {
     pub caches: Arc<Caches>,
     pub analytics: crate::analytics::AnalyticsRegistry,
     pub api_calls: std::sync::Arc<crate::analytics::api_calls::ApiCallMeter>,
+    pub ratelimit: crate::ratelimit::RateLimits,
 }
 
 impl AppState {

@@ -52,6 +52,8 @@ pub struct ActorEntry {
     pub stats: Arc<ActorStats>,
     /// The tenant's config snapshot, which only the actor replaces.
     pub config: Arc<ConfigCell>,
+    /// The tenant's rate limiter: lives and dies with the actor, answers without messaging it.
+    pub limiter: crate::ratelimit::TenantLimiter,
 }
 
 /// How long the first requests of a freshly activated tenant wait for its config snapshot.
@@ -427,6 +429,7 @@ impl Handler<Activate> for TenantSupervisor {
             addr,
             stats,
             config,
+            limiter: Default::default(),
         });
         self.shared.actors.insert(msg.tenant, entry.clone());
         self.shared.actor.metrics.actor_activations.inc();

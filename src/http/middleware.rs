@@ -257,6 +257,7 @@ fn finished<B>(
             .headers_mut()
             .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
     }
+    super::ratelimit::write_headers(&mut response);
     let route = response
         .request()
         .match_pattern()

@@ -23,6 +23,7 @@ use crate::error::{error_chain, FieldError};
 use crate::flags::FlagError;
 use crate::jobs::JobError;
 use crate::page::PageError;
+use crate::ratelimit::RateLimitError;
 use crate::tenancy::TenancyError;
 use crate::tenant_config::load::LoadError;
 use crate::tenant_config::ConfigError;
@@ -456,6 +457,36 @@ impl From<FlagError> for Problem {
     }
 }
 
+/// Over a limit: 429 with `Retry-After` and `{metric, limit, used}` (API.md "Errors"). The
+/// `RateLimit-*` headers are added by `http::ratelimit` to every response it counted.
+impl From<RateLimitError> for Problem {
+    fn from(err: RateLimitError) -> Self {
+        match err {
+            RateLimitError::Limited {
+                metric,
+                limit,
+                used,
+                retry_after,
+            } => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "{metric}: the limit of {limit} is reached; retry after {} s",
+                    crate::ratelimit::ceil_seconds(retry_after).max(1)
+                ),
+            )
+            .with("metric", metric)
+            .with("limit", limit)
+            .with("used", used)
+            .retry_after(crate::ratelimit::ceil_seconds(retry_after).max(1)),
+            // The limiter decides locally when Redis fails; these never reach a client.
+            RateLimitError::RedisTimeout(_)
+            | RateLimitError::RedisBackingOff
+            | RateLimitError::Redis(_) => Problem::unavailable("rate limiting is unavailable", 1),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,5 +543,24 @@ mod tests {
             constraint: Some("users_tenant_email_key".into()),
         }));
         assert_eq!(db.status, StatusCode::CONFLICT);
+    }
+
+    #[test]
+    fn over_a_limit_is_429_with_retry_after() {
+        let limited = Problem::from(RateLimitError::Limited {
+            metric: crate::ratelimit::TENANT_METRIC,
+            limit: 30,
+            used: 30,
+            retry_after: std::time::Duration::from_millis(12_300),
+        });
+        assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limited.retry_after, Some(13));
+        let body = limited.body();
+        assert_eq!(body["code"], "rate_limited");
+        assert_eq!(body["metric"], "requests_per_minute");
+        assert_eq!(
+            (body["limit"].as_u64(), body["used"].as_u64()),
+            (Some(30), Some(30))
+        );
     }
 }

@@ -195,6 +195,11 @@ pub async fn resolve_with_token(
             "the tenant is suspended: reads work, writes are refused until it is resumed",
         ));
     }
+    if credential.is_some() {
+        // Anonymous requests (login, branding) are limited per client address instead: a
+        // stranger must not be able to spend a tenant's budget.
+        super::ratelimit::admit_tenant(req, &state, &tenant, &config).await?;
+    }
     tracing::Span::current().record("tenant_id", tracing::field::display(tenant.id));
     state.api_calls.record(tenant.id);
     Ok(TenantRequest {

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::http::extract::{bearer_token, Query};
 use crate::http::problem::Problem;
+use crate::http::ratelimit::PerClientAddress;
 use crate::http::tenant::resolve_with_token;
 
 const TICK: Duration = Duration::from_secs(1);
@@ -37,8 +38,8 @@ struct SocketQuery {
 #[utoipa::path(get, path = "/ws/analytics", tag = "analytics",
     params(("token" = Option<String>, Query, description = "JWT or API key, when the client cannot send an Authorization header")),
     responses((status = 101, description = "WebSocket: at most one {type: \"tick\", ts, counts, events} message a second"),
-        (status = 401)))]
-#[get("/ws/analytics")]
+        (status = 401), (status = 429, description = "too many upgrades from this client address, or the tenant's rate limit: Retry-After")))]
+#[get("/ws/analytics", wrap = "PerClientAddress::new(\"ws\")")]
 pub async fn analytics_socket(
     req: HttpRequest,
     body: web::Payload,

@@ -30,6 +30,7 @@ mod openapi;
 mod pagination;
 mod plans;
 mod provisioning;
+mod ratelimit;
 mod resolution;
 mod rls;
 mod settings;

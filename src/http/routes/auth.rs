@@ -1,6 +1,6 @@
 //! Login and API keys.
 
-use actix_web::{delete, get, post, web, HttpResponse};
+use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -13,6 +13,7 @@ use crate::cache::Invalidation;
 use crate::error::FieldError;
 use crate::http::extract::Json;
 use crate::http::problem::Problem;
+use crate::http::ratelimit::{login_attempt, PerClientAddress};
 use crate::http::tenant::{PublicTenantRequest, TenantRequest};
 use crate::input::Text;
 use crate::page::Page;
@@ -41,13 +42,16 @@ pub struct LoginResponse {
 
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
     params(("X-Tenant-ID" = Option<String>, Header, description = "tenant id or slug (or use the tenant's subdomain)")),
-    responses((status = 200, body = LoginResponse), (status = 401), (status = 404), (status = 422)))]
-#[post("/auth/login")]
+    responses((status = 200, body = LoginResponse), (status = 401), (status = 404), (status = 422),
+        (status = 429, description = "too many attempts from this client address (per tenant, or on the endpoint): Retry-After")))]
+#[post("/auth/login", wrap = "PerClientAddress::new(\"login\")")]
 pub async fn login(
+    http: HttpRequest,
     req: PublicTenantRequest,
     body: Json<LoginRequest>,
 ) -> Result<HttpResponse, Problem> {
     let req = req.0;
+    login_attempt(&http, req.state(), req.tenant_id).await?;
     let LoginRequest {
         email,
         password: given,

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use crate::cache::Invalidation;
 use crate::http::extract::{Json, PlatformOperator, Query, RequestId};
 use crate::http::problem::Problem;
+use crate::http::ratelimit::PerClientAddress;
 use crate::page::Page;
 use crate::state::AppState;
 use crate::tenancy::{lifecycle, provision, NewTenant, Tenant};
@@ -53,8 +54,9 @@ pub struct ListQuery {
 
 #[utoipa::path(post, path = "/tenants", tag = "tenants", request_body = NewTenant,
     security(("operator" = [])),
-    responses((status = 201, body = TenantCreated), (status = 401), (status = 409), (status = 422)))]
-#[post("/tenants")]
+    responses((status = 201, body = TenantCreated), (status = 401), (status = 409), (status = 422),
+        (status = 429, description = "too many requests from this client address: Retry-After")))]
+#[post("/tenants", wrap = "PerClientAddress::new(\"tenants\")")]
 pub async fn create_tenant(
     _op: PlatformOperator,
     state: web::Data<AppState>,
