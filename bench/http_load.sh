@@ -57,6 +57,10 @@ export DATABASE_URL=$PG/$DB
 export PLATFORM_ADMIN_TOKEN=bench-operator-token
 export JWT_SECRET=bench-jwt-secret-0123456789abcdefghijklmnop
 export JWT_TTL_SECONDS=7200
+# The benchmark provisions its tenants through POST /tenants and drives every request from one
+# address: the per-address limits of the public endpoints would refuse it.
+export PUBLIC_REQUESTS_PER_MINUTE=${PUBLIC_REQUESTS_PER_MINUTE:-1000000}
+export LOGIN_ATTEMPTS_PER_MINUTE=${LOGIN_ATTEMPTS_PER_MINUTE:-10000}
 export BIND=127.0.0.1:$PORT
 # One log line per request at full speed would measure the logger; warnings still show.
 export RUST_LOG=${RUST_LOG:-warn}
