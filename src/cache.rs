@@ -1,5 +1,5 @@
-//! The read-mostly caches of the request path (resolved tenants, verified users, API keys,
-//! plans) and their invalidation. A change made through one instance drops its own entries at
+//! The read-mostly caches of the request path (resolved tenants, verified users, API keys)
+//! and their invalidation. A change made through one instance drops its own entries at
 //! once and is published on Redis so the others drop theirs. Redis may lose messages (or
 //! everything): entries also expire after CACHE_TTL_SECONDS (0 caches nothing), and a
 //! reconnect drops every entry since messages may have been missed meanwhile.
@@ -28,7 +28,6 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::actors::TenantRegistry;
-use crate::auth::plans::{self, Plan};
 use crate::auth::{api_keys, users, AuthError, Role};
 use crate::db::PgPool;
 use crate::tenancy::resolve::{self, ResolvedTenant, TenantKey};
@@ -47,8 +46,6 @@ const UNKNOWN_TENANT_KEYS: u64 = 10_000;
 const USERS: u64 = 100_000;
 /// API keys used within the TTL. Only a key found in its tenant's rows adds an entry.
 const API_KEYS: u64 = 20_000;
-/// Plan names come from tenant rows, and `app.plans` holds a handful.
-const PLANS: u64 = 100;
 
 /// On the wire: `{"kind": "tenant", "value": "<uuid>"}`. Adjacently tagged, because an
 /// internally tagged enum cannot carry a newtype variant of a string (serde refuses to
@@ -74,7 +71,7 @@ pub enum Invalidation {
 }
 
 /// The caches of one instance. Each lookup asks the cache, then on a miss the area that owns
-/// the data (`tenancy::resolve`, `auth::users`, `auth::api_keys`, `auth::plans`), and keeps the
+/// the data (`tenancy::resolve`, `auth::users`, `auth::api_keys`), and keeps the
 /// answer unless an invalidation came in meanwhile.
 pub struct Caches {
     /// False when CACHE_TTL_SECONDS is 0: every lookup asks the database.
@@ -87,7 +84,6 @@ pub struct Caches {
     unknown_tenants: Cache<TenantKey, ()>,
     users: Cache<(Uuid, Uuid), Role>,
     api_keys: Cache<(Uuid, String), (Uuid, Role)>,
-    plans: Cache<String, Plan>,
 }
 
 /// How many invalidations a lookup had seen when it began.
@@ -101,7 +97,6 @@ pub struct EntryCounts {
     pub unknown_tenants: u64,
     pub users: u64,
     pub api_keys: u64,
-    pub plans: u64,
 }
 
 fn bounded<K, V>(capacity: u64, ttl: Duration) -> Cache<K, V>
@@ -126,7 +121,6 @@ impl Caches {
             unknown_tenants: bounded(UNKNOWN_TENANT_KEYS, ttl),
             users: bounded(USERS, ttl),
             api_keys: bounded(API_KEYS, ttl),
-            plans: bounded(PLANS, ttl),
         }
     }
 
@@ -216,17 +210,6 @@ impl Caches {
         Ok(identity)
     }
 
-    /// The plan called `name`.
-    pub async fn plan(&self, pool: &PgPool, name: &str) -> Result<Plan, AuthError> {
-        if let Some(plan) = self.plans.get(name) {
-            return Ok(plan);
-        }
-        let seen = self.seen();
-        let plan = plans::find(pool, name).await?;
-        self.keep(seen, || self.plans.insert(name.to_string(), plan.clone()));
-        Ok(plan)
-    }
-
     /// Drops what `what` names. Reads never return a dropped entry, even before maintenance
     /// has removed it.
     pub fn apply(&self, what: &Invalidation) {
@@ -252,10 +235,8 @@ impl Caches {
                 .api_keys
                 .invalidate_entries_if(move |k, _| k.0 == tenant)
                 .map(|_| ()),
-            Invalidation::Plans | Invalidation::Plan(_) => {
-                self.plans.invalidate_all();
-                Ok(())
-            }
+            // Plans are read through the actors' snapshots, which `reload_snapshots` renews.
+            Invalidation::Plans | Invalidation::Plan(_) => Ok(()),
             // Only the actors' snapshots hold a tenant's settings and branding.
             Invalidation::Config(_) => Ok(()),
             // Nothing caches flags yet: `flags::ops` loads them per request.
@@ -276,7 +257,6 @@ impl Caches {
         self.unknown_tenants.invalidate_all();
         self.users.invalidate_all();
         self.api_keys.invalidate_all();
-        self.plans.invalidate_all();
     }
 
     /// Runs the maintenance the caches otherwise do a little at a time on reads and writes
@@ -286,7 +266,6 @@ impl Caches {
         self.unknown_tenants.run_pending_tasks();
         self.users.run_pending_tasks();
         self.api_keys.run_pending_tasks();
-        self.plans.run_pending_tasks();
     }
 
     pub fn entry_counts(&self) -> EntryCounts {
@@ -295,7 +274,6 @@ impl Caches {
             unknown_tenants: self.unknown_tenants.entry_count(),
             users: self.users.entry_count(),
             api_keys: self.api_keys.entry_count(),
-            plans: self.plans.entry_count(),
         }
     }
 
@@ -306,7 +284,6 @@ impl Caches {
             unknown_tenants: UNKNOWN_TENANT_KEYS,
             users: USERS,
             api_keys: API_KEYS,
-            plans: PLANS,
         }
     }
 }
@@ -429,15 +406,6 @@ mod tests {
         caches
             .unknown_tenants
             .insert(TenantKey::IdOrSlug("nobody".into()), ());
-        caches.plans.insert(
-            "free".into(),
-            Plan {
-                name: "free".into(),
-                rank: 0,
-                limits: serde_json::json!({}),
-                features: serde_json::json!({}),
-            },
-        );
         caches
     }
 
@@ -468,7 +436,6 @@ mod tests {
                 unknown_tenants: 0,
                 users: 1,
                 api_keys: 1,
-                plans: 1,
             }
         );
         assert!(caches.api_keys.get(&(b, "hash".into())).is_some());
@@ -492,7 +459,6 @@ mod tests {
                 unknown_tenants: 1,
                 users: 1,
                 api_keys: 1,
-                plans: 0,
             }
         );
     }

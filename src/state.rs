@@ -6,7 +6,6 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::actors::{ExecError, TenantOp, TenantRegistry};
-use crate::auth::plans::{self, Plan};
 use crate::auth::{users, AuthError, Caller, Claims, Credential, JwtKeys, Role};
 use crate::cache::{self, Caches, Invalidation};
 use crate::config::Config;
@@ -47,17 +46,6 @@ impl AppState {
     /// checked against their tenant's rows in `verify_api_key` once the tenant is resolved.
     pub fn authenticate(&self, token: &str) -> Result<Credential, AuthError> {
         Credential::from_bearer(token, &self.jwt)
-    }
-
-    /// The plan's limits and features (plans are data, not code).
-    pub async fn plan(&self, name: &str) -> Result<Plan, AuthError> {
-        self.caches.plan(&self.pools.app, name).await
-    }
-
-    /// The plan gate on a feature: `PlanRequired` unless the plan called `plan` has `feature`.
-    pub async fn require_feature(&self, plan: &str, feature: &str) -> Result<(), AuthError> {
-        let plan = self.plan(plan).await?;
-        plans::require_feature(&self.pools.app, &plan, feature).await
     }
 
     /// The user and role an API key acts as. The key must belong to `tenant` and be live (the

@@ -7,7 +7,6 @@ pub mod api_keys;
 pub mod guard;
 pub mod jwt;
 pub mod password;
-pub mod plans;
 pub mod users;
 
 use rand::distr::{Alphanumeric, SampleString};

@@ -38,9 +38,6 @@ use tenant::{Grant, Take};
 /// Every limit here counts over windows of one minute.
 pub const WINDOW: Duration = Duration::from_secs(60);
 
-/// The plan limit read for every tenant request (`app.plans.limits`); missing or null: no limit.
-pub const PLAN_LIMIT: &str = "rate_limit_per_minute";
-
 /// The `metric` of a 429 body, one per limit.
 pub const TENANT_METRIC: &str = "requests_per_minute";
 pub const LOGIN_METRIC: &str = "login_attempts_per_minute";
