@@ -38,9 +38,6 @@ pub enum AuthError {
     Signing(#[source] jsonwebtoken::errors::Error),
     #[error(transparent)]
     Access(#[from] AccessError),
-    /// The tenant's plan has no row in `app.plans`.
-    #[error("unknown plan {0:?}")]
-    UnknownPlan(String),
     #[error(transparent)]
     Page(#[from] crate::page::PageError),
     #[error(transparent)]

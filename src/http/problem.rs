@@ -266,7 +266,6 @@ impl From<AuthError> for Problem {
             AuthError::Hashing(_)
             | AuthError::HashingTask(_)
             | AuthError::Signing(_)
-            | AuthError::UnknownPlan(_)
             | AuthError::CorruptRow { .. } => internal(&err),
         }
     }
