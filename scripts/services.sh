@@ -162,9 +162,20 @@ ensure_node() {
     fi
 }
 
+# Not a service either: the dashboard's browser tests (tests/api/dashboard.rs) drive Debian's
+# Chromium; installed under CI only (a local run without it skips them).
+ensure_chromium() {
+    if [ ! -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]; then
+        apt_install chromium
+    fi
+}
+
 up=()
 if [ "${SKIP_NODE:-0}" != 1 ]; then
     ensure_node
+fi
+if [ "${CI:-}" = true ]; then
+    ensure_chromium
 fi
 if [ "${SKIP_POSTGRES:-0}" != 1 ]; then
     ensure_postgres

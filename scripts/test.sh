@@ -34,6 +34,10 @@ fi
 if command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1; then
     echo "== npm ci --prefix tests/clients"
     npm ci --prefix tests/clients --no-audit --no-fund --loglevel=error
+    # The dashboard's browser tests (tests/api/dashboard.rs): Playwright with Debian's Chromium,
+    # never Playwright's own browser download.
+    echo "== npm ci --prefix tests/browser"
+    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 elif [ "${CI:-}" = true ]; then
     echo "error: node and npm are required under CI (scripts/services.sh installs them)" >&2
     exit 1

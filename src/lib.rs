@@ -10,6 +10,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod context;
+pub mod dashboard;
 pub mod db;
 pub mod domain;
 pub mod error;

@@ -29,4 +29,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     routes::flags::configure(cfg);
     routes::ofrep::configure(cfg);
     ws::configure(cfg);
+    routes::dashboard::configure(cfg);
 }

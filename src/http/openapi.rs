@@ -1,10 +1,10 @@
-//! The OpenAPI 3.1 description served at /openapi.json, and browsable docs at /docs. Every
+//! The OpenAPI 3.1 description served at /openapi.json (browsable at /docs, see
+//! `routes::dashboard`). Every
 //! route is listed here; a test checks the document names the paths of API.md.
 
 use actix_web::{get, web, HttpResponse};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
-use utoipa_redoc::{Redoc, Servable};
 
 use super::routes;
 
@@ -98,13 +98,15 @@ impl Modify for SecuritySchemes {
         routes::flags::delete_override,
         routes::ofrep::evaluate_flag,
         routes::ofrep::evaluate_flags,
+        routes::dashboard::app,
+        routes::dashboard::docs,
     ),
 )]
 pub struct ApiDoc;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(openapi_json)
-        .service(Redoc::with_url("/docs", ApiDoc::openapi()));
+    // /docs is served with the dashboard's assets (routes::dashboard).
+    cfg.service(openapi_json);
 }
 
 #[get("/openapi.json")]

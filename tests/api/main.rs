@@ -14,6 +14,7 @@ mod cli;
 mod concurrency;
 mod config_snapshot;
 mod corrupt_rows;
+mod dashboard;
 mod domain;
 mod explain;
 mod fixtures;

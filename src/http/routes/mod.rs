@@ -3,6 +3,7 @@ pub mod audit_logs;
 pub mod auth;
 pub mod bench;
 pub mod current_tenant;
+pub mod dashboard;
 pub mod faults;
 pub mod flags;
 pub mod health;
