@@ -151,7 +151,8 @@ pub fn app_csp(host: &str) -> String {
 
 /// The policy of `/docs`: Redoc injects its styles as `<style>` elements (styled-components)
 /// and runs its search index in a Worker made from a `blob:` URL; both stay on this origin.
-pub const DOCS_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+pub const DOCS_CSP: &str =
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
      img-src 'self' data:; font-src 'self'; connect-src 'self'; worker-src 'self' blob:; \
      object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 

@@ -107,6 +107,8 @@ function parseMetrics(text) {
 }
 
 async function actorsView(el) {
+  // Slugs beside the ids; a tenant created after this page opened shows its id alone.
+  const slugs = new Map((await allTenants().catch(() => [])).map((t) => [t.id, t.slug]));
   const stats = h('div', { class: 'cards', dataset: { testid: 'actor-stats' } });
   const pools = h('tbody');
   const body = h('tbody', { dataset: { testid: 'actor-rows' } });
@@ -129,11 +131,12 @@ async function actorsView(el) {
         .map(([label, v]) => h('div', { class: 'stat' }, h('div', { class: 'label' }, label), h('div', { class: 'value' }, fmtNumber(v)))));
       const items = [...(a.items || [])].sort((x, y) => (y.mailbox_depth + y.in_flight) - (x.mailbox_depth + x.in_flight));
       replace(body, items.length ? items.map((i) => h('tr', {},
-        h('td', { class: 'mono' }, i.tenant_id), h('td', {}, fmtTime(i.activated_at)),
+        h('td', {}, slugs.get(i.tenant_id) || '', ' ', h('span', { class: 'mono hint' }, i.tenant_id)), h('td', {}, fmtTime(i.activated_at)),
         h('td', {}, fmtNumber(i.mailbox_depth)), h('td', {}, fmtNumber(i.in_flight)),
         h('td', {}, fmtNumber(i.restarts)), h('td', {}, i.connected ? 'yes' : 'no'))) : h('tr', {}, h('td', { colspan: 6 }, 'No active actor.')));
       const metrics = parseMetrics(metricsText);
-      const rows = Object.entries(metrics).filter(([k]) => k.startsWith('db_pool_connections{'))
+      // The server's registry prefixes every name with `tenantry_`.
+      const rows = Object.entries(metrics).filter(([k]) => /^(tenantry_)?db_pool_connections\{/.test(k))
         .map(([k, v]) => {
           const pool = /pool="([^"]*)"/.exec(k);
           const state = /state="([^"]*)"/.exec(k);
