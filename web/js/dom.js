@@ -102,5 +102,5 @@ export function fmtNumber(n) {
 // Text for a page whose API is not on this server (404 or 501 for the route itself).
 export function unavailable(what) {
   return h('p', { class: 'notice', role: 'status', dataset: { testid: 'unavailable' } },
-    `${what} is not available on this server yet.`);
+    `${what}: not available on this server yet.`);
 }

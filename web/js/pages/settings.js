@@ -76,7 +76,7 @@ function brandingEditor(announce) {
 }
 
 function apiKeys(announce) {
-  const body = h('tbody');
+  const body = h('tbody', {}, h('tr', {}, h('td', { colspan: 4 }, 'Loading…')));
   const box = errorBox();
   const name = h('input', { name: 'name', required: true });
   const role = select('role', [['member', 'member'], ['admin', 'admin']], 'member');
