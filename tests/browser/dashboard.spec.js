@@ -44,7 +44,7 @@ async function signIn(page, who, tenant, { succeeds = true } = {}) {
 // leaves this machine.
 const LOGO = '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 40 40"><circle cx="20" cy="20" r="18" fill="#444"/></svg>';
 async function offline(context) {
-  await context.route(/^https?:\/\/(?!127\.0\.0\.1[:/]|localhost[:/])/, (route) =>
+  await context.route(/^https?:\/\/(?!127\.0\.0\.1[:/]|([a-z0-9-]+\.)?localhost[:/])/, (route) =>
     route.fulfill({ status: 200, contentType: 'image/svg+xml', body: LOGO }));
 }
 test.beforeEach(async ({ context }) => offline(context));
@@ -84,6 +84,20 @@ test('sign in as an admin: the overview and every admin page in the navigation',
   await page.getByRole('button', { name: 'Sign out' }).click();
   await expect(page.getByRole('button', { name: 'Sign in' })).toBeVisible();
   expect(problems).toEqual([]);
+});
+
+test('the subdomain names the tenant: no tenant field to fill in', async ({ page }) => {
+  // Chromium resolves every *.localhost name to the loopback address; BASE_DOMAIN is localhost.
+  const url = new URL(BASE);
+  const info = await apiAs(A, 'GET', '/tenant');
+  await page.goto(`http://${info.body.subdomain}.localhost:${url.port}/app/`);
+  await expect(page.getByText('Optional: this address already names your tenant.')).toBeVisible();
+  await page.getByLabel('Email', { exact: true }).fill(A.email);
+  await page.getByLabel('Password', { exact: true }).fill(A.password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await expect(page.getByRole('heading', { name: 'Overview', level: 1 })).toBeVisible();
+  await expect(page).toHaveTitle(`Overview · ${info.body.name}`);
+  await expect(page.getByTestId('live-status')).toHaveText('(live)');
 });
 
 test('a wrong password shows the API error', async ({ page }) => {
