@@ -100,6 +100,22 @@ test('the subdomain names the tenant: no tenant field to fill in', async ({ page
   await expect(page.getByTestId('live-status')).toHaveText('(live)');
 });
 
+test('the keyboard alone reaches every page', async ({ page }) => {
+  await signIn(page, A, A.slug);
+  await page.goto('/app/tasks');
+  await page.keyboard.press('Tab');
+  await expect(page.getByRole('link', { name: 'Skip to content' })).toBeFocused();
+  let reached = false;
+  for (let i = 0; i < 15 && !reached; i += 1) {
+    await page.keyboard.press('Tab');
+    reached = await page.evaluate(() => document.activeElement && document.activeElement.textContent === 'Settings');
+  }
+  expect(reached).toBe(true);
+  await page.keyboard.press('Enter');
+  await expect(page.getByRole('heading', { name: 'Settings', level: 1 })).toBeVisible();
+  await expect(page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Settings' })).toHaveAttribute('aria-current', 'page');
+});
+
 test('a wrong password shows the API error', async ({ page }) => {
   await signIn(page, { email: A.email, password: 'not-the-password-123' }, A.slug, { succeeds: false });
   const alert = page.getByRole('alert');
