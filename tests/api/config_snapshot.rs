@@ -332,3 +332,91 @@ async fn a_cold_activation_reads_the_redis_copy() {
     let two = spawn_app_with(config, database).await;
     assert_eq!(primary_color(&two, &t).await, "#abcdef");
 }
+
+async fn flag_value(app: &TestApp, t: &TestTenant, key: &str) -> Value {
+    crate::flags::features(app, &t.token).await[key].clone()
+}
+
+#[tokio::test]
+async fn flags_are_answered_from_memory_and_changes_reach_another_instance_within_a_second() {
+    let (config, database) = test_config().await;
+    let one = spawn_app_with(config.clone(), database.clone()).await;
+    let two = spawn_app_with(config, database).await;
+    let t = one.create_tenant("flagged").await;
+    let second = Duration::from_secs(1);
+    crate::flags::define(&one, "look", json!({"default": "red"})).await;
+    for app in [&one, &two] {
+        assert_eq!(flag_value(app, &t, "look").await, "red");
+    }
+
+    // Changed in PostgreSQL without telling anyone: both instances answer from memory.
+    let db = one.superuser_db().await;
+    db.execute(
+        "update app.flags set default_value = '\"green\"' where key = 'look'",
+        &[],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "insert into app.flag_overrides (tenant_id, flag_key, value) values ($1, 'look', '\"pink\"')",
+        &[&t.id],
+    )
+    .await
+    .unwrap();
+    for _ in 0..5 {
+        for app in [&one, &two] {
+            assert_eq!(flag_value(app, &t, "look").await, "red");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    db.execute(
+        "delete from app.flag_overrides where flag_key = 'look'",
+        &[],
+    )
+    .await
+    .unwrap();
+
+    // A definition changed through the API: at once on the writer, within a second on the other.
+    crate::flags::define(&one, "look", json!({"default": "blue"})).await;
+    let since = tokio::time::Instant::now();
+    assert_eq!(
+        flag_value(&one, &t, "look").await,
+        "blue",
+        "at once on the writer"
+    );
+    assert!(
+        eventually(since, second, || async {
+            flag_value(&two, &t, "look").await == "blue"
+        })
+        .await,
+        "the definition change was not seen by the second instance within a second"
+    );
+
+    // An override: it lives in the tenant's snapshot, which both instances reload.
+    let r = crate::flags::put_override(&one, t.id, "look", json!({"value": "purple"})).await;
+    expect(r, 201).await;
+    let since = tokio::time::Instant::now();
+    assert_eq!(
+        flag_value(&one, &t, "look").await,
+        "purple",
+        "at once on the writer"
+    );
+    assert!(
+        eventually(since, second, || async {
+            flag_value(&two, &t, "look").await == "purple"
+        })
+        .await,
+        "the override was not seen by the second instance within a second"
+    );
+
+    // Redis loses the snapshot copy: a third instance reads the override from PostgreSQL.
+    let redis = redis::Client::open(one.config.redis_url.expose_secret()).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let _: i64 = redis::cmd("DEL")
+        .arg(redis_key(t.id))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let three = spawn_app_with(one.config.clone(), one.database.clone()).await;
+    assert_eq!(flag_value(&three, &t, "look").await, "purple");
+}
