@@ -48,7 +48,11 @@ async fn schemathesis_finds_no_server_error_or_schema_mismatch() {
         let (schemathesis, root, schema) = (schemathesis.clone(), root.to_owned(), schema.clone());
         let token = tenant.token.clone();
         let output = tokio::task::spawn_blocking(move || {
+            // schemathesis keeps a cache in its working directory: under target/, not the tree.
+            let workdir = root.join("target/schemathesis-report");
+            std::fs::create_dir_all(&workdir)?;
             Command::new(schemathesis)
+                .current_dir(workdir)
                 .arg("--config-file")
                 .arg(root.join("tests/clients/schemathesis.toml"))
                 .args(["run", &schema, "--max-examples", MAX_EXAMPLES])
