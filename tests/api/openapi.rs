@@ -146,3 +146,58 @@ async fn every_route_the_server_serves_is_documented() {
         "served but not in /openapi.json: {missing:?}"
     );
 }
+
+/// The answers given before a handler runs are declared on every operation they apply to, as
+/// problem details (src/http/openapi_common.rs).
+#[tokio::test]
+async fn error_answers_are_declared_as_problem_details() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let statuses = |path: &str, method: &str| -> Vec<String> {
+        let responses = doc["paths"][path][method]["responses"].as_object().unwrap();
+        responses.keys().cloned().collect()
+    };
+    for status in [
+        "400", "401", "402", "403", "404", "413", "415", "422", "429", "503",
+    ] {
+        assert!(
+            statuses("/tasks", "post").iter().any(|s| s == status),
+            "{status}"
+        );
+    }
+    assert!(!statuses("/tasks", "get").iter().any(|s| s == "402"));
+    assert!(statuses("/admin/tenants/{id}", "get")
+        .iter()
+        .any(|s| s == "401"));
+    assert!(statuses("/branding", "get").iter().any(|s| s == "400"));
+    let mut errors = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let Some(responses) = operation["responses"].as_object() else {
+                continue;
+            };
+            for (status, response) in responses {
+                if status.parse::<u16>().is_ok_and(|s| s >= 400) {
+                    errors += 1;
+                    assert!(
+                        !response["content"]["application/problem+json"].is_null(),
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(errors > 200, "{errors}");
+    assert_eq!(
+        doc["components"]["schemas"]["Problem"]["required"],
+        serde_json::json!(["type", "title", "status", "code"])
+    );
+}
