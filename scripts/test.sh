@@ -28,19 +28,6 @@ if [ -n "$leftovers" ]; then
     done <<<"$leftovers"
 fi
 
-# The JavaScript OFREP client (tests/api/ofrep.rs) runs with the packages of the committed
-# lockfile, installed once here rather than by the test. Without Node a local run skips that
-# test; CI must run it.
-if command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1; then
-    echo "== npm ci --prefix tests/clients"
-    npm ci --prefix tests/clients --no-audit --no-fund --loglevel=error
-elif [ "${CI:-}" = true ]; then
-    echo "error: node and npm are required under CI (scripts/services.sh installs them)" >&2
-    exit 1
-else
-    echo "warning: node or npm is missing: the JavaScript OFREP client test will be skipped" >&2
-fi
-
 # schemathesis (tests/api/schemathesis.rs), pinned in tests/clients/requirements-schemathesis.txt,
 # in a venv under target/, reinstalled when the pins change. Without python3 a local run skips
 # that test; CI must run it.
@@ -57,6 +44,19 @@ elif [ "${CI:-}" = true ]; then
     exit 1
 else
     echo "warning: python3 is missing: the schemathesis test will be skipped" >&2
+fi
+
+# The JavaScript OFREP client (tests/api/ofrep.rs) runs with the packages of the committed
+# lockfile, installed once here rather than by the test. Without Node a local run skips that
+# test; CI must run it.
+if command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1; then
+    echo "== npm ci --prefix tests/clients"
+    npm ci --prefix tests/clients --no-audit --no-fund --loglevel=error
+elif [ "${CI:-}" = true ]; then
+    echo "error: node and npm are required under CI (scripts/services.sh installs them)" >&2
+    exit 1
+else
+    echo "warning: node or npm is missing: the JavaScript OFREP client test will be skipped" >&2
 fi
 
 echo "== cargo fmt --check"
