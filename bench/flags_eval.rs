@@ -1,14 +1,14 @@
 //! Flag evaluation inside the process: `cargo bench --bench flags_eval -- [options]`.
 //!
-//! Builds what a tenant's config snapshot holds (`tenantry::flags::FlagInputs`): 50 flag
-//! definitions of every JSON type, two thirds with plan values, a third with a percentage
+//! Builds what a request evaluates (`tenantry::flags::FlagInputs`: the process's definitions and
+//! the overrides of the tenant's config snapshot): 50 flag definitions of every JSON type, two thirds with plan values, a third with a percentage
 //! rollout, and overrides for a fifth of them. Then it times, one call at a time:
 //! 1. single evaluations (`FlagInputs::evaluate`: the lookup by key, the resolution and, for
 //!    rollout flags, the murmur3 bucket of the targeting key), random flags and keys;
 //! 2. evaluations of all 50 flags (`evaluate_all`, what `GET /features` and the OFREP bulk
 //!    endpoint do), values cloned out as the responses do.
 //!
-//! No database, no HTTP: the pure function the actor's snapshot will answer from. Results:
+//! No database, no HTTP: the pure function requests answer from, in memory. Results:
 //! bench/results/flags_eval.{json,md}. CPU-bound and short; on a shared machine run it under
 //! the bench lock: `flock /work/bench.lock cargo bench --bench flags_eval`.
 
@@ -16,7 +16,7 @@
 #[allow(dead_code)]
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -25,7 +25,7 @@ use clap::Parser;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use tenantry::flags::{Definition, FlagInputs};
+use tenantry::flags::{Definition, Definitions, FlagInputs};
 
 #[derive(Parser, Debug, Clone)]
 struct Args {
@@ -54,9 +54,9 @@ fn value_of(kind: usize, n: usize) -> Value {
     }
 }
 
-fn inputs(rng: &mut StdRng) -> FlagInputs {
+fn inputs(rng: &mut StdRng) -> (Definitions, BTreeMap<String, Value>) {
     let mut definitions = BTreeMap::new();
-    let mut overrides = HashMap::new();
+    let mut overrides = BTreeMap::new();
     for i in 0..FLAGS {
         let key = format!("team-{}.feature-{i:02}", i % 5);
         let mut plans = BTreeMap::new();
@@ -81,10 +81,7 @@ fn inputs(rng: &mut StdRng) -> FlagInputs {
             },
         );
     }
-    FlagInputs {
-        definitions,
-        overrides,
-    }
+    (definitions, overrides)
 }
 
 /// Nearest-rank percentiles of nanosecond samples, in microseconds.
@@ -107,7 +104,11 @@ fn main() {
     let machine = runtime.block_on(common::machine(None));
     let started_at = Utc::now();
     let mut rng = StdRng::seed_from_u64(7);
-    let inputs = inputs(&mut rng);
+    let (definitions, overrides) = inputs(&mut rng);
+    let inputs = FlagInputs {
+        definitions: &definitions,
+        overrides: &overrides,
+    };
     let keys: Vec<String> = (0..args.keys)
         .map(|_| uuid::Uuid::from_u128(rng.random()).hyphenated().to_string())
         .collect();

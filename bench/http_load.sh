@@ -5,13 +5,15 @@
 # primary-key SELECT through the pool; no actor, no token), and measures server RSS and
 # database connections. Finally it activates ACTORS tenant actors and measures RSS again.
 # Between the GET and POST runs, the rate limiter's cost on the GET path: GET /tasks/{id} at full
-# speed with the tenants' plan limited and with TENANT_RATE_LIMITS=off (see limiter_pair below).
+# speed with the tenants' plan limited and with TENANT_RATE_LIMITS=off (see limiter_pair below),
+# and OFREP single-flag evaluations beside GET /healthz (ofrep_pair).
 #
 #   bench/http_load.sh                    # 1,000 tenants, 10,000 actors, 20 s a run
 #   TENANTS=200 ACTORS=2000 DURATION=10s bench/http_load.sh
 #   RUNS="reference_full get_full" TENANTS=100 bench/http_load.sh   # a quick look, not recorded
 #   REUSE=1 RUNS=get_full bench/http_load.sh   # same, keeping the previous run's tenants
 #   RUNS=limits TENANTS=100 bench/http_load.sh  # the rate limiter's pair alone
+#   RUNS=ofrep TENANTS=100 bench/http_load.sh   # OFREP single-flag evaluations beside GET /healthz
 #   TENANTRY_BIN=target/debug/tenantry BENCH_DB=scratch RUNS=limits TENANTS=20 DURATION=2s \
 #     bench/http_load.sh   # checks the script works (a debug build: its figures mean nothing)
 #
@@ -211,12 +213,26 @@ expect_limiter() { # on|off
   echo "the rate limiter is not $1 (RateLimit-Limit: '$got')" >&2
   exit 1
 }
-limiter_pair() {
-  local before mode i=0
-  before=$(psql -XAtq "$DATABASE_URL" -c \
+# The pro plan's request limit raised to RATE_LIMIT_PER_MINUTE for the runs in between, and put
+# back as it was.
+lift_pro_limit() {
+  PRO_LIMIT_BEFORE=$(psql -XAtq "$DATABASE_URL" -c \
     "select limits -> 'rate_limit_per_minute' from app.plans where name = 'pro'")
   psql -XAtq "$DATABASE_URL" -c "update app.plans set limits = jsonb_set(limits,
     '{rate_limit_per_minute}', '$RATE_LIMIT_PER_MINUTE') where name = 'pro'" >/dev/null
+}
+restore_pro_limit() {
+  if [ -z "$PRO_LIMIT_BEFORE" ]; then
+    psql -XAtq "$DATABASE_URL" -c "update app.plans set limits = limits - 'rate_limit_per_minute'
+      where name = 'pro'" >/dev/null
+  else
+    psql -XAtq "$DATABASE_URL" -c "update app.plans set limits = jsonb_set(limits,
+      '{rate_limit_per_minute}', '$PRO_LIMIT_BEFORE') where name = 'pro'" >/dev/null
+  fi
+}
+limiter_pair() {
+  local mode i=0
+  lift_pro_limit
   for mode in on off off on; do
     i=$((i + 1))
     stop_server
@@ -224,13 +240,7 @@ limiter_pair() {
     expect_limiter "$mode"
     run "get_limits_${mode}_$i" get_task.lua 0
   done
-  if [ -z "$before" ]; then
-    psql -XAtq "$DATABASE_URL" -c "update app.plans set limits = limits - 'rate_limit_per_minute'
-      where name = 'pro'" >/dev/null
-  else
-    psql -XAtq "$DATABASE_URL" -c "update app.plans set limits = jsonb_set(limits,
-      '{rate_limit_per_minute}', '$before') where name = 'pro'" >/dev/null
-  fi
+  restore_pro_limit
   stop_server
   start_server
   LIMITER=$(python3 - "${RESULTS[get_limits_on_1]}" "${RESULTS[get_limits_off_2]}" \
@@ -253,6 +263,41 @@ PY
   echo "limiter: $LIMITER"
 }
 
+# OFREP single-flag evaluations (POST /ofrep/v1/evaluate/flags/{key}: token, tenant, the flag
+# from memory, a murmur3 rollout bucket, JSON in and out) at full speed beside GET /healthz (no
+# tenant, no token: the server's floor), in the order healthz, ofrep, ofrep, healthz on one
+# server, with the pro plan's limit lifted as in limiter_pair (the limiter stays on).
+ofrep_pair() {
+  lift_pro_limit
+  stop_server
+  start_server
+  curl -sf -X PUT -H "Authorization: Bearer $PLATFORM_ADMIN_TOKEN" -H 'Content-Type: application/json' \
+    -d '{"description": "bench", "default": "control", "plans": {"pro": "treatment"}, "rollout_percent": 50}' \
+    "$BASE/admin/flags/bench-flag" >/dev/null
+  expect_limiter on
+  run ofrep_healthz_1 healthz.lua 0
+  run ofrep_ofrep_2 ofrep.lua 0
+  run ofrep_ofrep_3 ofrep.lua 0
+  run ofrep_healthz_4 healthz.lua 0
+  restore_pro_limit
+  OFREP=$(python3 - "${RESULTS[ofrep_healthz_1]}" "${RESULTS[ofrep_ofrep_2]}" \
+    "${RESULTS[ofrep_ofrep_3]}" "${RESULTS[ofrep_healthz_4]}" <<'PY'
+import json, sys
+h1, o2, o3, h4 = (json.loads(a) for a in sys.argv[1:5])
+healthz = (h1["rps"] + h4["rps"]) / 2
+ofrep = (o2["rps"] + o3["rps"]) / 2
+print(json.dumps({
+    "rps_healthz": round(healthz, 1), "rps_ofrep": round(ofrep, 1),
+    "ofrep_over_healthz": round(ofrep / healthz, 3),
+    "p99_ms_ofrep": round((o2["p99_ms"] + o3["p99_ms"]) / 2, 3),
+    "non_2xx_ofrep": o2["non_2xx"] + o3["non_2xx"],
+    "runs": {"healthz_1": h1, "ofrep_2": o2, "ofrep_3": o3, "healthz_4": h4},
+}))
+PY
+)
+  echo "ofrep: $OFREP"
+}
+
 if [ -n "${RUNS:-}" ]; then
   # A quick look at some runs only (e.g. RUNS="reference_full get_full"): printed, not recorded.
   for name in $RUNS; do
@@ -263,6 +308,7 @@ if [ -n "${RUNS:-}" ]; then
       get_fixed) run get_fixed get_task.lua "$RATE" ;;
       post_fixed) run post_fixed post_task.lua "$RATE" ;;
       limits) limiter_pair ;;
+      ofrep) ofrep_pair ;;
       *) echo "unknown run $name" >&2; exit 2 ;;
     esac
   done
@@ -273,6 +319,7 @@ fi
 run reference_full reference.lua 0
 run get_full get_task.lua 0
 limiter_pair
+ofrep_pair
 run get_fixed get_task.lua "$RATE"
 run post_fixed post_task.lua "$RATE"
 run post_full post_task.lua 0
@@ -321,6 +368,7 @@ cat >"$OUT/$RESULT_NAME.json" <<JSON
   "post_task_fixed_rate": ${RESULTS[post_fixed]},
   "get_over_reference": $ratio,
   "rate_limiter": $LIMITER,
+  "ofrep": $OFREP,
   "actors": $actors_json
 }
 JSON
@@ -338,6 +386,9 @@ l = r["rate_limiter"]
 print(f"\nRate limiter on the GET path (plan limit {l['rate_limit_per_minute']}/min, runs on, off, off, on): "
       f"{l['rps_on']:.0f} req/s on, {l['rps_off']:.0f} req/s off: **{l['on_below_off']:.1%}** below "
       f"(p99 {l['p99_ms_on']} ms on, {l['p99_ms_off']} ms off; non-2xx with it on: {l['non_2xx_on']}).")
+o = r["ofrep"]
+print(f"\nOFREP single-flag evaluations at full speed: {o['rps_ofrep']:.0f} req/s beside GET /healthz {o['rps_healthz']:.0f} req/s: "
+      f"**{o['ofrep_over_healthz']}** of healthz (p99 {o['p99_ms_ofrep']} ms, non-2xx {o['non_2xx_ofrep']}).")
 a = r["actors"]
 print(f"\nGET /tasks/{{id}} at full speed / reference: **{r['get_over_reference']}**\n")
 print(f"Tenant actors: {a['active_actors']} active after requests for {a['tenants']} tenants; server RSS {a['rss_mb_before']} MB before, {a['rss_mb_after']} MB after.")

@@ -1,5 +1,5 @@
-//! The read-mostly caches of the request path (resolved tenants, verified users, API keys)
-//! and their invalidation. A change made through one instance drops its own entries at
+//! The read-mostly caches of the request path (resolved tenants, verified users, API keys, the
+//! feature flag definitions) and their invalidation. A change made through one instance drops its own entries at
 //! once and is published on Redis so the others drop theirs. Redis may lose messages (or
 //! everything): entries also expire after CACHE_TTL_SECONDS (0 caches nothing), and a
 //! reconnect drops every entry since messages may have been missed meanwhile.
@@ -13,7 +13,8 @@
 //! keep the caches to a few tens of MB whatever clients send.
 //!
 //! The tenant actors' config snapshots (`actors::config`) follow the same messages: a change of
-//! a tenant (`Tenant`, `Config`) or of a plan (`Plan`) makes the actors concerned reload theirs
+//! a tenant (`Tenant`, `Config`, `Flags` of a tenant: its overrides) or of a plan (`Plan`) makes
+//! the actors concerned reload theirs
 //! from PostgreSQL. The instance that made the change drops the Redis copy first and has its
 //! own actor reloaded before it answers; the others reload within moments of the message.
 
@@ -30,6 +31,7 @@ use uuid::Uuid;
 use crate::actors::TenantRegistry;
 use crate::auth::{api_keys, users, AuthError, Role};
 use crate::db::PgPool;
+use crate::flags::{self, Definitions, FlagError};
 use crate::tenancy::resolve::{self, ResolvedTenant, TenantKey};
 use crate::tenancy::TenancyError;
 
@@ -70,6 +72,20 @@ pub enum Invalidation {
     },
 }
 
+impl Invalidation {
+    /// The tenant whose config snapshot this change makes stale, if it is one tenant's.
+    pub fn snapshot_of(&self) -> Option<Uuid> {
+        match *self {
+            Invalidation::Tenant(tenant)
+            | Invalidation::Config(tenant)
+            | Invalidation::Flags {
+                tenant: Some(tenant),
+            } => Some(tenant),
+            _ => None,
+        }
+    }
+}
+
 /// The caches of one instance. Each lookup asks the cache, then on a miss the area that owns
 /// the data (`tenancy::resolve`, `auth::users`, `auth::api_keys`), and keeps the
 /// answer unless an invalidation came in meanwhile.
@@ -84,6 +100,8 @@ pub struct Caches {
     unknown_tenants: Cache<TenantKey, ()>,
     users: Cache<(Uuid, Uuid), Role>,
     api_keys: Cache<(Uuid, String), (Uuid, Role)>,
+    /// Every flag definition, as one value: evaluations read them all or look one up by key.
+    flag_definitions: Cache<(), Arc<Definitions>>,
 }
 
 /// How many invalidations a lookup had seen when it began.
@@ -121,6 +139,7 @@ impl Caches {
             unknown_tenants: bounded(UNKNOWN_TENANT_KEYS, ttl),
             users: bounded(USERS, ttl),
             api_keys: bounded(API_KEYS, ttl),
+            flag_definitions: bounded(1, ttl),
         }
     }
 
@@ -210,6 +229,19 @@ impl Caches {
         Ok(identity)
     }
 
+    /// Every feature flag definition (`flags::ops::read_definitions` on a miss).
+    pub async fn flag_definitions(&self, pool: &PgPool) -> Result<Arc<Definitions>, FlagError> {
+        if let Some(definitions) = self.flag_definitions.get(&()) {
+            return Ok(definitions);
+        }
+        let seen = self.seen();
+        let definitions = Arc::new(flags::ops::read_definitions(pool).await?);
+        self.keep(seen, || {
+            self.flag_definitions.insert((), definitions.clone())
+        });
+        Ok(definitions)
+    }
+
     /// Drops what `what` names. Reads never return a dropped entry, even before maintenance
     /// has removed it.
     pub fn apply(&self, what: &Invalidation) {
@@ -239,8 +271,12 @@ impl Caches {
             Invalidation::Plans | Invalidation::Plan(_) => Ok(()),
             // Only the actors' snapshots hold a tenant's settings and branding.
             Invalidation::Config(_) => Ok(()),
-            // Nothing caches flags yet: `flags::ops` loads them per request.
-            Invalidation::Flags { .. } => Ok(()),
+            Invalidation::Flags { tenant: None } => {
+                self.flag_definitions.invalidate_all();
+                Ok(())
+            }
+            // A tenant's overrides are in its actor's snapshot, which `reload_snapshots` renews.
+            Invalidation::Flags { tenant: Some(_) } => Ok(()),
         };
         if let Err(err) = dropped {
             // Cannot happen (every cache is built to take predicates); dropping everything is
@@ -257,6 +293,7 @@ impl Caches {
         self.unknown_tenants.invalidate_all();
         self.users.invalidate_all();
         self.api_keys.invalidate_all();
+        self.flag_definitions.invalidate_all();
     }
 
     /// Runs the maintenance the caches otherwise do a little at a time on reads and writes
@@ -266,6 +303,7 @@ impl Caches {
         self.unknown_tenants.run_pending_tasks();
         self.users.run_pending_tasks();
         self.api_keys.run_pending_tasks();
+        self.flag_definitions.run_pending_tasks();
     }
 
     pub fn entry_counts(&self) -> EntryCounts {
@@ -363,10 +401,10 @@ pub fn reload_snapshots(
     actors: &TenantRegistry,
     what: &Invalidation,
 ) -> Option<BoxFuture<'static, ()>> {
+    if let Some(tenant) = what.snapshot_of() {
+        return Some(actors.reload_config(tenant));
+    }
     match what {
-        Invalidation::Tenant(tenant) | Invalidation::Config(tenant) => {
-            Some(actors.reload_config(*tenant))
-        }
         Invalidation::Plan(plan) => Some(actors.reload_plan(plan)),
         _ => None,
     }

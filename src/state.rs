@@ -85,14 +85,21 @@ impl AppState {
     /// drops the Redis copies of its tenants' snapshots itself.
     pub async fn invalidate(&self, what: Invalidation) {
         self.caches.apply(&what);
-        if let Invalidation::Tenant(tenant) | Invalidation::Config(tenant) = &what {
+        if let Some(tenant) = what.snapshot_of() {
             // Before anything reloads: a reload from Redis' copy would bring the old back.
-            self.actors.snapshots().forget_logged(&[*tenant]).await;
+            self.actors.snapshots().forget_logged(&[tenant]).await;
         }
         if let Some(reload) = cache::reload_snapshots(&self.actors, &what) {
             reload.await;
         }
         cache::publish(&self.redis, &what).await;
+    }
+
+    /// Every feature flag definition, from memory but once per change or cache TTL.
+    pub async fn flag_definitions(
+        &self,
+    ) -> Result<Arc<crate::flags::Definitions>, crate::flags::FlagError> {
+        self.caches.flag_definitions(&self.pools.app).await
     }
 
     /// Runs one operation of a tenant in that tenant's actor.

@@ -1,6 +1,7 @@
 //! Flag evaluation: a pure function of a flag's definition, the tenant's override, the tenant's
-//! plan and a targeting key. Nothing here reads the database or the clock, so the tenant actor's
-//! config snapshot can hold the inputs ([`FlagInputs`]) and answer from memory.
+//! plan and a targeting key. Nothing here reads the database or the clock: requests answer from
+//! memory, with the definitions the process keeps (`cache::Caches::flag_definitions`) and the
+//! overrides in the tenant actor's config snapshot ([`FlagInputs`] borrows both).
 //!
 //! Resolution, the most specific first (docs/flags.md):
 //! 1. the tenant's override, if any: always wins, rollout or not (`TARGETING_MATCH`, `override`);
@@ -16,7 +17,7 @@
 //! key stays in or out of a rollout for good (across evaluations, restarts and instances) and
 //! raising the percentage only ever adds keys.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Read;
 
 use chrono::{DateTime, Utc};
@@ -30,7 +31,7 @@ pub struct Definition {
     pub key: String,
     pub description: String,
     /// The global default: any JSON value but null.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     #[serde(rename = "default")]
     pub default: Value,
     /// Values by plan name, of the default's JSON type.
@@ -155,35 +156,50 @@ pub fn evaluate<'a>(
     }
 }
 
-/// Everything evaluation needs for one tenant: the flag definitions and the tenant's
-/// overrides. Today an operation loads them per request (`flags::ops`); the tenant actor's
-/// config snapshot is meant to hold this value instead.
-#[derive(Clone, Debug, Default)]
-pub struct FlagInputs {
+/// Flag definitions by key: platform data, the same for every tenant.
+pub type Definitions = BTreeMap<String, Definition>;
+
+/// Everything evaluation needs for one tenant: the definitions and the tenant's overrides (by
+/// flag key), borrowed from where they are kept, so an evaluation copies nothing.
+#[derive(Clone, Copy, Debug)]
+pub struct FlagInputs<'a> {
     /// By key, so a bulk evaluation lists flags in a stable order.
-    pub definitions: BTreeMap<String, Definition>,
-    /// The tenant's live overrides, by flag key.
-    pub overrides: HashMap<String, Value>,
+    pub definitions: &'a Definitions,
+    pub overrides: &'a BTreeMap<String, Value>,
 }
 
-impl FlagInputs {
+impl<'a> FlagInputs<'a> {
+    /// The override of `definition`, if the tenant has one of its type. Operators cannot write
+    /// another type, and a definition cannot change type while overrides hold the old one, but
+    /// a snapshot read before such a change may still be in memory for a moment.
+    fn override_of(&self, definition: &Definition) -> Option<&'a Value> {
+        self.overrides.get(&definition.key).filter(|value| {
+            std::mem::discriminant(*value) == std::mem::discriminant(&definition.default)
+        })
+    }
+
     /// One flag; None when no such flag is defined.
     pub fn evaluate(
         &self,
         key: &str,
         plan: &str,
         targeting_key: &str,
-    ) -> Option<(&Definition, Evaluation<'_>)> {
+    ) -> Option<(&'a Definition, Evaluation<'a>)> {
         let definition = self.definitions.get(key)?;
         Some((
             definition,
-            evaluate(definition, self.overrides.get(key), plan, targeting_key),
+            evaluate(
+                definition,
+                self.override_of(definition),
+                plan,
+                targeting_key,
+            ),
         ))
     }
 
     /// Every flag, ordered by key.
-    pub fn evaluate_all<'a>(
-        &'a self,
+    pub fn evaluate_all(
+        self,
         plan: &'a str,
         targeting_key: &'a str,
     ) -> impl Iterator<Item = (&'a Definition, Evaluation<'a>)> + 'a {
@@ -192,7 +208,7 @@ impl FlagInputs {
                 definition,
                 evaluate(
                     definition,
-                    self.overrides.get(&definition.key),
+                    self.override_of(definition),
                     plan,
                     targeting_key,
                 ),
@@ -336,18 +352,27 @@ mod tests {
 
     #[test]
     fn inputs_evaluate_by_key_in_order() {
-        let mut inputs = FlagInputs::default();
-        for key in ["b", "a"] {
-            inputs
-                .definitions
-                .insert(key.into(), flag(key, json!(false), json!({}), None));
+        let mut definitions = Definitions::new();
+        for key in ["b", "a", "n"] {
+            definitions.insert(key.into(), flag(key, json!(false), json!({}), None));
         }
-        inputs.overrides.insert("b".into(), json!(true));
+        let overrides = BTreeMap::from([
+            ("b".to_string(), json!(true)),
+            // Of another type than its flag: left out.
+            ("n".to_string(), json!(5)),
+        ]);
+        let inputs = FlagInputs {
+            definitions: &definitions,
+            overrides: &overrides,
+        };
         let all: Vec<_> = inputs
             .evaluate_all("free", "t")
             .map(|(d, e)| (d.key.as_str(), e.value.clone()))
             .collect();
-        assert_eq!(all, vec![("a", json!(false)), ("b", json!(true))]);
+        assert_eq!(
+            all,
+            vec![("a", json!(false)), ("b", json!(true)), ("n", json!(false))]
+        );
         assert!(inputs.evaluate("c", "free", "t").is_none());
     }
 }

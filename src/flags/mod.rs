@@ -5,7 +5,8 @@
 //! - [`eval`]: the pure evaluation (definitions + the tenant's overrides + plan + targeting key
 //!   -> value, reason, variant) and the Unleash-compatible rollout buckets;
 //! - [`model`]: the operator's bodies and their checks (422 with field paths), the API shapes;
-//! - [`ops`]: the tenant operations that load a tenant's inputs (`GET /features`, OFREP);
+//! - [`ops`]: what `GET /features` and OFREP evaluate: the definitions (read once per change
+//!   into `cache::Caches`) and the tenant's overrides from its config snapshot;
 //! - [`admin`]: the operator's changes, through the admin role, each with its platform audit
 //!   row (and the tenant's own audit row for an override) in the same transaction;
 //! - [`ofrep`]: the OpenFeature Remote Evaluation Protocol's request and response shapes.
@@ -27,7 +28,7 @@ use crate::db::DbError;
 use crate::error::FieldError;
 use crate::tenancy::TenancyError;
 
-pub use eval::{evaluate, Definition, Evaluation, FlagInputs, Reason, Variant};
+pub use eval::{evaluate, Definition, Definitions, Evaluation, FlagInputs, Reason, Variant};
 
 #[derive(Debug, Error)]
 pub enum FlagError {

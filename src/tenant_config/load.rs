@@ -14,8 +14,8 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use super::snapshot::{
-    feature, FlagInputs, Limit, Limits, Plan, Settings, SnapshotParts, TenantRow, TenantSnapshot,
-    TenantState, SNAPSHOT_FORMAT,
+    feature, FlagOverrides, Limit, Limits, Plan, Settings, SnapshotParts, TenantRow,
+    TenantSnapshot, TenantState, SNAPSHOT_FORMAT,
 };
 use crate::db::{DbError, TenantTx};
 
@@ -40,8 +40,9 @@ impl From<tokio_postgres::Error> for LoadError {
     }
 }
 
-/// The tenant row, its plan, the cheapest plan of every feature and the settings version, in
-/// one statement. Run under the tenant's context: the app role sees its own tenant row only.
+/// The tenant row, its plan, the cheapest plan of every feature, the settings version and the
+/// tenant's flag overrides (of their flag's type), in one statement. Run under the tenant's
+/// context: the app role sees its own tenant row and overrides only.
 const SNAPSHOT_SQL: &str = "\
     select t.slug, t.status, t.deleted_at is not null, t.plan, t.settings, \
            p.display_name, p.rank, p.price_cents, p.currency, p.limits, p.features, \
@@ -51,7 +52,11 @@ const SNAPSHOT_SQL: &str = "\
                where f.value = 'true'::jsonb \
                order by f.key, q.price_cents, q.rank, q.name) c), '{}'::jsonb), \
            coalesce((select max(v.version) from app.settings_versions v \
-                     where v.tenant_id = t.id), 0) \
+                     where v.tenant_id = t.id), 0), \
+           coalesce((select jsonb_object_agg(o.flag_key, o.value) \
+                     from app.flag_overrides o join app.flags f on f.key = o.flag_key \
+                     where o.tenant_id = t.id and o.deleted_at is null \
+                       and jsonb_typeof(o.value) = jsonb_typeof(f.default_value)), '{}'::jsonb) \
     from app.tenants t join app.plans p on p.name = t.plan \
     where t.id = $1";
 
@@ -107,15 +112,14 @@ pub async fn read(tx: &TenantTx<'_>, tenant: Uuid) -> Result<TenantSnapshot, Loa
         cheapest_with,
         settings,
         settings_version: row.get(12),
-        flags: read_flag_inputs(),
+        flags: serde_json::from_value::<FlagOverrides>(row.get(13)).map_err(|err| {
+            LoadError::CorruptRow {
+                column: "flag_overrides.value",
+                reason: err.to_string(),
+            }
+        })?,
         loaded_at: Utc::now(),
     }))
-}
-
-/// Where the flags area's inputs (definitions and this tenant's overrides) join the snapshot:
-/// read in the same statement or right beside it, once that area is wired in.
-fn read_flag_inputs() -> FlagInputs {
-    FlagInputs::default()
 }
 
 /// The columns of one `app.plans` row.

@@ -1,6 +1,6 @@
 //! The tenant's configuration as its actor holds it: one immutable value with the tenant row,
-//! its plan (limits, features, price), its settings and branding, and the inputs of its feature
-//! flags, stamped with a version. Requests read it from memory (`actors::config`); a change
+//! its plan (limits, features, price), its settings and branding, and its feature flag
+//! overrides, stamped with a version. Requests read it from memory (`actors::config`); a change
 //! replaces the whole value, never a part of it, so a request sees one consistent
 //! configuration from start to end.
 //!
@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use crate::tenancy::model::default_settings;
 
-/// Bumped whenever the serialised shape changes.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+/// Bumped whenever the serialised shape or meaning changes (2: `flags` holds the overrides).
+pub const SNAPSHOT_FORMAT: u32 = 2;
 
 /// The features API.md names; plans may carry more (any `snake_case` name).
 pub mod feature {
@@ -225,13 +225,11 @@ fn overlay(base: &mut Value, top: &Value) {
     }
 }
 
-/// The inputs of this tenant's feature flags (the definitions and this tenant's overrides),
-/// for the flags area to evaluate from memory. Empty until the flags area fills it in
-/// `load::read_flag_inputs`, which is where its loading plugs in; a flag change then publishes
-/// `cache::Invalidation::Config` (one tenant's override) or reloads every snapshot (a
-/// definition), like the other changes of the configuration.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FlagInputs {}
+/// This tenant's feature flag overrides, by flag key (`app.flag_overrides`). The definitions
+/// are the same for every tenant and kept once per process (`cache::Caches::flag_definitions`);
+/// evaluation borrows both (`flags::FlagInputs`). An override change reloads the tenant's
+/// snapshot (`cache::Invalidation::Flags` with the tenant).
+pub type FlagOverrides = BTreeMap<String, Value>;
 
 /// One tenant's configuration at one moment. Never changed once built.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -245,7 +243,7 @@ pub struct TenantSnapshot {
     pub settings: Settings,
     /// The number of the last row of `app.settings_versions` (0: never changed).
     pub settings_version: i32,
-    pub flags: FlagInputs,
+    pub flags: FlagOverrides,
     /// When PostgreSQL was read: the snapshot's age, wherever it was copied since.
     pub loaded_at: DateTime<Utc>,
     /// A digest of everything above but `loaded_at`: equal versions, equal configurations.
@@ -259,7 +257,7 @@ pub struct SnapshotParts {
     pub cheapest_with: BTreeMap<String, String>,
     pub settings: Settings,
     pub settings_version: i32,
-    pub flags: FlagInputs,
+    pub flags: FlagOverrides,
     pub loaded_at: DateTime<Utc>,
 }
 
@@ -312,7 +310,7 @@ impl TenantSnapshot {
             cheapest_with: BTreeMap::new(),
             settings: Settings::defaults(),
             settings_version: 0,
-            flags: FlagInputs::default(),
+            flags: FlagOverrides::new(),
             loaded_at: Utc::now(),
         })
     }

@@ -268,13 +268,7 @@ async fn changes_through_one_instance_are_seen_by_another_within_a_second() {
     // Redis loses the copies (only this tenant's keys: other tests share Redis): nothing
     // depended on them. Changes still reach the second instance, and an instance that starts
     // now reads the current configuration from PostgreSQL.
-    let redis = redis::Client::open(one.config.redis_url.expose_secret()).unwrap();
-    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
-    let _: i64 = redis::cmd("DEL")
-        .arg(redis_key(t.id))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    drop_redis_copy(&one, t.id).await;
     assert_eq!(primary_color(&two, &t).await, "#000001");
     set_primary_color(&one, &t, "#000002").await;
     let since = tokio::time::Instant::now();
@@ -285,15 +279,13 @@ async fn changes_through_one_instance_are_seen_by_another_within_a_second() {
         .await,
         "after Redis lost the copy, the change was not seen by the second instance within a second"
     );
-    let _: i64 = redis::cmd("DEL")
-        .arg(redis_key(t.id))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    drop_redis_copy(&one, t.id).await;
     let three = spawn_app_with(one.config.clone(), one.database.clone()).await;
     assert_eq!(primary_color(&three, &t).await, "#000002");
     assert_eq!(api_key_status(&three, &t).await, 201);
     // The copy is back in Redis, written by whoever read PostgreSQL.
+    let redis = redis::Client::open(one.config.redis_url.expose_secret()).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
     let copy: Option<String> = redis::cmd("GET")
         .arg(redis_key(t.id))
         .query_async(&mut conn)
@@ -331,4 +323,87 @@ async fn a_cold_activation_reads_the_redis_copy() {
         .unwrap();
     let two = spawn_app_with(config, database).await;
     assert_eq!(primary_color(&two, &t).await, "#abcdef");
+}
+
+async fn flag_value(app: &TestApp, t: &TestTenant, key: &str) -> Value {
+    crate::flags::features(app, &t.token).await[key].clone()
+}
+
+/// The flag has the value `want` at once on `writer` and within a second on `other`.
+async fn flag_reaches(writer: &TestApp, other: &TestApp, t: &TestTenant, want: &str, what: &str) {
+    let since = tokio::time::Instant::now();
+    assert_eq!(
+        flag_value(writer, t, "look").await,
+        want,
+        "{what}: at once on the writer"
+    );
+    assert!(
+        eventually(since, Duration::from_secs(1), || async {
+            flag_value(other, t, "look").await == want
+        })
+        .await,
+        "{what}: not seen by the second instance within a second"
+    );
+}
+
+/// Redis loses the tenant's snapshot copy (only its key: other tests share Redis).
+async fn drop_redis_copy(app: &TestApp, tenant: Uuid) {
+    let redis = redis::Client::open(app.config.redis_url.expose_secret()).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let _: i64 = redis::cmd("DEL")
+        .arg(redis_key(tenant))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn flags_are_answered_from_memory_and_changes_reach_another_instance_within_a_second() {
+    let (config, database) = test_config().await;
+    let one = spawn_app_with(config.clone(), database.clone()).await;
+    let two = spawn_app_with(config, database).await;
+    let t = one.create_tenant("flagged").await;
+    crate::flags::define(&one, "look", json!({"default": "red"})).await;
+    for app in [&one, &two] {
+        assert_eq!(flag_value(app, &t, "look").await, "red");
+    }
+
+    // Changed in PostgreSQL without telling anyone: both instances answer from memory.
+    let db = one.superuser_db().await;
+    db.execute(
+        "update app.flags set default_value = '\"green\"' where key = 'look'",
+        &[],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "insert into app.flag_overrides (tenant_id, flag_key, value) values ($1, 'look', '\"pink\"')",
+        &[&t.id],
+    )
+    .await
+    .unwrap();
+    for _ in 0..5 {
+        for app in [&one, &two] {
+            assert_eq!(flag_value(app, &t, "look").await, "red");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    db.execute(
+        "delete from app.flag_overrides where flag_key = 'look'",
+        &[],
+    )
+    .await
+    .unwrap();
+
+    crate::flags::define(&one, "look", json!({"default": "blue"})).await;
+    flag_reaches(&one, &two, &t, "blue", "a definition change").await;
+    // An override lives in the tenant's snapshot, which both instances reload.
+    let r = crate::flags::put_override(&one, t.id, "look", json!({"value": "purple"})).await;
+    expect(r, 201).await;
+    flag_reaches(&one, &two, &t, "purple", "an override").await;
+
+    // Redis loses the snapshot copy: a third instance reads the override from PostgreSQL.
+    drop_redis_copy(&one, t.id).await;
+    let three = spawn_app_with(one.config.clone(), one.database.clone()).await;
+    assert_eq!(flag_value(&three, &t, "look").await, "purple");
 }

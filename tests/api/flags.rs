@@ -56,7 +56,7 @@ async fn delete_override(app: &TestApp, tenant: Uuid, key: &str) -> reqwest::Res
     .unwrap()
 }
 
-async fn features(app: &TestApp, token: &str) -> Value {
+pub async fn features(app: &TestApp, token: &str) -> Value {
     let r = app.get("/features", token).send().await.unwrap();
     expect(r, 200).await["flags"].clone()
 }

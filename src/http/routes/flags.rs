@@ -30,8 +30,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         (status = 401)))]
 #[get("/features")]
 pub async fn features(req: TenantRequest) -> Result<HttpResponse, Problem> {
-    let inputs = req.execute(ops::LoadFlags).await?;
-    Ok(HttpResponse::Ok().json(ops::features(&inputs, &req)))
+    let definitions = req.state().flag_definitions().await?;
+    let inputs = ops::for_user(&definitions, &req.caller)?;
+    Ok(HttpResponse::Ok().json(ops::features(inputs, &req)))
 }
 
 fn saved(created: bool) -> actix_web::HttpResponseBuilder {

@@ -44,7 +44,8 @@ pub async fn evaluate_flag(
         Ok(context) => context,
         Err(refused) => return Ok(failure(&refused, Some(&key))),
     };
-    let inputs = req.execute(ops::LoadFlag(key.clone())).await?;
+    let definitions = req.state().flag_definitions().await?;
+    let inputs = ops::for_user(&definitions, &req.caller)?;
     let subject = context
         .targeting_key
         .unwrap_or_else(|| ops::targeting_key(&req));
@@ -76,7 +77,8 @@ pub async fn evaluate_flags(
         Ok(context) => context,
         Err(refused) => return Ok(failure(&refused, None)),
     };
-    let inputs = req.execute(ops::LoadFlags).await?;
+    let definitions = req.state().flag_definitions().await?;
+    let inputs = ops::for_user(&definitions, &req.caller)?;
     let subject = context
         .targeting_key
         .unwrap_or_else(|| ops::targeting_key(&req));
