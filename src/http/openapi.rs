@@ -98,6 +98,16 @@ impl Modify for SecuritySchemes {
         routes::flags::delete_override,
         routes::ofrep::evaluate_flag,
         routes::ofrep::evaluate_flags,
+        routes::webhooks::list_webhooks,
+        routes::webhooks::create_webhook,
+        routes::webhooks::get_webhook,
+        routes::webhooks::update_webhook,
+        routes::webhooks::delete_webhook,
+        routes::webhooks::test_webhook,
+        routes::webhooks::rotate_secret,
+        routes::webhooks::list_deliveries,
+        routes::webhooks::retry_delivery,
+        routes::webhooks::replay_dead,
     ),
 )]
 pub struct ApiDoc;
