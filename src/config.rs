@@ -76,9 +76,9 @@ pub struct Config {
     pub tenant_schemas_per_connection: usize,
     pub statement_timeout: Duration,
     pub retention: Duration,
-    /// Lets webhook URLs reach loopback and private networks (tests, development). Webhooks
-    /// are not built yet: nothing reads this but the warning the server logs at start when it
-    /// is on; the webhook sender will check it before each delivery.
+    /// Lets webhook URLs reach loopback and private networks, over http too (tests,
+    /// development); cloud metadata addresses stay refused. `net::outbound::Outbound::from_config`
+    /// reads it; the server logs a warning at start when it is on.
     pub webhook_allow_private_targets: bool,
     /// A tenant actor with no work for this long stops (memory stays bounded).
     pub actor_idle_timeout: Duration,

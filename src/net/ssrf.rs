@@ -11,15 +11,37 @@
 //! must pass, and a name that does not resolve is refused (nothing can be said of it).
 //!
 //! A check at the time a URL is stored does not protect a later fetch of it from DNS
-//! rebinding: a fetcher must check the address it connects to again ([`forbidden_ip`]).
+//! rebinding: a fetcher must check the address it connects to again and connect to that
+//! address; [`crate::net::outbound`] does both for webhook deliveries.
+//!
+//! Names are resolved through a [`Lookup`]: the system resolver ([`SystemLookup`]) in the
+//! server, a table ([`FixedLookup`]) in tests, so a test can have a name that resolves to
+//! 127.0.0.1, or whose answer changes between registration and delivery, without DNS.
+//!
+//! Public API:
+//! - [`check_url`] / [`check_url_with`]: parse and vet a URL (registration, logo URLs).
+//! - [`check_target`]: the checks on a parsed URL that need no DNS (scheme, credentials,
+//!   literal addresses, local and metadata names); run before every outbound request.
+//! - [`vetted_addresses`]: resolve a name and keep only the addresses the policy permits (the
+//!   connect-time check behind the outbound client's resolver).
+//! - [`forbidden_ip`]: why an address is not public. [`Policy`], [`SsrfError`] (its `Display` is
+//!   the 422 field message, [`SsrfError::reason`] a stable code).
+//!
+//! Cloud metadata addresses and names are refused even when [`Policy::allow_private`] is on:
+//! a development setting left on in a cloud deployment must not hand out its credentials.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::pin::Pin;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use thiserror::Error;
 use url::{Host, Url};
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum SsrfError {
     #[error("is not a valid URL")]
     Malformed,
@@ -37,12 +59,28 @@ pub enum SsrfError {
     Unresolvable(String),
 }
 
+impl SsrfError {
+    /// A stable code for logs and delivery records; the `Display` text is for people.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SsrfError::Malformed => "malformed",
+            SsrfError::Scheme(_) => "scheme",
+            SsrfError::Credentials => "credentials",
+            SsrfError::NoHost => "no_host",
+            SsrfError::Forbidden(..) => "forbidden_address",
+            SsrfError::ForbiddenName(_) => "forbidden_name",
+            SsrfError::Unresolvable(_) => "unresolvable",
+        }
+    }
+}
+
 /// What a URL may point at.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {
     /// `http` as well as `https`.
     pub allow_http: bool,
-    /// Skips the address checks (WEBHOOK_ALLOW_PRIVATE_TARGETS, for tests and development).
+    /// Skips the address checks but the cloud metadata ones (WEBHOOK_ALLOW_PRIVATE_TARGETS,
+    /// for tests and development).
     pub allow_private: bool,
 }
 
@@ -52,14 +90,27 @@ impl Policy {
         allow_http: false,
         allow_private: false,
     };
+
+    /// Webhook targets: https to public addresses; with WEBHOOK_ALLOW_PRIVATE_TARGETS, http
+    /// too and private addresses.
+    pub const fn webhooks(allow_private_targets: bool) -> Policy {
+        Policy {
+            allow_http: allow_private_targets,
+            allow_private: allow_private_targets,
+        }
+    }
 }
 
-/// Names that are this machine or a cloud metadata service whatever DNS says.
-const FORBIDDEN_NAMES: &[&str] = &[
+/// Names of this machine whatever DNS says.
+const LOCAL_NAMES: &[&str] = &[
     "localhost",
     "localhost.localdomain",
     "ip6-localhost",
     "ip6-loopback",
+];
+
+/// Names of cloud metadata services whatever DNS says.
+const METADATA_NAMES: &[&str] = &[
     "metadata",
     "metadata.google.internal",
     "metadata.goog",
@@ -70,9 +121,96 @@ const FORBIDDEN_NAMES: &[&str] = &[
 /// How long a name may take to resolve.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Parses `raw` and checks it against `policy`; the parsed URL on success.
+/// The answer of a [`Lookup`].
+pub type LookupFuture = Pin<Box<dyn Future<Output = io::Result<Vec<IpAddr>>> + Send>>;
+
+/// Resolves a host name to addresses: the seam that lets tests answer for DNS.
+pub trait Lookup: Send + Sync + 'static {
+    fn lookup(&self, host: &str) -> LookupFuture;
+}
+
+/// The system resolver (getaddrinfo on tokio's blocking pool).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemLookup;
+
+impl Lookup for SystemLookup {
+    fn lookup(&self, host: &str) -> LookupFuture {
+        let host = host.to_owned();
+        Box::pin(async move {
+            let addresses = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            Ok(addresses.map(|a| a.ip()).collect())
+        })
+    }
+}
+
+/// Answers from a table that may change while it is in use (tests: a name that resolves to
+/// loopback, a name rebound between registration and delivery). Unknown names do not resolve.
+#[derive(Clone, Debug, Default)]
+pub struct FixedLookup {
+    answers: Arc<RwLock<HashMap<String, Vec<IpAddr>>>>,
+}
+
+impl FixedLookup {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `host` resolves to `addresses` from now on (an empty list: it resolves to nothing).
+    pub fn set(&self, host: &str, addresses: &[IpAddr]) -> &Self {
+        self.answers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(host.to_ascii_lowercase(), addresses.to_vec());
+        self
+    }
+}
+
+impl Lookup for FixedLookup {
+    fn lookup(&self, host: &str) -> LookupFuture {
+        let answer = self
+            .answers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&host.trim_end_matches('.').to_ascii_lowercase())
+            .cloned();
+        Box::pin(async move {
+            answer.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such name"))
+        })
+    }
+}
+
+/// Parses `raw` and checks it against `policy` with the system resolver; the parsed URL on
+/// success.
 pub async fn check_url(raw: &str, policy: Policy) -> Result<Url, SsrfError> {
+    check_url_with(raw, policy, &SystemLookup).await
+}
+
+/// Parses `raw` and checks it against `policy`, resolving a name through `lookup`: refused if
+/// ANY address the name resolves to is forbidden (a later connection may pick any of them).
+/// With [`Policy::allow_private`] names are not resolved (the connect-time check still refuses
+/// metadata addresses).
+pub async fn check_url_with(
+    raw: &str,
+    policy: Policy,
+    lookup: &dyn Lookup,
+) -> Result<Url, SsrfError> {
     let url = Url::parse(raw).map_err(|_| SsrfError::Malformed)?;
+    check_target(&url, policy)?;
+    if let Some(Host::Domain(name)) = url.host() {
+        if !policy.allow_private {
+            let name = normal_name(name);
+            for ip in resolve(&name, lookup).await? {
+                check_ip(ip, policy)?;
+            }
+        }
+    }
+    Ok(url)
+}
+
+/// The checks on a parsed URL that need no DNS: scheme, user name or password, a literal
+/// address, a name of this machine or of a metadata service. An outbound request must pass
+/// it before it is sent: the HTTP client does not ask its resolver about literal addresses.
+pub fn check_target(url: &Url, policy: Policy) -> Result<(), SsrfError> {
     match url.scheme() {
         "https" => {}
         "http" if policy.allow_http => {}
@@ -82,49 +220,93 @@ pub async fn check_url(raw: &str, policy: Policy) -> Result<Url, SsrfError> {
     if !url.username().is_empty() || url.password().is_some() {
         return Err(SsrfError::Credentials);
     }
-    let host = url.host().ok_or(SsrfError::NoHost)?;
-    if policy.allow_private {
-        return Ok(url);
+    match url.host().ok_or(SsrfError::NoHost)? {
+        Host::Ipv4(ip) => check_ip(IpAddr::V4(ip), policy),
+        Host::Ipv6(ip) => check_ip(IpAddr::V6(ip), policy),
+        Host::Domain(name) => check_name(&normal_name(name), policy),
     }
-    match host {
-        Host::Ipv4(ip) => check_ip(IpAddr::V4(ip))?,
-        Host::Ipv6(ip) => check_ip(IpAddr::V6(ip))?,
-        Host::Domain(name) => {
-            let name = name.trim_end_matches('.').to_ascii_lowercase();
-            if forbidden_name(&name) {
-                return Err(SsrfError::ForbiddenName(name));
-            }
-            let port = url.port_or_known_default().unwrap_or(443);
-            let resolved = tokio::time::timeout(
-                RESOLVE_TIMEOUT,
-                tokio::net::lookup_host((name.clone(), port)),
-            )
-            .await;
-            let addresses: Vec<IpAddr> = match resolved {
-                Ok(Ok(addresses)) => addresses.map(|a| a.ip()).collect(),
-                Ok(Err(_)) | Err(_) => Vec::new(),
-            };
-            if addresses.is_empty() {
-                return Err(SsrfError::Unresolvable(name));
-            }
-            for ip in addresses {
-                check_ip(ip)?;
-            }
+}
+
+/// Resolves `host` through `lookup` and keeps the addresses `policy` permits, for a connection
+/// to go to one of them. Refused when none is left: [`SsrfError::Forbidden`] names one of the
+/// forbidden answers.
+pub async fn vetted_addresses(
+    host: &str,
+    policy: Policy,
+    lookup: &dyn Lookup,
+) -> Result<Vec<IpAddr>, SsrfError> {
+    let name = normal_name(host);
+    check_name(&name, policy)?;
+    let mut refused = None;
+    let mut vetted = Vec::new();
+    for ip in resolve(&name, lookup).await? {
+        match check_ip(ip, policy) {
+            Ok(()) => vetted.push(ip),
+            Err(err) => refused = Some(err),
         }
     }
-    Ok(url)
+    match refused {
+        Some(err) if vetted.is_empty() => Err(err),
+        _ => Ok(vetted),
+    }
 }
 
-fn forbidden_name(name: &str) -> bool {
+fn normal_name(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The addresses of `name`; a name that does not resolve (or not in time) is refused, since
+/// nothing can be said of it.
+async fn resolve(name: &str, lookup: &dyn Lookup) -> Result<Vec<IpAddr>, SsrfError> {
+    let addresses = match tokio::time::timeout(RESOLVE_TIMEOUT, lookup.lookup(name)).await {
+        Ok(Ok(addresses)) => addresses,
+        Ok(Err(_)) | Err(_) => Vec::new(),
+    };
+    if addresses.is_empty() {
+        return Err(SsrfError::Unresolvable(name.to_owned()));
+    }
+    Ok(addresses)
+}
+
+fn check_name(name: &str, policy: Policy) -> Result<(), SsrfError> {
     // RFC 6761: every name under .localhost is loopback.
-    FORBIDDEN_NAMES.contains(&name) || name.ends_with(".localhost")
+    let local = LOCAL_NAMES.contains(&name) || name.ends_with(".localhost");
+    if METADATA_NAMES.contains(&name) || (local && !policy.allow_private) {
+        return Err(SsrfError::ForbiddenName(name.to_owned()));
+    }
+    Ok(())
 }
 
-fn check_ip(ip: IpAddr) -> Result<(), SsrfError> {
-    match forbidden_ip(ip) {
+fn check_ip(ip: IpAddr, policy: Policy) -> Result<(), SsrfError> {
+    let why = if policy.allow_private {
+        is_metadata(ip).then_some(METADATA)
+    } else {
+        forbidden_ip(ip)
+    };
+    match why {
         Some(why) => Err(SsrfError::Forbidden(ip, why)),
         None => Ok(()),
     }
+}
+
+const METADATA: &str = "cloud metadata";
+
+/// Cloud metadata services: AWS, GCP, Azure (169.254.169.254, and AWS's IPv6 fd00:ec2::254),
+/// ECS task metadata (169.254.170.2), Alibaba (100.100.100.200), the forms that embed them.
+fn is_metadata(ip: IpAddr) -> bool {
+    let v4 = match ip {
+        IpAddr::V4(v4) => v4,
+        IpAddr::V6(v6) if v6 == Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254) => {
+            return true
+        }
+        IpAddr::V6(v6) => match embedded_v4(v6) {
+            Some(v4) => v4,
+            None => return false,
+        },
+    };
+    v4 == Ipv4Addr::new(169, 254, 169, 254)
+        || v4 == Ipv4Addr::new(169, 254, 170, 2)
+        || v4 == Ipv4Addr::new(100, 100, 100, 200)
 }
 
 /// Why `ip` is not a public address, or None when it is.
@@ -146,11 +328,8 @@ fn in_v4(ip: Ipv4Addr, net: [u8; 4], prefix: u32) -> bool {
 
 fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
     // Cloud metadata first, for the better message; they are link-local or shared anyway.
-    if ip == Ipv4Addr::new(169, 254, 169, 254)
-        || ip == Ipv4Addr::new(169, 254, 170, 2)
-        || ip == Ipv4Addr::new(100, 100, 100, 200)
-    {
-        return Some("cloud metadata");
+    if is_metadata(IpAddr::V4(ip)) {
+        return Some(METADATA);
     }
     let ranges: &[([u8; 4], u32, &'static str)] = &[
         ([0, 0, 0, 0], 8, "unspecified"),
@@ -176,6 +355,9 @@ fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
 }
 
 fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
+    if is_metadata(IpAddr::V6(ip)) {
+        return Some(METADATA);
+    }
     if ip.is_unspecified() {
         return Some("unspecified");
     }

@@ -36,5 +36,6 @@ mod rls;
 mod settings;
 mod shutdown;
 mod smoke;
+mod ssrf;
 mod tenant_tx;
 mod ws;
