@@ -9,7 +9,8 @@
 //!    all of them together send no more than the plan's `webhook_deliveries_per_minute`; the
 //!    excess stays queued), then lease up to that many due messages with `FOR UPDATE SKIP
 //!    LOCKED`: each gets `locked_until` = now + the lease and its attempt counted;
-//! 2. send each, signed, at most [`DispatcherOptions::timeout`] each, no redirects followed;
+//! 2. send each, signed, through the pinned outbound client ([`crate::net::outbound`]: the
+//!    address connected to is the one vetted, 10 s in all, no redirects followed);
 //! 3. record, in a second tenant transaction: one `webhook_deliveries` row per attempt and the
 //!    message's next state, fenced by the attempt number (a claim that outlived its lease
 //!    records nothing over the newer one).
@@ -39,7 +40,7 @@ use super::signing::signature_header;
 use super::{WebhookError, ENDPOINT_DISABLED_EVENT, MAX_PAYLOAD_BYTES};
 use crate::db::{PgPool, TenantTx};
 use crate::error::error_chain;
-use crate::net::ssrf::{self, Policy};
+use crate::net::outbound::{body_prefix, Outbound, OutboundError};
 
 /// Delays before retry 1, 2, ... of a round (API.md): then the message is dead-lettered.
 pub const RETRY_SCHEDULE: [Duration; 5] = [
@@ -56,6 +57,8 @@ pub const JITTER: f64 = 0.1;
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// An endpoint failing without a success for this long is disabled.
 pub const DISABLE_AFTER: TimeDelta = TimeDelta::days(5);
+/// Time kept between the end of the longest send and the end of its lease.
+const SEND_MARGIN: Duration = Duration::from_secs(2);
 /// What of a receiver's answer is kept.
 pub const RESPONSE_BODY_LIMIT: usize = 4096;
 
@@ -79,16 +82,14 @@ pub type Limits = Arc<dyn Fn(Uuid) -> BoxFuture<'static, Option<i64>> + Send + S
 pub struct DispatcherOptions {
     /// Messages claimed per batch of a tenant.
     pub batch_size: i64,
-    /// How long a claimed message is hidden from other claims (longer than `timeout`).
+    /// How long a claimed message is hidden from other claims (longer than the
+    /// outbound client's timeout; an attempt that could not start early enough within it is
+    /// left for the next claim).
     pub lease: Duration,
-    /// The send timeout, connection to last byte.
-    pub timeout: Duration,
     /// How often the queue is looked at when nothing woke the dispatcher.
     pub poll_interval: Duration,
     /// Sends under way at once, over all tenants.
     pub concurrency: usize,
-    /// Lifts the address checks (WEBHOOK_ALLOW_PRIVATE_TARGETS).
-    pub allow_private: bool,
 }
 
 impl Default for DispatcherOptions {
@@ -96,10 +97,8 @@ impl Default for DispatcherOptions {
         DispatcherOptions {
             batch_size: 100,
             lease: Duration::from_secs(30),
-            timeout: Duration::from_secs(10),
             poll_interval: Duration::from_millis(250),
             concurrency: 256,
-            allow_private: false,
         }
     }
 }
@@ -159,7 +158,7 @@ pub struct Dispatcher {
 
 struct Inner {
     pool: PgPool,
-    http: reqwest::Client,
+    outbound: Outbound,
     clock: Arc<dyn Clock>,
     limits: Limits,
     options: DispatcherOptions,
@@ -211,17 +210,6 @@ impl Attempt {
     }
 }
 
-/// The reqwest client deliveries go through: total timeout, no redirects, no proxy.
-/// TODO(netguard): replaced by the client of `crate::net` with the pinned, vetted resolver.
-pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .user_agent(concat!("tenantry-webhooks/", env!("CARGO_PKG_VERSION")))
-        .build()
-}
-
 /// The delay before the next attempt after attempt `round` (1-based) of a round failed, or
 /// None when that was the last one; `jitter` in [0, 1) scales [`JITTER`].
 pub fn next_delay(round: i32, retry_after: Option<Duration>, jitter: f64) -> Option<Duration> {
@@ -249,7 +237,7 @@ fn keep_body(bytes: &[u8]) -> String {
 impl Dispatcher {
     pub fn new(
         pool: PgPool,
-        http: reqwest::Client,
+        outbound: Outbound,
         clock: Arc<dyn Clock>,
         limits: Limits,
         options: DispatcherOptions,
@@ -259,7 +247,7 @@ impl Dispatcher {
         Dispatcher {
             inner: Arc::new(Inner {
                 pool,
-                http,
+                outbound,
                 clock,
                 limits,
                 options,
@@ -356,15 +344,20 @@ impl Dispatcher {
             return Ok(0);
         }
         let now = self.inner.clock.now();
+        let claimed_at = Instant::now();
         let attempts: Vec<(Claimed, Attempt)> = stream::iter(claimed)
             .map(|message| async {
                 let attempt = match targets.get(&message.webhook_id) {
-                    Some(target) => self.send(target, &message, now).await,
-                    None => Attempt::failed("the endpoint is gone".into(), Instant::now()),
+                    Some(target) => self.send(target, &message, now, claimed_at).await,
+                    None => Some(Attempt::failed(
+                        "the endpoint is gone".into(),
+                        Instant::now(),
+                    )),
                 };
-                (message, attempt)
+                attempt.map(|attempt| (message, attempt))
             })
             .buffer_unordered(self.inner.options.concurrency.max(1))
+            .filter_map(|sent| async move { sent })
             .collect()
             .await;
         let made = attempts.len();
@@ -494,16 +487,29 @@ impl Dispatcher {
         Ok((claimed, targets))
     }
 
-    async fn send(&self, target: &Target, message: &Claimed, now: DateTime<Utc>) -> Attempt {
+    /// None when the attempt was not made: waiting for a sending slot took so long that the
+    /// lease could run out before the send ends, and another instance may claim the message.
+    async fn send(
+        &self,
+        target: &Target,
+        message: &Claimed,
+        now: DateTime<Utc>,
+        claimed_at: Instant,
+    ) -> Option<Attempt> {
+        let _permit = self.inner.sends.acquire().await.ok()?;
+        let deadline = self
+            .inner
+            .options
+            .lease
+            .saturating_sub(crate::net::outbound::TIMEOUT + SEND_MARGIN);
+        if claimed_at.elapsed() > deadline {
+            return None;
+        }
         let started = Instant::now();
-        let _permit = match self.inner.sends.acquire().await {
-            Ok(permit) => permit,
-            Err(_) => return Attempt::failed("the dispatcher is stopping".into(), started),
-        };
         self.inner.metrics.in_flight.inc();
         let attempt = self.send_now(target, message, now, started).await;
         self.inner.metrics.in_flight.dec();
-        attempt
+        Some(attempt)
     }
 
     async fn send_now(
@@ -519,15 +525,10 @@ impl Dispatcher {
         if message.body.len() > MAX_PAYLOAD_BYTES {
             return Attempt::failed("the payload is over 1 MiB".into(), started);
         }
-        // The address check again at send time, against what the name resolves to now.
-        // TODO(netguard): the pinned resolver of `crate::net` checks the address connected to.
-        let policy = Policy {
-            allow_http: self.inner.options.allow_private,
-            allow_private: self.inner.options.allow_private,
+        let url = match url::Url::parse(&target.url) {
+            Ok(url) => url,
+            Err(_) => return Attempt::failed("the stored URL does not parse".into(), started),
         };
-        if let Err(err) = ssrf::check_url(&target.url, policy).await {
-            return Attempt::failed(format!("the URL {err}"), started);
-        }
         let msg_id = format!("msg_{}", message.id.simple());
         let timestamp = now.timestamp();
         let signature = match signature_header(
@@ -541,46 +542,29 @@ impl Dispatcher {
         };
         let request = self
             .inner
-            .http
-            .post(&target.url)
+            .outbound
+            .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("webhook-id", &msg_id)
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
             .body(message.body.clone());
-        let mut response = match request.send().await {
+        let response = match self.inner.outbound.send(request).await {
             Ok(response) => response,
             Err(err) => return Attempt::failed(describe(&err), started),
         };
         let status = response.status().as_u16();
         let hint = retry_after(response.headers());
-        let mut kept = Vec::new();
         // Only the first 4 KiB are read; the rest of a large answer is left unread.
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    kept.extend_from_slice(&chunk);
-                    if kept.len() >= RESPONSE_BODY_LIMIT {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(err) => {
-                    return Attempt {
-                        status: Some(status),
-                        body: Some(keep_body(&kept)),
-                        retry_after: hint,
-                        error: Some(describe(&err)),
-                        duration: started.elapsed(),
-                    }
-                }
-            }
-        }
+        let (body, error) = match body_prefix(response, RESPONSE_BODY_LIMIT).await {
+            Ok(body) => (keep_body(&body), None),
+            Err(err) => (String::new(), Some(describe(&err))),
+        };
         Attempt {
             status: Some(status),
-            body: Some(keep_body(&kept)),
+            body: Some(body),
             retry_after: hint,
-            error: None,
+            error,
             duration: started.elapsed(),
         }
     }
@@ -785,10 +769,7 @@ pub fn for_server(state: &crate::state::AppState) -> Option<Dispatcher> {
     if !state.config.job_worker {
         return None;
     }
-    let options = DispatcherOptions {
-        allow_private: state.config.webhook_allow_private_targets,
-        ..DispatcherOptions::default()
-    };
+    let options = DispatcherOptions::default();
     let metrics = match WebhookMetrics::new() {
         Ok(metrics) => metrics,
         Err(err) => {
@@ -799,8 +780,8 @@ pub fn for_server(state: &crate::state::AppState) -> Option<Dispatcher> {
     if let Err(err) = metrics.register(state.metrics.registry()) {
         tracing::warn!(%err, "webhook metrics not registered");
     }
-    let http = match http_client(options.timeout) {
-        Ok(http) => http,
+    let outbound = match Outbound::from_config(&state.config) {
+        Ok(outbound) => outbound,
         Err(err) => {
             tracing::error!(error = %error_chain(&err), "no HTTP client; webhooks are not sent");
             return None;
@@ -826,7 +807,7 @@ pub fn for_server(state: &crate::state::AppState) -> Option<Dispatcher> {
     });
     Some(Dispatcher::new(
         state.pools.app.clone(),
-        http,
+        outbound,
         Arc::new(SystemClock),
         limits,
         options,
@@ -834,12 +815,9 @@ pub fn for_server(state: &crate::state::AppState) -> Option<Dispatcher> {
     ))
 }
 
-/// A send error in words, with its causes (a timeout, a refused connection, a bad certificate).
-fn describe(err: &reqwest::Error) -> String {
-    if err.is_timeout() {
-        return "timed out".to_string();
-    }
-    error_chain(err)
+/// A send error for the delivery log: its stable reason, then the causes in words.
+fn describe(err: &OutboundError) -> String {
+    format!("{}: {}", err.reason(), error_chain(err))
 }
 
 #[cfg(test)]

@@ -45,15 +45,6 @@ fn check(errors: Vec<FieldError>) -> Result<(), WebhookError> {
     }
 }
 
-/// The URL policy of this server: https to public addresses, unless
-/// WEBHOOK_ALLOW_PRIVATE_TARGETS (tests, development) lifts both.
-pub fn url_policy(allow_private: bool) -> Policy {
-    Policy {
-        allow_http: allow_private,
-        allow_private,
-    }
-}
-
 /// Checks a target URL before it is stored: its form, its scheme and every address its host
 /// resolves to (the sender checks the address it connects to again). Done before the
 /// operation is sent to the actor, so no transaction waits on DNS.
@@ -120,7 +111,7 @@ pub async fn create(
     let mut errors = Vec::new();
     let url = vet_url(
         &body.url,
-        url_policy(state.config.webhook_allow_private_targets),
+        Policy::webhooks(state.config.webhook_allow_private_targets),
         &mut errors,
     )
     .await;
@@ -152,7 +143,7 @@ pub async fn update(
         Some(raw) => Some(
             vet_url(
                 raw,
-                url_policy(state.config.webhook_allow_private_targets),
+                Policy::webhooks(state.config.webhook_allow_private_targets),
                 &mut errors,
             )
             .await,
