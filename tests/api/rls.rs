@@ -403,6 +403,33 @@ async fn writes_never_reach_another_tenant() {
                 .into(),
             vec![Box::new(b.id)],
         ),
+        (
+            "webhooks",
+            "insert into app.webhooks (tenant_id, id, url, events, secret_ciphertext, secret_key_id) \
+             values ($1, $2, 'https://example.com/', '{task.created}', '\\x00', 'plain')"
+                .into(),
+            vec![Box::new(b.id), Box::new(Uuid::now_v7())],
+        ),
+        (
+            "webhook_messages",
+            "insert into app.webhook_messages (tenant_id, id, webhook_id, event_type, body) \
+             values ($1, $2, $2, 'task.created', '{}')"
+                .into(),
+            vec![Box::new(b.id), Box::new(Uuid::now_v7())],
+        ),
+        (
+            "webhook_deliveries",
+            "insert into app.webhook_deliveries (tenant_id, id, message_id, webhook_id, attempt, status) \
+             values ($1, $2, $2, $2, 1, 'failed')"
+                .into(),
+            vec![Box::new(b.id), Box::new(Uuid::now_v7())],
+        ),
+        (
+            "webhook_rate_windows",
+            "insert into app.webhook_rate_windows (tenant_id, window_start) values ($1, now())"
+                .into(),
+            vec![Box::new(b.id)],
+        ),
     ];
     // Tables the app role only reads: any write is refused before RLS is even asked.
     let read_only = [(
