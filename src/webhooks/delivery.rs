@@ -57,6 +57,8 @@ pub const JITTER: f64 = 0.1;
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// An endpoint failing without a success for this long is disabled.
 pub const DISABLE_AFTER: TimeDelta = TimeDelta::days(5);
+/// Batches of one tenant being sent at once by one instance.
+pub const BATCHES_IN_FLIGHT: usize = 8;
 /// Time kept between the end of the longest send and the end of its lease.
 const SEND_MARGIN: Duration = Duration::from_secs(2);
 /// What of a receiver's answer is kept.
@@ -317,18 +319,7 @@ impl Dispatcher {
         }
         let this = self.clone();
         tokio::spawn(async move {
-            while !stop.is_cancelled() {
-                let result = crate::context::scope(tenant, this.tenant_batch(tenant)).await;
-                match result {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(err) => {
-                        tracing::warn!(tenant_id = %tenant, error = %error_chain(&err),
-                            "webhook batch failed; its leases run out and it is retried");
-                        break;
-                    }
-                }
-            }
+            crate::context::scope(tenant, this.drain(tenant, stop)).await;
             this.inner
                 .draining
                 .lock()
@@ -337,9 +328,55 @@ impl Dispatcher {
         });
     }
 
+    /// Claims batches of `tenant` while it has messages due, with up to
+    /// [`BATCHES_IN_FLIGHT`] being sent at once: a receiver that takes its 10 s holds up only
+    /// its own batch, not the tenant's other endpoints.
+    async fn drain(&self, tenant: Uuid, stop: CancellationToken) {
+        let mut in_flight = tokio::task::JoinSet::new();
+        while !stop.is_cancelled() {
+            if in_flight.len() < BATCHES_IN_FLIGHT {
+                match self.claim(tenant).await {
+                    Ok((claimed, targets)) if !claimed.is_empty() => {
+                        let this = self.clone();
+                        in_flight.spawn(crate::context::scope(tenant, async move {
+                            this.process(tenant, claimed, targets).await
+                        }));
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(tenant_id = %tenant, error = %error_chain(&err),
+                        "webhook claim failed; will retry"),
+                }
+            }
+            // Nothing more to claim now (or enough under way): wait for a batch to end, then
+            // look again, as new messages may have come meanwhile.
+            match in_flight.join_next().await {
+                None => break,
+                Some(Ok(Ok(_))) => {}
+                Some(Ok(Err(err))) => {
+                    tracing::warn!(tenant_id = %tenant, error = %error_chain(&err),
+                    "webhook batch not recorded; its leases run out and it is sent again")
+                }
+                Some(Err(err)) => {
+                    tracing::error!(tenant_id = %tenant, %err, "webhook batch panicked")
+                }
+            }
+        }
+        while in_flight.join_next().await.is_some() {}
+    }
+
     /// Claims, sends and records one batch of `tenant`; the number of attempts made.
     pub async fn tenant_batch(&self, tenant: Uuid) -> Result<usize, WebhookError> {
         let (claimed, targets) = self.claim(tenant).await?;
+        self.process(tenant, claimed, targets).await
+    }
+
+    async fn process(
+        &self,
+        tenant: Uuid,
+        claimed: Vec<Claimed>,
+        targets: HashMap<Uuid, Target>,
+    ) -> Result<usize, WebhookError> {
         if claimed.is_empty() {
             return Ok(0);
         }
