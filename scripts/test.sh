@@ -28,6 +28,24 @@ if [ -n "$leftovers" ]; then
     done <<<"$leftovers"
 fi
 
+# schemathesis (tests/api/schemathesis.rs), pinned in tests/clients/requirements-schemathesis.txt,
+# in a venv under target/, reinstalled when the pins change. Without python3 a local run skips
+# that test; CI must run it.
+if command -v python3 >/dev/null 2>&1; then
+    venv=target/schemathesis-venv
+    if ! cmp -s tests/clients/requirements-schemathesis.txt "$venv/installed.txt"; then
+        echo "== pip install -r tests/clients/requirements-schemathesis.txt"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check -r tests/clients/requirements-schemathesis.txt
+        cp tests/clients/requirements-schemathesis.txt "$venv/installed.txt"
+    fi
+elif [ "${CI:-}" = true ]; then
+    echo "error: python3 is required under CI (the schemathesis test)" >&2
+    exit 1
+else
+    echo "warning: python3 is missing: the schemathesis test will be skipped" >&2
+fi
+
 # The JavaScript OFREP client (tests/api/ofrep.rs) runs with the packages of the committed
 # lockfile, installed once here rather than by the test. Without Node a local run skips that
 # test; CI must run it.

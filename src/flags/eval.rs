@@ -30,7 +30,7 @@ pub struct Definition {
     pub key: String,
     pub description: String,
     /// The global default: any JSON value but null.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     #[serde(rename = "default")]
     pub default: Value,
     /// Values by plan name, of the default's JSON type.

@@ -93,7 +93,7 @@ pub struct DefinitionBody {
     /// At most 1000 characters; absent: empty.
     pub description: Option<String>,
     /// The global default: any JSON value but null.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub default: Value,
     /// Values by plan name (plans that exist), of the default's JSON type; absent: none.
     #[schema(value_type = Option<Object>)]
@@ -115,7 +115,7 @@ pub struct DefinitionInput {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct OverrideBody {
     /// Of the flag's JSON type (its default's).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub value: Value,
 }
 
@@ -292,7 +292,7 @@ pub fn parse_rollback(body: &Value, errors: &mut Vec<FieldError>) -> Option<i32>
 pub struct FlagVersion {
     pub version: i32,
     pub description: String,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     #[serde(rename = "default")]
     pub default: Value,
     #[schema(value_type = Object)]
@@ -330,7 +330,7 @@ pub struct VersionQuery {
 pub struct Override {
     pub tenant_id: Uuid,
     pub key: String,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub value: Value,
     /// Counts every change of this tenant's override of the flag, deletes included.
     pub version: i32,

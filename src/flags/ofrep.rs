@@ -136,7 +136,7 @@ pub struct EvaluationRequest {
 pub struct EvaluationSuccess {
     pub key: String,
     /// Boolean, string, number, array or object: the flag's type.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub value: Value,
     /// `STATIC`, `TARGETING_MATCH`, `SPLIT`, `DEFAULT` or `DISABLED`.
     pub reason: &'static str,

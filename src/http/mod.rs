@@ -3,6 +3,7 @@
 pub mod extract;
 pub mod middleware;
 pub mod openapi;
+mod openapi_common;
 pub mod problem;
 pub mod ratelimit;
 pub mod routes;

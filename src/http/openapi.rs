@@ -6,6 +6,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_redoc::{Redoc, Servable};
 
+use super::openapi_common::CommonResponses;
 use super::routes;
 
 struct SecuritySchemes;
@@ -40,7 +41,7 @@ impl Modify for SecuritySchemes {
         title = "tenantry",
         description = "Multi-tenant SaaS backend. Errors are application/problem+json (RFC 9457) with a stable `code`.",
     ),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &CommonResponses),
     paths(
         routes::health::healthz,
         routes::health::readyz,

@@ -346,6 +346,7 @@ fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
         ([198, 51, 100, 0], 24, "documentation"),
         ([203, 0, 113, 0], 24, "documentation"),
         ([224, 0, 0, 0], 4, "multicast"),
+        ([255, 255, 255, 255], 32, "broadcast"),
         ([240, 0, 0, 0], 4, "reserved"),
     ];
     ranges
@@ -516,7 +517,14 @@ mod tests {
         assert_eq!(forbidden_ip("172.32.0.1".parse().unwrap()), None);
         assert_eq!(forbidden_ip("100.128.0.1".parse().unwrap()), None);
         assert_eq!(forbidden_ip("2a00:1450:4007::1".parse().unwrap()), None);
-        assert!(forbidden_ip("255.255.255.255".parse().unwrap()).is_some());
+        assert_eq!(
+            forbidden_ip("255.255.255.255".parse().unwrap()),
+            Some("broadcast")
+        );
+        assert_eq!(
+            forbidden_ip("fd00:ec2::254".parse().unwrap()),
+            Some("cloud metadata")
+        );
         assert!(forbidden_ip("2001:db8::1".parse().unwrap()).is_some());
     }
 }

@@ -33,6 +33,7 @@ mod provisioning;
 mod ratelimit;
 mod resolution;
 mod rls;
+mod schemathesis;
 mod settings;
 mod shutdown;
 mod smoke;

@@ -361,3 +361,14 @@ async fn a_receiver_that_hangs_times_out_and_bodies_are_capped() {
     let response = lenient.send(lenient.post(big)).await.unwrap();
     assert_eq!(body_prefix(response, 4096).await.unwrap().len(), 4096);
 }
+
+#[test]
+fn the_policy_follows_webhook_allow_private_targets() {
+    let mut config = tenantry::config::Config::from_vars(|_| None).unwrap();
+    let strict = Outbound::from_config(&config).unwrap().policy();
+    assert_eq!(strict, Policy::webhooks(false));
+    assert!(!strict.allow_http && !strict.allow_private);
+    config.webhook_allow_private_targets = true;
+    let lenient = Outbound::from_config(&config).unwrap().policy();
+    assert!(lenient.allow_http && lenient.allow_private);
+}
