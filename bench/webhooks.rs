@@ -138,7 +138,7 @@ async fn main() {
     let unlimited = provision(&http, &server, "bench-wh-unlimited", "enterprise", false).await;
     println!("provisioned {} tenants", tenants.len() + 1);
 
-    let plain = write_run(&http, &server, &tenants, &unlimited, &args, None).await;
+    let plain = write_run(&http, &server, &tenants, &unlimited, &args, None, "plain").await;
     println!("POST /tasks, no webhook: {plain}");
 
     for t in tenants.iter().chain(std::iter::once(&unlimited)) {
@@ -312,6 +312,8 @@ async fn write_run(
     unlimited: &Tenant,
     args: &Args,
     times: Option<Arc<Mutex<Sent>>>,
+    // Titles are unique per project: each run names its tasks apart.
+    run_tag: &'static str,
 ) -> Value {
     let per_tenant: Vec<AtomicU64> = tenants.iter().map(|_| AtomicU64::new(0)).collect();
     let per_tenant = Arc::new(per_tenant);
@@ -344,7 +346,7 @@ async fn write_run(
                 let r = http
                     .post(format!("{base}/tasks"))
                     .bearer_auth(&tenant.token)
-                    .json(&json!({"project_id": tenant.project, "title": format!("t{c}-{n}")}))
+                    .json(&json!({"project_id": tenant.project, "title": format!("{run_tag}-{c}-{n}")}))
                     .send()
                     .await;
                 match r {
@@ -362,8 +364,15 @@ async fn write_run(
                             }
                         }
                     }
-                    _ => {
+                    Ok(r) => {
                         failed.fetch_add(1, Ordering::Relaxed);
+                        if failed.load(Ordering::Relaxed) <= 3 {
+                            eprintln!("POST /tasks answered {}", r.status());
+                        }
+                    }
+                    Err(err) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("POST /tasks failed: {err}");
                     }
                 }
             }
@@ -389,7 +398,16 @@ async fn write_run_with_times(
     args: &Args,
 ) -> (Value, Sent) {
     let times = Arc::new(Mutex::new(HashMap::new()));
-    let figures = write_run(http, server, tenants, unlimited, args, Some(times.clone())).await;
+    let figures = write_run(
+        http,
+        server,
+        tenants,
+        unlimited,
+        args,
+        Some(times.clone()),
+        "subscribed",
+    )
+    .await;
     let times = times.lock().unwrap().clone();
     (figures, times)
 }
