@@ -1,7 +1,7 @@
-//! Durability of webhook delivery with the real server binary: killed with SIGKILL while
-//! deliveries are under way and restarted on the same database, every event still reaches the
-//! receiver (at least once, each with its one message id). Webhooks keep nothing in Redis, so
-//! losing Redis cannot lose or strand a delivery; the leases and the queue are rows.
+//! Durability of webhook delivery. The real server binary killed with SIGKILL while deliveries
+//! are under way and restarted on the same database: every event still reaches the receiver
+//! (at least once, each with its one message id). Redis flushed mid-run: nothing is lost,
+//! since webhooks keep nothing there (the queue, the leases and the rate window are rows).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -128,4 +128,66 @@ async fn every_event_is_delivered_after_a_kill_9_mid_delivery() {
         })
         .collect();
     assert_eq!(bodies.len(), events);
+}
+
+/// Redis flushed mid-run: the server uses a Redis database of its own (number 14, which no
+/// other test uses), flushed while events are being written and delivered. Every event still
+/// arrives: the queue, the leases and the rate window are rows in PostgreSQL, and a tenant's
+/// config snapshot (its delivery limit) is read again from PostgreSQL.
+#[tokio::test]
+async fn flushing_redis_mid_run_loses_no_delivery() {
+    let (mut config, database) = crate::helpers::test_config().await;
+    let redis_url = "redis://127.0.0.1:6379/14";
+    config.redis_url = redis_url.to_string().into();
+    config.webhook_allow_private_targets = true;
+    config.job_poll_interval = Duration::from_millis(50);
+    let app = crate::helpers::spawn_app_with(config, database).await;
+    let t = app.create_tenant_on_plan("wh-flush", "pro").await;
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    let r = app
+        .post("/webhooks", &t.token)
+        .json(&json!({"url": receiver.url, "events": ["project.*"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let redis = redis::Client::open(redis_url).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let events = 20;
+    for i in 0..events {
+        if i == events / 2 {
+            let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.unwrap();
+        }
+        crate::fixtures::create_project(&app, &t.token, &format!("Flushed {i}")).await;
+    }
+    let mut names = HashSet::new();
+    for _ in 0..200 {
+        names = receiver
+            .all()
+            .iter()
+            .map(|r| {
+                let body: Value = serde_json::from_slice(&r.body).unwrap();
+                body["data"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        if names.len() >= events {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        names.len(),
+        events,
+        "every event delivered across the flush"
+    );
+    let ids: Vec<String> = receiver
+        .all()
+        .iter()
+        .map(|r| r.header("webhook-id"))
+        .collect();
+    let distinct: HashSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len(), "no event sent twice");
 }
