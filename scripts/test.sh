@@ -63,6 +63,21 @@ else
     echo "warning: node or npm is missing: the JavaScript OFREP client test will be skipped" >&2
 fi
 
+# The Python Standard Webhooks client (tests/api/webhooks.rs) runs from a venv of the pinned
+# tests/clients/requirements.txt; without python3 a local run skips that test, CI must run it.
+if command -v python3 >/dev/null 2>&1; then
+    venv=target/webhooks-venv
+    if ! cmp -s tests/clients/requirements.txt "$venv/installed.txt"; then
+        echo "== pip install -r tests/clients/requirements.txt"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check -r tests/clients/requirements.txt
+        cp tests/clients/requirements.txt "$venv/installed.txt"
+    fi
+elif [ "${CI:-}" = true ]; then
+    echo "error: python3 is required under CI" >&2
+    exit 1
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"

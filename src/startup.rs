@@ -344,6 +344,15 @@ fn start_background(state: &web::Data<AppState>, options: &ServerOptions) -> Sup
             }
         });
     }
+    if let Some(dispatcher) = crate::webhooks::delivery::for_server(state) {
+        background.spawn("webhook_dispatcher", move |stop| {
+            let dispatcher = dispatcher.clone();
+            async move {
+                dispatcher.run(stop).await;
+                Ok(())
+            }
+        });
+    }
     if let Some(worker) = crate::jobs::for_server(state, crate::jobs::Registry::standard()) {
         background.spawn("outbox_worker", move |stop| {
             let worker = worker.clone();

@@ -122,4 +122,8 @@ pub const TENANT_TABLES: &[&str] = &[
     "outbox",
     "settings_versions",
     "flag_overrides",
+    "webhooks",
+    "webhook_messages",
+    "webhook_deliveries",
+    "webhook_rate_windows",
 ];

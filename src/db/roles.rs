@@ -26,6 +26,12 @@ pub const APP_TABLE_GRANTS: &[(&str, &str)] = &[
     ("flags", "SELECT"),
     ("flag_overrides", "SELECT"),
     ("tenants", "SELECT"),
+    // Outgoing webhooks: endpoints are soft-deleted; messages and attempts are history the
+    // dispatcher writes and updates, never deletes.
+    ("webhooks", "SELECT, INSERT, UPDATE"),
+    ("webhook_messages", "SELECT, INSERT, UPDATE"),
+    ("webhook_deliveries", "SELECT, INSERT, UPDATE"),
+    ("webhook_rate_windows", "SELECT, INSERT, UPDATE"),
 ];
 
 pub struct RoleSetup<'a> {
@@ -165,6 +171,11 @@ pub async fn grant_shared_schema(
     // The outbox claim is the app role's only way to see across tenants (see V3).
     sql.push_str(&format!(
         "GRANT EXECUTE ON FUNCTION app.claim_outbox(integer, integer) TO {};\n",
+        roles.app
+    ));
+    // Which tenants have webhook messages due: tenant ids only (see V10).
+    sql.push_str(&format!(
+        "GRANT EXECUTE ON FUNCTION app.webhook_due_tenants(timestamptz, integer) TO {};\n",
         roles.app
     ));
     // Resolution and the retention job's tenant list, before any tenant context (see V5).

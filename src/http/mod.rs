@@ -29,6 +29,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     routes::tenant_config::configure(cfg);
     routes::flags::configure(cfg);
     routes::ofrep::configure(cfg);
+    routes::webhooks::configure(cfg);
     ws::configure(cfg);
     routes::dashboard::configure(cfg);
 }

@@ -101,6 +101,16 @@ impl Modify for SecuritySchemes {
         routes::ofrep::evaluate_flags,
         routes::dashboard::app,
         routes::dashboard::docs,
+        routes::webhooks::list_webhooks,
+        routes::webhooks::create_webhook,
+        routes::webhooks::get_webhook,
+        routes::webhooks::update_webhook,
+        routes::webhooks::delete_webhook,
+        routes::webhooks::test_webhook,
+        routes::webhooks::rotate_secret,
+        routes::webhooks::list_deliveries,
+        routes::webhooks::retry_delivery,
+        routes::webhooks::replay_dead,
     ),
 )]
 pub struct ApiDoc;

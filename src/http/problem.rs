@@ -27,6 +27,7 @@ use crate::ratelimit::RateLimitError;
 use crate::tenancy::TenancyError;
 use crate::tenant_config::load::LoadError;
 use crate::tenant_config::ConfigError;
+use crate::webhooks::WebhookError;
 
 /// A problem details response. Built through the `From` impls below and the helpers, so the code
 /// for each situation is chosen in this file.
@@ -452,6 +453,18 @@ impl From<FlagError> for Problem {
             FlagError::Tenancy(tenancy) => tenancy.into(),
             FlagError::Db(db) => db.into(),
             FlagError::CorruptRow { .. } => internal(&err),
+        }
+    }
+}
+
+impl From<WebhookError> for Problem {
+    fn from(err: WebhookError) -> Self {
+        match err {
+            WebhookError::Validation(errors) => Problem::validation(errors),
+            WebhookError::NotFound(what) => Problem::not_found(what),
+            WebhookError::Access(access) => access.into(),
+            WebhookError::Db(db) => db.into(),
+            WebhookError::Secret(_) | WebhookError::CorruptRow { .. } => internal(&err),
         }
     }
 }

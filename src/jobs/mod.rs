@@ -82,6 +82,10 @@ pub trait JobHandler: Send + Sync + 'static {
         tx: &'a Transaction<'a>,
         job: &'a Job,
     ) -> BoxFuture<'a, Result<(), JobError>>;
+
+    /// Called once the job's transaction has committed with this handler's writes (e.g. to
+    /// wake whoever consumes them).
+    fn committed(&self, _job: &Job) {}
 }
 
 /// The handlers the worker dispatches to.
@@ -109,7 +113,9 @@ impl Registry {
 
     /// What the server runs today; the webhook, metering and analytics areas add theirs here.
     pub fn standard() -> Self {
-        Registry::new().with(LogEvents)
+        Registry::new()
+            .with(LogEvents)
+            .with(crate::webhooks::FanOut)
     }
 }
 

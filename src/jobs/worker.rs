@@ -259,6 +259,11 @@ impl Worker {
             }
         };
         tx.commit().await?;
+        if outcome == Outcome::Done {
+            for handler in self.registry.matching(&job.event_type) {
+                handler.committed(&job);
+            }
+        }
         Ok(outcome)
     }
 }

@@ -19,6 +19,7 @@ const SHARED_EXPORTS: &[(&str, &str)] = &[
     ("api_key", "select to_jsonb(t) - 'key_hash' from app.api_keys t where tenant_id = $1 and deleted_at is null order by id"),
     ("flag_override", "select to_jsonb(t) from app.flag_overrides t where tenant_id = $1 and deleted_at is null order by flag_key"),
     ("audit_log", "select to_jsonb(t) from app.audit_logs t where tenant_id = $1 and deleted_at is null order by id"),
+    ("webhook", "select to_jsonb(t) - 'secret_ciphertext' - 'previous_secret_ciphertext' from app.webhooks t where tenant_id = $1 and deleted_at is null order by id"),
     ("settings_version", "select to_jsonb(t) from app.settings_versions t where tenant_id = $1 and deleted_at is null order by version"),
 ];
 

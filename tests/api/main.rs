@@ -40,4 +40,6 @@ mod shutdown;
 mod smoke;
 mod ssrf;
 mod tenant_tx;
+mod webhooks;
+mod webhooks_durability;
 mod ws;

@@ -54,6 +54,13 @@ async fn openapi_document_lists_the_api() {
         "/settings",
         "/settings/branding",
         "/branding",
+        "/webhooks",
+        "/webhooks/{id}",
+        "/webhooks/{id}/test",
+        "/webhooks/{id}/deliveries",
+        "/webhooks/{id}/deliveries/{delivery_id}/retry",
+        "/webhooks/{id}/replay-dead",
+        "/webhooks/{id}/rotate-secret",
     ] {
         assert!(
             paths.contains_key(path),

@@ -100,6 +100,32 @@ async fn seed(su: &Client, tenant: Uuid, admin: Uuid) -> Seeded {
     )
     .await
     .unwrap();
+    let (webhook, message) = (Uuid::now_v7(), Uuid::now_v7());
+    for (sql, params) in [
+        (
+            "insert into app.webhooks (tenant_id, id, url, events, secret_ciphertext, secret_key_id) \
+             values ($1, $2, 'https://example.com/', '{task.*}', '\\x00', 'plain')",
+            vec![&webhook as &(dyn ToSql + Sync)],
+        ),
+        (
+            "insert into app.webhook_messages (tenant_id, id, webhook_id, event_type, body) \
+             values ($1, $2, $3, 'task.created', '{}')",
+            vec![&message as &(dyn ToSql + Sync), &webhook],
+        ),
+        (
+            "insert into app.webhook_deliveries (tenant_id, id, message_id, webhook_id, attempt, status) \
+             values ($1, gen_random_uuid(), $2, $3, 1, 'failed')",
+            vec![&message as &(dyn ToSql + Sync), &webhook],
+        ),
+        (
+            "insert into app.webhook_rate_windows (tenant_id, window_start) values ($1, now())",
+            vec![],
+        ),
+    ] {
+        let mut all: Vec<&(dyn ToSql + Sync)> = vec![&tenant];
+        all.extend(params);
+        su.execute(sql, &all).await.unwrap();
+    }
     let schema = tenant_schema_name(tenant);
     for kind in ["login", "view"] {
         su.execute(
@@ -400,6 +426,33 @@ async fn writes_never_reach_another_tenant() {
             "settings_versions",
             "insert into app.settings_versions (tenant_id, version, settings, previous, change) \
              values ($1, 99, '{}', '{}', 'settings')"
+                .into(),
+            vec![Box::new(b.id)],
+        ),
+        (
+            "webhooks",
+            "insert into app.webhooks (tenant_id, id, url, events, secret_ciphertext, secret_key_id) \
+             values ($1, $2, 'https://example.com/', '{task.created}', '\\x00', 'plain')"
+                .into(),
+            vec![Box::new(b.id), Box::new(Uuid::now_v7())],
+        ),
+        (
+            "webhook_messages",
+            "insert into app.webhook_messages (tenant_id, id, webhook_id, event_type, body) \
+             values ($1, $2, $2, 'task.created', '{}')"
+                .into(),
+            vec![Box::new(b.id), Box::new(Uuid::now_v7())],
+        ),
+        (
+            "webhook_deliveries",
+            "insert into app.webhook_deliveries (tenant_id, id, message_id, webhook_id, attempt, status) \
+             values ($1, $2, $2, $2, 1, 'failed')"
+                .into(),
+            vec![Box::new(b.id), Box::new(Uuid::now_v7())],
+        ),
+        (
+            "webhook_rate_windows",
+            "insert into app.webhook_rate_windows (tenant_id, window_start) values ($1, now())"
                 .into(),
             vec![Box::new(b.id)],
         ),

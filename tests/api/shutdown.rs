@@ -797,6 +797,7 @@ async fn every_background_task_has_its_restart_counter_in_metrics() {
         "cache_invalidations",
         "analytics_upkeep",
         "outbox_worker",
+        "webhook_dispatcher",
     ] {
         let series = format!("tenantry_background_task_restarts_total{{task=\"{task}\"}} 0");
         assert!(

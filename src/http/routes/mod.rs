@@ -14,3 +14,4 @@ pub mod tasks;
 pub mod tenant_config;
 pub mod tenants;
 pub mod users;
+pub mod webhooks;

@@ -1,0 +1,567 @@
+//! Outgoing webhooks end to end: `cargo bench --bench webhooks -- [options]`.
+//!
+//! Starts the server (`tenantry serve`, the binary cargo builds beside this bench) on a fresh
+//! database `tenantry_bench_webhooks` (override with WEBHOOKS_BENCH_DATABASE_URL; it is dropped
+//! and created again, so its name must contain `bench`) with WEBHOOK_ALLOW_PRIVATE_TARGETS, and
+//! a local receiver (keep-alive HTTP/1.1, answers 200 at once). Then:
+//! 1. `POST /tasks` throughput with no webhook subscribed, `--secs` seconds, `--clients` clients;
+//! 2. the same with every tenant subscribed to `task.*` (the same run: same server, same
+//!    database): write throughput, deliveries per minute while writing, and the lag from each
+//!    `POST /tasks` answer (after its commit) to the receiver getting that task's event;
+//! 3. the drain: after the writes stop, the time until every event is delivered, so the
+//!    deliveries a minute of the whole run (end to end, API and worker together).
+//!
+//! `--tenants` tenants on `pro` (its `webhook_deliveries_per_minute`, 100 by default) each get
+//! at most `--per-tenant-per-minute` writes, so they stay within their limit; one tenant on
+//! `enterprise` with the delivery limit lifted (null) takes every other write. Every event must
+//! arrive; duplicates are counted.
+//!
+//! Results: bench/results/webhooks.{json,md}. On a shared machine run it under the bench lock:
+//! `flock /work/bench.lock cargo bench --bench webhooks`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use clap::Parser;
+use secrecy::ExposeSecret;
+use serde_json::{json, Value};
+use tenantry::config::{with_database, with_user, Config};
+use tenantry::db::migrate::{self, connect, MigrateOptions};
+use tenantry::db::template::TenantTemplate;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Parser, Debug, Clone)]
+struct Args {
+    /// Seconds of each write run.
+    #[arg(long, default_value_t = 30)]
+    secs: u64,
+    /// Concurrent HTTP clients writing tasks.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Tenants on the delivery-limited plan.
+    #[arg(long, default_value_t = 100)]
+    tenants: usize,
+    /// Writes a minute each limited tenant gets at most (below its plan's limit).
+    #[arg(long, default_value_t = 90)]
+    per_tenant_per_minute: u64,
+    /// HTTP worker threads of the server (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Seconds to wait for the queue to drain after the writes.
+    #[arg(long, default_value_t = 120)]
+    drain_secs: u64,
+    /// cargo bench passes --bench; accepted and ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+const OPERATOR_TOKEN: &str = "bench-operator-token-0123456789abcdef";
+const JWT_SECRET: &str = "bench-jwt-secret-0123456789abcdef0123456789";
+
+struct Server {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+}
+
+#[derive(Clone)]
+struct Tenant {
+    token: String,
+    project: String,
+    limited: bool,
+}
+
+/// Each task written: when its answer came, and whether its tenant is delivery-limited.
+type Sent = HashMap<String, (Instant, bool)>;
+
+/// What the receiver saw: arrival time by task id, and how many requests in all.
+#[derive(Default)]
+struct Seen {
+    arrivals: Mutex<HashMap<String, Instant>>,
+    requests: AtomicU64,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let config = fresh_database().await;
+    let db = connect(config.database_url.expose_secret(), &[]).await.ok();
+    let seen = Arc::new(Seen::default());
+    let receiver = start_receiver(seen.clone()).await;
+    let server = start_server(&config, &args).await;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .expect("http client");
+    let mut report = json!({
+        "started_at": Utc::now(),
+        "args": format!("{args:?}"),
+        "machine": common::machine(db.as_ref()).await,
+        "build": if cfg!(debug_assertions) { "dev" } else { "release" },
+    });
+    println!("machine: {}", report["machine"]);
+
+    // The writes' own request limit is not what is measured; the delivery limit is.
+    for plan in ["pro", "enterprise"] {
+        set_plan_limit(&http, &server, plan, "rate_limit_per_minute", Value::Null).await;
+    }
+    set_plan_limit(
+        &http,
+        &server,
+        "enterprise",
+        "webhook_deliveries_per_minute",
+        Value::Null,
+    )
+    .await;
+    let mut tenants = Vec::new();
+    for i in 0..args.tenants {
+        tenants.push(provision(&http, &server, &format!("bench-wh-{i}"), "pro", true).await);
+    }
+    let unlimited = provision(&http, &server, "bench-wh-unlimited", "enterprise", false).await;
+    println!("provisioned {} tenants", tenants.len() + 1);
+
+    let plain = write_run(&http, &server, &tenants, &unlimited, &args, None, "plain").await;
+    println!("POST /tasks, no webhook: {plain}");
+
+    for t in tenants.iter().chain(std::iter::once(&unlimited)) {
+        let r = http
+            .post(server.url("/webhooks"))
+            .bearer_auth(&t.token)
+            .json(&json!({"url": receiver, "events": ["task.*"]}))
+            .send()
+            .await
+            .expect("POST /webhooks");
+        assert_eq!(
+            r.status().as_u16(),
+            201,
+            "{}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+    seen.requests.store(0, Ordering::Relaxed);
+    let started = Instant::now();
+    let (subscribed, sent) =
+        write_run_with_times(&http, &server, &tenants, &unlimited, &args).await;
+    let writes_done = started.elapsed();
+    let during = seen.requests.load(Ordering::Relaxed);
+    // Drain: every task created must arrive.
+    let deadline = Instant::now() + Duration::from_secs(args.drain_secs);
+    let expected = sent.len();
+    loop {
+        let got = seen.arrivals.lock().unwrap().len();
+        if got >= expected || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let total = started.elapsed();
+    let arrivals = seen.arrivals.lock().unwrap().clone();
+    let requests = seen.requests.load(Ordering::Relaxed);
+    let mut lag_unlimited = Vec::new();
+    let mut lag_limited = Vec::new();
+    let mut missing = 0;
+    for (task, (answered, limited)) in &sent {
+        match arrivals.get(task) {
+            Some(at) => {
+                let ms = at.saturating_duration_since(*answered).as_secs_f64() * 1000.0;
+                if *limited {
+                    lag_limited.push(ms);
+                } else {
+                    lag_unlimited.push(ms);
+                }
+            }
+            None => missing += 1,
+        }
+    }
+    let delivered = arrivals.len() as f64;
+    let run = json!({
+        "post_tasks_no_webhooks": plain,
+        "post_tasks_subscribed": subscribed,
+        "events": expected,
+        "delivered": arrivals.len(),
+        "missing": missing,
+        "duplicates": requests.saturating_sub(arrivals.len() as u64),
+        "deliveries_per_minute_while_writing": (during as f64 / writes_done.as_secs_f64() * 60.0).round(),
+        "deliveries_per_minute_end_to_end": (delivered / total.as_secs_f64() * 60.0).round(),
+        "drain_seconds_after_writes": ((total - writes_done).as_secs_f64() * 10.0).round() / 10.0,
+        "lag_ms_limited_tenants": common::percentiles(lag_limited, 1),
+        "lag_ms_unlimited_tenant": common::percentiles(lag_unlimited, 1),
+    });
+    println!("{run:#}");
+    report["run"] = run.clone();
+    report["machine_after"] = common::machine(db.as_ref()).await;
+    report["finished_at"] = json!(Utc::now());
+    let extra = [
+        format!(
+            "build: {} (the server binary cargo built beside this bench)",
+            common::cell(&report["build"])
+        ),
+        "busy shared machine: other builds ran beside it (see the load averages)".to_string(),
+    ];
+    let markdown = format!(
+        "# Outgoing webhooks end to end\n\n{}\n\n{}\n",
+        common::markdown_facts(&report, &report["machine"].to_string(), &extra),
+        common::markdown_table(
+            &["figure", "value"],
+            run.as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| vec![k.clone(), common::cell(v)])
+        )
+    );
+    common::write_results("webhooks", &report, &markdown);
+}
+
+async fn set_plan_limit(
+    http: &reqwest::Client,
+    server: &Server,
+    plan: &str,
+    limit: &str,
+    value: Value,
+) {
+    let plans: Value = http
+        .get(server.url("/plans"))
+        .send()
+        .await
+        .expect("GET /plans")
+        .json()
+        .await
+        .expect("plans");
+    let mut body = plans["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|p| p["name"] == plan))
+        .cloned()
+        .expect("plan");
+    body["limits"][limit] = value;
+    let r = http
+        .put(server.url(&format!("/admin/plans/{plan}")))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("PUT /admin/plans");
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+}
+
+async fn provision(
+    http: &reqwest::Client,
+    server: &Server,
+    slug: &str,
+    plan: &str,
+    limited: bool,
+) -> Tenant {
+    let r = http
+        .post(server.url("/tenants"))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&json!({
+            "name": slug, "slug": slug, "plan": plan,
+            "admin_email": format!("admin@{slug}.example.com"),
+            "admin_password": "correct-horse-battery",
+        }))
+        .send()
+        .await
+        .expect("POST /tenants");
+    assert_eq!(r.status().as_u16(), 201, "provision {slug}");
+    let body: Value = r.json().await.expect("tenant body");
+    let token = body["credentials"]["token"].as_str().unwrap().to_string();
+    let r = http
+        .post(server.url("/projects"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "bench"}))
+        .send()
+        .await
+        .expect("POST /projects");
+    let project: Value = r.json().await.expect("project");
+    Tenant {
+        token,
+        project: project["id"].as_str().unwrap().to_string(),
+        limited,
+    }
+}
+
+/// `POST /tasks` for `--secs`: the limited tenants in turn, each at most
+/// `--per-tenant-per-minute`, everything else to the unlimited tenant. Returns the figures and
+/// (when `times`) each task's id with the instant its answer arrived.
+async fn write_run(
+    http: &reqwest::Client,
+    server: &Server,
+    tenants: &[Tenant],
+    unlimited: &Tenant,
+    args: &Args,
+    times: Option<Arc<Mutex<Sent>>>,
+    // Titles are unique per project: each run names its tasks apart.
+    run_tag: &'static str,
+) -> Value {
+    let per_tenant: Vec<AtomicU64> = tenants.iter().map(|_| AtomicU64::new(0)).collect();
+    let per_tenant = Arc::new(per_tenant);
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let run = Duration::from_secs(args.secs);
+    let cap = (args.per_tenant_per_minute * args.secs).div_ceil(60);
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for c in 0..args.clients {
+        let (http, base) = (http.clone(), server.address.clone());
+        let (tenants, unlimited) = (tenants.to_vec(), unlimited.clone());
+        let (per_tenant, ok, failed, times) = (
+            per_tenant.clone(),
+            ok.clone(),
+            failed.clone(),
+            times.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            let mut n = c as u64;
+            while started.elapsed() < run {
+                n += 1;
+                let i = (n as usize) % (tenants.len() + 1);
+                let tenant =
+                    if i < tenants.len() && per_tenant[i].fetch_add(1, Ordering::Relaxed) < cap {
+                        &tenants[i]
+                    } else {
+                        &unlimited
+                    };
+                let r = http
+                    .post(format!("{base}/tasks"))
+                    .bearer_auth(&tenant.token)
+                    .json(&json!({"project_id": tenant.project, "title": format!("{run_tag}-{c}-{n}")}))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().as_u16() == 201 => {
+                        let at = Instant::now();
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        if let Some(times) = &times {
+                            if let Ok(body) = r.json::<Value>().await {
+                                if let Some(id) = body["id"].as_str() {
+                                    times
+                                        .lock()
+                                        .unwrap()
+                                        .insert(id.to_string(), (at, tenant.limited));
+                                }
+                            }
+                        }
+                    }
+                    Ok(r) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        if failed.load(Ordering::Relaxed) <= 3 {
+                            eprintln!("POST /tasks answered {}", r.status());
+                        }
+                    }
+                    Err(err) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("POST /tasks failed: {err}");
+                    }
+                }
+            }
+        }));
+    }
+    for c in clients {
+        let _ = c.await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let ok = ok.load(Ordering::Relaxed);
+    json!({
+        "writes": ok,
+        "failed": failed.load(Ordering::Relaxed),
+        "writes_per_second": (ok as f64 / secs * 10.0).round() / 10.0,
+    })
+}
+
+async fn write_run_with_times(
+    http: &reqwest::Client,
+    server: &Server,
+    tenants: &[Tenant],
+    unlimited: &Tenant,
+    args: &Args,
+) -> (Value, Sent) {
+    let times = Arc::new(Mutex::new(HashMap::new()));
+    let figures = write_run(
+        http,
+        server,
+        tenants,
+        unlimited,
+        args,
+        Some(times.clone()),
+        "subscribed",
+    )
+    .await;
+    let times = times.lock().unwrap().clone();
+    (figures, times)
+}
+
+/// A keep-alive HTTP/1.1 receiver answering 200 at once; records each task event's arrival.
+async fn start_receiver(seen: Arc<Seen>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("receiver");
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let _ = serve(stream, seen).await;
+            });
+        }
+    });
+    url
+}
+
+async fn serve(mut stream: tokio::net::TcpStream, seen: Arc<Seen>) -> std::io::Result<()> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 16384];
+    loop {
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + length {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let at = Instant::now();
+        let body: Value =
+            serde_json::from_slice(&buf[head_end..head_end + length]).unwrap_or_default();
+        seen.requests.fetch_add(1, Ordering::Relaxed);
+        if let Some(id) = body["data"]["id"].as_str() {
+            seen.arrivals
+                .lock()
+                .unwrap()
+                .entry(id.to_string())
+                .or_insert(at);
+        }
+        buf.drain(..head_end + length);
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .await?;
+    }
+}
+
+async fn fresh_database() -> Config {
+    let mut config = Config::from_env().expect("configuration");
+    let url = std::env::var("WEBHOOKS_BENCH_DATABASE_URL").unwrap_or_else(|_| {
+        with_database(
+            config.database_url.expose_secret(),
+            "tenantry_bench_webhooks",
+        )
+    });
+    let database = url
+        .rsplit('/')
+        .next()
+        .and_then(|d| d.split('?').next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        database.contains("bench")
+            && database
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+        "the bench database is dropped first: its name must be a plain identifier containing `bench`, got {database:?}"
+    );
+    let admin = connect(&with_database(&url, "postgres"), &[])
+        .await
+        .expect("connect to postgres");
+    admin
+        .batch_execute(&format!("drop database if exists {database} with (force)"))
+        .await
+        .expect("drop the previous bench database");
+    config.database_url = url.clone().into();
+    config.app_database_url = with_user(&url, &config.roles.app).expect("app url").into();
+    config.admin_database_url = with_user(&url, &config.roles.admin)
+        .expect("admin url")
+        .into();
+    migrate::create_database_if_missing(&url)
+        .await
+        .expect("create database");
+    migrate::migrate(
+        &config,
+        MigrateOptions {
+            jobs: 2,
+            template: TenantTemplate::embedded(),
+            progress: false,
+        },
+    )
+    .await
+    .expect("migrate");
+    config
+}
+
+async fn start_server(config: &Config, args: &Args) -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let log = std::fs::File::create(std::env::temp_dir().join("webhooks_bench_server.log"))
+        .expect("server log");
+    let child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(["serve", "--workers", &args.workers.to_string()])
+        .env("DATABASE_URL", config.database_url.expose_secret())
+        .env("APP_DATABASE_URL", config.app_database_url.expose_secret())
+        .env(
+            "ADMIN_DATABASE_URL",
+            config.admin_database_url.expose_secret(),
+        )
+        .env("JWT_SECRET", JWT_SECRET)
+        .env("PLATFORM_ADMIN_TOKEN", OPERATOR_TOKEN)
+        .env("BIND", format!("127.0.0.1:{port}"))
+        .env("WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")
+        .env("JOB_POLL_INTERVAL_MS", "20")
+        .env("PUBLIC_REQUESTS_PER_MINUTE", "1000000")
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("start tenantry serve");
+    let server = Server {
+        child,
+        address: format!("http://127.0.0.1:{port}"),
+    };
+    let http = reqwest::Client::new();
+    for _ in 0..600 {
+        if let Ok(r) = http.get(server.url("/readyz")).send().await {
+            if r.status().is_success() {
+                return server;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("tenantry serve did not answer /readyz");
+}

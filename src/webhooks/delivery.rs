@@ -1,0 +1,895 @@
+//! The dispatcher: sends due messages, records every attempt, schedules the retries.
+//!
+//! PostgreSQL is the source of truth. A pass asks `app.webhook_due_tenants` (the one
+//! cross-tenant read, tenant ids only) which tenants have messages due, and each of those
+//! tenants is drained by its own task, one batch at a time:
+//!
+//! 1. claim, in a transaction bound to the tenant: take what is left of the tenant's delivery
+//!    budget for the current minute (`app.webhook_rate_windows`, a row every instance locks, so
+//!    all of them together send no more than the plan's `webhook_deliveries_per_minute`; the
+//!    excess stays queued), then lease up to that many due messages with `FOR UPDATE SKIP
+//!    LOCKED`: each gets `locked_until` = now + the lease and its attempt counted;
+//! 2. send each, signed, through the pinned outbound client ([`crate::net::outbound`]: the
+//!    address connected to is the one vetted, 10 s in all, no redirects followed);
+//! 3. record, in a second tenant transaction: one `webhook_deliveries` row per attempt and the
+//!    message's next state, fenced by the attempt number (a claim that outlived its lease
+//!    records nothing over the newer one).
+//!
+//! The lease is longer than the send timeout, so no two instances send the same attempt at
+//! once; a process killed mid-send leaves its messages to be claimed again when the lease ends
+//! (delivery is at least once; receivers deduplicate on `webhook-id`).
+//!
+//! Time comes from a [`Clock`], so tests drive the retry schedule without sleeping.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use futures_util::future::BoxFuture;
+use futures_util::stream::{self, StreamExt};
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use rand::Rng;
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::secret;
+use super::signing::signature_header;
+use super::{WebhookError, ENDPOINT_DISABLED_EVENT, MAX_PAYLOAD_BYTES};
+use crate::db::{PgPool, TenantTx};
+use crate::error::error_chain;
+use crate::net::outbound::{body_prefix, Outbound, OutboundError};
+
+/// Delays before retry 1, 2, ... of a round (API.md): then the message is dead-lettered.
+pub const RETRY_SCHEDULE: [Duration; 5] = [
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+    Duration::from_secs(300),
+    Duration::from_secs(3600),
+];
+/// Up to this share of a delay is added at random, so endpoints failing together do not
+/// retry in lockstep.
+pub const JITTER: f64 = 0.1;
+/// A `Retry-After` longer than this is taken as this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// An endpoint failing without a success for this long is disabled.
+pub const DISABLE_AFTER: TimeDelta = TimeDelta::days(5);
+/// Batches of one tenant being sent at once by one instance.
+pub const BATCHES_IN_FLIGHT: usize = 8;
+/// Time kept between the end of the longest send and the end of its lease.
+const SEND_MARGIN: Duration = Duration::from_secs(2);
+/// What of a receiver's answer is kept.
+pub const RESPONSE_BODY_LIMIT: usize = 4096;
+
+/// The time the dispatcher goes by.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// The tenant's deliveries a minute (None: no limit), from its config snapshot.
+pub type Limits = Arc<dyn Fn(Uuid) -> BoxFuture<'static, Option<i64>> + Send + Sync>;
+
+#[derive(Clone, Debug)]
+pub struct DispatcherOptions {
+    /// Messages claimed per batch of a tenant.
+    pub batch_size: i64,
+    /// How long a claimed message is hidden from other claims (longer than the
+    /// outbound client's timeout; an attempt that could not start early enough within it is
+    /// left for the next claim).
+    pub lease: Duration,
+    /// How often the queue is looked at when nothing woke the dispatcher.
+    pub poll_interval: Duration,
+    /// Sends under way at once, over all tenants.
+    pub concurrency: usize,
+}
+
+impl Default for DispatcherOptions {
+    fn default() -> Self {
+        DispatcherOptions {
+            batch_size: 100,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(250),
+            concurrency: 256,
+        }
+    }
+}
+
+/// Wakes the dispatchers of this process: something was queued and committed.
+static WAKE: Notify = Notify::const_new();
+
+pub fn wake() {
+    WAKE.notify_waiters();
+    WAKE.notify_one();
+}
+
+/// `/metrics`: the webhook queue and the outcomes of attempts.
+#[derive(Clone)]
+pub struct WebhookMetrics {
+    /// Attempts by outcome: succeeded, failed, dead, refused, gone.
+    pub attempts: IntCounterVec,
+    /// Attempts under way in this process.
+    pub in_flight: IntGauge,
+    /// Tenants with messages due at the last look.
+    pub due_tenants: IntGauge,
+}
+
+impl WebhookMetrics {
+    pub fn new() -> Result<WebhookMetrics, prometheus::Error> {
+        Ok(WebhookMetrics {
+            attempts: IntCounterVec::new(
+                Opts::new(
+                    "webhook_attempts_total",
+                    "Webhook delivery attempts by outcome",
+                ),
+                &["outcome"],
+            )?,
+            in_flight: IntGauge::new(
+                "webhook_attempts_in_flight",
+                "Webhook attempts being sent by this instance",
+            )?,
+            due_tenants: IntGauge::new(
+                "webhook_due_tenants",
+                "Tenants with webhook messages due at the dispatcher's last look",
+            )?,
+        })
+    }
+
+    pub fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(self.attempts.clone()))?;
+        registry.register(Box::new(self.in_flight.clone()))?;
+        registry.register(Box::new(self.due_tenants.clone()))?;
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    outbound: Outbound,
+    clock: Arc<dyn Clock>,
+    limits: Limits,
+    options: DispatcherOptions,
+    metrics: WebhookMetrics,
+    /// Tenants being drained by a task of this dispatcher.
+    draining: Mutex<HashMap<Uuid, ()>>,
+    sends: tokio::sync::Semaphore,
+}
+
+/// One leased message.
+struct Claimed {
+    id: Uuid,
+    webhook_id: Uuid,
+    attempt: i32,
+    round_attempts: i32,
+    body: String,
+}
+
+/// An endpoint as the sender needs it.
+struct Target {
+    url: String,
+    status: String,
+    secrets: Vec<String>,
+}
+
+/// What one attempt gave.
+#[derive(Debug)]
+pub struct Attempt {
+    pub status: Option<u16>,
+    pub body: Option<String>,
+    pub retry_after: Option<Duration>,
+    pub error: Option<String>,
+    pub duration: Duration,
+}
+
+impl Attempt {
+    fn failed(error: String, started: Instant) -> Attempt {
+        Attempt {
+            status: None,
+            body: None,
+            retry_after: None,
+            error: Some(error),
+            duration: started.elapsed(),
+        }
+    }
+
+    fn succeeded(&self) -> bool {
+        self.status.is_some_and(|s| (200..300).contains(&s))
+    }
+}
+
+/// The delay before the next attempt after attempt `round` (1-based) of a round failed, or
+/// None when that was the last one; `jitter` in [0, 1) scales [`JITTER`].
+pub fn next_delay(round: i32, retry_after: Option<Duration>, jitter: f64) -> Option<Duration> {
+    let index = usize::try_from(round.max(1) - 1).ok()?;
+    let base = *RETRY_SCHEDULE.get(index)?;
+    let delay = base.mul_f64(1.0 + JITTER * jitter.clamp(0.0, 1.0));
+    Some(match retry_after {
+        Some(asked) => delay.max(asked.min(MAX_RETRY_AFTER)),
+        None => delay,
+    })
+}
+
+/// `Retry-After` in seconds (an HTTP date is read as no hint).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// At most [`RESPONSE_BODY_LIMIT`] bytes of text PostgreSQL can store.
+fn keep_body(bytes: &[u8]) -> String {
+    let cut = &bytes[..bytes.len().min(RESPONSE_BODY_LIMIT)];
+    String::from_utf8_lossy(cut).replace('\0', "")
+}
+
+impl Dispatcher {
+    pub fn new(
+        pool: PgPool,
+        outbound: Outbound,
+        clock: Arc<dyn Clock>,
+        limits: Limits,
+        options: DispatcherOptions,
+        metrics: WebhookMetrics,
+    ) -> Dispatcher {
+        let sends = tokio::sync::Semaphore::new(options.concurrency.max(1));
+        Dispatcher {
+            inner: Arc::new(Inner {
+                pool,
+                outbound,
+                clock,
+                limits,
+                options,
+                metrics,
+                draining: Mutex::new(HashMap::new()),
+                sends,
+            }),
+        }
+    }
+
+    /// Tenants with messages due now.
+    pub async fn due_tenants(&self) -> Result<Vec<Uuid>, WebhookError> {
+        let conn = self.inner.pool.get().await?;
+        let stmt = conn
+            .prepare_cached("select tenant_id from app.webhook_due_tenants($1, $2)")
+            .await?;
+        let rows = conn
+            .query(&stmt, &[&self.inner.clock.now(), &10_000i32])
+            .await?;
+        let tenants: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+        self.inner.metrics.due_tenants.set(tenants.len() as i64);
+        Ok(tenants)
+    }
+
+    /// One pass, in order: every tenant with messages due gets one batch. Returns the attempts
+    /// made. Tests call this with a hand-driven clock.
+    pub async fn run_once(&self) -> Result<usize, WebhookError> {
+        let mut attempts = 0;
+        for tenant in self.due_tenants().await? {
+            attempts += self.tenant_batch(tenant).await?;
+        }
+        Ok(attempts)
+    }
+
+    /// Until `stop`: drains each tenant with messages due in a task of its own.
+    pub async fn run(self, stop: CancellationToken) {
+        while !stop.is_cancelled() {
+            let woken = WAKE.notified();
+            match self.due_tenants().await {
+                Ok(tenants) => {
+                    for tenant in tenants {
+                        self.spawn_drain(tenant, stop.clone());
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %error_chain(&err), "webhook queue not read; will retry")
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = woken => {}
+                _ = tokio::time::sleep(self.inner.options.poll_interval) => {}
+            }
+        }
+    }
+
+    fn spawn_drain(&self, tenant: Uuid, stop: CancellationToken) {
+        {
+            let mut draining = self
+                .inner
+                .draining
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if draining.insert(tenant, ()).is_some() {
+                return;
+            }
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            crate::context::scope(tenant, this.drain(tenant, stop)).await;
+            this.inner
+                .draining
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&tenant);
+        });
+    }
+
+    /// Claims batches of `tenant` while it has messages due, with up to
+    /// [`BATCHES_IN_FLIGHT`] being sent at once: a receiver that takes its 10 s holds up only
+    /// its own batch, not the tenant's other endpoints.
+    async fn drain(&self, tenant: Uuid, stop: CancellationToken) {
+        let mut in_flight = tokio::task::JoinSet::new();
+        while !stop.is_cancelled() {
+            if in_flight.len() < BATCHES_IN_FLIGHT {
+                match self.claim(tenant).await {
+                    Ok((claimed, targets)) if !claimed.is_empty() => {
+                        let this = self.clone();
+                        in_flight.spawn(crate::context::scope(tenant, async move {
+                            this.process(tenant, claimed, targets).await
+                        }));
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(tenant_id = %tenant, error = %error_chain(&err),
+                        "webhook claim failed; will retry"),
+                }
+            }
+            // Nothing more to claim now (or enough under way): wait for a batch to end, then
+            // look again, as new messages may have come meanwhile.
+            match in_flight.join_next().await {
+                None => break,
+                Some(Ok(Ok(_))) => {}
+                Some(Ok(Err(err))) => {
+                    tracing::warn!(tenant_id = %tenant, error = %error_chain(&err),
+                    "webhook batch not recorded; its leases run out and it is sent again")
+                }
+                Some(Err(err)) => {
+                    tracing::error!(tenant_id = %tenant, %err, "webhook batch panicked")
+                }
+            }
+        }
+        while in_flight.join_next().await.is_some() {}
+    }
+
+    /// Claims, sends and records one batch of `tenant`; the number of attempts made.
+    pub async fn tenant_batch(&self, tenant: Uuid) -> Result<usize, WebhookError> {
+        let (claimed, targets) = self.claim(tenant).await?;
+        self.process(tenant, claimed, targets).await
+    }
+
+    async fn process(
+        &self,
+        tenant: Uuid,
+        claimed: Vec<Claimed>,
+        targets: HashMap<Uuid, Target>,
+    ) -> Result<usize, WebhookError> {
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        let now = self.inner.clock.now();
+        let claimed_at = Instant::now();
+        let attempts: Vec<(Claimed, Attempt)> = stream::iter(claimed)
+            .map(|message| async {
+                let attempt = match targets.get(&message.webhook_id) {
+                    Some(target) => self.send(target, &message, now, claimed_at).await,
+                    None => Some(Attempt::failed(
+                        "the endpoint is gone".into(),
+                        Instant::now(),
+                    )),
+                };
+                attempt.map(|attempt| (message, attempt))
+            })
+            .buffer_unordered(self.inner.options.concurrency.max(1))
+            .filter_map(|sent| async move { sent })
+            .collect()
+            .await;
+        let made = attempts.len();
+        self.record(tenant, attempts).await?;
+        Ok(made)
+    }
+
+    async fn claim(
+        &self,
+        tenant: Uuid,
+    ) -> Result<(Vec<Claimed>, HashMap<Uuid, Target>), WebhookError> {
+        let limit = (self.inner.limits)(tenant).await;
+        let now = self.inner.clock.now();
+        let conn = self.inner.pool.get().await?;
+        let tx = TenantTx::begin(&conn, tenant).await?;
+        let result = self.claim_in(&tx, tenant, limit, now).await;
+        match result {
+            Ok(claimed) => {
+                tx.commit().await?;
+                Ok(claimed)
+            }
+            Err(err) => {
+                tx.rollback().await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn claim_in(
+        &self,
+        tx: &TenantTx<'_>,
+        tenant: Uuid,
+        limit: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Claimed>, HashMap<Uuid, Target>), WebhookError> {
+        let mut take = self.inner.options.batch_size.max(1);
+        let window = now.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now);
+        if let Some(limit) = limit {
+            // Locks the tenant's window row until commit: concurrent claims of any instance
+            // take their share one after the other.
+            let stmt = tx
+                .prepare_cached(
+                    "insert into app.webhook_rate_windows as w (tenant_id, window_start, used) \
+                     values ($1, $2, 0) on conflict (tenant_id) do update set \
+                     used = case when w.window_start = excluded.window_start then w.used else 0 end, \
+                     window_start = excluded.window_start \
+                     returning used",
+                )
+                .await?;
+            let used: i32 = tx.query_one(&stmt, &[&tenant, &window]).await?.get(0);
+            take = take.min(limit - i64::from(used));
+            if take <= 0 {
+                return Ok((Vec::new(), HashMap::new()));
+            }
+        }
+        let stmt = tx
+            .prepare_cached(
+                "with due as ( \
+                   select m.id from app.webhook_messages m \
+                   join app.webhooks w on w.tenant_id = m.tenant_id and w.id = m.webhook_id \
+                   where m.tenant_id = $1 and m.status = 'pending' and m.deleted_at is null \
+                     and m.next_attempt_at <= $2 and (m.locked_until is null or m.locked_until <= $2) \
+                     and w.status = 'enabled' and w.deleted_at is null \
+                   order by m.next_attempt_at, m.id limit $3 \
+                   for update of m skip locked) \
+                 update app.webhook_messages m \
+                 set locked_until = $2 + make_interval(secs => $4), attempts = m.attempts + 1, \
+                     updated_at = $2 \
+                 from due where m.tenant_id = $1 and m.id = due.id \
+                 returning m.id, m.webhook_id, m.attempts, m.round_attempts, m.body",
+            )
+            .await?;
+        let lease = self.inner.options.lease.as_secs_f64();
+        let rows = tx.query(&stmt, &[&tenant, &now, &take, &lease]).await?;
+        let claimed: Vec<Claimed> = rows
+            .iter()
+            .map(|r| Claimed {
+                id: r.get(0),
+                webhook_id: r.get(1),
+                attempt: r.get(2),
+                round_attempts: r.get(3),
+                body: r.get(4),
+            })
+            .collect();
+        if claimed.is_empty() {
+            return Ok((claimed, HashMap::new()));
+        }
+        if limit.is_some() {
+            let stmt = tx
+                .prepare_cached(
+                    "update app.webhook_rate_windows set used = used + $2 where tenant_id = $1",
+                )
+                .await?;
+            let n = i32::try_from(claimed.len()).unwrap_or(i32::MAX);
+            tx.execute(&stmt, &[&tenant, &n]).await?;
+        }
+        let mut ids: Vec<Uuid> = claimed.iter().map(|c| c.webhook_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let stmt = tx
+            .prepare_cached(
+                "select id, url, status, secret_ciphertext, secret_key_id, \
+                 previous_secret_ciphertext, previous_secret_key_id, previous_secret_expires_at \
+                 from app.webhooks where tenant_id = $1 and id = any($2)",
+            )
+            .await?;
+        let mut targets = HashMap::new();
+        for row in tx.query(&stmt, &[&tenant, &ids]).await? {
+            let mut secrets = vec![secret::open(row.get(3), row.get(4))?];
+            let previous: Option<Vec<u8>> = row.get(5);
+            let previous_key: Option<String> = row.get(6);
+            let expires: Option<DateTime<Utc>> = row.get(7);
+            if let (Some(previous), Some(key), Some(expires)) = (previous, previous_key, expires) {
+                if expires > now {
+                    secrets.push(secret::open(&previous, &key)?);
+                }
+            }
+            targets.insert(
+                row.get::<_, Uuid>(0),
+                Target {
+                    url: row.get(1),
+                    status: row.get(2),
+                    secrets,
+                },
+            );
+        }
+        Ok((claimed, targets))
+    }
+
+    /// None when the attempt was not made: waiting for a sending slot took so long that the
+    /// lease could run out before the send ends, and another instance may claim the message.
+    async fn send(
+        &self,
+        target: &Target,
+        message: &Claimed,
+        now: DateTime<Utc>,
+        claimed_at: Instant,
+    ) -> Option<Attempt> {
+        let _permit = self.inner.sends.acquire().await.ok()?;
+        let deadline = self
+            .inner
+            .options
+            .lease
+            .saturating_sub(crate::net::outbound::TIMEOUT + SEND_MARGIN);
+        if claimed_at.elapsed() > deadline {
+            return None;
+        }
+        let started = Instant::now();
+        self.inner.metrics.in_flight.inc();
+        let attempt = self.send_now(target, message, now, started).await;
+        self.inner.metrics.in_flight.dec();
+        Some(attempt)
+    }
+
+    async fn send_now(
+        &self,
+        target: &Target,
+        message: &Claimed,
+        now: DateTime<Utc>,
+        started: Instant,
+    ) -> Attempt {
+        if target.status != "enabled" {
+            return Attempt::failed("the endpoint is disabled".into(), started);
+        }
+        if message.body.len() > MAX_PAYLOAD_BYTES {
+            return Attempt::failed("the payload is over 1 MiB".into(), started);
+        }
+        let url = match url::Url::parse(&target.url) {
+            Ok(url) => url,
+            Err(_) => return Attempt::failed("the stored URL does not parse".into(), started),
+        };
+        let msg_id = format!("msg_{}", message.id.simple());
+        let timestamp = now.timestamp();
+        let signature = match signature_header(
+            target.secrets.iter().map(String::as_str),
+            &msg_id,
+            timestamp,
+            message.body.as_bytes(),
+        ) {
+            Ok(signature) => signature,
+            Err(err) => return Attempt::failed(format!("cannot sign: {err}"), started),
+        };
+        let request = self
+            .inner
+            .outbound
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("webhook-id", &msg_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(message.body.clone());
+        let response = match self.inner.outbound.send(request).await {
+            Ok(response) => response,
+            Err(err) => return Attempt::failed(describe(&err), started),
+        };
+        let status = response.status().as_u16();
+        let hint = retry_after(response.headers());
+        // Only the first 4 KiB are read; the rest of a large answer is left unread.
+        let (body, error) = match body_prefix(response, RESPONSE_BODY_LIMIT).await {
+            Ok(body) => (keep_body(&body), None),
+            Err(err) => (String::new(), Some(describe(&err))),
+        };
+        Attempt {
+            status: Some(status),
+            body: Some(body),
+            retry_after: hint,
+            error,
+            duration: started.elapsed(),
+        }
+    }
+
+    async fn record(
+        &self,
+        tenant: Uuid,
+        attempts: Vec<(Claimed, Attempt)>,
+    ) -> Result<(), WebhookError> {
+        let conn = self.inner.pool.get().await?;
+        let tx = TenantTx::begin(&conn, tenant).await?;
+        let result = self.record_in(&tx, tenant, attempts).await;
+        match result {
+            Ok(()) => Ok(tx.commit().await?),
+            Err(err) => {
+                tx.rollback().await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn record_in(
+        &self,
+        tx: &TenantTx<'_>,
+        tenant: Uuid,
+        attempts: Vec<(Claimed, Attempt)>,
+    ) -> Result<(), WebhookError> {
+        let now = self.inner.clock.now();
+        let update_message = tx
+            .prepare_cached(
+                "update app.webhook_messages set status = $4, round_attempts = $5, \
+                 next_attempt_at = coalesce($6, next_attempt_at), locked_until = null, updated_at = $7 \
+                 where tenant_id = $1 and id = $2 and attempts = $3 and status = 'pending'",
+            )
+            .await?;
+        let insert_delivery = tx
+            .prepare_cached(
+                "insert into app.webhook_deliveries (tenant_id, id, message_id, webhook_id, attempt, \
+                 status, response_code, response_body, duration_ms, error, next_retry_at, created_at) \
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .await?;
+        let mut succeeded_endpoints = Vec::new();
+        let mut failed_endpoints = Vec::new();
+        let mut gone_endpoints = Vec::new();
+        for (message, attempt) in attempts {
+            let round = message.round_attempts + 1;
+            let gone = attempt.status == Some(410);
+            let (message_status, delivery_status, next) = if attempt.succeeded() {
+                ("succeeded", "succeeded", None)
+            } else if gone {
+                ("dead", "dead", None)
+            } else {
+                let jitter: f64 = rand::rng().random();
+                match next_delay(round, attempt.retry_after, jitter) {
+                    Some(delay) => (
+                        "pending",
+                        "failed",
+                        Some(now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::hours(1))),
+                    ),
+                    None => ("dead", "dead", None),
+                }
+            };
+            let updated = tx
+                .execute(
+                    &update_message,
+                    &[
+                        &tenant,
+                        &message.id,
+                        &message.attempt,
+                        &message_status,
+                        &round,
+                        &next,
+                        &now,
+                    ],
+                )
+                .await?;
+            if updated == 0 {
+                // Re-claimed after our lease ran out, or deleted meanwhile: the newer claim's
+                // record stands. The receiver may have it twice (at least once).
+                tracing::warn!(tenant_id = %tenant, message_id = %message.id,
+                    "webhook attempt finished after its lease; not recorded");
+                continue;
+            }
+            let outcome = if gone { "gone" } else { delivery_status };
+            self.inner
+                .metrics
+                .attempts
+                .with_label_values(&[outcome])
+                .inc();
+            let code = attempt.status.map(i32::from);
+            let duration = i32::try_from(attempt.duration.as_millis()).unwrap_or(i32::MAX);
+            let error = match (&attempt.error, attempt.status) {
+                (Some(e), _) => Some(e.clone()),
+                (None, Some(410)) => Some("410 Gone: the endpoint is disabled".to_string()),
+                (None, Some(s)) if !(200..300).contains(&s) => {
+                    Some(format!("the receiver answered {s}"))
+                }
+                _ => None,
+            };
+            tx.execute(
+                &insert_delivery,
+                &[
+                    &tenant,
+                    &Uuid::now_v7(),
+                    &message.id,
+                    &message.webhook_id,
+                    &message.attempt,
+                    &delivery_status,
+                    &code,
+                    &attempt.body,
+                    &duration,
+                    &error,
+                    &next,
+                    &now,
+                ],
+            )
+            .await?;
+            if attempt.succeeded() {
+                succeeded_endpoints.push(message.webhook_id);
+            } else if gone {
+                gone_endpoints.push(message.webhook_id);
+            } else {
+                failed_endpoints.push(message.webhook_id);
+            }
+        }
+        if !succeeded_endpoints.is_empty() {
+            let stmt = tx
+                .prepare_cached(
+                    "update app.webhooks set failing_since = null \
+                     where tenant_id = $1 and id = any($2) and failing_since is not null",
+                )
+                .await?;
+            tx.execute(&stmt, &[&tenant, &succeeded_endpoints]).await?;
+        }
+        if !failed_endpoints.is_empty() {
+            // An endpoint that also succeeded in this batch is not failing.
+            failed_endpoints.retain(|e| !succeeded_endpoints.contains(e));
+            let stmt = tx
+                .prepare_cached(
+                    "update app.webhooks set failing_since = coalesce(failing_since, $3) \
+                     where tenant_id = $1 and id = any($2) and deleted_at is null \
+                     returning id, failing_since, status",
+                )
+                .await?;
+            for row in tx.query(&stmt, &[&tenant, &failed_endpoints, &now]).await? {
+                let since: DateTime<Utc> = row.get(1);
+                let status: &str = row.get(2);
+                if status == "enabled" && now - since >= DISABLE_AFTER {
+                    self.disable(tx, tenant, row.get(0), "failing for 5 days", now)
+                        .await?;
+                }
+            }
+        }
+        gone_endpoints.sort_unstable();
+        gone_endpoints.dedup();
+        for endpoint in gone_endpoints {
+            self.disable(tx, tenant, endpoint, "the receiver answered 410 Gone", now)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Disables an endpoint still enabled, and records `webhook.endpoint_disabled`.
+    async fn disable(
+        &self,
+        tx: &TenantTx<'_>,
+        tenant: Uuid,
+        endpoint: Uuid,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), WebhookError> {
+        let stmt = tx
+            .prepare_cached(
+                "update app.webhooks set status = 'disabled', disabled_reason = $3, updated_at = $4 \
+                 where tenant_id = $1 and id = $2 and status = 'enabled' and deleted_at is null \
+                 returning url",
+            )
+            .await?;
+        let Some(row) = tx
+            .query_opt(&stmt, &[&tenant, &endpoint, &reason, &now])
+            .await?
+        else {
+            return Ok(());
+        };
+        let url: String = row.get(0);
+        tracing::warn!(tenant_id = %tenant, webhook_id = %endpoint, reason, "webhook endpoint disabled");
+        crate::jobs::enqueue(
+            tx,
+            tenant,
+            ENDPOINT_DISABLED_EVENT,
+            &json!({"id": endpoint, "url": url, "reason": reason, "disabled_at": now}),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// The dispatcher of this instance, unless JOB_WORKER=false (the outbox worker that fans
+/// events out is off then too). Several instances may each run one: leases keep them apart.
+pub fn for_server(state: &crate::state::AppState) -> Option<Dispatcher> {
+    if !state.config.job_worker {
+        return None;
+    }
+    let options = DispatcherOptions::default();
+    let metrics = match WebhookMetrics::new() {
+        Ok(metrics) => metrics,
+        Err(err) => {
+            tracing::error!(%err, "webhook metrics not defined; webhooks are not sent");
+            return None;
+        }
+    };
+    if let Err(err) = metrics.register(state.metrics.registry()) {
+        tracing::warn!(%err, "webhook metrics not registered");
+    }
+    let outbound = match Outbound::from_config(&state.config) {
+        Ok(outbound) => outbound,
+        Err(err) => {
+            tracing::error!(error = %error_chain(&err), "no HTTP client; webhooks are not sent");
+            return None;
+        }
+    };
+    let actors = state.actors.clone();
+    // The limit from the tenant's config snapshot, which its actor holds; a tenant whose
+    // snapshot cannot be had now waits (a limit of 0) rather than exceed its plan.
+    let limits: Limits = Arc::new(move |tenant| {
+        let actors = actors.clone();
+        Box::pin(async move {
+            match actors.config(tenant).await {
+                Ok(snapshot) => snapshot
+                    .plan
+                    .limit(crate::tenant_config::snapshot::Limit::WebhookDeliveriesPerMinute),
+                Err(err) => {
+                    tracing::warn!(tenant_id = %tenant, error = %error_chain(&err),
+                        "no config snapshot for the webhook limit; the queue waits");
+                    Some(0)
+                }
+            }
+        })
+    });
+    Some(Dispatcher::new(
+        state.pools.app.clone(),
+        outbound,
+        Arc::new(SystemClock),
+        limits,
+        options,
+        metrics,
+    ))
+}
+
+/// A send error for the delivery log: its stable reason, then the causes in words.
+fn describe(err: &OutboundError) -> String {
+    format!("{}: {}", err.reason(), error_chain(err))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retry_schedule() {
+        let secs: Vec<u64> = (1..=5)
+            .map(|round| next_delay(round, None, 0.0).unwrap().as_secs())
+            .collect();
+        assert_eq!(secs, [1, 5, 30, 300, 3600]);
+        assert_eq!(next_delay(6, None, 0.0), None);
+        // Jitter adds at most a tenth.
+        let jittered = next_delay(3, None, 0.999).unwrap();
+        assert!(jittered > Duration::from_secs(30) && jittered < Duration::from_secs(33));
+        // Retry-After wins when longer, and is capped.
+        assert_eq!(
+            next_delay(1, Some(Duration::from_secs(120)), 0.0),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            next_delay(1, Some(Duration::from_secs(10 * 24 * 3600)), 0.0),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(
+            next_delay(4, Some(Duration::from_secs(2)), 0.0),
+            Some(Duration::from_secs(300))
+        );
+    }
+
+    #[test]
+    fn kept_bodies_are_bounded_and_storable() {
+        let big = vec![b'a'; 10_000];
+        assert_eq!(keep_body(&big).len(), RESPONSE_BODY_LIMIT);
+        assert_eq!(keep_body(b"a\0b"), "ab");
+    }
+}
