@@ -144,25 +144,20 @@ pg_ticks() { # "pid:ticks ..."
     printf '%s:%s ' "$pid" "$(awk '{print $14+$15}' "/proc/$pid/stat" 2>/dev/null)"
   done
 }
-tasks_now() { psql -XAtq "$DB" -c "select count(*) from app.tasks"; }
 APP="postgres://tenantry_app@$SOCK:$PGPORT/tenantry_write"
 declare -A R
-# WAL and statements are counted over the whole run (backends report them when they exit,
-# pgbench's count of transactions is exact); CPU over its middle, while pgbench's backends are
-# alive, per task committed meanwhile (a backend's CPU is only readable while it exists).
+# WAL, statements and CPU are counted over the whole run, per transaction pgbench counted
+# (backends report their WAL and statement figures when they exit).
 measure() { # name pgbench-script-arguments...
   local name=$1; shift
   pgbench -n -M prepared -c "$CLIENTS" -j 2 -T 2 "$@" "$APP" >/dev/null 2>&1 || true
   psql -XAtq "$DB" -c "select pg_stat_statements_reset(), pg_stat_reset_shared('wal')" >/dev/null
-  local lsn0 lsn1 c0 c1 t0 t1 load
+  local lsn0 lsn1 load
   load=$(cut -d' ' -f1 /proc/loadavg)
   lsn0=$(psql -XAtq "$DB" -c "select pg_current_wal_lsn()")
   pgbench -n -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" "$@" "$APP" >"$SCRIPTS/out" 2>&1 &
   local bench=$!
-  sleep 1
-  c0=$(pg_ticks); t0=$(tasks_now)
-  sleep $((DURATION - 2))
-  c1=$(pg_ticks); t1=$(tasks_now)
+  while kill -0 $bench 2>/dev/null; do pg_ticks; echo; sleep 0.2; done >"$SCRIPTS/cpu_$name"
   wait $bench || true
   lsn1=$(psql -XAtq "$DB" -c "select pg_current_wal_lsn()")
   local out n tps failed wal
@@ -173,19 +168,24 @@ measure() { # name pgbench-script-arguments...
   failed=$(awk '/number of failed transactions/ {print $5}' <<<"$out")
   wal=$(psql -XAtq -F' ' "$DB" -c "select wal_records, wal_sync, wal_write, pg_wal_lsn_diff('$lsn1', '$lsn0') from pg_stat_wal")
   psql -XAtq "$DB" -c "select coalesce(json_agg(s), '[]') from (select left(regexp_replace(query, '\s+', ' ', 'g'), 90) as query, calls, round(mean_exec_time::numeric * 1000, 1) as mean_us, round(total_exec_time::numeric / greatest(${n:-0}, 1) * 1000, 1) as us_per_tx, shared_blks_hit + shared_blks_read as blocks, wal_records, wal_bytes from pg_stat_statements where dbid = (select oid from pg_database where datname = 'tenantry_write') and calls >= ${n:-0} / 2 order by total_exec_time desc limit 12) s" >"$SCRIPTS/stmts_$name.json"
-  R[$name]=$(python3 - "$name" "${n:-0}" "${tps:-0}" "${failed:-0}" "$c0" "$c1" "$(getconf CLK_TCK)" "$t0" "$t1" "$wal" "$load" "$SCRIPTS/stmts_$name.json" <<'PY'
+  R[$name]=$(python3 - "$name" "${n:-0}" "${tps:-0}" "${failed:-0}" "$SCRIPTS/cpu_$name" "$(getconf CLK_TCK)" "$wal" "$load" "$SCRIPTS/stmts_$name.json" <<'PY'
 import json, sys
-name, n, tps, failed, c0, c1, hz, t0, t1, wal, load, stmts = sys.argv[1:]
+name, n, tps, failed, samples, hz, wal, load, stmts = sys.argv[1:]
 n = max(int(n), 1)
-def cpu(before, after):
-    # Only processes alive at both samples: a backend that came or went between them would
-    # count its whole life or nothing.
-    parse = lambda s: {p: int(t) for p, t in (x.split(":") for x in s.split()) if t}
-    b, a = parse(before), parse(after)
-    return sum(a[p] - b[p] for p in a if p in b)
+# Every process of the cluster, sampled every 0.2 s while pgbench ran: each one's CPU from its
+# first sample to its last (a backend's ticks are only readable while it exists; at most the
+# last 0.2 s of pgbench's backends is lost, and their connection start-up before the first).
+first, last = {}, {}
+for line in open(samples):
+    for x in line.split():
+        p, _, t = x.partition(":")
+        if t:
+            first.setdefault(p, int(t))
+            last[p] = int(t)
+ticks = sum(last[p] - first[p] for p in last)
 records, syncs, writes, wal_bytes = wal.split()
 print(json.dumps({"name": name, "tps": round(float(tps), 1), "transactions": n, "failed": failed,
-  "postgres_cpu_us_per_tx": round(cpu(c0, c1) / int(hz) / max(int(t1) - int(t0), 1) * 1e6, 1),
+  "postgres_cpu_us_per_tx": round(ticks / int(hz) / n * 1e6, 1),
   "wal_bytes_per_tx": round(float(wal_bytes) / n), "wal_records_per_tx": round(int(records) / n, 2),
   "wal_fsyncs_per_tx": round(int(syncs) / n, 3), "wal_writes_per_tx": round(int(writes) / n, 3),
   "load_1min": float(load), "statements": json.load(open(stmts))}))
