@@ -162,10 +162,10 @@ measure() { # name pgbench-script-arguments...
   lsn1=$(psql -XAtq "$DB" -c "select pg_current_wal_lsn()")
   local out n tps failed wal
   out=$(cat "$SCRIPTS/out")
-  n=$(awk '/number of transactions actually processed/ {print $NF}' <<<"$out")
+  n=$(awk '/^number of transactions actually processed/ {print $NF; exit}' <<<"$out")
   n=${n%%/*}
-  tps=$(awk '/^tps =/ {print $3}' <<<"$out")
-  failed=$(awk '/number of failed transactions/ {print $5}' <<<"$out")
+  tps=$(awk '/^tps =/ {print $3; exit}' <<<"$out")
+  failed=$(awk '/^number of failed transactions/ {print $5; exit}' <<<"$out")
   wal=$(psql -XAtq -F' ' "$DB" -c "select wal_records, wal_sync, wal_write, pg_wal_lsn_diff('$lsn1', '$lsn0') from pg_stat_wal")
   psql -XAtq "$DB" -c "select coalesce(json_agg(s), '[]') from (select left(regexp_replace(query, '\s+', ' ', 'g'), 90) as query, calls, round(mean_exec_time::numeric * 1000, 1) as mean_us, round(total_exec_time::numeric / greatest(${n:-0}, 1) * 1000, 1) as us_per_tx, shared_blks_hit + shared_blks_read as blocks, wal_records, wal_bytes from pg_stat_statements where dbid = (select oid from pg_database where datname = 'tenantry_write') and calls >= ${n:-0} / 2 order by total_exec_time desc limit 12) s" >"$SCRIPTS/stmts_$name.json"
   R[$name]=$(python3 - "$name" "${n:-0}" "${tps:-0}" "${failed:-0}" "$SCRIPTS/cpu_$name" "$(getconf CLK_TCK)" "$wal" "$load" "$SCRIPTS/stmts_$name.json" <<'PY'
