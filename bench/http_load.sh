@@ -263,6 +263,14 @@ writes_set() {
     run "post_fixed_$i" post_task.lua "$RATE"
     run "mixed_fixed_$i" mixed.lua "$RATE"
   done
+  # Analytics ingest with UUID and with string user ids, alternated (uuid, strings, strings,
+  # uuid) so a drift of the machine weighs on both; 8 connections, 1,000 events a request.
+  python3 bench/http_load/analytics_bodies.py "$OUT"
+  local kind
+  for kind in uuid strings strings uuid; do
+    i=$((${i:-0} + 1))
+    CONNS=8 ANALYTICS_BODIES="$OUT/.analytics_$kind.txt" run "analytics_${kind}_$i" analytics_events.lua 0
+  done
   stop_server
   local ceiling=""
   if [ -z "${NO_CEILING:-}" ]; then
@@ -273,7 +281,7 @@ writes_set() {
     echo "{\"date\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\", \"tenants\": $TENANTS, \"duration\": \"$DURATION\", \"rate\": $RATE,"
     echo " \"pgbench_ceiling_tps\": ${ceiling:-null}, \"runs\": {"
     local first=1
-    for k in get_full post_full mixed_full get_fixed_1 get_fixed_2 get_fixed_3 post_fixed_1 post_fixed_2 post_fixed_3 mixed_fixed_1 mixed_fixed_2 mixed_fixed_3; do
+    for k in get_full post_full mixed_full get_fixed_1 get_fixed_2 get_fixed_3 post_fixed_1 post_fixed_2 post_fixed_3 mixed_fixed_1 mixed_fixed_2 mixed_fixed_3 analytics_uuid_4 analytics_strings_5 analytics_strings_6 analytics_uuid_7; do
       [ $first = 1 ] || echo ","
       first=0
       echo "\"$k\": ${RESULTS[$k]}"
@@ -291,11 +299,14 @@ print("|---|---|---|---|---|---|---|---|---|")
 for k, x in runs.items():
     c = x["cpu"]
     print(f"| {k} | {x['rps']:.0f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} | {x['non_2xx']} | {c['server_cpu_us_per_request']} | {c['postgres_cpu_us_per_request']} | {c['machine_idle_share']:.0%} | {x.get('load_1min', '')} |")
-post, get = runs["post_full"]["rps"], runs["get_full"]["rps"]
+post, get = runs["post_full"]["rps"], max(runs["get_full"]["rps"], 1)
 print(f"\nPOST / GET at full speed: **{post / get:.3f}** (goal >= 0.2)")
 if r["pgbench_ceiling_tps"]:
     print(f"POST / its pgbench ceiling ({r['pgbench_ceiling_tps']:.0f} tx/s, bench/results/write_breakdown.md): **{post / r['pgbench_ceiling_tps']:.3f}** (goal >= 0.7)")
 print(f"PostgreSQL CPU per POST: **{runs['post_full']['cpu']['postgres_cpu_us_per_request']} µs** (goal < 100)")
+u = (runs["analytics_uuid_4"]["rps"] + runs["analytics_uuid_7"]["rps"]) / 2 * 1000
+st = (runs["analytics_strings_5"]["rps"] + runs["analytics_strings_6"]["rps"]) / 2 * 1000
+print(f"Analytics ingest, 1,000-event batches: {u:.0f} events/s with UUID user ids, {st:.0f} with string ids: **{st / max(u, 1):.3f}** (goal >= 0.9)")
 for kind in ("get", "post", "mixed"):
     p99 = [runs[f"{kind}_fixed_{i}"]["p99_ms"] for i in (1, 2, 3)]
     print(f"{kind} paced at {r['rate']} req/s, p99 of three runs: {', '.join(f'{p:.2f}' for p in p99)} ms (goal: all < 10)")
