@@ -55,6 +55,9 @@ struct Args {
     /// HTTP worker threads of the server (0: one per core).
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// The ingest runs only (UUID and string user ids), no lag runs.
+    #[arg(long)]
+    ingest_only: bool,
     /// cargo bench passes --bench; accepted and ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -123,7 +126,10 @@ async fn main() {
     let tenants = provision(&http, &server, args.tenants.max(1) + 2).await;
     let (one, rest) = tenants.split_first().expect("tenants");
     let (lag_tenant, several) = rest.split_last().expect("tenants");
-    let bodies = Arc::new(bodies(&args));
+    // The same events with the product's own ids and anonymous ids in place of the UUIDs
+    // (tenant_template V6): one tenant, then several, right after their UUID runs.
+    let string_bodies = Arc::new(bodies(&args, UserIds::Strings));
+    let bodies = Arc::new(bodies(&args, UserIds::Uuid));
 
     let mut runs = Vec::new();
     runs.push(
@@ -141,6 +147,17 @@ async fn main() {
         throughput(
             &http,
             &server.address,
+            "one tenant, string user ids",
+            std::slice::from_ref(one),
+            &args,
+            &string_bodies,
+        )
+        .await,
+    );
+    runs.push(
+        throughput(
+            &http,
+            &server.address,
             "several tenants",
             several,
             &args,
@@ -148,7 +165,24 @@ async fn main() {
         )
         .await,
     );
+    runs.push(
+        throughput(
+            &http,
+            &server.address,
+            "several tenants, string user ids",
+            several,
+            &args,
+            &string_bodies,
+        )
+        .await,
+    );
     report["ingest"] = json!(runs);
+    if args.ingest_only {
+        report["finished_at"] = json!(Utc::now());
+        report["machine_after"] = common::machine(db.as_ref()).await;
+        common::write_results("analytics_http_user_ids", &report, &markdown(&report));
+        return;
+    }
 
     let idle = lag(&http, &server, lag_tenant, &args, "idle server").await;
     // The same while the several-tenant ingest runs: the tick must not wait behind it.
@@ -313,7 +347,25 @@ async fn provision(http: &reqwest::Client, server: &Server, n: usize) -> Vec<Ten
 }
 
 /// Request bodies of 1,000 events each, serialised once; clients cycle through them.
-fn bodies(args: &Args) -> Vec<Vec<u8>> {
+#[derive(Clone, Copy)]
+enum UserIds {
+    Uuid,
+    /// Half e-mail-like product ids, half anonymous ids, as PostHog's `distinct_id` and
+    /// Segment's `anonymousId` look.
+    Strings,
+}
+
+fn user_id(u: u64, ids: UserIds) -> Value {
+    match ids {
+        UserIds::Uuid => json!(uuid::Uuid::from_u128(
+            0xb0b0_0000_0000_7000_8000_0000_0000_0000 | u128::from(u)
+        )),
+        UserIds::Strings if u.is_multiple_of(2) => json!(format!("user-{u}@customer.example.com")),
+        UserIds::Strings => json!(format!("anon_{u:016x}_web")),
+    }
+}
+
+fn bodies(args: &Args, ids: UserIds) -> Vec<Vec<u8>> {
     let mut rng = StdRng::seed_from_u64(7);
     (0..32)
         .map(|_| {
@@ -322,7 +374,7 @@ fn bodies(args: &Args) -> Vec<Vec<u8>> {
                     let u = rng.random_range(0..args.users);
                     json!({
                         "event_type": TYPES[rng.random_range(0..TYPES.len())],
-                        "user_id": uuid::Uuid::from_u128(0xb0b0_0000_0000_7000_8000_0000_0000_0000 | u128::from(u)),
+                        "user_id": user_id(u, ids),
                         "feature": format!("feature_{:02}", rng.random_range(0..20)),
                         "metadata": {"plan": "pro", "n": rng.random_range(0..100)},
                     })

@@ -327,7 +327,7 @@ async fn load_large(
                 ValidEvent {
                     id: Uuid::now_v7(),
                     event_type: TYPES[rng.random_range(0..TYPES.len())].to_string(),
-                    user_id: Some(user_id(u)),
+                    user_id: Some(user_id(u).to_string()),
                     feature: feature(rng.random_range(0..60)),
                     metadata: Some(json!({"n": k % 100})),
                     occurred_at: at,
@@ -575,7 +575,7 @@ fn new_events(rng: &mut StdRng, n: usize, users: u64) -> Vec<NewEvent> {
             let u = rng.random_range(0..users);
             NewEvent {
                 event_type: TYPES[rng.random_range(0..TYPES.len())].to_string(),
-                user_id: Some(user_id(u)),
+                user_id: Some(user_id(u).to_string()),
                 feature: feature(rng.random_range(0..60)),
                 metadata: Some(json!({"plan": "pro"})),
                 timestamp: None,
@@ -764,7 +764,7 @@ async fn many_tenants(bench: &Bench, args: &Args) -> Value {
                 .map(|i| ValidEvent {
                     id: Uuid::now_v7(),
                     event_type: TYPES[i % TYPES.len()].to_string(),
-                    user_id: Some(user_id(rng.random_range(0..50))),
+                    user_id: Some(user_id(rng.random_range(0..50)).to_string()),
                     feature: feature(rng.random_range(0..60)),
                     metadata: None,
                     occurred_at: now - Duration::seconds(rng.random_range(0..30 * 86_400)),

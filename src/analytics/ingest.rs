@@ -28,6 +28,7 @@ use tokio::sync::{broadcast, oneshot};
 use uuid::Uuid;
 
 use super::model::{self, ValidEvent};
+use super::store::UserKey;
 use super::{store, AnalyticsError};
 use crate::db::{begin_tenant_tx, DbError, PgPool};
 use crate::error::error_chain;
@@ -136,9 +137,9 @@ struct Stats {
 /// costs a database read.
 #[derive(Default)]
 struct ActivityCache {
-    by_hour: BTreeMap<i64, HashSet<Uuid>>,
+    by_hour: BTreeMap<i64, HashSet<UserKey>>,
     len: usize,
-    by_type_hour: BTreeMap<i64, HashMap<Box<str>, HashSet<Uuid>>>,
+    by_type_hour: BTreeMap<i64, HashMap<Box<str>, HashSet<UserKey>>>,
     type_len: usize,
 }
 
@@ -148,11 +149,11 @@ const ACTIVITY_CACHE_ENTRIES: usize = 100_000;
 const TYPE_CACHE_ENTRIES: usize = 200_000;
 
 impl ActivityCache {
-    fn contains(&self, user: Uuid, hour: i64) -> bool {
+    fn contains(&self, user: UserKey, hour: i64) -> bool {
         self.by_hour.get(&hour).is_some_and(|s| s.contains(&user))
     }
 
-    fn contains_type(&self, user: Uuid, event_type: &str, hour: i64) -> bool {
+    fn contains_type(&self, user: UserKey, event_type: &str, hour: i64) -> bool {
         self.by_type_hour
             .get(&hour)
             .and_then(|types| types.get(event_type))
@@ -226,11 +227,11 @@ impl Known<'_> {
 }
 
 impl store::KnownActivity for Known<'_> {
-    fn hour(&self, user: Uuid, hour: i64) -> bool {
+    fn hour(&self, user: UserKey, hour: i64) -> bool {
         self.cache().contains(user, hour)
     }
 
-    fn type_hour(&self, user: Uuid, event_type: &str, hour: i64) -> bool {
+    fn type_hour(&self, user: UserKey, event_type: &str, hour: i64) -> bool {
         self.cache().contains_type(user, event_type, hour)
     }
 }
@@ -683,7 +684,7 @@ mod tests {
     fn written(hour: i64, users: usize) -> store::BatchWritten {
         let mut w = store::BatchWritten::default();
         for i in 0..users {
-            let user = Uuid::from_u128(i as u128 + 1);
+            let user = i as UserKey + 1;
             w.activity.push((user, hour));
             w.type_activity.push((user, "click".into(), hour));
         }
@@ -696,7 +697,7 @@ mod tests {
         cache.remember(written(10, TYPE_CACHE_ENTRIES / 2));
         cache.remember(written(11, TYPE_CACHE_ENTRIES / 2));
         assert_eq!(cache.type_len, TYPE_CACHE_ENTRIES);
-        let user = Uuid::from_u128(1);
+        let user = 1;
         assert!(cache.contains_type(user, "click", 10) && cache.contains(user, 10));
 
         cache.remember(written(12, 3));

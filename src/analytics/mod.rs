@@ -44,6 +44,10 @@ pub enum AnalyticsError {
     FlushPanicked,
     /// A rollup row read under the flush lock was gone when it was updated: committing would
     /// lose its counts, so the flush fails instead.
+    /// A user id of the batch got no key from the dictionary statement (`store::user_keys`),
+    /// which inserts every id it does not find: a broken invariant, so nothing is committed.
+    #[error("a user id of the batch has no dictionary key")]
+    UserKeyMissing,
     #[error("{table} changed under the flush lock: {updated} of {expected} rows updated")]
     RollupChanged {
         table: String,

@@ -14,6 +14,8 @@ use crate::input::{json_is_storable, InputError};
 pub const MAX_EVENTS_PER_REQUEST: usize = 1_000;
 /// Longest event_type or feature, in characters; the rollup key column is varchar(100).
 pub const MAX_NAME_CHARS: usize = 100;
+/// Longest user_id, in characters (API.md); the dictionary column is varchar(200).
+pub const MAX_USER_ID_CHARS: usize = 200;
 /// Serialized size of one event's metadata.
 pub const MAX_METADATA_BYTES: usize = 32 * 1024;
 pub const MAX_FUTURE: Duration = Duration::minutes(5);
@@ -23,7 +25,9 @@ pub const MAX_FUTURE: Duration = Duration::minutes(5);
 pub struct NewEvent {
     /// Required; 1 to 100 characters.
     pub event_type: String,
-    pub user_id: Option<Uuid>,
+    /// The product's own user id or an anonymous id: 1 to 200 characters. A UUID, in any
+    /// spelling, is one user whatever the spelling (`canonical_user_id`).
+    pub user_id: Option<String>,
     /// The product feature the event belongs to, counted in `top_features`.
     pub feature: Option<String>,
     /// Any JSON object, at most 32 KiB.
@@ -46,7 +50,8 @@ pub struct EventBatch {
 pub struct ValidEvent {
     pub id: Uuid,
     pub event_type: String,
-    pub user_id: Option<Uuid>,
+    /// Canonical (`canonical_user_id`).
+    pub user_id: Option<String>,
     pub feature: Option<String>,
     pub metadata: Option<Value>,
     pub occurred_at: DateTime<Utc>,
@@ -200,11 +205,12 @@ fn read_event(value: &Value, path: &str, errors: &mut Vec<FieldError>) -> Option
     }
     match object.get("user_id") {
         None | Some(Value::Null) => {}
-        Some(Value::String(s)) => match Uuid::parse_str(s) {
-            Ok(id) => event.user_id = Some(id),
-            Err(_) => errors.push(FieldError::new(&join(path, "user_id"), "must be a UUID")),
-        },
-        Some(_) => errors.push(FieldError::new(&join(path, "user_id"), "must be a UUID")),
+        Some(Value::String(s)) => {
+            if check_user_id(s, &join(path, "user_id"), errors) {
+                event.user_id = Some(s.clone());
+            }
+        }
+        Some(_) => errors.push(FieldError::new(&join(path, "user_id"), "must be a string")),
     }
     match object.get("feature") {
         None | Some(Value::Null) => {}
@@ -236,6 +242,34 @@ fn read_event(value: &Value, path: &str, errors: &mut Vec<FieldError>) -> Option
     (errors.len() == before).then_some(event)
 }
 
+/// One user, one string: a user id that parses as a UUID (any spelling `Uuid::parse_str`
+/// takes: upper case, braces, `urn:uuid:`, no hyphens) becomes its lower-case hyphenated form,
+/// the form the UUIDs stored before string ids were accepted have (tenant_template V6), so
+/// they keep counting as the same users. Anything else is kept as sent.
+pub fn canonical_user_id(id: String) -> String {
+    match Uuid::parse_str(&id) {
+        Ok(uuid) => uuid.hyphenated().to_string(),
+        Err(_) => id,
+    }
+}
+
+/// 1 to 200 characters, no NUL (PostgreSQL text cannot hold it); anything else goes.
+fn check_user_id(value: &str, field: &str, errors: &mut Vec<FieldError>) -> bool {
+    let chars = value.chars().count();
+    if chars == 0 || chars > MAX_USER_ID_CHARS {
+        errors.push(FieldError::new(
+            field,
+            format!("must be 1 to {MAX_USER_ID_CHARS} characters"),
+        ));
+        false
+    } else if value.contains('\0') {
+        errors.push(FieldError::new(field, InputError::Nul.to_string()));
+        false
+    } else {
+        true
+    }
+}
+
 fn check_name(value: &str, field: &str, errors: &mut Vec<FieldError>) -> bool {
     let chars = value.chars().count();
     if chars == 0 || chars > MAX_NAME_CHARS {
@@ -265,6 +299,10 @@ fn validate_event(
     check_name(&event.event_type, &join(path, "event_type"), errors);
     if let Some(feature) = &event.feature {
         check_name(feature, &join(path, "feature"), errors);
+    }
+    let user_id = event.user_id.map(canonical_user_id);
+    if let Some(user) = &user_id {
+        check_user_id(user, &join(path, "user_id"), errors);
     }
     if let Some(metadata) = &event.metadata {
         if !metadata.is_object() {
@@ -303,7 +341,7 @@ fn validate_event(
     (errors.len() == before).then(|| ValidEvent {
         id: Uuid::now_v7(),
         event_type: event.event_type,
-        user_id: event.user_id,
+        user_id,
         feature: event.feature,
         metadata: event.metadata,
         occurred_at,
@@ -347,7 +385,7 @@ mod tests {
                 {"event_type": "ok"},
                 {"feature": 3},
                 {"event_type": "x", "timestamp": "2024-05-01T12:06:00Z"},
-                {"event_type": "x", "timestamp": "2024-03-01T00:00:00Z", "user_id": "nope"},
+                {"event_type": "x", "user_id": ""},
                 {"event_type": "", "metadata": [1]}
             ]}),
             &rules(),
@@ -371,6 +409,42 @@ mod tests {
         .unwrap_err();
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["events[0].timestamp", "events[1].event_type"]);
+    }
+
+    #[test]
+    fn user_ids_are_strings_and_uuids_one_spelling() {
+        let id = "6F9619FF-8B86-D011-B42D-00C04FC964FF";
+        let lower = "6f9619ff-8b86-d011-b42d-00c04fc964ff";
+        for spelling in [
+            id,
+            lower,
+            "{6f9619ff-8b86-d011-b42d-00c04fc964ff}",
+            "6f9619ff8b86d011b42d00c04fc964ff",
+        ] {
+            let v =
+                validate_body(&json!({"event_type": "a", "user_id": spelling}), &rules()).unwrap();
+            assert_eq!(v[0].user_id.as_deref(), Some(lower));
+        }
+        for ok in [
+            "u",
+            "anon:8f2c",
+            "user@example.com",
+            &"x".repeat(200),
+            &"é".repeat(200),
+        ] {
+            let v = validate_body(&json!({"event_type": "a", "user_id": ok}), &rules()).unwrap();
+            assert_eq!(v[0].user_id.as_deref(), Some(ok));
+        }
+        for bad in [
+            json!(""),
+            json!("x".repeat(201)),
+            json!("a\u{0}b"),
+            json!(7),
+        ] {
+            let errors =
+                validate_body(&json!({"event_type": "a", "user_id": bad}), &rules()).unwrap_err();
+            assert_eq!(errors[0].field, "user_id", "{bad}");
+        }
     }
 
     #[test]

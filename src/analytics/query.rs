@@ -655,9 +655,11 @@ impl<C: GenericClient + Sync> Reader<'_, C> {
                 .zip(&columns)
                 .map(|(f, c)| format!("{f} as {c}"))
                 .collect();
+            // The raw events name users by their id; the activity rows by its dictionary key.
             branches.push(format!(
-                "select user_id, {} from {schema}.events \
-                 where tenant_id = $1 and user_id is not null and ({}) {type_filter}",
+                "select k.user_key as user_id, {} from {schema}.events e \
+                 join {schema}.user_ids k on k.tenant_id = $1 and k.user_id = e.user_id \
+                 where e.tenant_id = $1 and e.user_id is not null and ({}) {type_filter}",
                 flags.join(", "),
                 raw_ranges.join(" or ")
             ));

@@ -7,7 +7,7 @@
 //! differs per tenant schema, and a per-connection statement cache would keep one entry per
 //! tenant the connection ever served.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
 use tokio_postgres::types::{ToSql, Type};
@@ -49,6 +49,10 @@ pub const FLUSH_LOCK_SQL: &str = "select pg_advisory_xact_lock(hashtextextended(
 pub fn flush_lock_key(tenant: Uuid) -> String {
     format!("tenantry.analytics.flush:{tenant}")
 }
+
+/// A user's dense integer key in the tenant's dictionary (`user_ids`, tenant_template V6): the
+/// activity tables key their masks by it.
+pub type UserKey = i32;
 
 type CounterKey = (u8, DateTime<Utc>, String);
 
@@ -123,20 +127,20 @@ pub async fn insert_batch(
 /// flush need not read them back from the database.
 pub trait KnownActivity {
     /// `user` is marked in `hour` (hours since the epoch) in `user_activity`.
-    fn hour(&self, user: Uuid, hour: i64) -> bool;
+    fn hour(&self, user: UserKey, hour: i64) -> bool;
     /// `user` is marked with `event_type` in `hour` (hours since the epoch) in `type_activity`.
-    fn type_hour(&self, user: Uuid, event_type: &str, hour: i64) -> bool;
+    fn type_hour(&self, user: UserKey, event_type: &str, hour: i64) -> bool;
 }
 
 /// Knows nothing: every mark of a batch is looked up.
 pub struct NothingKnown;
 
 impl KnownActivity for NothingKnown {
-    fn hour(&self, _: Uuid, _: i64) -> bool {
+    fn hour(&self, _: UserKey, _: i64) -> bool {
         false
     }
 
-    fn type_hour(&self, _: Uuid, _: &str, _: i64) -> bool {
+    fn type_hour(&self, _: UserKey, _: &str, _: i64) -> bool {
         false
     }
 }
@@ -147,16 +151,16 @@ pub struct BatchWritten {
     pub events: u64,
     /// The (user, hour since the epoch) pairs now marked in `user_activity`; once the
     /// transaction commits the caller may remember them and report them as known next time.
-    pub activity: Vec<(Uuid, i64)>,
+    pub activity: Vec<(UserKey, i64)>,
     /// The (user, event_type, hour since the epoch) triples now marked in `type_activity`,
     /// likewise.
-    pub type_activity: Vec<(Uuid, String, i64)>,
+    pub type_activity: Vec<(UserKey, String, i64)>,
 }
 
 /// The (block, event_type, user) rows a batch marks, with the hours it marks in each; the
 /// event_type is '' for `user_activity`. Ordered like the primary keys, so concurrent writers
 /// would lock rows in the same order.
-type ActivityBatch<'a> = BTreeMap<(i32, &'a str, Uuid), BlockActivity>;
+type ActivityBatch<'a> = BTreeMap<(i32, &'a str, UserKey), BlockActivity>;
 
 /// `insert_batch`, skipping the activity marks `known` says are already stored. Marks are
 /// only ever added (retention removes whole days older than anything accepted), so a mark
@@ -174,7 +178,11 @@ pub async fn insert_batch_skipping(
     let schema = tenant_schema_name(tenant);
     tx.query_typed(FLUSH_LOCK_SQL, &[(&flush_lock_key(tenant), Type::TEXT)])
         .await?;
-    insert_raw(tx, &schema, tenant, events).await?;
+    // The raw insert and the user keys do not depend on each other: pipelined.
+    let ((), keys) = tokio::try_join!(
+        insert_raw(tx, &schema, tenant, events),
+        user_keys(tx, &schema, tenant, events),
+    )?;
 
     let mut counters = Counters::default();
     for e in events {
@@ -196,7 +204,12 @@ pub async fn insert_batch_skipping(
         ..Default::default()
     };
     for e in events {
-        let Some(user) = e.user_id else { continue };
+        let Some(user) = e.user_id.as_deref() else {
+            continue;
+        };
+        let Some(&user) = keys.get(user) else {
+            return Err(AnalyticsError::UserKeyMissing);
+        };
         let hour = hour_index(e.occurred_at);
         let block = block_of_hour(hour);
         let offset = (hour - i64::from(block) * BLOCK_HOURS) as usize;
@@ -224,7 +237,7 @@ pub async fn insert_batch_skipping(
 }
 
 /// Sets hour `offset` of the row `key` in `batch`; false if the batch had it already.
-fn mark<'a>(batch: &mut ActivityBatch<'a>, key: (i32, &'a str, Uuid), offset: usize) -> bool {
+fn mark<'a>(batch: &mut ActivityBatch<'a>, key: (i32, &'a str, UserKey), offset: usize) -> bool {
     let marks = batch.entry(key).or_default();
     if marks.get(offset) {
         return false;
@@ -241,7 +254,7 @@ async fn insert_raw(
 ) -> Result<(), AnalyticsError> {
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    let users: Vec<Option<Uuid>> = events.iter().map(|e| e.user_id).collect();
+    let users: Vec<Option<&str>> = events.iter().map(|e| e.user_id.as_deref()).collect();
     let features: Vec<Option<&str>> = events.iter().map(|e| e.feature.as_deref()).collect();
     let metadata: Vec<Option<&serde_json::Value>> =
         events.iter().map(|e| e.metadata.as_ref()).collect();
@@ -250,14 +263,14 @@ async fn insert_raw(
     let sql = format!(
         "insert into {schema}.events \
          (tenant_id, id, event_type, user_id, feature, metadata, occurred_at, received_at) \
-         select $1, * from unnest($2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::jsonb[], \
+         select $1, * from unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::jsonb[], \
          $7::timestamptz[], $8::timestamptz[])"
     );
     let params: [(&(dyn ToSql + Sync), Type); 8] = [
         (&tenant, Type::UUID),
         (&ids, Type::UUID_ARRAY),
         (&types, Type::TEXT_ARRAY),
-        (&users, Type::UUID_ARRAY),
+        (&users, Type::TEXT_ARRAY),
         (&features, Type::TEXT_ARRAY),
         (&metadata, Type::JSONB_ARRAY),
         (&occurred, Type::TIMESTAMPTZ_ARRAY),
@@ -265,6 +278,44 @@ async fn insert_raw(
     ];
     tx.query_typed(&sql, &params).await?;
     Ok(())
+}
+
+/// The dictionary key of every user id of `events`, adding the ids it lacks. Runs under the
+/// tenant's flush lock, the only writer of `user_ids`: `max(user_key) + 1` onwards is free, so
+/// keys are dense with no sequence, and no concurrent insert can conflict. One statement: the
+/// lookup, the insert of the missing ids and the answer for both (a data-modifying CTE's rows
+/// are not visible to the rest of the statement, hence the `union all` of what it returns).
+async fn user_keys(
+    tx: &Transaction<'_>,
+    schema: &str,
+    tenant: Uuid,
+    events: &[ValidEvent],
+) -> Result<HashMap<String, UserKey>, AnalyticsError> {
+    let mut ids: Vec<&str> = events.iter().filter_map(|e| e.user_id.as_deref()).collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let sql = format!(
+        "with wanted as (select u from unnest($2::text[]) as w(u)), \
+         found as (select k.user_id::text as user_id, k.user_key from {schema}.user_ids k \
+           where k.tenant_id = $1 and k.user_id = any($2::text[])), \
+         added as (insert into {schema}.user_ids (tenant_id, user_id, user_key) \
+           select $1, w.u, (select coalesce(max(user_key), 0) from {schema}.user_ids \
+             where tenant_id = $1) + row_number() over (order by w.u) \
+           from wanted w where not exists (select 1 from found f where f.user_id = w.u) \
+           returning user_id::text, user_key) \
+         select user_id, user_key from found union all select user_id, user_key from added"
+    );
+    let rows = tx
+        .query_typed(&sql, &[(&tenant, Type::UUID), (&ids, Type::TEXT_ARRAY)])
+        .await?;
+    let mut keys = HashMap::with_capacity(rows.len());
+    for row in rows {
+        keys.insert(row.try_get(0)?, row.try_get(1)?);
+    }
+    Ok(keys)
 }
 
 /// The two activity tables. Both hold, per 32-day block, `days` (the days with any mark) and
@@ -318,7 +369,7 @@ async fn update_activity(
     let name = table.table();
     let blocks: Vec<i32> = batch.keys().map(|(b, _, _)| *b).collect();
     let types: Vec<&str> = batch.keys().map(|(_, t, _)| *t).collect();
-    let users: Vec<Uuid> = batch.keys().map(|(_, _, u)| *u).collect();
+    let users: Vec<UserKey> = batch.keys().map(|(_, _, u)| *u).collect();
     // Only the day columns this batch touches (usually one or two of the 32) are read and
     // written; the statement text names them, and they are constants of the template.
     let touched = batch.values().fold(0u32, |acc, a| acc | a.days());
@@ -337,7 +388,7 @@ async fn update_activity(
     // row of type_activity each flush.
     let read = format!(
         "select i.ord::int4, a.ctid::text, a.days, {list} \
-         from unnest($2::int4[], $3::text[], $4::uuid[]) \
+         from unnest($2::int4[], $3::text[], $4::int4[]) \
            with ordinality as i(block, event_type, user_id, ord) \
          cross join lateral (select ctid, days, {list} from {schema}.{name} a \
            where a.tenant_id = $1 and a.block = i.block {type_key} \
@@ -350,7 +401,7 @@ async fn update_activity(
                 (&tenant, Type::UUID),
                 (&blocks, Type::INT4_ARRAY),
                 (&types, Type::TEXT_ARRAY),
-                (&users, Type::UUID_ARRAY),
+                (&users, Type::INT4_ARRAY),
             ],
         )
         .await?;
@@ -441,16 +492,16 @@ async fn update_activity(
         let mut params: Vec<(&(dyn ToSql + Sync), Type)> =
             vec![(&tenant, Type::UUID), (&insert.blocks, Type::INT4_ARRAY)];
         let (keys, key_args) = match table {
-            Activity::Users => ("block, user_id", "$2::int4[], $3::uuid[]"),
+            Activity::Users => ("block, user_id", "$2::int4[], $3::int4[]"),
             Activity::Types => {
                 params.push((&insert.types, Type::TEXT_ARRAY));
                 (
                     "block, event_type, user_id",
-                    "$2::int4[], $3::text[], $4::uuid[]",
+                    "$2::int4[], $3::text[], $4::int4[]",
                 )
             }
         };
-        params.push((&insert.users, Type::UUID_ARRAY));
+        params.push((&insert.users, Type::INT4_ARRAY));
         params.push((&insert.days, Type::INT4_ARRAY));
         let days_arg = params.len();
         for column in &insert.columns {
@@ -478,7 +529,7 @@ async fn update_activity(
 
 enum Key<'a> {
     Ctid(String),
-    New(i32, &'a str, Uuid),
+    New(i32, &'a str, UserKey),
 }
 
 /// Column arrays of the activity rows one statement writes.
@@ -486,7 +537,7 @@ struct Changes<'a> {
     ctids: Vec<String>,
     blocks: Vec<i32>,
     types: Vec<&'a str>,
-    users: Vec<Uuid>,
+    users: Vec<UserKey>,
     days: Vec<i32>,
     columns: Vec<Vec<i32>>,
 }

@@ -18,7 +18,8 @@ use super::{
     check, nullable, query_one, query_opt, read_row, record_change, tenant_op, text, Change,
     DomainError, Read, MAX_DESCRIPTION,
 };
-use crate::audit::AuditAction;
+use crate::analytics::buckets::to_micros;
+use crate::audit::{self, AuditAction};
 use crate::auth::Caller;
 use crate::error::FieldError;
 use crate::input::{Date, Text};
@@ -215,6 +216,43 @@ tenant_op!(GetTask => Task, get, single_statement);
 
 pub struct CreateTask(pub NewTask);
 
+/// The whole write of a new task in one statement: the reference checks (share-locking the
+/// project, and the assignee if any, as `check_references` does), the task, its audit row and
+/// its outbox event, which insert only if the task did. It goes out with COMMIT under one Sync,
+/// right behind the transaction's BEGIN and tenant context, so a create costs one round trip
+/// where the checks, three inserts and COMMIT took five (docs/benchmarks.md, "The write
+/// path"). The row's JSON for the audit and outbox rows is built here, before the insert, so the
+/// times are the application's (to the microsecond, as stored) rather than the database's
+/// `now()`, like the UUIDv7 id already was.
+fn create_sql(with_assignee: bool) -> String {
+    let (assignee_cte, assignee_from) = if with_assignee {
+        (
+            "u as (select 1 from app.users where tenant_id = $1 and id = $7 \
+               and deleted_at is null for share), ",
+            " cross join u",
+        )
+    } else {
+        ("u as (select 1 where false), ", "")
+    };
+    format!(
+        "with p as (select 1 from app.projects where tenant_id = $1 and id = $3 \
+           and deleted_at is null for share), \
+         {assignee_cte}\
+         t as (insert into app.tasks \
+           (tenant_id, id, project_id, title, description, status, assignee_id, due_date, \
+            created_at, updated_at) \
+           select $1, $2::uuid, $3, $4::text, $5::text, $6::text, $7::uuid, $8::date, \
+             $9::timestamptz, $9 from p{assignee_from} returning 1), \
+         a as (insert into app.audit_logs \
+           (tenant_id, id, user_id, actor, action, resource, resource_id, changes, request_id) \
+           select $1, $10::uuid, $11::uuid, 'user', 'create', 'task', $2::uuid::text, \
+             $12::jsonb, $13::text from t), \
+         o as (insert into app.outbox (tenant_id, id, event_type, payload) \
+           select $1, $14::uuid, 'task.created', $15::jsonb from t) \
+         select (select count(*) from p), (select count(*) from u), (select count(*) from t)"
+    )
+}
+
 async fn create(
     tx: &TenantTx<'_>,
     caller: &Caller,
@@ -232,43 +270,68 @@ async fn create(
         &mut errors,
     );
     check(errors)?;
-    check_references(tx, tenant, Some(new.project_id), new.assignee_id).await?;
-    let id = Uuid::now_v7();
-    let status = new.status.unwrap_or(TaskStatus::Todo).as_str();
-    let row = query_one(
-        tx,
-        &format!(
-            "insert into app.tasks \
-             (tenant_id, id, project_id, title, description, status, assignee_id, due_date) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8) returning {TASK_COLUMNS}"
-        ),
-        &[
-            &tenant,
-            &id,
-            &new.project_id,
-            &title,
-            &description,
-            &status,
-            &new.assignee_id,
-            &new.due_date.map(NaiveDate::from),
-        ],
-    )
-    .await?;
-    let task = Task::from_row(&row)?;
-    record_change(
-        tx,
-        caller,
-        Change {
-            action: AuditAction::Create,
-            resource: "task",
-            resource_id: id.to_string(),
-            before: None,
-            after: Some(task.json()),
-            event_type: "task.created",
-        },
-    )
-    .await?;
-    Ok(task)
+    let now = to_micros(Utc::now());
+    let task = Task {
+        id: Uuid::now_v7(),
+        project_id: new.project_id,
+        title,
+        description,
+        status: new.status.unwrap_or(TaskStatus::Todo),
+        assignee_id: new.assignee_id,
+        due_date: new.due_date.map(NaiveDate::from),
+        created_at: now,
+        updated_at: now,
+    };
+    let after = task.json();
+    let changes = audit::changes_document(audit::Entry {
+        action: AuditAction::Create,
+        resource: "task",
+        resource_id: task.id.to_string(),
+        before: None,
+        after: Some(after.clone()),
+        extra: None,
+    });
+    let stmt = tx
+        .prepare_cached(&create_sql(task.assignee_id.is_some()))
+        .await?;
+    let row = tx
+        .query_opt_then_commit(
+            &stmt,
+            &[
+                &tenant,
+                &task.id,
+                &task.project_id,
+                &task.title,
+                &task.description,
+                &task.status.as_str(),
+                &task.assignee_id,
+                &task.due_date,
+                &task.created_at,
+                &Uuid::now_v7(),
+                &caller.user_id,
+                &changes,
+                &caller.request_id,
+                &Uuid::now_v7(),
+                &after,
+            ],
+        )
+        .await?;
+    // A select of three aggregates answers exactly one row.
+    let (project, assignee, inserted): (i64, i64, i64) = match row {
+        Some(row) => (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?),
+        None => (0, 0, 0),
+    };
+    if inserted == 1 {
+        return Ok(task);
+    }
+    let mut errors = Vec::new();
+    if project == 0 {
+        errors.push(FieldError::new("project_id", "no such project"));
+    }
+    if task.assignee_id.is_some() && assignee == 0 {
+        errors.push(FieldError::new("assignee_id", "no such user"));
+    }
+    Err(DomainError::InvalidReference(errors))
 }
 tenant_op!(CreateTask => Task, create);
 

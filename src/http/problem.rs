@@ -429,7 +429,9 @@ impl From<AnalyticsError> for Problem {
                 Problem::unavailable("analytics ingestion is unavailable; nothing was stored", 1)
             }
             AnalyticsError::Db(db) => db.into(),
-            AnalyticsError::FlushPanicked | AnalyticsError::RollupChanged { .. } => internal(&err),
+            AnalyticsError::FlushPanicked
+            | AnalyticsError::RollupChanged { .. }
+            | AnalyticsError::UserKeyMissing => internal(&err),
         }
     }
 }

@@ -27,7 +27,7 @@ use crate::helpers::{assert_problem, spawn_app, spawn_app_with, test_config, Tes
 const TYPES: &[&str] = &["click", "view", "signup", "purchase", "search"];
 const FEATURES: &[&str] = &["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"];
 
-fn rfc(t: DateTime<Utc>) -> String {
+pub(crate) fn rfc(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
@@ -50,7 +50,11 @@ fn random_event(rng: &mut StdRng, users: &[Uuid], at: DateTime<Utc>) -> Value {
     e
 }
 
-async fn post_events(app: &TestApp, token: &str, events: Vec<Value>) -> reqwest::Response {
+pub(crate) async fn post_events(
+    app: &TestApp,
+    token: &str,
+    events: Vec<Value>,
+) -> reqwest::Response {
     app.post("/analytics/events", token)
         .json(&json!({ "events": events }))
         .send()
@@ -193,7 +197,12 @@ fn nonzero(map: BTreeMap<DateTime<Utc>, i64>) -> BTreeMap<DateTime<Utc>, i64> {
     map.into_iter().filter(|(_, v)| *v != 0).collect()
 }
 
-async fn summary(app: &TestApp, token: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> Summary {
+pub(crate) async fn summary(
+    app: &TestApp,
+    token: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Summary {
     let r = app
         .get("/analytics/summary", token)
         .query(&[("from", rfc(from)), ("to", rfc(to))])
@@ -502,8 +511,8 @@ async fn the_v4_and_v5_backfills_rebuild_what_the_flushes_maintained() {
     let state = |db: &'static str| {
         format!(
             "select coalesce(string_agg(r, ';' order by r), '') from ( \
-               select concat_ws(' ', block, event_type, user_id, days, {}) as r \
-               from {schema}.type_activity \
+               select concat_ws(' ', block, event_type, k.user_id, days, {}) as r \
+               from {schema}.type_activity t join {schema}.user_ids k on k.user_key = t.user_id \
                union all \
                select format('%s %s %s %s', kind, bucket, key, n) from {schema}.counters \
                where kind in ('P', 'p') \
@@ -517,9 +526,15 @@ async fn the_v4_and_v5_backfills_rebuild_what_the_flushes_maintained() {
     assert!(maintained.contains("p "), "no p counter: {maintained}");
 
     let tx = db.transaction().await.unwrap();
-    // Back to what V4 and V5 start from (V3's index, which V5 drops, included).
+    // Back to what V4 and V5 start from (V3's index, which V5 drops, included, and the uuid
+    // user ids V6 turns into strings and dictionary keys), so V6 is replayed too.
     tx.batch_execute(&format!(
-        "drop table {schema}.type_activity; \
+        "create function pg_temp.user_uuid(k integer) returns uuid language sql stable \
+           as 'select user_id::uuid from {schema}.user_ids where user_key = k'; \
+         alter table {schema}.user_activity alter user_id type uuid using pg_temp.user_uuid(user_id); \
+         alter table {schema}.events alter user_id type uuid using user_id::uuid; \
+         drop table {schema}.user_ids; \
+         drop table {schema}.type_activity; \
          delete from {schema}.counters where kind in ('P', 'p'); \
          create index events_type_time_idx on {schema}.events \
            (tenant_id, event_type, occurred_at) include (user_id); \
@@ -541,6 +556,9 @@ async fn the_v4_and_v5_backfills_rebuild_what_the_flushes_maintained() {
     ))
     .await
     .unwrap();
+    tx.batch_execute(include_str!("../../tenant_template/V6__user_ids.sql"))
+        .await
+        .unwrap();
     let rebuilt: String = tx.query_one(&state("backfill"), &[]).await.unwrap().get(0);
     tx.rollback().await.unwrap();
     assert_eq!(rebuilt, maintained);
@@ -658,7 +676,7 @@ async fn invalid_events_are_refused_with_field_paths_and_nothing_is_stored() {
             json!({"feature": "x"}),
             json!({"event_type": "a", "timestamp": rfc(now + Duration::minutes(10))}),
             json!({"event_type": "b", "timestamp": rfc(now - Duration::days(40))}),
-            json!({"event_type": "c", "user_id": "not-a-uuid", "metadata": [1]}),
+            json!({"event_type": "c", "user_id": "", "metadata": [1]}),
             json!({"event_type": "d", "timestamp": "yesterday"}),
         ],
     )
@@ -783,7 +801,7 @@ fn valid_events(n: usize, user: Uuid) -> Vec<ValidEvent> {
     let events = (0..n)
         .map(|i| NewEvent {
             event_type: "e".into(),
-            user_id: Some(user),
+            user_id: Some(user.to_string()),
             feature: Some(format!("f{}", i % 3)),
             ..Default::default()
         })
@@ -1251,7 +1269,7 @@ async fn retention_deletes_what_the_plan_no_longer_keeps_while_ingestion_goes_on
         .map(|i| ValidEvent {
             id: Uuid::now_v7(),
             event_type: TYPES[i % TYPES.len()].into(),
-            user_id: Some(users[rng.random_range(0..users.len())]),
+            user_id: Some(users[rng.random_range(0..users.len())].to_string()),
             feature: Some(FEATURES[i % FEATURES.len()].into()),
             metadata: None,
             occurred_at: now - Duration::seconds(rng.random_range(0..60 * 86_400)),

@@ -70,7 +70,7 @@ async fn evicting_idle_committers_keeps_the_totals_and_spares_busy_ones() {
         let batch = (0..n)
             .map(|_| NewEvent {
                 event_type: "e".into(),
-                user_id: Some(Uuid::now_v7()),
+                user_id: Some(Uuid::now_v7().to_string()),
                 ..Default::default()
             })
             .collect();
@@ -164,7 +164,7 @@ async fn a_retention_pass_opens_only_the_tenants_whose_cutoff_moved() {
             let event = ValidEvent {
                 id: Uuid::now_v7(),
                 event_type: "click".into(),
-                user_id: Some(Uuid::now_v7()),
+                user_id: Some(Uuid::now_v7().to_string()),
                 feature: None,
                 metadata: None,
                 occurred_at: at,

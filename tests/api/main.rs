@@ -6,6 +6,7 @@ mod admin_bypass;
 mod analytics;
 mod analytics_durability;
 mod analytics_ops;
+mod analytics_user_ids;
 mod audit;
 mod auth;
 mod caches;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// The built-in template's version, and the one a test template folder adds on top of it.
 /// Kept in step with tenant_template/ (checked in `copy_of_embedded`).
-const BASE: i32 = 5;
+const BASE: i32 = 6;
 const NEXT: i32 = BASE + 1;
 
 use tenantry::config::Config;

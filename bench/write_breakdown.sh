@@ -1,0 +1,287 @@
+#!/usr/bin/env bash
+# Where the time of one POST /tasks goes in PostgreSQL (issue 18 item 1), and the write's
+# ceiling on this machine: pgbench running the transaction of POST /tasks by hand, as the app
+# role under RLS, prepared, over the Unix socket, 16 clients, 100 tenants picked at random.
+#
+# It runs its own PostgreSQL 15 cluster (initdb in $PGDIR, port $PGPORT, socket in $PGDIR),
+# with pg_stat_statements preloaded (the benchmark's set-up only: tests and CI never load it)
+# and the settings of the shared server that matter for a write (fsync on, synchronous_commit
+# on, wal_sync_method, shared_buffers). The schema is the real one (`tenantry migrate`), the
+# seed 100 tenants with a user, a project and 200 tasks each, through SQL as the superuser.
+#
+# Transactions measured (each statement exactly as the server sends it):
+#   five_trips  the POST before issue 18: BEGIN + set_config + the project check (FOR SHARE)
+#               under one Sync, then the task INSERT .. RETURNING, the audit INSERT, the outbox
+#               INSERT and COMMIT, each answered before the next goes out (5 round trips).
+#   one_trip    the POST after it (domain::tasks::create): BEGIN, set_config, one statement
+#               (checks, task, audit row, outbox event) and COMMIT under one Sync.
+#   one_trip without each secondary index of tasks/audit_logs/outbox in turn, and with
+#               commit_delay/commit_siblings set (WAL flush sharing).
+# For each: transactions a second, PostgreSQL CPU per transaction (every postgres process of the
+# cluster), WAL bytes, records and fsyncs per transaction (pg_stat_wal), and pg_stat_statements
+# (track = all, so the foreign-key checks of the triggers show as their own statements). Then
+# EXPLAIN (ANALYZE, BUFFERS) of every statement of both shapes.
+#
+#   bench/write_breakdown.sh                     # 10 s a run
+#   DURATION=4 bench/write_breakdown.sh          # a quick look
+#   TENANTRY_BIN=target/release/tenantry bench/write_breakdown.sh
+#
+# Writes bench/results/write_breakdown.md and .json. Run it under `flock /work/bench.lock`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10}
+CLIENTS=${CLIENTS:-16}
+PGPORT=${PGPORT:-5499}
+PGDIR=${PGDIR:-/tmp/tenantry_write_breakdown}
+TENANTS=100
+OUT=bench/results
+PGBIN=$(ls -d /usr/lib/postgresql/15/bin 2>/dev/null || dirname "$(command -v pg_ctl)")
+BIN=${TENANTRY_BIN:-target/debug/tenantry}
+[ -x "$BIN" ] || cargo build --quiet
+mkdir -p "$OUT"
+
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+if [ -d "$PGDIR" ]; then
+  as_pg "$PGBIN/pg_ctl" -D "$PGDIR" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$PGDIR"
+fi
+mkdir -p "$PGDIR"
+[ "$(id -u)" = 0 ] && chown postgres "$PGDIR"
+as_pg "$PGBIN/initdb" -D "$PGDIR" --auth=trust -U postgres >/dev/null
+cat >>"$PGDIR/postgresql.conf" <<CONF
+port = $PGPORT
+listen_addresses = ''
+unix_socket_directories = '$PGDIR'
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = all
+shared_buffers = 128MB
+fsync = on
+synchronous_commit = on
+wal_sync_method = fdatasync
+max_connections = 100
+track_wal_io_timing = on
+autovacuum = off
+CONF
+as_pg "$PGBIN/pg_ctl" -D "$PGDIR" -l "$PGDIR/log" -w start >/dev/null
+trap 'as_pg "$PGBIN/pg_ctl" -D "$PGDIR" -m fast stop >/dev/null 2>&1 || true' EXIT
+
+SOCK=$(python3 -c "import urllib.parse,sys; print(urllib.parse.quote(sys.argv[1], safe=''))" "$PGDIR")
+SUPER="postgres://postgres@$SOCK:$PGPORT"
+DATABASE_URL="$SUPER/tenantry_write" PLATFORM_ADMIN_TOKEN=x JWT_SECRET=bench-jwt-secret-0123456789abcdefghijklmnop \
+  "$BIN" migrate --no-progress >/dev/null
+DB="$SUPER/tenantry_write"
+psql -XAtq "$DB" -c "create extension pg_stat_statements" >/dev/null
+
+# 100 tenants, one admin, one project and 200 earlier tasks each, and the ids the scripts use.
+# UUIDv7-like ids (time first) for the tasks, as the server makes them: appended at the right
+# of each key, not scattered over it.
+psql -XAtq "$DB" >/dev/null <<SQL
+create function public.bench_uuid7() returns uuid language sql volatile as \$\$
+  select (lpad(to_hex((extract(epoch from clock_timestamp()) * 1000)::bigint), 12, '0')
+          || substr(md5(random()::text), 1, 20))::uuid \$\$;
+grant execute on function public.bench_uuid7() to tenantry_app;
+insert into app.tenants (id, name, slug, subdomain, plan)
+  select gen_random_uuid(), 'W ' || g, 'w-' || g, 'w-' || g, 'pro' from generate_series(1, $TENANTS) g;
+insert into app.users (tenant_id, id, email, role)
+  select id, gen_random_uuid(), 'admin@' || slug || '.example.com', 'admin' from app.tenants;
+insert into app.projects (tenant_id, id, name)
+  select id, gen_random_uuid(), 'Project of ' || slug from app.tenants;
+insert into app.tasks (tenant_id, id, project_id, title)
+  select p.tenant_id, public.bench_uuid7(), p.id, 'seed ' || g
+  from app.projects p, generate_series(1, 200) g;
+vacuum analyze;
+SQL
+mapfile -t IDS < <(psql -XAtq -F' ' "$DB" -c "select t.id, u.id, p.id from app.tenants t
+  join app.users u on u.tenant_id = t.id join app.projects p on p.tenant_id = t.id order by t.slug")
+
+SCRIPTS=$(mktemp -d)
+trap 'as_pg "$PGBIN/pg_ctl" -D "$PGDIR" -m fast stop >/dev/null 2>&1 || true; rm -rf "$SCRIPTS"' EXIT
+COLS="id, project_id, title, description, status, assignee_id, due_date, created_at, updated_at"
+# A task's JSON as the server writes it into the audit row and the outbox (about the same size).
+task_json() { # tenant project
+  echo "{\"id\": \"0190a0b0-0000-7000-8000-000000000000\", \"project_id\": \"$2\", \"title\": \"load 1-1-123456789\", \"description\": \"\", \"status\": \"todo\", \"assignee_id\": null, \"due_date\": null, \"created_at\": \"2026-12-07T00:00:00.123456Z\", \"updated_at\": \"2026-12-07T00:00:00.123456Z\"}"
+}
+write_scripts() {
+  local i=0 tenant user project json
+  for row in "${IDS[@]}"; do
+    read -r tenant user project <<<"$row"
+    i=$((i + 1))
+    json=$(task_json "$tenant" "$project")
+    cat >"$SCRIPTS/five_$i.sql" <<SQL
+\set r random(1, 9000000000000000)
+\startpipeline
+begin;
+select set_config('app.current_tenant', '$tenant', true);
+select 1 from app.projects where tenant_id = '$tenant' and id = '$project' and deleted_at is null for share;
+\endpipeline
+insert into app.tasks (tenant_id, id, project_id, title, description, status, assignee_id, due_date) values ('$tenant', public.bench_uuid7(), '$project', 'load ' || :r, '', 'todo', null, null) returning $COLS;
+insert into app.audit_logs (tenant_id, id, user_id, actor, action, resource, resource_id, changes, request_id) values ('$tenant', public.bench_uuid7(), '$user', 'user', 'create', 'task', 'r' || :r, '{"before": null, "after": $json}', 'bench-request-id-0123456789');
+insert into app.outbox (tenant_id, id, event_type, payload) values ('$tenant', public.bench_uuid7(), 'task.created', '$json');
+commit;
+SQL
+    cat >"$SCRIPTS/one_$i.sql" <<SQL
+\set r random(1, 9000000000000000)
+\startpipeline
+begin;
+select set_config('app.current_tenant', '$tenant', true);
+with p as (select 1 from app.projects where tenant_id = '$tenant' and id = '$project' and deleted_at is null for share), u as (select 1 where false), t as (insert into app.tasks (tenant_id, id, project_id, title, description, status, assignee_id, due_date, created_at, updated_at) select '$tenant', public.bench_uuid7(), '$project', 'load ' || :r, '', 'todo', null::uuid, null::date, now(), now() from p returning 1), a as (insert into app.audit_logs (tenant_id, id, user_id, actor, action, resource, resource_id, changes, request_id) select '$tenant', public.bench_uuid7(), '$user', 'user', 'create', 'task', 'r' || :r, '{"before": null, "after": $json}', 'bench-request-id-0123456789' from t), o as (insert into app.outbox (tenant_id, id, event_type, payload) select '$tenant', public.bench_uuid7(), 'task.created', '$json' from t) select (select count(*) from p), (select count(*) from u), (select count(*) from t);
+commit;
+\endpipeline
+SQL
+  done
+}
+write_scripts
+args() { for f in "$SCRIPTS/$1"_*.sql; do printf -- '-f\n%s\n' "$f"; done; }
+mapfile -t FIVE < <(args five)
+mapfile -t ONE < <(args one)
+
+# CPU ticks of the private cluster's processes alive now (the postmaster and its children).
+pg_ticks() { # "pid:ticks ..."
+  local pid master
+  master=$(head -1 "$PGDIR/postmaster.pid")
+  for pid in $master $(pgrep -P "$master"); do
+    printf '%s:%s ' "$pid" "$(awk '{print $14+$15}' "/proc/$pid/stat" 2>/dev/null)"
+  done
+}
+APP="postgres://tenantry_app@$SOCK:$PGPORT/tenantry_write"
+declare -A R
+# WAL, statements and CPU are counted over the whole run, per transaction pgbench counted
+# (backends report their WAL and statement figures when they exit).
+measure() { # name pgbench-script-arguments...
+  local name=$1; shift
+  pgbench -n -M prepared -c "$CLIENTS" -j 2 -T 2 "$@" "$APP" >/dev/null 2>&1 || true
+  psql -XAtq "$DB" -c "select pg_stat_statements_reset(), pg_stat_reset_shared('wal')" >/dev/null
+  local lsn0 lsn1 load
+  load=$(cut -d' ' -f1 /proc/loadavg)
+  lsn0=$(psql -XAtq "$DB" -c "select pg_current_wal_lsn()")
+  pgbench -n -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" "$@" "$APP" >"$SCRIPTS/out" 2>&1 &
+  local bench=$!
+  while kill -0 $bench 2>/dev/null; do pg_ticks; echo; sleep 0.2; done >"$SCRIPTS/cpu_$name"
+  wait $bench || true
+  lsn1=$(psql -XAtq "$DB" -c "select pg_current_wal_lsn()")
+  local out n tps failed wal
+  out=$(cat "$SCRIPTS/out")
+  n=$(awk '/^number of transactions actually processed/ {print $NF; exit}' <<<"$out")
+  n=${n%%/*}
+  tps=$(awk '/^tps =/ {print $3; exit}' <<<"$out")
+  failed=$(awk '/^number of failed transactions/ {print $5; exit}' <<<"$out")
+  wal=$(psql -XAtq -F' ' "$DB" -c "select wal_records, wal_sync, wal_write, pg_wal_lsn_diff('$lsn1', '$lsn0') from pg_stat_wal")
+  psql -XAtq "$DB" -c "select coalesce(json_agg(s), '[]') from (select left(regexp_replace(query, '\s+', ' ', 'g'), 90) as query, calls, round(mean_exec_time::numeric * 1000, 1) as mean_us, round(total_exec_time::numeric / greatest(${n:-0}, 1) * 1000, 1) as us_per_tx, shared_blks_hit + shared_blks_read as blocks, wal_records, wal_bytes from pg_stat_statements where dbid = (select oid from pg_database where datname = 'tenantry_write') and calls >= ${n:-0} / 2 order by total_exec_time desc limit 12) s" >"$SCRIPTS/stmts_$name.json"
+  R[$name]=$(python3 - "$name" "${n:-0}" "${tps:-0}" "${failed:-0}" "$SCRIPTS/cpu_$name" "$(getconf CLK_TCK)" "$wal" "$load" "$SCRIPTS/stmts_$name.json" <<'PY'
+import json, sys
+name, n, tps, failed, samples, hz, wal, load, stmts = sys.argv[1:]
+n = max(int(n), 1)
+# Every process of the cluster, sampled every 0.2 s while pgbench ran: each one's CPU from its
+# first sample to its last (a backend's ticks are only readable while it exists; at most the
+# last 0.2 s of pgbench's backends is lost, and their connection start-up before the first).
+first, last = {}, {}
+for line in open(samples):
+    for x in line.split():
+        p, _, t = x.partition(":")
+        if t:
+            first.setdefault(p, int(t))
+            last[p] = int(t)
+ticks = sum(last[p] - first[p] for p in last)
+records, syncs, writes, wal_bytes = wal.split()
+print(json.dumps({"name": name, "tps": round(float(tps), 1), "transactions": n, "failed": failed,
+  "postgres_cpu_us_per_tx": round(ticks / int(hz) / n * 1e6, 1),
+  "wal_bytes_per_tx": round(float(wal_bytes) / n), "wal_records_per_tx": round(int(records) / n, 2),
+  "wal_fsyncs_per_tx": round(int(syncs) / n, 3), "wal_writes_per_tx": round(int(writes) / n, 3),
+  "load_1min": float(load), "statements": json.load(open(stmts))}))
+PY
+)
+  echo "${R[$name]}" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["name"], r["tps"], "tx/s", r["postgres_cpu_us_per_tx"], "µs PG CPU/tx", r["wal_bytes_per_tx"], "WAL B/tx", r["wal_fsyncs_per_tx"], "fsyncs/tx", "load", r["load_1min"])'
+}
+
+measure five_trips "${FIVE[@]}"
+measure one_trip "${ONE[@]}"
+measure five_trips_again "${FIVE[@]}"
+measure one_trip_again "${ONE[@]}"
+
+# Each secondary index's share: the one-trip transaction without it (dropped in a transaction
+# that is rolled back afterwards would hold its lock; dropped and recreated instead).
+INDEXES=$(psql -XAtq "$DB" -c "select indexrelid::regclass from pg_index i join pg_class c on c.oid = i.indrelid
+  where c.relname in ('tasks', 'audit_logs', 'outbox') and c.relnamespace = 'app'::regnamespace
+  and not i.indisprimary order by 1")
+for idx in $INDEXES; do
+  def=$(psql -XAtq "$DB" -c "select pg_get_indexdef('$idx'::regclass)")
+  psql -XAtq "$DB" -c "drop index $idx" >/dev/null
+  measure "without_${idx#app.}" "${ONE[@]}"
+  psql -XAtq "$DB" -c "$def" >/dev/null
+done
+
+# WAL flush sharing: a committing backend waits commit_delay µs for others when at least
+# commit_siblings transactions are open, so one fsync covers several commits.
+psql -XAtq "$DB" -c "alter system set commit_delay = 200" -c "alter system set commit_siblings = 4" \
+  -c "select pg_reload_conf()" >/dev/null
+measure one_trip_commit_delay_200 "${ONE[@]}"
+psql -XAtq "$DB" -c "alter system set commit_delay = 1000" -c "select pg_reload_conf()" >/dev/null
+measure one_trip_commit_delay_1000 "${ONE[@]}"
+psql -XAtq "$DB" -c "alter system reset commit_delay" -c "alter system reset commit_siblings" \
+  -c "select pg_reload_conf()" >/dev/null
+
+# EXPLAIN (ANALYZE, BUFFERS) of every statement, as the app role under RLS, rolled back.
+read -r tenant user project <<<"${IDS[0]}"
+json=$(task_json "$tenant" "$project")
+explain=$(psql -XAq "$APP" 2>&1 <<SQL
+begin;
+select set_config('app.current_tenant', '$tenant', true) \g /dev/null
+\echo '-- five_trips: the project check'
+explain (analyze, buffers, costs off, timing on) select 1 from app.projects where tenant_id = '$tenant' and id = '$project' and deleted_at is null for share;
+\echo '-- five_trips: the task'
+explain (analyze, buffers, costs off, timing on) insert into app.tasks (tenant_id, id, project_id, title, description, status, assignee_id, due_date) values ('$tenant', public.bench_uuid7(), '$project', 'explain 1', '', 'todo', null, null) returning $COLS;
+\echo '-- five_trips: the audit row'
+explain (analyze, buffers, costs off, timing on) insert into app.audit_logs (tenant_id, id, user_id, actor, action, resource, resource_id, changes, request_id) values ('$tenant', public.bench_uuid7(), '$user', 'user', 'create', 'task', 'r1', '{"before": null, "after": $json}', 'bench-request-id-0123456789');
+\echo '-- five_trips: the outbox event'
+explain (analyze, buffers, costs off, timing on) insert into app.outbox (tenant_id, id, event_type, payload) values ('$tenant', public.bench_uuid7(), 'task.created', '$json');
+\echo '-- one_trip: the one statement'
+explain (analyze, buffers, costs off, timing on) with p as (select 1 from app.projects where tenant_id = '$tenant' and id = '$project' and deleted_at is null for share), u as (select 1 where false), t as (insert into app.tasks (tenant_id, id, project_id, title, description, status, assignee_id, due_date, created_at, updated_at) select '$tenant', public.bench_uuid7(), '$project', 'explain 2', '', 'todo', null::uuid, null::date, now(), now() from p returning 1), a as (insert into app.audit_logs (tenant_id, id, user_id, actor, action, resource, resource_id, changes, request_id) select '$tenant', public.bench_uuid7(), '$user', 'user', 'create', 'task', 'r2', '{"before": null, "after": $json}', 'bench-request-id-0123456789' from t), o as (insert into app.outbox (tenant_id, id, event_type, payload) select '$tenant', public.bench_uuid7(), 'task.created', '$json' from t) select (select count(*) from p), (select count(*) from u), (select count(*) from t);
+rollback;
+SQL
+)
+indexes=$(psql -XAtq -F' | ' "$DB" -c "select c.relname, i.relname, pg_get_indexdef(i.oid) from pg_index x join pg_class i on i.oid = x.indexrelid join pg_class c on c.oid = x.indrelid where c.relname in ('tasks', 'audit_logs', 'outbox') and c.relnamespace = 'app'::regnamespace order by 1, 2")
+fks=$(psql -XAtq -F' | ' "$DB" -c "select conrelid::regclass, conname, pg_get_constraintdef(oid) from pg_constraint where conrelid in ('app.tasks'::regclass, 'app.audit_logs'::regclass, 'app.outbox'::regclass) and contype in ('f', 'c') order by 1, 2")
+
+{
+  echo "{\"date\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\", \"nproc\": $(nproc), \"clients\": $CLIENTS, \"duration_s\": $DURATION, \"runs\": ["
+  first=1
+  for k in five_trips one_trip five_trips_again one_trip_again $(for i in $INDEXES; do echo "without_${i#app.}"; done) one_trip_commit_delay_200 one_trip_commit_delay_1000; do
+    [ -n "${R[$k]:-}" ] || continue
+    [ $first = 1 ] || echo ","
+    first=0
+    echo "${R[$k]}"
+  done
+  echo "]}"
+} >"$OUT/write_breakdown.json"
+python3 - "$OUT/write_breakdown.json" "$explain" "$indexes" "$fks" >"$OUT/write_breakdown.md" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"# The write of POST /tasks in PostgreSQL ({r['date']}, {r['nproc']} cores, busy machine: load beside each run)\n")
+print(f"Generated by `bench/write_breakdown.sh`: pgbench -M prepared -c {r['clients']} -j 2 -T {r['duration_s']}, "
+      "app role under RLS over the Unix socket, 100 tenants at random, a private PostgreSQL 15 cluster "
+      "with pg_stat_statements (fsync and synchronous_commit on).\n")
+print("| run | tx/s | PostgreSQL CPU µs/tx | WAL bytes/tx | WAL records/tx | WAL fsyncs/tx | failed | load (1 min) |")
+print("|---|---|---|---|---|---|---|---|")
+for x in r["runs"]:
+    print(f"| {x['name']} | {x['tps']:.0f} | {x['postgres_cpu_us_per_tx']} | {x['wal_bytes_per_tx']} | {x['wal_records_per_tx']} | {x['wal_fsyncs_per_tx']} | {x['failed']} | {x['load_1min']} |")
+for x in r["runs"]:
+    if x["name"] not in ("five_trips", "one_trip"):
+        continue
+    print(f"\n## pg_stat_statements, {x['name']} (per transaction; track = all, the triggers' foreign-key checks included)\n")
+    print("| statement | calls | mean µs | µs per tx | blocks | WAL records | WAL bytes |")
+    print("|---|---|---|---|---|---|---|")
+    for s in x["statements"]:
+        q = s["query"].replace("|", "\\|")
+        print(f"| `{q}` | {s['calls']} | {s['mean_us']} | {s['us_per_tx']} | {s['blocks']} | {s['wal_records']} | {s['wal_bytes']} |")
+print("\n## Indexes\n\n| table | index | definition |\n|---|---|---|")
+for line in sys.argv[3].splitlines():
+    print("| " + line.replace("|", "\\|").replace(" \\| ", " | ") + " |")
+print("\n## Foreign keys and checks (each foreign key is a trigger per inserted row)\n\n| table | constraint | definition |\n|---|---|---|")
+for line in sys.argv[4].splitlines():
+    print("| " + line.replace("|", "\\|").replace(" \\| ", " | ") + " |")
+print("\n## EXPLAIN (ANALYZE, BUFFERS), one tenant, app role\n\n```")
+print(sys.argv[2])
+print("```")
+PY
+cat "$OUT/write_breakdown.md" | head -40
