@@ -6,6 +6,7 @@ pub mod allocator;
 pub mod analytics;
 pub mod audit;
 pub mod auth;
+pub mod billing;
 pub mod cache;
 pub mod cli;
 pub mod config;

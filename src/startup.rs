@@ -200,6 +200,7 @@ impl Application {
                 .configure(|cfg| {
                     if fault_injection {
                         http::routes::faults::configure(cfg);
+                        http::routes::billing::configure_test_hooks(cfg);
                     }
                     if bench_routes {
                         http::routes::bench::configure(cfg);
@@ -344,7 +345,30 @@ fn start_background(state: &web::Data<AppState>, options: &ServerOptions) -> Sup
             }
         });
     }
-    if let Some(worker) = crate::jobs::for_server(state, crate::jobs::Registry::standard()) {
+    // Stripe billing: its outbox jobs, the grace check and the period-end meter report.
+    let registry = crate::jobs::Registry::standard().with(crate::billing::outbound::StripeSync::new(
+        crate::billing::stripe::Stripe::from_settings(&state.config.billing).unwrap_or_else(|err| {
+            tracing::error!(%err, "the Stripe client could not be built: the Stripe sync is off");
+            None
+        }),
+    ));
+    let billing = state.clone();
+    background.spawn("billing_grace", move |stop| {
+        let state = billing.clone();
+        async move {
+            crate::billing::dunning::run(state, stop).await;
+            Ok(())
+        }
+    });
+    let billing = state.clone();
+    background.spawn("billing_meter", move |stop| {
+        let state = billing.clone();
+        async move {
+            crate::billing::meter::run(state, stop).await;
+            Ok(())
+        }
+    });
+    if let Some(worker) = crate::jobs::for_server(state, registry) {
         background.spawn("outbox_worker", move |stop| {
             let worker = worker.clone();
             async move {

@@ -122,4 +122,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "outbox",
     "settings_versions",
     "flag_overrides",
+    "billing_accounts",
+    "stripe_events",
+    "invoices",
 ];

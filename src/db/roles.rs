@@ -26,6 +26,14 @@ pub const APP_TABLE_GRANTS: &[(&str, &str)] = &[
     ("flags", "SELECT"),
     ("flag_overrides", "SELECT"),
     ("tenants", "SELECT"),
+    // Billing (V9): prices are operator data; Stripe's events are history, never rewritten
+    // but for their outcome; invoices are updated as Stripe reports them.
+    ("plan_prices", "SELECT"),
+    ("billing_accounts", "SELECT, INSERT, UPDATE"),
+    ("stripe_events", "SELECT, INSERT, UPDATE"),
+    ("invoices", "SELECT, INSERT, UPDATE"),
+    // TEMP until the usage branch (V8) is merged, which grants its own table.
+    ("subscriptions", "SELECT, INSERT, UPDATE"),
 ];
 
 pub struct RoleSetup<'a> {
@@ -171,6 +179,13 @@ pub async fn grant_shared_schema(
     sql.push_str(&format!(
         "GRANT EXECUTE ON FUNCTION app.resolve_tenant(uuid, text, text), \
          app.live_tenant_plans() TO {};\n",
+        roles.app
+    ));
+    // Billing's routing reads and its one write of the tenant's status (see V9).
+    sql.push_str(&format!(
+        "GRANT EXECUTE ON FUNCTION app.billing_tenant_of(text), \
+         app.billing_accounts_past_due(timestamptz), app.billing_customers(), \
+         app.billing_set_tenant_suspended(boolean) TO {};\n",
         roles.app
     ));
     client.batch_execute(&sql).await?;

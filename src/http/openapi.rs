@@ -98,6 +98,9 @@ impl Modify for SecuritySchemes {
         routes::flags::delete_override,
         routes::ofrep::evaluate_flag,
         routes::ofrep::evaluate_flags,
+        routes::billing::get_billing,
+        routes::billing::list_invoices,
+        routes::billing::stripe_webhook,
     ),
 )]
 pub struct ApiDoc;

@@ -17,6 +17,7 @@ use serde_json::{json, Map, Value};
 use crate::actors::{ActorError, ExecError};
 use crate::analytics::AnalyticsError;
 use crate::auth::{AccessError, AuthError};
+use crate::billing::BillingError;
 use crate::db::DbError;
 use crate::domain::DomainError;
 use crate::error::{error_chain, FieldError};
@@ -452,6 +453,32 @@ impl From<FlagError> for Problem {
             FlagError::Tenancy(tenancy) => tenancy.into(),
             FlagError::Db(db) => db.into(),
             FlagError::CorruptRow { .. } => internal(&err),
+        }
+    }
+}
+
+impl From<BillingError> for Problem {
+    fn from(err: BillingError) -> Self {
+        match err {
+            BillingError::Validation(errors) => Problem::validation(errors),
+            BillingError::Access(access) => access.into(),
+            BillingError::Db(db) => db.into(),
+            BillingError::Signature(reason) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_signature",
+                format!("the Stripe-Signature header is not valid: {reason}"),
+            ),
+            BillingError::Payload(reason) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_event",
+                format!("the body is not a Stripe event: {reason}"),
+            ),
+            BillingError::WebhooksOff => {
+                Problem::unavailable("Stripe webhooks are not configured on this server", 60)
+            }
+            BillingError::Stripe(_) | BillingError::Usage(_) | BillingError::CorruptRow { .. } => {
+                internal(&err)
+            }
         }
     }
 }

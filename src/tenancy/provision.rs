@@ -158,6 +158,8 @@ pub async fn provision_with_fault(
         &[&tenant_id, &admin_id, &admin_email, &password_hash],
     )
     .await?;
+    // The Stripe customer and subscription come later, from the outbox: never waited for here.
+    crate::billing::outbound::on_provisioned(&tx, tenant_id).await?;
     if fault == FaultPoint::AfterSchemaCreated {
         return Err(TenancyError::InjectedFault);
     }

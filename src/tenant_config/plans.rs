@@ -401,6 +401,7 @@ pub async fn move_tenant(
             request_id,
         )
         .await?;
+        crate::billing::outbound::on_plan_changed(&tx, tenant, target).await?;
     }
     let after = lifecycle::find(tx.client(), &tenant.to_string()).await?;
     tx.commit().await?;

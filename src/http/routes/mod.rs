@@ -2,6 +2,7 @@ pub mod analytics;
 pub mod audit_logs;
 pub mod auth;
 pub mod bench;
+pub mod billing;
 pub mod current_tenant;
 pub mod faults;
 pub mod flags;
