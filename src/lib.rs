@@ -27,3 +27,4 @@ pub mod supervise;
 pub mod telemetry;
 pub mod tenancy;
 pub mod tenant_config;
+pub mod usage;

@@ -122,4 +122,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "outbox",
     "settings_versions",
     "flag_overrides",
+    "usage_events",
+    "usage_rollups",
+    "subscriptions",
 ];

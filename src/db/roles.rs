@@ -26,6 +26,10 @@ pub const APP_TABLE_GRANTS: &[(&str, &str)] = &[
     ("flags", "SELECT"),
     ("flag_overrides", "SELECT"),
     ("tenants", "SELECT"),
+    // Usage (V8): events are never rewritten by the app role; rollups are recomputed in place.
+    ("usage_events", "SELECT, INSERT"),
+    ("usage_rollups", "SELECT, INSERT, UPDATE"),
+    ("subscriptions", "SELECT, INSERT, UPDATE"),
 ];
 
 pub struct RoleSetup<'a> {
