@@ -1,19 +1,5 @@
 -- Stripe billing (issue 13 items 4-6; docs/billing.md). Builds on V8 (app.subscriptions).
 
--- TEMP until V8 (branch usage) is merged: a stand-in of its subscriptions table.
-CREATE TABLE IF NOT EXISTS app.subscriptions (
-    tenant_id              uuid NOT NULL REFERENCES app.tenants (id),
-    stripe_subscription_id text,
-    plan                   text NOT NULL REFERENCES app.plans (name),
-    status                 text NOT NULL,
-    current_period_start   timestamptz,
-    current_period_end     timestamptz,
-    created_at             timestamptz NOT NULL DEFAULT now(),
-    updated_at             timestamptz NOT NULL DEFAULT now(),
-    deleted_at             timestamptz,
-    PRIMARY KEY (tenant_id)
-);
-
 -- The subscription item billing moves on a plan change, and the Stripe `created` time of the
 -- last event applied to the row (an older event never overwrites it).
 ALTER TABLE app.subscriptions

@@ -28,3 +28,4 @@ pub mod supervise;
 pub mod telemetry;
 pub mod tenancy;
 pub mod tenant_config;
+pub mod usage;

@@ -78,14 +78,15 @@ pub fn parse_metered(value: &Value) -> Result<BTreeMap<String, MeteredPrice>, Bi
     Ok(prices)
 }
 
-/// The plan limit a metric is held to, if any.
+/// The plan limit a metric is held to in a period, if any: `api_calls_per_month` for
+/// `api_calls`, `max_users` for `active_users`, the plan's `usage_quotas` for the others.
 pub fn limit_of(caller: &Caller, metric: &str) -> Option<i64> {
-    let limit = match metric {
-        "api_calls" => Limit::ApiCallsPerMonth,
-        "active_users" => Limit::MaxUsers,
-        _ => return None,
-    };
-    caller.config.plan.limits.get(limit)
+    let limits = &caller.config.plan.limits;
+    match metric {
+        crate::usage::API_CALLS => limits.get(Limit::ApiCallsPerMonth),
+        crate::usage::ACTIVE_USERS => limits.get(Limit::MaxUsers),
+        other => limits.usage_quotas.get(other).copied(),
+    }
 }
 
 /// `used` so far, extrapolated linearly to the whole period.
@@ -108,7 +109,7 @@ pub fn overage_cents(projected: i64, limit: Option<i64>, price: &MeteredPrice) -
 
 /// The tenant's period holding `now`, as the usage area computes periods (anchored on the
 /// subscription's start, else the tenant's creation).
-pub async fn current_period<C: deadpool_postgres::GenericClient + Sync>(
+pub async fn current_period<C: tokio_postgres::GenericClient + Sync>(
     client: &C,
     tenant: Uuid,
     now: DateTime<Utc>,
@@ -137,7 +138,7 @@ impl TenantOp for Overview {
         Box::pin(async move {
             caller.admin()?;
             let tenant = caller.tenant_id;
-            let period = current_period(&**tx, tenant, self.now).await?;
+            let period = current_period(tx.client(), tenant, self.now).await?;
             let row = tx
                 .query_opt(
                     "select p.metered, a.state from app.tenants t \
@@ -157,7 +158,7 @@ impl TenantOp for Overview {
                 Some(value) => parse_metered(&value)?,
                 None => BTreeMap::new(),
             };
-            let totals = super::usage_api::period_totals(&**tx, tenant, &period, self.now)
+            let totals = super::usage_api::period_totals(tx.client(), tenant, &period, self.now)
                 .await
                 .map_err(|err| BillingError::Usage(Box::new(err)))?;
             let plan = &caller.config.plan;

@@ -67,7 +67,7 @@ async fn enqueue_due(
         return Ok(false);
     };
     let through: Option<DateTime<Utc>> = row.get(0);
-    let anchor = super::usage_api::period_anchor(tx, tenant)
+    let anchor = super::usage_api::period_anchor(&**tx, tenant)
         .await
         .map_err(|err| BillingError::Usage(Box::new(err)))?;
     // Every finished period from the first unreported one (a server down over a period end
@@ -131,7 +131,7 @@ pub async fn report(stripe: &Stripe, tx: &Transaction<'_>, job: &Job) -> Result<
         Some(value) => parse_metered(&value)?,
         None => return Ok(()),
     };
-    let totals = super::usage_api::period_totals(tx, tenant, &period, Utc::now())
+    let totals = super::usage_api::period_totals(&**tx, tenant, &period, Utc::now())
         .await
         .map_err(|err| BillingError::Usage(Box::new(err)))?;
     // Within the period: Stripe attributes an event to the period holding its timestamp.

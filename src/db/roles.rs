@@ -26,14 +26,16 @@ pub const APP_TABLE_GRANTS: &[(&str, &str)] = &[
     ("flags", "SELECT"),
     ("flag_overrides", "SELECT"),
     ("tenants", "SELECT"),
+    // Usage (V8): events are never rewritten by the app role; rollups are recomputed in place.
+    ("usage_events", "SELECT, INSERT"),
+    ("usage_rollups", "SELECT, INSERT, UPDATE"),
+    ("subscriptions", "SELECT, INSERT, UPDATE"),
     // Billing (V9): prices are operator data; Stripe's events are history, never rewritten
     // but for their outcome; invoices are updated as Stripe reports them.
     ("plan_prices", "SELECT"),
     ("billing_accounts", "SELECT, INSERT, UPDATE"),
     ("stripe_events", "SELECT, INSERT, UPDATE"),
     ("invoices", "SELECT, INSERT, UPDATE"),
-    // TEMP until the usage branch (V8) is merged, which grants its own table.
-    ("subscriptions", "SELECT, INSERT, UPDATE"),
 ];
 
 pub struct RoleSetup<'a> {

@@ -28,6 +28,7 @@ use crate::ratelimit::RateLimitError;
 use crate::tenancy::TenancyError;
 use crate::tenant_config::load::LoadError;
 use crate::tenant_config::ConfigError;
+use crate::usage::UsageError;
 
 /// A problem details response. Built through the `From` impls below and the helpers, so the code
 /// for each situation is chosen in this file.
@@ -509,6 +510,36 @@ impl From<RateLimitError> for Problem {
             RateLimitError::RedisTimeout(_)
             | RateLimitError::RedisBackingOff
             | RateLimitError::Redis(_) => Problem::unavailable("rate limiting is unavailable", 1),
+        }
+    }
+}
+
+/// Usage metering (docs/usage.md). Over a metered quota: 429 `quota_exceeded` with
+/// `Retry-After` (seconds to the end of the billing period) and `{metric, limit, used}`.
+impl From<UsageError> for Problem {
+    fn from(err: UsageError) -> Self {
+        let detail = err.to_string();
+        match err {
+            UsageError::Validation(errors) => Problem::validation(errors),
+            UsageError::TooManyEvents { max, .. } => {
+                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_events", detail)
+                    .with("max_events", max)
+            }
+            UsageError::Access(access) => access.into(),
+            UsageError::QuotaExceeded {
+                metric,
+                limit,
+                used,
+                retry_after,
+            } => {
+                let seconds = crate::ratelimit::ceil_seconds(retry_after).max(1);
+                Problem::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", detail)
+                    .with("metric", metric)
+                    .with("limit", limit)
+                    .with("used", used)
+                    .retry_after(seconds)
+            }
+            UsageError::Db(db) => db.into(),
         }
     }
 }

@@ -20,6 +20,9 @@ const SHARED_EXPORTS: &[(&str, &str)] = &[
     ("flag_override", "select to_jsonb(t) from app.flag_overrides t where tenant_id = $1 and deleted_at is null order by flag_key"),
     ("audit_log", "select to_jsonb(t) from app.audit_logs t where tenant_id = $1 and deleted_at is null order by id"),
     ("settings_version", "select to_jsonb(t) from app.settings_versions t where tenant_id = $1 and deleted_at is null order by version"),
+    ("usage_event", "select to_jsonb(t) from app.usage_events t where tenant_id = $1 and deleted_at is null order by id"),
+    ("usage_rollup", "select to_jsonb(t) from app.usage_rollups t where tenant_id = $1 and deleted_at is null order by granularity, period_start, metric"),
+    ("subscription", "select to_jsonb(t) from app.subscriptions t where tenant_id = $1 and deleted_at is null"),
 ];
 
 /// Sends each line to `out`. `tx` has the tenant's context set; every query also filters by

@@ -1,0 +1,231 @@
+//! Usage metering (API.md "Usage metering and billing"; docs/usage.md): usage events, their
+//! hourly and daily rollups, the hourly samples of seats and storage, billing periods and the
+//! metered quotas admitted before the action.
+//!
+//! What other areas call (billing builds on these):
+//!
+//! - [`period::period_containing`]`(anchor, at) -> Period`: the monthly half-open UTC period.
+//! - [`period_anchor`]`(client, tenant) -> DateTime<Utc>`: the subscription's
+//!   `current_period_start`, else the tenant's `created_at`.
+//! - [`period_totals`]`(client, tenant, &period, now) -> BTreeMap<metric, i64>`: the usage of
+//!   each metric in the period. `client` must be inside a transaction bound to `tenant`
+//!   (`TenantTx::client()` in a `TenantOp`, or a connection after `set_config`); every query
+//!   also filters by tenant_id. Additive metrics are summed; the sampled gauges
+//!   (`active_users`, `storage_bytes`) give their largest sample in the period. `api_calls`
+//!   comes from the analytics counters (its only copy), by whole hours: an hour that straddles
+//!   the period's start counts in the period before.
+
+pub mod events;
+pub mod period;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use thiserror::Error;
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::auth::AccessError;
+use crate::db::{tenant_schema_name, DbError};
+use crate::error::FieldError;
+pub use period::{period_containing, Period};
+
+/// The metric every API request of a tenant is metered as (by `analytics::api_calls`).
+pub const API_CALLS: &str = "api_calls";
+/// Sampled hourly by the server; clients cannot post them.
+pub const ACTIVE_USERS: &str = "active_users";
+pub const STORAGE_BYTES: &str = "storage_bytes";
+/// Metrics whose value is a level, not an amount: rolled up and totalled as their maximum.
+pub const GAUGES: [&str; 2] = [ACTIVE_USERS, STORAGE_BYTES];
+/// Metrics the server meters itself.
+pub const RESERVED: [&str; 3] = [API_CALLS, ACTIVE_USERS, STORAGE_BYTES];
+
+/// Events older than this are refused; rollups older than this never change again.
+pub const GRACE: TimeDelta = TimeDelta::hours(48);
+/// Clock skew allowed for events from the future.
+pub const SKEW: TimeDelta = TimeDelta::minutes(5);
+
+#[derive(Debug, Error)]
+pub enum UsageError {
+    #[error("validation failed: {0:?}")]
+    Validation(Vec<FieldError>),
+    #[error("too many usage events in one request: {count} (at most {max})")]
+    TooManyEvents { count: usize, max: usize },
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    /// Over a metered quota of the period.
+    #[error("{metric}: the quota of {limit} for the period is reached ({used} used)")]
+    QuotaExceeded {
+        metric: String,
+        limit: i64,
+        used: i64,
+        /// Until the period ends.
+        retry_after: std::time::Duration,
+    },
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<tokio_postgres::Error> for UsageError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        UsageError::Db(err.into())
+    }
+}
+
+pub fn is_gauge(metric: &str) -> bool {
+    GAUGES.contains(&metric)
+}
+
+pub fn floor_hour(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.duration_trunc(TimeDelta::hours(1)).unwrap_or(at)
+}
+
+pub fn ceil_hour(at: DateTime<Utc>) -> DateTime<Utc> {
+    let floor = floor_hour(at);
+    if floor == at {
+        at
+    } else {
+        floor + TimeDelta::hours(1)
+    }
+}
+
+pub fn floor_day(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.duration_trunc(TimeDelta::days(1)).unwrap_or(at)
+}
+
+/// Where the tenant's billing periods are anchored.
+pub async fn period_anchor<C: GenericClient + Sync>(
+    client: &C,
+    tenant: Uuid,
+) -> Result<DateTime<Utc>, UsageError> {
+    let row = client
+        .query_opt(
+            "select coalesce( \
+               (select s.current_period_start from app.subscriptions s \
+                 where s.tenant_id = $1 and s.deleted_at is null), \
+               (select t.created_at from app.tenants t where t.id = $1))",
+            &[&tenant],
+        )
+        .await?;
+    Ok(row
+        .and_then(|r| r.get::<_, Option<DateTime<Utc>>>(0))
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH))
+}
+
+/// The hours of `period` whose rollups are final at `now`: whole hours inside the period, every
+/// event of which was received over an hour ago (events arrive at most [`GRACE`] late).
+/// Everything else of the period is read from the events themselves.
+fn rolled_range(period: &Period, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let from = ceil_hour(period.start);
+    let until = floor_hour(now - GRACE - TimeDelta::hours(1)).min(floor_hour(period.end));
+    (from, until.max(from))
+}
+
+/// The usage of each metric of `tenant` in `period` (see the module doc).
+pub async fn period_totals<C: GenericClient + Sync>(
+    client: &C,
+    tenant: Uuid,
+    period: &Period,
+    now: DateTime<Utc>,
+) -> Result<BTreeMap<String, i64>, UsageError> {
+    let (rolled_from, rolled_until) = rolled_range(period, now);
+    let mut totals: BTreeMap<String, i64> = BTreeMap::new();
+    let mut add = |metric: String, sum: i64, max: i64| {
+        let slot = totals.entry(metric.clone()).or_insert(0);
+        if is_gauge(&metric) {
+            *slot = (*slot).max(max);
+        } else {
+            *slot = slot.saturating_add(sum);
+        }
+    };
+    let rollups = client
+        .query(
+            "select metric, coalesce(sum(quantity), 0)::bigint, coalesce(max(quantity), 0) \
+             from app.usage_rollups \
+             where tenant_id = $1 and granularity = 'hour' and deleted_at is null \
+               and period_start >= $2 and period_start < $3 \
+             group by metric",
+            &[&tenant, &rolled_from, &rolled_until],
+        )
+        .await?;
+    for row in rollups {
+        add(row.get(0), row.get(1), row.get(2));
+    }
+    let events = client
+        .query(
+            "select metric, coalesce(sum(quantity), 0)::bigint, coalesce(max(quantity), 0) \
+             from app.usage_events \
+             where tenant_id = $1 and deleted_at is null \
+               and occurred_at >= $2 and occurred_at < $3 \
+               and not (occurred_at >= $4 and occurred_at < $5) \
+             group by metric",
+            &[
+                &tenant,
+                &period.start,
+                &period.end,
+                &rolled_from,
+                &rolled_until,
+            ],
+        )
+        .await?;
+    for row in events {
+        add(row.get(0), row.get(1), row.get(2));
+    }
+    let api_calls: i64 = client
+        .query_one(
+            &format!(
+                "select coalesce(sum(n), 0)::bigint from {}.counters \
+                 where tenant_id = $1 and kind = 'a' and key = '' and bucket >= $2 and bucket < $3",
+                tenant_schema_name(tenant)
+            ),
+            &[&tenant, &ceil_hour(period.start), &period.end],
+        )
+        .await?
+        .get(0);
+    if api_calls > 0 {
+        totals.insert(API_CALLS.to_string(), api_calls);
+    }
+    Ok(totals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn hours() {
+        assert_eq!(
+            ceil_hour(t("2026-01-01T10:30:00Z")),
+            t("2026-01-01T11:00:00Z")
+        );
+        assert_eq!(
+            ceil_hour(t("2026-01-01T10:00:00Z")),
+            t("2026-01-01T10:00:00Z")
+        );
+        assert_eq!(
+            floor_day(t("2026-01-01T10:30:00Z")),
+            t("2026-01-01T00:00:00Z")
+        );
+    }
+
+    #[test]
+    fn only_final_whole_hours_come_from_rollups() {
+        let period = Period {
+            start: t("2026-01-01T10:30:00Z"),
+            end: t("2026-02-01T10:30:00Z"),
+        };
+        // Early in the period nothing is final.
+        let (from, until) = rolled_range(&period, t("2026-01-02T00:00:00Z"));
+        assert_eq!(from, until);
+        let (from, until) = rolled_range(&period, t("2026-01-20T12:10:00Z"));
+        assert_eq!(from, t("2026-01-01T11:00:00Z"));
+        assert_eq!(until, t("2026-01-18T11:00:00Z"));
+        // Long after the period: every whole hour, not the partial last one.
+        let (_, until) = rolled_range(&period, t("2026-06-01T00:00:00Z"));
+        assert_eq!(until, t("2026-02-01T10:00:00Z"));
+    }
+}
