@@ -181,7 +181,6 @@ impl TenantOp for Overview {
                 }
                 usage.insert(metric, MetricUsage { used, limit });
             }
-            tx.commit().await?;
             Ok(BillingOverview {
                 plan: plan.name.clone(),
                 period_start: period.start,
@@ -268,7 +267,6 @@ impl TenantOp for ListInvoices {
                     },
                 )
                 .await?;
-            tx.commit().await?;
             Ok(items)
         })
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
-use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError};
+use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
 use stripe_billing::billing_meter_event::CreateBillingMeterEvent;
 use stripe_billing::subscription::{CreateSubscription, CreateSubscriptionItems};
 use stripe_billing::subscription_item::UpdateSubscriptionItem;

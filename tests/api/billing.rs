@@ -399,10 +399,11 @@ async fn a_retry_storm_of_one_event_is_applied_once() {
     // Replayed later: still once.
     assert_eq!(deliver(&app, &body).await, "duplicate");
     let db = app.superuser_db().await;
+    let tenant = t.id;
     let count = |sql: &'static str| {
         let db = &db;
         async move {
-            db.query_one(sql, &[&t.id])
+            db.query_one(sql, &[&tenant])
                 .await
                 .unwrap()
                 .get::<_, i64>(0)
