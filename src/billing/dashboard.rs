@@ -17,13 +17,13 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::usage_api::Period;
 use super::BillingError;
 use crate::actors::TenantOp;
 use crate::auth::Caller;
 use crate::db::TenantTx;
 use crate::page::{CursorKey, Keyset, Page, TimeKey};
 use crate::tenant_config::snapshot::Limit;
-use super::usage_api::Period;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MetricUsage {
@@ -210,6 +210,9 @@ pub struct Invoice {
     /// When Stripe created the invoice.
     pub created: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+    /// The invoice object of Stripe's latest event about it, as Stripe sent it.
+    #[schema(value_type = Object)]
+    pub object: Value,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -243,8 +246,8 @@ impl TenantOp for ListInvoices {
                 .fetch(
                     tx,
                     "select id, stripe_invoice_id, status, currency, amount_due, amount_paid, \
-                     period_start, period_end, hosted_invoice_url, stripe_created, created_at \
-                     from app.invoices where tenant_id = $1 and deleted_at is null",
+                     period_start, period_end, hosted_invoice_url, stripe_created, created_at, \
+                     object from app.invoices where tenant_id = $1 and deleted_at is null",
                     &[&caller.tenant_id],
                     |r| {
                         Ok::<_, tokio_postgres::Error>(Invoice {
@@ -259,6 +262,7 @@ impl TenantOp for ListInvoices {
                             hosted_invoice_url: r.get(8),
                             created: r.get(9),
                             created_at: r.get(10),
+                            object: r.get(11),
                         })
                     },
                     |i| TimeKey {

@@ -20,11 +20,11 @@ use uuid::Uuid;
 
 use super::dashboard::parse_metered;
 use super::stripe::Stripe;
+use super::usage_api::{period_containing, Period};
 use super::BillingError;
 use crate::db::{begin_tenant_tx, PgPool};
 use crate::jobs::Job;
 use crate::state::AppState;
-use super::usage_api::{period_containing, Period};
 
 /// How long after a period's end its usage is reported: the rollups' completion bound.
 pub const SETTLE: chrono::Duration = chrono::Duration::minutes(10);

@@ -220,11 +220,7 @@ async fn store_subscription(
     Ok(())
 }
 
-async fn change_plan(
-    stripe: &Stripe,
-    tx: &Transaction<'_>,
-    job: &Job,
-) -> Result<(), BillingError> {
+async fn change_plan(stripe: &Stripe, tx: &Transaction<'_>, job: &Job) -> Result<(), BillingError> {
     let tenant = job.tenant_id;
     let (_, plan, price) = plan_of(tx, tenant).await?;
     let Some(price) = price else {

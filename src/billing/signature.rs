@@ -102,7 +102,9 @@ mod tests {
     const NOW: i64 = 1_800_000_000;
 
     fn secrets(list: &[&str]) -> Vec<SecretString> {
-        list.iter().map(|s| SecretString::from(s.to_string())).collect()
+        list.iter()
+            .map(|s| SecretString::from(s.to_string()))
+            .collect()
     }
 
     #[test]
@@ -185,7 +187,12 @@ mod tests {
         // We may hold both while Stripe already signs with the new one only.
         let header = sign(BODY, "whsec_new", NOW);
         assert_eq!(
-            verify(BODY, Some(&header), &secrets(&["whsec_old", "whsec_new"]), NOW),
+            verify(
+                BODY,
+                Some(&header),
+                &secrets(&["whsec_old", "whsec_new"]),
+                NOW
+            ),
             Ok(())
         );
     }

@@ -14,9 +14,7 @@ use uuid::Uuid;
 
 use crate::fake_stripe::FakeStripe;
 use crate::fixtures::{create_project, create_user, expect, id_of, token_for};
-use crate::helpers::{
-    assert_problem, connect, spawn_app_with, test_config, TestApp, TestTenant,
-};
+use crate::helpers::{assert_problem, connect, spawn_app_with, test_config, TestApp, TestTenant};
 
 const SECRET: &str = "whsec_test_current_0123456789";
 const OLD_SECRET: &str = "whsec_test_previous_0123456789";
@@ -32,8 +30,7 @@ async fn billing_app(stripe: Option<&FakeStripe>, secrets: &[&str]) -> TestApp {
     if let Some(stripe) = stripe {
         config.billing.stripe_api_base = stripe.base.clone();
     }
-    config.billing.stripe_webhook_secrets =
-        secrets.iter().map(|s| s.to_string().into()).collect();
+    config.billing.stripe_webhook_secrets = secrets.iter().map(|s| s.to_string().into()).collect();
     let owner = connect(secrecy::ExposeSecret::expose_secret(&config.database_url)).await;
     owner
         .batch_execute(
@@ -149,9 +146,15 @@ async fn provisioning_creates_the_customer_and_subscription_once() {
         customer.idempotency_key.as_deref(),
         Some(format!("tenantry-{}-customer", t.id).as_str())
     );
-    assert_eq!(customer.param("metadata[tenant_id]"), Some(t.id.to_string().as_str()));
+    assert_eq!(
+        customer.param("metadata[tenant_id]"),
+        Some(t.id.to_string().as_str())
+    );
     let subscription = &stripe.acted("/v1/subscriptions")[0];
-    assert_eq!(subscription.param("items[0][price]"), Some("price_pro_monthly"));
+    assert_eq!(
+        subscription.param("items[0][price]"),
+        Some("price_pro_monthly")
+    );
     assert!(subscription.idempotency_key.is_some());
     // What Stripe answered is stored: the customer maps back to the tenant.
     let db = app.superuser_db().await;
@@ -217,7 +220,10 @@ async fn a_plan_change_moves_the_subscription_item() {
         .unwrap()
         .get(0);
     let r = app
-        .operator(app.http.put(app.url(&format!("/admin/tenants/{}/plan", t.id))))
+        .operator(
+            app.http
+                .put(app.url(&format!("/admin/tenants/{}/plan", t.id))),
+        )
         .json(&json!({"plan": "enterprise"}))
         .send()
         .await
@@ -282,11 +288,21 @@ async fn each_finished_period_is_reported_once_as_meter_events() {
         .unwrap()
         .get(0);
     assert_eq!(e.param("event_name"), Some("tenantry_api_calls"));
-    assert_eq!(e.param("payload[stripe_customer_id]"), Some(customer.as_str()));
-    assert!(e.param("payload[value]").is_some_and(|v| v.parse::<i64>().is_ok()));
+    assert_eq!(
+        e.param("payload[stripe_customer_id]"),
+        Some(customer.as_str())
+    );
+    assert!(e
+        .param("payload[value]")
+        .is_some_and(|v| v.parse::<i64>().is_ok()));
     let identifier = e.param("identifier").unwrap();
-    assert!(identifier.starts_with(&format!("{}-api_calls-", t.id)), "{identifier}");
-    assert!(e.param("timestamp").is_some_and(|v| v.parse::<i64>().is_ok()));
+    assert!(
+        identifier.starts_with(&format!("{}-api_calls-", t.id)),
+        "{identifier}"
+    );
+    assert!(e
+        .param("timestamp")
+        .is_some_and(|v| v.parse::<i64>().is_ok()));
     assert!(e.idempotency_key.is_some());
 }
 
@@ -336,15 +352,35 @@ async fn forged_stale_and_unsigned_events_are_refused() {
     let payload = body.to_string();
     let now = Utc::now().timestamp();
     let forged = signature::sign(payload.as_bytes(), "whsec_attacker", now);
-    assert_problem(post_event(&app, &body, Some(forged)).await, 400, "invalid_signature").await;
+    assert_problem(
+        post_event(&app, &body, Some(forged)).await,
+        400,
+        "invalid_signature",
+    )
+    .await;
     let stale = signature::sign(payload.as_bytes(), SECRET, now - 301);
-    assert_problem(post_event(&app, &body, Some(stale)).await, 400, "invalid_signature").await;
-    assert_problem(post_event(&app, &body, None).await, 400, "invalid_signature").await;
+    assert_problem(
+        post_event(&app, &body, Some(stale)).await,
+        400,
+        "invalid_signature",
+    )
+    .await;
+    assert_problem(
+        post_event(&app, &body, None).await,
+        400,
+        "invalid_signature",
+    )
+    .await;
     // Signed, then changed on the way.
     let header = signature::sign(payload.as_bytes(), SECRET, now);
     let mut tampered = body.clone();
     tampered["data"]["object"]["amount_due"] = json!(1);
-    assert_problem(post_event(&app, &tampered, Some(header)).await, 400, "invalid_signature").await;
+    assert_problem(
+        post_event(&app, &tampered, Some(header)).await,
+        400,
+        "invalid_signature",
+    )
+    .await;
     assert_eq!(billing_state(&app, t.id).await, "active", "nothing applied");
     let count: i64 = app
         .superuser_db()
@@ -364,7 +400,11 @@ async fn rotated_secrets_are_accepted() {
     let customer = give_customer(&app, t.id).await;
     let now = Utc::now().timestamp();
     // Stripe signs with both live secrets: two v1 entries, the first one unknown here.
-    let body = event("invoice.paid", now, invoice(&customer, "in_r1", "paid", now));
+    let body = event(
+        "invoice.paid",
+        now,
+        invoice(&customer, "in_r1", "paid", now),
+    );
     let payload = body.to_string();
     let header = format!(
         "t={now},v1={},v1={}",
@@ -373,7 +413,11 @@ async fn rotated_secrets_are_accepted() {
     );
     expect(post_event(&app, &body, Some(header)).await, 200).await;
     // And an event signed with the old secret only.
-    let body = event("invoice.paid", now, invoice(&customer, "in_r2", "paid", now));
+    let body = event(
+        "invoice.paid",
+        now,
+        invoice(&customer, "in_r2", "paid", now),
+    );
     let header = signature::sign(body.to_string().as_bytes(), OLD_SECRET, now);
     expect(post_event(&app, &body, Some(header)).await, 200).await;
 }
@@ -437,7 +481,11 @@ async fn an_older_event_never_overwrites_a_newer_state() {
     let customer = give_customer(&app, t.id).await;
     let now = Utc::now().timestamp();
     // The payment failed at now - 60 and was paid at now; Stripe delivers the payment first.
-    let paid = event("invoice.paid", now, invoice(&customer, "in_o", "paid", now - 120));
+    let paid = event(
+        "invoice.paid",
+        now,
+        invoice(&customer, "in_o", "paid", now - 120),
+    );
     let failed = event(
         "invoice.payment_failed",
         now - 60,
@@ -462,7 +510,11 @@ async fn an_older_event_never_overwrites_a_newer_state() {
         invoice(&customer, "in_o", "open", now - 120),
     );
     deliver(&app, &late_failed_invoice).await;
-    let newer = event("invoice.paid", now + 5, invoice(&customer, "in_o", "paid", now - 120));
+    let newer = event(
+        "invoice.paid",
+        now + 5,
+        invoice(&customer, "in_o", "paid", now - 120),
+    );
     deliver(&app, &newer).await;
     let older = event(
         "invoice.payment_failed",
@@ -470,7 +522,11 @@ async fn an_older_event_never_overwrites_a_newer_state() {
         invoice(&customer, "in_o", "open", now - 120),
     );
     assert_eq!(deliver(&app, &older).await, "stale");
-    let page = expect(app.get("/billing/invoices", &t.token).send().await.unwrap(), 200).await;
+    let page = expect(
+        app.get("/billing/invoices", &t.token).send().await.unwrap(),
+        200,
+    )
+    .await;
     let shown: Vec<(&str, &str)> = page["items"]
         .as_array()
         .unwrap()
@@ -518,7 +574,11 @@ async fn failed_payment_grace_suspension_and_payment() {
     assert_eq!(checked["suspended"], json!([]));
     create_project(&app, &t.token, "still-writable").await;
     // Over it: suspended through the tenant suspension.
-    let checked = grace_check(&app, failed_at + chrono::Duration::days(7) + chrono::Duration::minutes(1)).await;
+    let checked = grace_check(
+        &app,
+        failed_at + chrono::Duration::days(7) + chrono::Duration::minutes(1),
+    )
+    .await;
     assert_eq!(checked["suspended"], json!([t.id]));
     assert_eq!(billing_state(&app, t.id).await, "suspended");
     let write = app
@@ -555,7 +615,10 @@ async fn failed_payment_grace_suspension_and_payment() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(events, ["billing.past_due", "billing.suspended", "billing.active"]);
+    assert_eq!(
+        events,
+        ["billing.past_due", "billing.suspended", "billing.active"]
+    );
     let audited: i64 = db
         .query_one(
             "select count(*) from app.audit_logs where tenant_id = $1 and resource = 'billing'",
@@ -573,15 +636,34 @@ async fn an_operator_suspension_is_not_lifted_by_a_payment() {
     let t = app.create_tenant("bill-operator").await;
     let customer = give_customer(&app, t.id).await;
     let r = app
-        .operator(app.http.post(app.url(&format!("/admin/tenants/{}/suspend", t.id))))
+        .operator(
+            app.http
+                .post(app.url(&format!("/admin/tenants/{}/suspend", t.id))),
+        )
         .send()
         .await
         .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
     let now = Utc::now().timestamp();
-    deliver(&app, &event("invoice.payment_failed", now, invoice(&customer, "in_p", "open", now))).await;
+    deliver(
+        &app,
+        &event(
+            "invoice.payment_failed",
+            now,
+            invoice(&customer, "in_p", "open", now),
+        ),
+    )
+    .await;
     grace_check(&app, Utc::now() + chrono::Duration::days(8)).await;
-    deliver(&app, &event("invoice.paid", now + 1, invoice(&customer, "in_p", "paid", now))).await;
+    deliver(
+        &app,
+        &event(
+            "invoice.paid",
+            now + 1,
+            invoice(&customer, "in_p", "paid", now),
+        ),
+    )
+    .await;
     let status: String = app
         .superuser_db()
         .await
@@ -600,10 +682,26 @@ async fn a_tenant_never_sees_another_tenants_billing() {
     let customer_a = give_customer(&app, a.id).await;
     give_customer(&app, b.id).await;
     let now = Utc::now().timestamp();
-    deliver(&app, &event("invoice.payment_failed", now, invoice(&customer_a, "in_a", "open", now))).await;
-    let page_a = expect(app.get("/billing/invoices", &a.token).send().await.unwrap(), 200).await;
+    deliver(
+        &app,
+        &event(
+            "invoice.payment_failed",
+            now,
+            invoice(&customer_a, "in_a", "open", now),
+        ),
+    )
+    .await;
+    let page_a = expect(
+        app.get("/billing/invoices", &a.token).send().await.unwrap(),
+        200,
+    )
+    .await;
     assert_eq!(page_a["items"].as_array().unwrap().len(), 1);
-    let page_b = expect(app.get("/billing/invoices", &b.token).send().await.unwrap(), 200).await;
+    let page_b = expect(
+        app.get("/billing/invoices", &b.token).send().await.unwrap(),
+        200,
+    )
+    .await;
     assert_eq!(page_b["items"], json!([]));
     let billing_b = expect(app.get("/billing", &b.token).send().await.unwrap(), 200).await;
     assert_eq!(billing_b["plan"], "free");
@@ -625,7 +723,11 @@ async fn a_tenant_never_sees_another_tenants_billing() {
         .unwrap();
     expect(r, 200).await;
     // An event of an unknown customer touches nobody.
-    let stray = event("invoice.payment_failed", now, invoice("cus_nobody", "in_x", "open", now));
+    let stray = event(
+        "invoice.payment_failed",
+        now,
+        invoice("cus_nobody", "in_x", "open", now),
+    );
     assert_eq!(deliver(&app, &stray).await, "unknown_customer");
 }
 
@@ -635,7 +737,12 @@ async fn members_may_not_see_billing() {
     let t: TestTenant = app.create_tenant("bill-member").await;
     let member = create_user(&app, &t.token, "member@bill-member.example.com", "member").await;
     let token = token_for(&app, t.id, id_of(&member), Role::Member);
-    assert_problem(app.get("/billing", &token).send().await.unwrap(), 403, "forbidden").await;
+    assert_problem(
+        app.get("/billing", &token).send().await.unwrap(),
+        403,
+        "forbidden",
+    )
+    .await;
     assert_problem(
         app.get("/billing/invoices", &token).send().await.unwrap(),
         403,
@@ -655,12 +762,18 @@ async fn events_signed_by_the_stripe_node_library() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
     let node = Command::new("node").arg("--version").output();
     if !node.as_ref().is_ok_and(|o| o.status.success()) {
-        assert!(!ci, "node is required under CI (scripts/test.sh installs it)");
+        assert!(
+            !ci,
+            "node is required under CI (scripts/test.sh installs it)"
+        );
         eprintln!("SKIPPED events_signed_by_the_stripe_node_library: node is not installed");
         return;
     }
     if !dir.join("node_modules/stripe").exists() {
-        assert!(!ci, "tests/clients/node_modules is missing: run npm ci --prefix tests/clients");
+        assert!(
+            !ci,
+            "tests/clients/node_modules is missing: run npm ci --prefix tests/clients"
+        );
         eprintln!("SKIPPED events_signed_by_the_stripe_node_library: run `npm ci --prefix tests/clients` first");
         return;
     }
@@ -681,7 +794,10 @@ async fn events_signed_by_the_stripe_node_library() {
     .expect("run node");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "stripe_webhooks.mjs failed:\n{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "stripe_webhooks.mjs failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("all checks passed"), "{stdout}");
     // The script's failed payment then payment leave the tenant active, each applied once.
     assert_eq!(billing_state(&app, t.id).await, "active");
@@ -701,8 +817,15 @@ async fn events_signed_by_the_stripe_node_library() {
 #[tokio::test]
 async fn the_billing_routes_are_in_the_openapi_document() {
     let app = crate::helpers::spawn_app().await;
-    let doc = expect(app.http.get(app.url("/openapi.json")).send().await.unwrap(), 200).await;
+    let doc = expect(
+        app.http.get(app.url("/openapi.json")).send().await.unwrap(),
+        200,
+    )
+    .await;
     for path in ["/billing", "/billing/invoices", "/webhooks/stripe"] {
-        assert!(doc["paths"].get(path).is_some(), "{path} missing from /openapi.json");
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from /openapi.json"
+        );
     }
 }

@@ -53,7 +53,10 @@ pub struct FakeStripe {
 fn fixtures() -> &'static Value {
     static FIXTURES: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
     FIXTURES.get_or_init(|| {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/stripe/fixtures.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/stripe/fixtures.json"
+        );
         serde_json::from_str(&std::fs::read_to_string(path).expect("read stripe fixtures"))
             .expect("stripe fixtures are JSON")
     })
@@ -132,7 +135,10 @@ impl FakeStripe {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("fake Stripe: timed out waiting for {what}; got {:#?}", self.requests());
+        panic!(
+            "fake Stripe: timed out waiting for {what}; got {:#?}",
+            self.requests()
+        );
     }
 }
 
@@ -143,7 +149,10 @@ fn form_value(form: &[(String, String)], key: &str) -> Option<String> {
 fn metadata(form: &[(String, String)]) -> Value {
     let mut map = serde_json::Map::new();
     for (k, v) in form {
-        if let Some(key) = k.strip_prefix("metadata[").and_then(|k| k.strip_suffix(']')) {
+        if let Some(key) = k
+            .strip_prefix("metadata[")
+            .and_then(|k| k.strip_suffix(']'))
+        {
             map.insert(key.to_string(), json!(v));
         }
     }
@@ -245,8 +254,10 @@ async fn answer(
     }
     let Some(object) = respond(&recorded.path, &form) else {
         state.requests.push(recorded);
-        return HttpResponse::NotFound()
-            .json(stripe_error("invalid_request_error", "unrecognized request URL"));
+        return HttpResponse::NotFound().json(stripe_error(
+            "invalid_request_error",
+            "unrecognized request URL",
+        ));
     };
     if let Some(key) = cache_key {
         state.answered.insert(key, object.clone());
