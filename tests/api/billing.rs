@@ -125,16 +125,44 @@ async fn grace_check(app: &TestApp, now: DateTime<Utc>) -> Value {
     expect(r, 200).await
 }
 
+/// Waits until the tenant's subscription is stored (polling); on timeout, fails with the
+/// outbox rows of the Stripe jobs and their errors.
+async fn wait_synced(app: &TestApp, tenant: Uuid) {
+    let db = app.superuser_db().await;
+    for _ in 0..300 {
+        let synced = db
+            .query_opt(
+                "select 1 from app.subscriptions where tenant_id = $1 and stripe_item_id is not null",
+                &[&tenant],
+            )
+            .await
+            .unwrap()
+            .is_some();
+        if synced {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let jobs: Vec<String> = db
+        .query(
+            "select event_type || ' attempts=' || attempts || ' error=' || coalesce(last_error, '') \
+             from app.outbox where tenant_id = $1 and event_type like 'stripe.%'",
+            &[&tenant],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    panic!("the subscription was not stored: {jobs:#?}");
+}
+
 #[tokio::test]
 async fn provisioning_creates_the_customer_and_subscription_once() {
     let stripe = FakeStripe::start().await;
     let app = billing_app(Some(&stripe), &[SECRET]).await;
     let t = app.create_tenant_on_plan("bill-once", "pro").await;
-    stripe
-        .wait_for("the subscription", |s| {
-            !s.acted("/v1/subscriptions").is_empty()
-        })
-        .await;
+    wait_synced(&app, t.id).await;
     let customers = stripe.acted("/v1/customers");
     assert_eq!(customers.len(), 1, "{customers:#?}");
     let customer = &customers[0];
@@ -184,11 +212,7 @@ async fn a_stripe_outage_neither_fails_nor_delays_provisioning() {
     stripe.fail_next(2);
     // Answered while Stripe is down.
     let t = app.create_tenant_on_plan("bill-outage", "pro").await;
-    stripe
-        .wait_for("the subscription after the outage", |s| {
-            !s.acted("/v1/subscriptions").is_empty()
-        })
-        .await;
+    wait_synced(&app, t.id).await;
     let to_customers = stripe.to("/v1/customers");
     assert!(to_customers.iter().filter(|r| r.failed).count() >= 1);
     assert_eq!(stripe.acted("/v1/customers").len(), 1, "{to_customers:#?}");
@@ -204,11 +228,7 @@ async fn a_plan_change_moves_the_subscription_item() {
     let stripe = FakeStripe::start().await;
     let app = billing_app(Some(&stripe), &[SECRET]).await;
     let t = app.create_tenant_on_plan("bill-plan", "pro").await;
-    stripe
-        .wait_for("the subscription", |s| {
-            !s.acted("/v1/subscriptions").is_empty()
-        })
-        .await;
+    wait_synced(&app, t.id).await;
     let item: String = app
         .superuser_db()
         .await
@@ -246,11 +266,7 @@ async fn each_finished_period_is_reported_once_as_meter_events() {
     let stripe = FakeStripe::start().await;
     let app = billing_app(Some(&stripe), &[SECRET]).await;
     let t = app.create_tenant_on_plan("bill-meter", "pro").await;
-    stripe
-        .wait_for("the subscription", |s| {
-            !s.acted("/v1/subscriptions").is_empty()
-        })
-        .await;
+    wait_synced(&app, t.id).await;
     let meter = |now: DateTime<Utc>| {
         let app = &app;
         async move {

@@ -184,6 +184,11 @@ fn respond(path: &str, form: &[(String, String)]) -> Option<Value> {
         item["price"]["id"] = json!(form_value(form, "items[0][price]"));
         item["current_period_start"] = json!(now);
         item["current_period_end"] = json!(now + 30 * 86_400);
+        // async-stripe rc.10 pins API version 2026-09-30, whose subscriptions always carry
+        // `billing_schedules`; the fixture (2025-11) predates the member.
+        if s.get("billing_schedules").is_none() {
+            s["billing_schedules"] = json!([]);
+        }
         return Some(s);
     }
     if let Some(item_id) = path.strip_prefix("/v1/subscription_items/") {
