@@ -40,9 +40,9 @@ CREATE TABLE app.billing_accounts (
 CREATE UNIQUE INDEX billing_accounts_tenant_customer_key
     ON app.billing_accounts (tenant_id, stripe_customer_id);
 CREATE INDEX billing_accounts_tenant_created_idx ON app.billing_accounts (tenant_id, created_at);
--- The webhook finds the tenant of a Stripe customer (through app.billing_tenant_of below).
-CREATE INDEX billing_accounts_customer_idx ON app.billing_accounts (stripe_customer_id)
-    WHERE stripe_customer_id IS NOT NULL;
+-- The webhook finds the tenant of a Stripe customer (app.billing_tenant_of below) by a scan of
+-- this table, one row per tenant: an index on the customer alone would not lead with tenant_id
+-- (DESIGN.md "Keys"), and one row per tenant scans fast for as many tenants as one database holds.
 
 -- Each Stripe event id once per tenant (an event belongs to exactly one tenant, the one its
 -- customer maps to): inserted in the transaction of the event's effect, so a retry storm or two

@@ -9,8 +9,9 @@
 //! What Stripe returned is written in the job's transaction; if that transaction is lost, the
 //! retry replays the same keys.
 //!
-//! Without `STRIPE_SECRET_KEY` the jobs are still written and complete as skipped (logged), so
-//! a deployment that adds the key later syncs the tenants provisioned from then on.
+//! Without `STRIPE_SECRET_KEY` provisioning writes no job (the billing account only), and a job
+//! that is run anyway (a plan change, or one written before the key was removed) completes as
+//! skipped, logged: nothing piles up in the outbox.
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
@@ -31,15 +32,21 @@ pub const PLAN_CHANGE: &str = "stripe.plan_change";
 pub const METER_REPORT: &str = "stripe.meter_report";
 
 /// In the provisioning transaction (bound to the new tenant): the tenant's billing account
-/// and the job that creates its Stripe customer and subscription.
-pub async fn on_provisioned(client: &impl GenericClient, tenant: Uuid) -> Result<(), DbError> {
+/// and, when the Stripe sync is on, the job that creates its Stripe customer and subscription.
+pub async fn on_provisioned(
+    client: &impl GenericClient,
+    tenant: Uuid,
+    sync: bool,
+) -> Result<(), DbError> {
     client
         .execute(
             "insert into app.billing_accounts (tenant_id) values ($1) on conflict do nothing",
             &[&tenant],
         )
         .await?;
-    crate::jobs::enqueue_with(client, tenant, CUSTOMER_SYNC, &json!({})).await?;
+    if sync {
+        crate::jobs::enqueue_with(client, tenant, CUSTOMER_SYNC, &json!({})).await?;
+    }
     Ok(())
 }
 

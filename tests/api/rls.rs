@@ -100,6 +100,22 @@ async fn seed(su: &Client, tenant: Uuid, admin: Uuid) -> Seeded {
     )
     .await
     .unwrap();
+    // Billing (V9): the account row comes with provisioning.
+    su.execute(
+        "insert into app.invoices (tenant_id, id, stripe_invoice_id, currency, amount_due, \
+         amount_paid, stripe_created, event_at, object) \
+         values ($1, $2, $3, 'usd', 100, 0, now(), now(), '{}')",
+        &[&tenant, &Uuid::now_v7(), &format!("in_{}", tenant.simple())],
+    )
+    .await
+    .unwrap();
+    su.execute(
+        "insert into app.stripe_events (tenant_id, event_id, type, created, outcome) \
+         values ($1, $2, 'invoice.paid', now(), 'applied')",
+        &[&tenant, &format!("evt_{}", tenant.simple())],
+    )
+    .await
+    .unwrap();
     let schema = tenant_schema_name(tenant);
     for kind in ["login", "view"] {
         su.execute(
@@ -402,6 +418,27 @@ async fn writes_never_reach_another_tenant() {
              values ($1, 99, '{}', '{}', 'settings')"
                 .into(),
             vec![Box::new(b.id)],
+        ),
+        (
+            "billing_accounts",
+            "insert into app.billing_accounts (tenant_id, stripe_customer_id) values ($1, 'cus_x')"
+                .into(),
+            vec![Box::new(b.id)],
+        ),
+        (
+            "stripe_events",
+            "insert into app.stripe_events (tenant_id, event_id, type, created, outcome) \
+             values ($1, 'evt_injected', 'invoice.paid', now(), 'applied')"
+                .into(),
+            vec![Box::new(b.id)],
+        ),
+        (
+            "invoices",
+            "insert into app.invoices (tenant_id, id, stripe_invoice_id, currency, amount_due, \
+             amount_paid, stripe_created, event_at, object) \
+             values ($1, $2, 'in_injected', 'usd', 0, 0, now(), now(), '{}')"
+                .into(),
+            vec![Box::new(b.id), Box::new(Uuid::now_v7())],
         ),
     ];
     // Tables the app role only reads: any write is refused before RLS is even asked.
