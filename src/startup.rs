@@ -345,29 +345,10 @@ fn start_background(state: &web::Data<AppState>, options: &ServerOptions) -> Sup
             }
         });
     }
-    // Stripe billing: its outbox jobs, the grace check and the period-end meter report.
-    let registry = crate::jobs::Registry::standard().with(crate::billing::outbound::StripeSync::new(
-        crate::billing::stripe::Stripe::from_settings(&state.config.billing).unwrap_or_else(|err| {
-            tracing::error!(%err, "the Stripe client could not be built: the Stripe sync is off");
-            None
-        }),
-    ));
-    let billing = state.clone();
-    background.spawn("billing_grace", move |stop| {
-        let state = billing.clone();
-        async move {
-            crate::billing::dunning::run(state, stop).await;
-            Ok(())
-        }
-    });
-    let billing = state.clone();
-    background.spawn("billing_meter", move |stop| {
-        let state = billing.clone();
-        async move {
-            crate::billing::meter::run(state, stop).await;
-            Ok(())
-        }
-    });
+    // Stripe billing: the grace check, the period-end meter report and the Stripe jobs.
+    crate::billing::supervise(&background, state);
+    let registry =
+        crate::jobs::Registry::standard().with(crate::billing::job_handler(&state.config));
     if let Some(worker) = crate::jobs::for_server(state, registry) {
         background.spawn("outbox_worker", move |stop| {
             let worker = worker.clone();

@@ -18,12 +18,46 @@ pub mod stripe;
 pub mod usage_api;
 pub mod webhook;
 
+use actix_web::web;
 use thiserror::Error;
 
 use crate::auth::AccessError;
+use crate::config::Config;
 use crate::db::DbError;
 use crate::error::FieldError;
 use crate::page::PageError;
+use crate::state::AppState;
+use crate::supervise::Supervisor;
+
+/// The outbox handler of the `stripe.*` jobs; without a usable key the sync is off and its jobs
+/// complete as skipped.
+pub fn job_handler(config: &Config) -> outbound::StripeSync {
+    let stripe = stripe::Stripe::from_settings(&config.billing).unwrap_or_else(|err| {
+        tracing::error!(%err, "the Stripe client could not be built: the Stripe sync is off");
+        None
+    });
+    outbound::StripeSync::new(stripe)
+}
+
+/// The billing loops under the server's supervisor: the grace check and the meter report.
+pub fn supervise(background: &Supervisor, state: &web::Data<AppState>) {
+    let billing = state.clone();
+    background.spawn("billing_grace", move |stop| {
+        let state = billing.clone();
+        async move {
+            dunning::run(state, stop).await;
+            Ok(())
+        }
+    });
+    let billing = state.clone();
+    background.spawn("billing_meter", move |stop| {
+        let state = billing.clone();
+        async move {
+            meter::run(state, stop).await;
+            Ok(())
+        }
+    });
+}
 
 #[derive(Debug, Error)]
 pub enum BillingError {
