@@ -17,6 +17,9 @@
 
 pub mod events;
 pub mod period;
+pub mod quota;
+pub mod rollup;
+pub mod sample;
 
 use std::collections::BTreeMap;
 
@@ -64,6 +67,9 @@ pub enum UsageError {
     },
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The tenant's actor did not run a read the admission needed.
+    #[error(transparent)]
+    Actor(#[from] crate::actors::ActorError),
 }
 
 impl From<tokio_postgres::Error> for UsageError {
@@ -186,6 +192,85 @@ pub async fn period_totals<C: GenericClient + Sync>(
         totals.insert(API_CALLS.to_string(), api_calls);
     }
     Ok(totals)
+}
+
+/// What the server holds for metering: the quota budgets and the tenants whose events the
+/// rollup loop has yet to roll.
+#[derive(Default)]
+pub struct UsageState {
+    pub quotas: quota::Quotas,
+    pub touched: std::sync::Arc<rollup::Touched>,
+}
+
+/// `POST /usage/events` after validation: admits the quantities of metrics with a quota in the
+/// caller's plan, stores the events (committed before this returns), and gives back what
+/// repeated keys were admitted for. A failed insert gives back everything.
+pub async fn ingest(
+    state: &crate::state::AppState,
+    caller: &crate::auth::Caller,
+    events: Vec<events::UsageEvent>,
+) -> Result<events::Stored, UsageError> {
+    caller.user()?;
+    let limits = &caller.config.plan.limits.usage_quotas;
+    let amounts: Vec<(&str, i64, i64)> = events::quantities(&events)
+        .into_iter()
+        .filter_map(|(metric, n)| limits.get(metric).map(|limit| (metric, n, *limit)))
+        .collect();
+    let backing = quota::ServerBacking { state };
+    let admitted = if amounts.is_empty() {
+        None
+    } else {
+        Some(state.usage.quotas.admit(&backing, caller, &amounts).await?)
+    };
+    let outcome = state
+        .execute(caller.clone(), events::InsertEvents(events.clone()))
+        .await;
+    let stored = match outcome {
+        Ok(stored) => stored,
+        Err(err) => {
+            if let Some(admitted) = &admitted {
+                state.usage.quotas.give_back(caller.tenant_id, admitted);
+            }
+            return Err(match err {
+                crate::actors::ExecError::Op(err) => err,
+                crate::actors::ExecError::Actor(err) => UsageError::Actor(err),
+            });
+        }
+    };
+    if let Some(admitted) = &admitted {
+        for (metric, n) in stored.repeated(&events) {
+            state
+                .usage
+                .quotas
+                .give_back_some(caller.tenant_id, admitted, &metric, n);
+        }
+    }
+    if !stored.inserted.is_empty() {
+        state.usage.touched.mark(caller.tenant_id);
+    }
+    Ok(stored)
+}
+
+/// One API call of the caller against the plan's `api_calls_per_month`, before the request is
+/// handled (no limit: nothing to do, not even a lookup).
+pub async fn admit_api_call(
+    state: &crate::state::AppState,
+    caller: &crate::auth::Caller,
+) -> Result<(), UsageError> {
+    let Some(limit) = caller
+        .config
+        .plan
+        .limit(crate::tenant_config::Limit::ApiCallsPerMonth)
+    else {
+        return Ok(());
+    };
+    let backing = quota::ServerBacking { state };
+    state
+        .usage
+        .quotas
+        .admit(&backing, caller, &[(API_CALLS, 1, limit)])
+        .await
+        .map(|_| ())
 }
 
 #[cfg(test)]
