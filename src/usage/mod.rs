@@ -204,37 +204,77 @@ pub struct UsageState {
 
 /// `POST /usage/events` after validation: admits the quantities of metrics with a quota in the
 /// caller's plan, stores the events (committed before this returns), and gives back what
-/// repeated keys were admitted for. A failed insert gives back everything.
+/// repeated keys were admitted for. A failed insert gives back everything. Over a quota, the
+/// events already stored are set aside and the rest admitted again: a client retrying a batch
+/// that was stored gets its 202, not a 429.
 pub async fn ingest(
     state: &crate::state::AppState,
     caller: &crate::auth::Caller,
     events: Vec<events::UsageEvent>,
 ) -> Result<events::Stored, UsageError> {
     caller.user()?;
+    let submitted = events.len();
+    let backing = &quota::ServerBacking { state };
     let limits = &caller.config.plan.limits.usage_quotas;
-    let amounts: Vec<(&str, i64, i64)> = events::quantities(&events)
-        .into_iter()
-        .filter_map(|(metric, n)| limits.get(metric).map(|limit| (metric, n, *limit)))
-        .collect();
-    let backing = quota::ServerBacking { state };
-    let admitted = if amounts.is_empty() {
-        None
-    } else {
-        Some(state.usage.quotas.admit(&backing, caller, &amounts).await?)
+    let amounts_of = |events: &[events::UsageEvent]| -> Vec<(String, i64, i64)> {
+        events::quantities(events)
+            .into_iter()
+            .filter_map(|(metric, n)| {
+                limits
+                    .get(metric)
+                    .map(|limit| (metric.to_string(), n, *limit))
+            })
+            .collect()
+    };
+    let admit = |amounts: Vec<(String, i64, i64)>| async move {
+        if amounts.is_empty() {
+            return Ok(None);
+        }
+        let amounts: Vec<(&str, i64, i64)> = amounts
+            .iter()
+            .map(|(m, n, l)| (m.as_str(), *n, *l))
+            .collect();
+        state
+            .usage
+            .quotas
+            .admit(backing, caller, &amounts)
+            .await
+            .map(Some)
+    };
+    let exec = |err: crate::actors::ExecError<UsageError>| match err {
+        crate::actors::ExecError::Op(err) => err,
+        crate::actors::ExecError::Actor(err) => UsageError::Actor(err),
+    };
+    let (events, admitted) = match admit(amounts_of(&events)).await {
+        Ok(admitted) => (events, admitted),
+        Err(refused @ UsageError::QuotaExceeded { .. }) => {
+            let keys = events.iter().map(|e| e.idempotency_key.clone()).collect();
+            let stored = state
+                .execute(caller.clone(), events::StoredKeys(keys))
+                .await
+                .map_err(exec)?;
+            let fresh: Vec<events::UsageEvent> = events
+                .into_iter()
+                .filter(|e| !stored.contains(&e.idempotency_key))
+                .collect();
+            if fresh.len() == submitted {
+                return Err(refused);
+            }
+            let admitted = admit(amounts_of(&fresh)).await?;
+            (fresh, admitted)
+        }
+        Err(err) => return Err(err),
     };
     let outcome = state
         .execute(caller.clone(), events::InsertEvents(events.clone()))
         .await;
-    let stored = match outcome {
+    let mut stored = match outcome {
         Ok(stored) => stored,
         Err(err) => {
             if let Some(admitted) = &admitted {
                 state.usage.quotas.give_back(caller.tenant_id, admitted);
             }
-            return Err(match err {
-                crate::actors::ExecError::Op(err) => err,
-                crate::actors::ExecError::Actor(err) => UsageError::Actor(err),
-            });
+            return Err(exec(err));
         }
     };
     if let Some(admitted) = &admitted {
@@ -248,6 +288,7 @@ pub async fn ingest(
     if !stored.inserted.is_empty() {
         state.usage.touched.mark(caller.tenant_id);
     }
+    stored.submitted = submitted;
     Ok(stored)
 }
 

@@ -80,7 +80,8 @@ pub trait Backing: Sync {
         ttl: Duration,
         seed: Option<i64>,
     ) -> BoxFuture<'a, Result<Option<(i64, i64)>, ()>>;
-    fn anchor<'a>(&'a self, caller: &'a Caller) -> BoxFuture<'a, Result<DateTime<Utc>, UsageError>>;
+    fn anchor<'a>(&'a self, caller: &'a Caller)
+        -> BoxFuture<'a, Result<DateTime<Utc>, UsageError>>;
     fn used<'a>(
         &'a self,
         caller: &'a Caller,
@@ -396,8 +397,8 @@ impl TenantOp for LoadUsed {
         caller: &'a Caller,
     ) -> BoxFuture<'a, Result<i64, UsageError>> {
         Box::pin(async move {
-            let totals = period_totals(tx.client(), caller.tenant_id, &self.period, Utc::now())
-                .await?;
+            let totals =
+                period_totals(tx.client(), caller.tenant_id, &self.period, Utc::now()).await?;
             Ok(totals.get(&self.metric).copied().unwrap_or(0))
         })
     }
@@ -516,10 +517,7 @@ mod tests {
                 Ok(Some((grant, used + grant)))
             })
         }
-        fn anchor<'a>(
-            &'a self,
-            _: &'a Caller,
-        ) -> BoxFuture<'a, Result<DateTime<Utc>, UsageError>> {
+        fn anchor<'a>(&'a self, _: &'a Caller) -> BoxFuture<'a, Result<DateTime<Utc>, UsageError>> {
             Box::pin(async { Ok(Utc::now() - chrono::Duration::days(3)) })
         }
         fn used<'a>(
@@ -550,10 +548,19 @@ mod tests {
         }
     }
 
-    async fn count_admitted(quotas: &Quotas, backing: &Fake, caller: &Caller, tries: usize) -> usize {
+    async fn count_admitted(
+        quotas: &Quotas,
+        backing: &Fake,
+        caller: &Caller,
+        tries: usize,
+    ) -> usize {
         let mut admitted = 0;
         for _ in 0..tries {
-            if quotas.admit(backing, caller, &[("x", 1, 100)]).await.is_ok() {
+            if quotas
+                .admit(backing, caller, &[("x", 1, 100)])
+                .await
+                .is_ok()
+            {
                 admitted += 1;
             }
         }
@@ -573,7 +580,10 @@ mod tests {
         }
         // 10 were already stored in the period.
         assert_eq!(total, 90);
-        let err = a.admit(&backing, &caller, &[("x", 1, 100)]).await.unwrap_err();
+        let err = a
+            .admit(&backing, &caller, &[("x", 1, 100)])
+            .await
+            .unwrap_err();
         match err {
             UsageError::QuotaExceeded {
                 limit,
@@ -602,14 +612,32 @@ mod tests {
             .admit(&backing, &caller, &[("x", 40, 100), ("y", 6, 10)])
             .await
             .is_err());
-        assert!(quotas.admit(&backing, &caller, &[("x", 40, 100)]).await.is_ok());
-        assert!(quotas.admit(&backing, &caller, &[("x", 1, 100)]).await.is_err());
+        assert!(quotas
+            .admit(&backing, &caller, &[("x", 40, 100)])
+            .await
+            .is_ok());
+        assert!(quotas
+            .admit(&backing, &caller, &[("x", 1, 100)])
+            .await
+            .is_err());
         quotas.give_back_some(caller.tenant_id, &admitted, "x", 2);
-        assert!(quotas.admit(&backing, &caller, &[("x", 2, 100)]).await.is_ok());
-        assert!(quotas.admit(&backing, &caller, &[("x", 1, 100)]).await.is_err());
+        assert!(quotas
+            .admit(&backing, &caller, &[("x", 2, 100)])
+            .await
+            .is_ok());
+        assert!(quotas
+            .admit(&backing, &caller, &[("x", 1, 100)])
+            .await
+            .is_err());
         // A single amount over the limit never passes; zero always does.
-        assert!(quotas.admit(&backing, &caller, &[("z", 11, 10)]).await.is_err());
-        assert!(quotas.admit(&backing, &caller, &[("x", 0, 100)]).await.is_ok());
+        assert!(quotas
+            .admit(&backing, &caller, &[("z", 11, 10)])
+            .await
+            .is_err());
+        assert!(quotas
+            .admit(&backing, &caller, &[("x", 0, 100)])
+            .await
+            .is_ok());
     }
 
     #[tokio::test]

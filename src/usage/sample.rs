@@ -87,10 +87,12 @@ pub async fn sample_tenant(
 /// Samples every live tenant for the hour of `at`, then rolls the ones sampled.
 pub async fn sample_all(pool: &PgPool, at: DateTime<Utc>) -> Result<usize, UsageError> {
     let mut sampled = 0;
+    // Before anything is inserted: the pass after each sample finds it by its received_at.
+    let since = Utc::now() - super::rollup::OVERLAP;
     for tenant in super::rollup::live_tenants(pool).await? {
         let outcome = crate::context::scope(tenant, async {
             if sample_tenant(pool, tenant, at).await? {
-                super::rollup::roll_tenant(pool, tenant, at - super::rollup::OVERLAP).await?;
+                super::rollup::roll_tenant(pool, tenant, since).await?;
                 return Ok::<_, UsageError>(true);
             }
             Ok(false)

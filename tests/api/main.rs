@@ -37,4 +37,5 @@ mod settings;
 mod shutdown;
 mod smoke;
 mod tenant_tx;
+mod usage;
 mod ws;

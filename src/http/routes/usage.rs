@@ -67,6 +67,7 @@ pub async fn post_events(req: TenantRequest, body: Json<Value>) -> Result<HttpRe
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct UsageParams {
     /// RFC 3339, inclusive; default: 24 hours (hour) or 30 days (day) before `to`.
     pub from: Option<Text>,
@@ -84,7 +85,11 @@ fn max_span(granularity: Granularity) -> TimeDelta {
     }
 }
 
-fn parse_time(field: &str, raw: &Option<Text>, errors: &mut Vec<FieldError>) -> Option<DateTime<Utc>> {
+fn parse_time(
+    field: &str,
+    raw: &Option<Text>,
+    errors: &mut Vec<FieldError>,
+) -> Option<DateTime<Utc>> {
     let raw = raw.as_deref().filter(|s| !s.is_empty())?;
     match DateTime::parse_from_rfc3339(raw) {
         Ok(t) => Some(t.with_timezone(&Utc)),
