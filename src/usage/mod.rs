@@ -177,17 +177,30 @@ pub async fn period_totals<C: GenericClient + Sync>(
     for row in events {
         add(row.get(0), row.get(1), row.get(2));
     }
-    let api_calls: i64 = client
+    // A tenant schema being purged has no counters left to count (and a failed statement
+    // would abort the caller's transaction).
+    let schema = tenant_schema_name(tenant);
+    let has_counters: bool = client
         .query_one(
-            &format!(
-                "select coalesce(sum(n), 0)::bigint from {}.counters \
-                 where tenant_id = $1 and kind = 'a' and key = '' and bucket >= $2 and bucket < $3",
-                tenant_schema_name(tenant)
-            ),
-            &[&tenant, &ceil_hour(period.start), &period.end],
+            "select to_regclass($1) is not null",
+            &[&format!("{schema}.counters")],
         )
         .await?
         .get(0);
+    let api_calls: i64 = if has_counters {
+        client
+            .query_one(
+                &format!(
+                    "select coalesce(sum(n), 0)::bigint from {schema}.counters \
+                     where tenant_id = $1 and kind = 'a' and key = '' and bucket >= $2 and bucket < $3"
+                ),
+                &[&tenant, &ceil_hour(period.start), &period.end],
+            )
+            .await?
+            .get(0)
+    } else {
+        0
+    };
     if api_calls > 0 {
         totals.insert(API_CALLS.to_string(), api_calls);
     }
