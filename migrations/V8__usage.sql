@@ -47,7 +47,8 @@ CREATE INDEX usage_rollups_tenant_created_idx ON app.usage_rollups (tenant_id, c
 CREATE TABLE app.subscriptions (
     tenant_id              uuid NOT NULL REFERENCES app.tenants (id),
     stripe_subscription_id text,
-    plan                   text NOT NULL REFERENCES app.plans (name),
+    -- Not a foreign key: keys of tenant tables lead with tenant_id, and app.plans has none.
+    plan                   text NOT NULL,
     status                 text NOT NULL,
     current_period_start   timestamptz,
     current_period_end     timestamptz,

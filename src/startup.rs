@@ -160,6 +160,7 @@ impl Application {
             actors,
             caches,
             api_calls: Default::default(),
+            usage: Default::default(),
         });
         if let Err(err) =
             crate::analytics::register_metrics(&state.analytics, state.metrics.registry())
@@ -328,6 +329,22 @@ fn start_background(state: &web::Data<AppState>, options: &ServerOptions) -> Sup
         let analytics = analytics.clone();
         async move {
             crate::analytics::maintain(analytics, stop).await;
+            Ok(())
+        }
+    });
+    let (pool, touched) = (state.pools.app.clone(), state.usage.touched.clone());
+    background.spawn("usage_rollups", move |stop| {
+        let (pool, touched) = (pool.clone(), touched.clone());
+        async move {
+            crate::usage::rollup::run(pool, touched, stop).await;
+            Ok(())
+        }
+    });
+    let pool = state.pools.app.clone();
+    background.spawn("usage_samples", move |stop| {
+        let pool = pool.clone();
+        async move {
+            crate::usage::sample::run(pool, stop).await;
             Ok(())
         }
     });

@@ -28,6 +28,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     routes::tenant_config::configure(cfg);
     routes::flags::configure(cfg);
     routes::ofrep::configure(cfg);
+    routes::usage::configure(cfg);
     routes::billing::configure(cfg);
     ws::configure(cfg);
 }

@@ -98,6 +98,8 @@ impl Modify for SecuritySchemes {
         routes::flags::delete_override,
         routes::ofrep::evaluate_flag,
         routes::ofrep::evaluate_flags,
+        routes::usage::post_events,
+        routes::usage::get_usage,
         routes::billing::get_billing,
         routes::billing::list_invoices,
         routes::billing::stripe_webhook,

@@ -540,6 +540,7 @@ impl From<UsageError> for Problem {
                     .retry_after(seconds)
             }
             UsageError::Db(db) => db.into(),
+            UsageError::Actor(actor) => actor.into(),
         }
     }
 }

@@ -284,6 +284,34 @@ impl TenantOp for InsertEvents {
     }
 }
 
+/// Which of these idempotency keys the tenant has stored already.
+pub struct StoredKeys(pub Vec<String>);
+
+impl TenantOp for StoredKeys {
+    type Output = std::collections::HashSet<String>;
+    type Error = UsageError;
+    const OPENS_TENANT_SCHEMA: bool = false;
+
+    fn run<'a>(
+        self,
+        tx: &'a TenantTx<'a>,
+        caller: &'a Caller,
+    ) -> BoxFuture<'a, Result<Self::Output, UsageError>> {
+        Box::pin(async move {
+            caller.user()?;
+            let rows = tx
+                .client()
+                .query(
+                    "select idempotency_key from app.usage_events \
+                     where tenant_id = $1 and idempotency_key = any($2) and deleted_at is null",
+                    &[&caller.tenant_id, &self.0],
+                )
+                .await?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+    }
+}
+
 /// One statement for the whole batch; repeats (also within the batch) are skipped.
 pub async fn insert<C: tokio_postgres::GenericClient + Sync>(
     client: &C,

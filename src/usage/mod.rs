@@ -17,6 +17,9 @@
 
 pub mod events;
 pub mod period;
+pub mod quota;
+pub mod rollup;
+pub mod sample;
 
 use std::collections::BTreeMap;
 
@@ -64,6 +67,9 @@ pub enum UsageError {
     },
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The tenant's actor did not run a read the admission needed.
+    #[error(transparent)]
+    Actor(#[from] crate::actors::ActorError),
 }
 
 impl From<tokio_postgres::Error> for UsageError {
@@ -171,21 +177,154 @@ pub async fn period_totals<C: GenericClient + Sync>(
     for row in events {
         add(row.get(0), row.get(1), row.get(2));
     }
-    let api_calls: i64 = client
+    // A tenant schema being purged has no counters left to count (and a failed statement
+    // would abort the caller's transaction).
+    let schema = tenant_schema_name(tenant);
+    let has_counters: bool = client
         .query_one(
-            &format!(
-                "select coalesce(sum(n), 0)::bigint from {}.counters \
-                 where tenant_id = $1 and kind = 'a' and key = '' and bucket >= $2 and bucket < $3",
-                tenant_schema_name(tenant)
-            ),
-            &[&tenant, &ceil_hour(period.start), &period.end],
+            "select to_regclass($1) is not null",
+            &[&format!("{schema}.counters")],
         )
         .await?
         .get(0);
+    let api_calls: i64 = if has_counters {
+        client
+            .query_one(
+                &format!(
+                    "select coalesce(sum(n), 0)::bigint from {schema}.counters \
+                     where tenant_id = $1 and kind = 'a' and key = '' and bucket >= $2 and bucket < $3"
+                ),
+                &[&tenant, &ceil_hour(period.start), &period.end],
+            )
+            .await?
+            .get(0)
+    } else {
+        0
+    };
     if api_calls > 0 {
         totals.insert(API_CALLS.to_string(), api_calls);
     }
     Ok(totals)
+}
+
+/// What the server holds for metering: the quota budgets and the tenants whose events the
+/// rollup loop has yet to roll.
+#[derive(Default)]
+pub struct UsageState {
+    pub quotas: quota::Quotas,
+    pub touched: std::sync::Arc<rollup::Touched>,
+}
+
+/// `POST /usage/events` after validation: admits the quantities of metrics with a quota in the
+/// caller's plan, stores the events (committed before this returns), and gives back what
+/// repeated keys were admitted for. A failed insert gives back everything. Over a quota, the
+/// events already stored are set aside and the rest admitted again: a client retrying a batch
+/// that was stored gets its 202, not a 429.
+pub async fn ingest(
+    state: &crate::state::AppState,
+    caller: &crate::auth::Caller,
+    events: Vec<events::UsageEvent>,
+) -> Result<events::Stored, UsageError> {
+    caller.user()?;
+    let submitted = events.len();
+    let backing = &quota::ServerBacking { state };
+    let limits = &caller.config.plan.limits.usage_quotas;
+    let amounts_of = |events: &[events::UsageEvent]| -> Vec<(String, i64, i64)> {
+        events::quantities(events)
+            .into_iter()
+            .filter_map(|(metric, n)| {
+                limits
+                    .get(metric)
+                    .map(|limit| (metric.to_string(), n, *limit))
+            })
+            .collect()
+    };
+    let admit = |amounts: Vec<(String, i64, i64)>| async move {
+        if amounts.is_empty() {
+            return Ok(None);
+        }
+        let amounts: Vec<(&str, i64, i64)> = amounts
+            .iter()
+            .map(|(m, n, l)| (m.as_str(), *n, *l))
+            .collect();
+        state
+            .usage
+            .quotas
+            .admit(backing, caller, &amounts)
+            .await
+            .map(Some)
+    };
+    let exec = |err: crate::actors::ExecError<UsageError>| match err {
+        crate::actors::ExecError::Op(err) => err,
+        crate::actors::ExecError::Actor(err) => UsageError::Actor(err),
+    };
+    let (events, admitted) = match admit(amounts_of(&events)).await {
+        Ok(admitted) => (events, admitted),
+        Err(refused @ UsageError::QuotaExceeded { .. }) => {
+            let keys = events.iter().map(|e| e.idempotency_key.clone()).collect();
+            let stored = state
+                .execute(caller.clone(), events::StoredKeys(keys))
+                .await
+                .map_err(exec)?;
+            let fresh: Vec<events::UsageEvent> = events
+                .into_iter()
+                .filter(|e| !stored.contains(&e.idempotency_key))
+                .collect();
+            if fresh.len() == submitted {
+                return Err(refused);
+            }
+            let admitted = admit(amounts_of(&fresh)).await?;
+            (fresh, admitted)
+        }
+        Err(err) => return Err(err),
+    };
+    let outcome = state
+        .execute(caller.clone(), events::InsertEvents(events.clone()))
+        .await;
+    let mut stored = match outcome {
+        Ok(stored) => stored,
+        Err(err) => {
+            if let Some(admitted) = &admitted {
+                state.usage.quotas.give_back(caller.tenant_id, admitted);
+            }
+            return Err(exec(err));
+        }
+    };
+    if let Some(admitted) = &admitted {
+        for (metric, n) in stored.repeated(&events) {
+            state
+                .usage
+                .quotas
+                .give_back_some(caller.tenant_id, admitted, &metric, n);
+        }
+    }
+    if !stored.inserted.is_empty() {
+        state.usage.touched.mark(caller.tenant_id);
+    }
+    stored.submitted = submitted;
+    Ok(stored)
+}
+
+/// One API call of the caller against the plan's `api_calls_per_month`, before the request is
+/// handled (no limit: nothing to do, not even a lookup).
+pub async fn admit_api_call(
+    state: &crate::state::AppState,
+    caller: &crate::auth::Caller,
+) -> Result<(), UsageError> {
+    let Some(limit) = caller
+        .config
+        .plan
+        .limit(crate::tenant_config::Limit::ApiCallsPerMonth)
+    else {
+        return Ok(());
+    };
+    let backing = quota::ServerBacking { state };
+    state
+        .usage
+        .quotas
+        .admit(&backing, caller, &[(API_CALLS, 1, limit)])
+        .await
+        .map(|_| ())
 }
 
 #[cfg(test)]

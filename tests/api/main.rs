@@ -39,4 +39,5 @@ mod settings;
 mod shutdown;
 mod smoke;
 mod tenant_tx;
+mod usage;
 mod ws;

@@ -100,6 +100,26 @@ async fn seed(su: &Client, tenant: Uuid, admin: Uuid) -> Seeded {
     )
     .await
     .unwrap();
+    su.execute(
+        "insert into app.usage_events (tenant_id, id, idempotency_key, metric, quantity, occurred_at) \
+         values ($1, $2, 'k', 'emails_sent', 1, now())",
+        &[&tenant, &Uuid::now_v7()],
+    )
+    .await
+    .unwrap();
+    su.execute(
+        "insert into app.usage_rollups (tenant_id, granularity, period_start, metric, quantity) \
+         values ($1, 'hour', date_trunc('hour', now()), 'emails_sent', 1)",
+        &[&tenant],
+    )
+    .await
+    .unwrap();
+    su.execute(
+        "insert into app.subscriptions (tenant_id, plan, status) values ($1, 'free', 'active')",
+        &[&tenant],
+    )
+    .await
+    .unwrap();
     // Billing (V9): the account row comes with provisioning.
     su.execute(
         "insert into app.invoices (tenant_id, id, stripe_invoice_id, currency, amount_due, \
@@ -416,6 +436,26 @@ async fn writes_never_reach_another_tenant() {
             "settings_versions",
             "insert into app.settings_versions (tenant_id, version, settings, previous, change) \
              values ($1, 99, '{}', '{}', 'settings')"
+                .into(),
+            vec![Box::new(b.id)],
+        ),
+        (
+            "usage_events",
+            "insert into app.usage_events (tenant_id, id, idempotency_key, metric, quantity, occurred_at) \
+             values ($1, $2, 'injected', 'x', 1, now())"
+                .into(),
+            vec![Box::new(b.id), Box::new(Uuid::now_v7())],
+        ),
+        (
+            "usage_rollups",
+            "insert into app.usage_rollups (tenant_id, granularity, period_start, metric, quantity) \
+             values ($1, 'day', now(), 'x', 1)"
+                .into(),
+            vec![Box::new(b.id)],
+        ),
+        (
+            "subscriptions",
+            "insert into app.subscriptions (tenant_id, plan, status) values ($1, 'free', 'injected')"
                 .into(),
             vec![Box::new(b.id)],
         ),

@@ -13,4 +13,5 @@ pub mod projects;
 pub mod tasks;
 pub mod tenant_config;
 pub mod tenants;
+pub mod usage;
 pub mod users;
