@@ -110,6 +110,21 @@ pub struct Config {
     pub api_calls_flush_interval: Duration,
     /// Rate limits: per tenant, login attempts, public endpoints (`crate::ratelimit`).
     pub rate_limits: RateLimitSettings,
+    /// Stripe and the dunning grace period (`crate::billing`, docs/billing.md).
+    pub billing: BillingSettings,
+}
+
+/// STRIPE_SECRET_KEY, STRIPE_API_BASE, STRIPE_WEBHOOK_SECRET, BILLING_GRACE_DAYS.
+#[derive(Clone, Debug)]
+pub struct BillingSettings {
+    /// None: the Stripe sync is off (its jobs complete as skipped); metering and the billing
+    /// API work all the same.
+    pub stripe_secret_key: Option<SecretString>,
+    pub stripe_api_base: String,
+    /// Verifying webhook signatures. Several secrets (comma-separated) are accepted while one
+    /// is being rotated; none: `POST /webhooks/stripe` refuses every event.
+    pub stripe_webhook_secrets: Vec<SecretString>,
+    pub grace_days: u32,
 }
 
 /// What `crate::ratelimit` enforces (docs/rate-limits.md).
@@ -156,6 +171,7 @@ pub mod limits {
     pub const RATE_LIMIT_INSTANCES: RangeInclusive<u32> = 1..=1000;
     pub const LOGIN_ATTEMPTS_PER_MINUTE: RangeInclusive<u32> = 1..=10_000;
     pub const PUBLIC_REQUESTS_PER_MINUTE: RangeInclusive<u32> = 1..=1_000_000;
+    pub const BILLING_GRACE_DAYS: RangeInclusive<u32> = 0..=365;
     pub const JWT_SECRET_MIN_CHARS: usize = 32;
 }
 
@@ -407,6 +423,7 @@ impl Config {
                 JOB_POLL_INTERVAL_MS,
             )?),
             rate_limits: rate_limit_settings(&vars)?,
+            billing: billing_settings(&vars)?,
         })
     }
 
@@ -484,6 +501,35 @@ fn rate_limit_settings<F: Fn(&str) -> Option<String>>(
             PUBLIC_REQUESTS_PER_MINUTE,
         )?,
         trusted_proxies,
+    })
+}
+
+fn billing_settings<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<F>,
+) -> Result<BillingSettings, ConfigError> {
+    let stripe_api_base = vars
+        .get("STRIPE_API_BASE")
+        .unwrap_or_else(|| "https://api.stripe.com/".into());
+    if !(stripe_api_base.starts_with("https://") || stripe_api_base.starts_with("http://")) {
+        return Err(ConfigError::Invalid {
+            name: "STRIPE_API_BASE",
+            reason: "expected an http(s) URL".into(),
+        });
+    }
+    Ok(BillingSettings {
+        stripe_secret_key: vars.get("STRIPE_SECRET_KEY").map(Into::into),
+        stripe_api_base,
+        stripe_webhook_secrets: vars
+            .get("STRIPE_WEBHOOK_SECRET")
+            .map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| SecretString::from(s.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        grace_days: vars.number("BILLING_GRACE_DAYS", 7, limits::BILLING_GRACE_DAYS)?,
     })
 }
 

@@ -160,6 +160,7 @@ impl Application {
             actors,
             caches,
             api_calls: Default::default(),
+            usage: Default::default(),
         });
         if let Err(err) =
             crate::analytics::register_metrics(&state.analytics, state.metrics.registry())
@@ -200,6 +201,7 @@ impl Application {
                 .configure(|cfg| {
                     if fault_injection {
                         http::routes::faults::configure(cfg);
+                        http::routes::billing::configure_test_hooks(cfg);
                     }
                     if bench_routes {
                         http::routes::bench::configure(cfg);
@@ -330,6 +332,22 @@ fn start_background(state: &web::Data<AppState>, options: &ServerOptions) -> Sup
             Ok(())
         }
     });
+    let (pool, touched) = (state.pools.app.clone(), state.usage.touched.clone());
+    background.spawn("usage_rollups", move |stop| {
+        let (pool, touched) = (pool.clone(), touched.clone());
+        async move {
+            crate::usage::rollup::run(pool, touched, stop).await;
+            Ok(())
+        }
+    });
+    let pool = state.pools.app.clone();
+    background.spawn("usage_samples", move |stop| {
+        let pool = pool.clone();
+        async move {
+            crate::usage::sample::run(pool, stop).await;
+            Ok(())
+        }
+    });
     if let Some(every) = options.purge_interval {
         let (owner, retention) = (state.pools.owner.clone(), state.config.retention);
         background.spawn("tenant_purge", move |stop| {
@@ -353,7 +371,11 @@ fn start_background(state: &web::Data<AppState>, options: &ServerOptions) -> Sup
             }
         });
     }
-    if let Some(worker) = crate::jobs::for_server(state, crate::jobs::Registry::standard()) {
+    // Stripe billing: the grace check, the period-end meter report and the Stripe jobs.
+    crate::billing::supervise(&background, state);
+    let registry =
+        crate::jobs::Registry::standard().with(crate::billing::job_handler(&state.config));
+    if let Some(worker) = crate::jobs::for_server(state, registry) {
         background.spawn("outbox_worker", move |stop| {
             let worker = worker.clone();
             async move {

@@ -30,6 +30,8 @@ pub struct AppState {
     pub analytics: crate::analytics::AnalyticsRegistry,
     pub api_calls: std::sync::Arc<crate::analytics::api_calls::ApiCallMeter>,
     pub ratelimit: crate::ratelimit::RateLimits,
+    /// Metered quotas and the rollup loop's work list (`crate::usage`).
+    pub usage: crate::usage::UsageState,
 }
 
 impl AppState {

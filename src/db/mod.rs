@@ -126,4 +126,10 @@ pub const TENANT_TABLES: &[&str] = &[
     "webhook_messages",
     "webhook_deliveries",
     "webhook_rate_windows",
+    "usage_events",
+    "usage_rollups",
+    "subscriptions",
+    "billing_accounts",
+    "stripe_events",
+    "invoices",
 ];

@@ -32,6 +32,16 @@ pub const APP_TABLE_GRANTS: &[(&str, &str)] = &[
     ("webhook_messages", "SELECT, INSERT, UPDATE"),
     ("webhook_deliveries", "SELECT, INSERT, UPDATE"),
     ("webhook_rate_windows", "SELECT, INSERT, UPDATE"),
+    // Usage (V8): events are never rewritten by the app role; rollups are recomputed in place.
+    ("usage_events", "SELECT, INSERT"),
+    ("usage_rollups", "SELECT, INSERT, UPDATE"),
+    ("subscriptions", "SELECT, INSERT, UPDATE"),
+    // Billing (V9): prices are operator data; Stripe's events are history, never rewritten
+    // but for their outcome; invoices are updated as Stripe reports them.
+    ("plan_prices", "SELECT"),
+    ("billing_accounts", "SELECT, INSERT, UPDATE"),
+    ("stripe_events", "SELECT, INSERT, UPDATE"),
+    ("invoices", "SELECT, INSERT, UPDATE"),
 ];
 
 pub struct RoleSetup<'a> {
@@ -182,6 +192,13 @@ pub async fn grant_shared_schema(
     sql.push_str(&format!(
         "GRANT EXECUTE ON FUNCTION app.resolve_tenant(uuid, text, text), \
          app.live_tenant_plans() TO {};\n",
+        roles.app
+    ));
+    // Billing's routing reads and its one write of the tenant's status (see V9).
+    sql.push_str(&format!(
+        "GRANT EXECUTE ON FUNCTION app.billing_tenant_of(text), \
+         app.billing_accounts_past_due(timestamptz), app.billing_customers(), \
+         app.billing_set_tenant_suspended(boolean) TO {};\n",
         roles.app
     ));
     client.batch_execute(&sql).await?;

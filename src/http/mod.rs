@@ -30,6 +30,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     routes::flags::configure(cfg);
     routes::ofrep::configure(cfg);
     routes::webhooks::configure(cfg);
+    routes::usage::configure(cfg);
+    routes::billing::configure(cfg);
     ws::configure(cfg);
     routes::dashboard::configure(cfg);
 }

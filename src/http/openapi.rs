@@ -111,6 +111,11 @@ impl Modify for SecuritySchemes {
         routes::webhooks::list_deliveries,
         routes::webhooks::retry_delivery,
         routes::webhooks::replay_dead,
+        routes::usage::post_events,
+        routes::usage::get_usage,
+        routes::billing::get_billing,
+        routes::billing::list_invoices,
+        routes::billing::stripe_webhook,
     ),
 )]
 pub struct ApiDoc;

@@ -17,6 +17,7 @@ use serde_json::{json, Map, Value};
 use crate::actors::{ActorError, ExecError};
 use crate::analytics::AnalyticsError;
 use crate::auth::{AccessError, AuthError};
+use crate::billing::BillingError;
 use crate::db::DbError;
 use crate::domain::DomainError;
 use crate::error::{error_chain, FieldError};
@@ -28,6 +29,7 @@ use crate::tenancy::TenancyError;
 use crate::tenant_config::load::LoadError;
 use crate::tenant_config::ConfigError;
 use crate::webhooks::WebhookError;
+use crate::usage::UsageError;
 
 /// A problem details response. Built through the `From` impls below and the helpers, so the code
 /// for each situation is chosen in this file.
@@ -471,6 +473,32 @@ impl From<WebhookError> for Problem {
     }
 }
 
+impl From<BillingError> for Problem {
+    fn from(err: BillingError) -> Self {
+        match err {
+            BillingError::Validation(errors) => Problem::validation(errors),
+            BillingError::Access(access) => access.into(),
+            BillingError::Db(db) => db.into(),
+            BillingError::Signature(reason) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_signature",
+                format!("the Stripe-Signature header is not valid: {reason}"),
+            ),
+            BillingError::Payload(reason) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_event",
+                format!("the body is not a Stripe event: {reason}"),
+            ),
+            BillingError::WebhooksOff => {
+                Problem::unavailable("Stripe webhooks are not configured on this server", 60)
+            }
+            BillingError::Stripe(_) | BillingError::Usage(_) | BillingError::CorruptRow { .. } => {
+                internal(&err)
+            }
+        }
+    }
+}
+
 /// Over a limit: 429 with `Retry-After` and `{metric, limit, used}` (API.md "Errors"). The
 /// `RateLimit-*` headers are added by `http::ratelimit` to every response it counted.
 impl From<RateLimitError> for Problem {
@@ -497,6 +525,37 @@ impl From<RateLimitError> for Problem {
             RateLimitError::RedisTimeout(_)
             | RateLimitError::RedisBackingOff
             | RateLimitError::Redis(_) => Problem::unavailable("rate limiting is unavailable", 1),
+        }
+    }
+}
+
+/// Usage metering (docs/usage.md). Over a metered quota: 429 `quota_exceeded` with
+/// `Retry-After` (seconds to the end of the billing period) and `{metric, limit, used}`.
+impl From<UsageError> for Problem {
+    fn from(err: UsageError) -> Self {
+        let detail = err.to_string();
+        match err {
+            UsageError::Validation(errors) => Problem::validation(errors),
+            UsageError::TooManyEvents { max, .. } => {
+                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_events", detail)
+                    .with("max_events", max)
+            }
+            UsageError::Access(access) => access.into(),
+            UsageError::QuotaExceeded {
+                metric,
+                limit,
+                used,
+                retry_after,
+            } => {
+                let seconds = crate::ratelimit::ceil_seconds(retry_after).max(1);
+                Problem::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", detail)
+                    .with("metric", metric)
+                    .with("limit", limit)
+                    .with("used", used)
+                    .retry_after(seconds)
+            }
+            UsageError::Db(db) => db.into(),
+            UsageError::Actor(actor) => actor.into(),
         }
     }
 }

@@ -201,16 +201,19 @@ pub async fn resolve_with_token(
         super::ratelimit::admit_tenant(req, &state, &tenant, &config).await?;
     }
     tracing::Span::current().record("tenant_id", tracing::field::display(tenant.id));
+    let caller = Caller {
+        tenant_id: tenant.id,
+        tenant_slug: tenant.slug,
+        config,
+        user_id: identity.map(|(user, _)| user),
+        role: identity.map(|(_, role)| role),
+        request_id,
+    };
+    if credential.is_some() {
+        // The plan's api_calls_per_month, before the request is handled; anonymous requests
+        // are metered but, like the rate limit, cannot spend the tenant's quota.
+        crate::usage::admit_api_call(&state, &caller).await?;
+    }
     state.api_calls.record(tenant.id);
-    Ok(TenantRequest {
-        caller: Caller {
-            tenant_id: tenant.id,
-            tenant_slug: tenant.slug,
-            config,
-            user_id: identity.map(|(user, _)| user),
-            role: identity.map(|(_, role)| role),
-            request_id,
-        },
-        state,
-    })
+    Ok(TenantRequest { caller, state })
 }

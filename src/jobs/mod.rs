@@ -160,3 +160,22 @@ pub async fn enqueue(
         .await?;
     Ok(id)
 }
+
+/// [`enqueue`] through any client whose transaction is bound to `tenant`, or may write every
+/// tenant's rows (an operator's admin transaction): job handlers and operator changes that
+/// cause events hold a deadpool transaction, not a [`crate::db::TenantTx`].
+pub async fn enqueue_with(
+    client: &impl deadpool_postgres::GenericClient,
+    tenant: Uuid,
+    event_type: &str,
+    payload: &Value,
+) -> Result<Uuid, DbError> {
+    let id = Uuid::now_v7();
+    client
+        .execute(
+            "insert into app.outbox (tenant_id, id, event_type, payload) values ($1, $2, $3, $4)",
+            &[&tenant, &id, &event_type, payload],
+        )
+        .await?;
+    Ok(id)
+}

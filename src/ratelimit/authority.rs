@@ -47,6 +47,25 @@ end
 return {used, ttl}
 ";
 
+/// A metered quota's counter for one billing period (`usage::quota`): hands out at most
+/// ARGV[2] of what is left under the limit ARGV[1]. A missing counter (a new period, or a Redis
+/// that lost its keys) is created from the seed ARGV[4], what PostgreSQL holds of the period,
+/// when ARGV[5] is 1, and otherwise reported as -1 so the caller can read that seed first.
+/// Answers the grant and what the period has handed out so far.
+const QUOTA: &str = r"
+local used = redis.call('GET', KEYS[1])
+if not used then
+  if ARGV[5] ~= '1' then return {-1, 0} end
+  redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[3])
+  used = tonumber(ARGV[4])
+else
+  used = tonumber(used)
+end
+local grant = math.min(tonumber(ARGV[2]), tonumber(ARGV[1]) - used)
+if grant > 0 then used = redis.call('INCRBY', KEYS[1], grant) else grant = 0 end
+return {grant, used}
+";
+
 /// A lease as Redis answered it.
 #[derive(Clone, Copy, Debug)]
 pub struct Lease {
@@ -60,6 +79,7 @@ pub struct Authority {
     connection: Mutex<Option<MultiplexedConnection>>,
     lease: Script,
     count: Script,
+    quota: Script,
     epoch: Instant,
     /// Milliseconds after `epoch` before which Redis is not asked; 0 while it answers.
     retry_at: AtomicU64,
@@ -74,6 +94,7 @@ impl Authority {
             connection: Mutex::new(None),
             lease: Script::new(LEASE),
             count: Script::new(COUNT),
+            quota: Script::new(QUOTA),
             epoch: Instant::now(),
             retry_at: AtomicU64::new(0),
             down: AtomicBool::new(false),
@@ -88,6 +109,33 @@ impl Authority {
             used: u64::try_from(used.max(0)).unwrap_or(0),
             remaining_window: Duration::from_millis(u64::try_from(ttl.max(0)).unwrap_or(0)),
         })
+    }
+
+    /// Leases up to `want` of a metered quota (see [`QUOTA`]): `None` when the counter is
+    /// missing and no `seed` was given; else the grant and the units handed out so far.
+    pub async fn quota_lease(
+        &self,
+        key: &str,
+        limit: u64,
+        want: u64,
+        ttl: Duration,
+        seed: Option<u64>,
+    ) -> Result<Option<(u64, u64)>, RateLimitError> {
+        let args = [
+            limit,
+            want,
+            millis(ttl).max(1),
+            seed.unwrap_or(0),
+            u64::from(seed.is_some()),
+        ];
+        let (granted, used): (i64, i64) = self.call(&self.quota, key, &args).await?;
+        if granted < 0 {
+            return Ok(None);
+        }
+        Ok(Some((
+            u64::try_from(granted).unwrap_or(0),
+            u64::try_from(used.max(0)).unwrap_or(0),
+        )))
     }
 
     /// The count of the key's window after this request, and the time left in it.

@@ -30,7 +30,7 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use crate::config::{Config, RateLimitSettings};
-use authority::Authority;
+pub use authority::Authority;
 use local::LocalWindows;
 pub use tenant::TenantLimiter;
 use tenant::{Grant, Take};
@@ -178,6 +178,17 @@ impl RateLimits {
 
     pub fn settings(&self) -> &RateLimitSettings {
         &self.settings
+    }
+
+    /// The Redis authority, shared with the metered quotas (`usage::quota`): one connection,
+    /// one back-off while Redis does not answer.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// The prefix of every Redis key of this deployment.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     /// Admits one request of `tenant` within `per_minute`, from the tenant's limiter in memory;

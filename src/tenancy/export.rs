@@ -21,6 +21,12 @@ const SHARED_EXPORTS: &[(&str, &str)] = &[
     ("audit_log", "select to_jsonb(t) from app.audit_logs t where tenant_id = $1 and deleted_at is null order by id"),
     ("webhook", "select to_jsonb(t) - 'secret_ciphertext' - 'previous_secret_ciphertext' from app.webhooks t where tenant_id = $1 and deleted_at is null order by id"),
     ("settings_version", "select to_jsonb(t) from app.settings_versions t where tenant_id = $1 and deleted_at is null order by version"),
+    ("usage_event", "select to_jsonb(t) from app.usage_events t where tenant_id = $1 and deleted_at is null order by id"),
+    ("usage_rollup", "select to_jsonb(t) from app.usage_rollups t where tenant_id = $1 and deleted_at is null order by granularity, period_start, metric"),
+    ("subscription", "select to_jsonb(t) from app.subscriptions t where tenant_id = $1 and deleted_at is null"),
+    ("billing_account", "select to_jsonb(t) from app.billing_accounts t where tenant_id = $1 and deleted_at is null"),
+    ("invoice", "select to_jsonb(t) from app.invoices t where tenant_id = $1 and deleted_at is null order by id"),
+    ("stripe_event", "select to_jsonb(t) from app.stripe_events t where tenant_id = $1 and deleted_at is null order by event_id"),
 ];
 
 /// Sends each line to `out`. `tx` has the tenant's context set; every query also filters by

@@ -158,6 +158,9 @@ pub async fn provision_with_fault(
         &[&tenant_id, &admin_id, &admin_email, &password_hash],
     )
     .await?;
+    // The Stripe customer and subscription come later, from the outbox: never waited for here.
+    let stripe_sync = ctx.config.billing.stripe_secret_key.is_some();
+    crate::billing::outbound::on_provisioned(&tx, tenant_id, stripe_sync).await?;
     if fault == FaultPoint::AfterSchemaCreated {
         return Err(TenancyError::InjectedFault);
     }

@@ -136,6 +136,9 @@ pub struct PlanColumns {
 /// A plan row as a [`Plan`]. A limit missing from the row is unlimited (as before limits were
 /// all named); one that is neither null nor an integer is corrupt. The features API.md names are
 /// always listed.
+/// The member of a plan's `limits` holding the metered quotas of usage events.
+pub const USAGE_QUOTAS: &str = "usage_quotas";
+
 pub fn plan_from_columns(columns: PlanColumns) -> Result<Plan, LoadError> {
     let corrupt = |column: &'static str, reason: String| LoadError::CorruptRow { column, reason };
     let mut limits = Limits::default();
@@ -151,6 +154,23 @@ pub fn plan_from_columns(columns: PlanColumns) -> Result<Plan, LoadError> {
             })?),
         };
         limits.set(limit, value);
+    }
+    if let Some(quotas) = stored
+        .and_then(|l| l.get(USAGE_QUOTAS))
+        .and_then(Value::as_object)
+    {
+        for (metric, value) in quotas {
+            if value.is_null() {
+                continue;
+            }
+            let n = value.as_i64().ok_or_else(|| {
+                corrupt(
+                    "plans.limits",
+                    format!("usage_quotas.{metric} of plan {} is {value}", columns.name),
+                )
+            })?;
+            limits.usage_quotas.insert(metric.clone(), n);
+        }
     }
     let mut features: BTreeMap<String, bool> = feature::KNOWN
         .iter()

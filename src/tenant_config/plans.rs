@@ -198,7 +198,9 @@ fn parse_limits(value: Option<&Value>, errors: &mut Vec<FieldError>) -> Limits {
         return limits;
     };
     for key in given.keys() {
-        if Limit::parse(key).is_none() {
+        if key == super::load::USAGE_QUOTAS {
+            limits.usage_quotas = parse_usage_quotas(&given[key], errors);
+        } else if Limit::parse(key).is_none() {
             errors.push(FieldError::new(&format!("limits.{key}"), "unknown limit"));
         }
     }
@@ -215,6 +217,32 @@ fn parse_limits(value: Option<&Value>, errors: &mut Vec<FieldError>) -> Limits {
         }
     }
     limits
+}
+
+/// `usage_quotas`: optional (absent: none); `{metric: n | null}`, for metrics clients post
+/// (`api_calls` has its own `api_calls_per_month`; the sampled gauges have none).
+fn parse_usage_quotas(value: &Value, errors: &mut Vec<FieldError>) -> BTreeMap<String, i64> {
+    let mut quotas = BTreeMap::new();
+    let Some(given) = value.as_object() else {
+        if !value.is_null() {
+            errors.push(FieldError::new("limits.usage_quotas", "must be an object"));
+        }
+        return quotas;
+    };
+    for (metric, limit) in given {
+        let field = format!("limits.usage_quotas.{metric}");
+        if let Err(message) = crate::usage::events::check_metric(metric) {
+            errors.push(FieldError::new(&field, message));
+            continue;
+        }
+        if limit.is_null() {
+            continue;
+        }
+        if let Some(n) = integer(&field, Some(limit), 0..=MAX_AMOUNT, errors) {
+            quotas.insert(metric.clone(), n);
+        }
+    }
+    quotas
 }
 
 fn parse_features(value: Option<&Value>, errors: &mut Vec<FieldError>) -> BTreeMap<String, bool> {
@@ -250,12 +278,15 @@ fn parse_features(value: Option<&Value>, errors: &mut Vec<FieldError>) -> BTreeM
 }
 
 fn stored_limits(limits: &Limits) -> Value {
-    Value::Object(
-        Limit::ALL
-            .iter()
-            .map(|l| (l.key().to_string(), json!(limits.get(*l))))
-            .collect::<Map<String, Value>>(),
-    )
+    let mut stored = Limit::ALL
+        .iter()
+        .map(|l| (l.key().to_string(), json!(limits.get(*l))))
+        .collect::<Map<String, Value>>();
+    stored.insert(
+        super::load::USAGE_QUOTAS.to_string(),
+        json!(limits.usage_quotas),
+    );
+    Value::Object(stored)
 }
 
 /// What [`save`] did.
@@ -401,6 +432,7 @@ pub async fn move_tenant(
             request_id,
         )
         .await?;
+        crate::billing::outbound::on_plan_changed(&tx, tenant, target).await?;
     }
     let after = lifecycle::find(tx.client(), &tenant.to_string()).await?;
     tx.commit().await?;

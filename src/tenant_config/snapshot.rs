@@ -98,6 +98,10 @@ pub struct Limits {
     pub webhook_deliveries_per_minute: Option<i64>,
     /// Days analytics events are kept.
     pub analytics_retention_days: Option<i64>,
+    /// Metered quotas of the billing period per metric of `POST /usage/events` (docs/usage.md);
+    /// a metric not listed is unlimited.
+    #[serde(default)]
+    pub usage_quotas: BTreeMap<String, i64>,
 }
 
 impl Limits {

@@ -42,7 +42,7 @@ async fn the_public_list_has_the_defaults_of_api_md() {
     assert_eq!(
         free["limits"],
         json!({"max_users": 100, "api_calls_per_month": 100000, "rate_limit_per_minute": 600,
-               "webhook_deliveries_per_minute": 100, "analytics_retention_days": 30})
+               "webhook_deliveries_per_minute": 100, "analytics_retention_days": 30, "usage_quotas": {}})
     );
     assert_eq!(
         free["features"],

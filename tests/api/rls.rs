@@ -126,6 +126,42 @@ async fn seed(su: &Client, tenant: Uuid, admin: Uuid) -> Seeded {
         all.extend(params);
         su.execute(sql, &all).await.unwrap();
     }
+    su.execute(
+        "insert into app.usage_events (tenant_id, id, idempotency_key, metric, quantity, occurred_at) \
+         values ($1, $2, 'k', 'emails_sent', 1, now())",
+        &[&tenant, &Uuid::now_v7()],
+    )
+    .await
+    .unwrap();
+    su.execute(
+        "insert into app.usage_rollups (tenant_id, granularity, period_start, metric, quantity) \
+         values ($1, 'hour', date_trunc('hour', now()), 'emails_sent', 1)",
+        &[&tenant],
+    )
+    .await
+    .unwrap();
+    su.execute(
+        "insert into app.subscriptions (tenant_id, plan, status) values ($1, 'free', 'active')",
+        &[&tenant],
+    )
+    .await
+    .unwrap();
+    // Billing (V9): the account row comes with provisioning.
+    su.execute(
+        "insert into app.invoices (tenant_id, id, stripe_invoice_id, currency, amount_due, \
+         amount_paid, stripe_created, event_at, object) \
+         values ($1, $2, $3, 'usd', 100, 0, now(), now(), '{}')",
+        &[&tenant, &Uuid::now_v7(), &format!("in_{}", tenant.simple())],
+    )
+    .await
+    .unwrap();
+    su.execute(
+        "insert into app.stripe_events (tenant_id, event_id, type, created, outcome) \
+         values ($1, $2, 'invoice.paid', now(), 'applied')",
+        &[&tenant, &format!("evt_{}", tenant.simple())],
+    )
+    .await
+    .unwrap();
     let schema = tenant_schema_name(tenant);
     for kind in ["login", "view"] {
         su.execute(
@@ -437,6 +473,13 @@ async fn writes_never_reach_another_tenant() {
             vec![Box::new(b.id), Box::new(Uuid::now_v7())],
         ),
         (
+            "usage_events",
+            "insert into app.usage_events (tenant_id, id, idempotency_key, metric, quantity, occurred_at) \
+             values ($1, $2, 'injected', 'x', 1, now())"
+                .into(),
+            vec![Box::new(b.id), Box::new(Uuid::now_v7())],
+        ),
+        (
             "webhook_messages",
             "insert into app.webhook_messages (tenant_id, id, webhook_id, event_type, body) \
              values ($1, $2, $2, 'task.created', '{}')"
@@ -455,6 +498,40 @@ async fn writes_never_reach_another_tenant() {
             "insert into app.webhook_rate_windows (tenant_id, window_start) values ($1, now())"
                 .into(),
             vec![Box::new(b.id)],
+        ),
+        (
+            "usage_rollups",
+            "insert into app.usage_rollups (tenant_id, granularity, period_start, metric, quantity) \
+             values ($1, 'day', now(), 'x', 1)"
+                .into(),
+            vec![Box::new(b.id)],
+        ),
+        (
+            "subscriptions",
+            "insert into app.subscriptions (tenant_id, plan, status) values ($1, 'free', 'injected')"
+                .into(),
+            vec![Box::new(b.id)],
+        ),
+        (
+            "billing_accounts",
+            "insert into app.billing_accounts (tenant_id, stripe_customer_id) values ($1, 'cus_x')"
+                .into(),
+            vec![Box::new(b.id)],
+        ),
+        (
+            "stripe_events",
+            "insert into app.stripe_events (tenant_id, event_id, type, created, outcome) \
+             values ($1, 'evt_injected', 'invoice.paid', now(), 'applied')"
+                .into(),
+            vec![Box::new(b.id)],
+        ),
+        (
+            "invoices",
+            "insert into app.invoices (tenant_id, id, stripe_invoice_id, currency, amount_due, \
+             amount_paid, stripe_created, event_at, object) \
+             values ($1, $2, 'in_injected', 'usd', 0, 0, now(), now(), '{}')"
+                .into(),
+            vec![Box::new(b.id), Box::new(Uuid::now_v7())],
         ),
     ];
     // Tables the app role only reads: any write is refused before RLS is even asked.
