@@ -29,5 +29,5 @@ pub mod supervise;
 pub mod telemetry;
 pub mod tenancy;
 pub mod tenant_config;
-pub mod webhooks;
 pub mod usage;
+pub mod webhooks;

@@ -28,8 +28,8 @@ use crate::ratelimit::RateLimitError;
 use crate::tenancy::TenancyError;
 use crate::tenant_config::load::LoadError;
 use crate::tenant_config::ConfigError;
-use crate::webhooks::WebhookError;
 use crate::usage::UsageError;
+use crate::webhooks::WebhookError;
 
 /// A problem details response. Built through the `From` impls below and the helpers, so the code
 /// for each situation is chosen in this file.

@@ -43,7 +43,7 @@ mod shutdown;
 mod smoke;
 mod ssrf;
 mod tenant_tx;
+mod usage;
 mod webhooks;
 mod webhooks_durability;
-mod usage;
 mod ws;
