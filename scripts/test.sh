@@ -82,6 +82,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
+# cargo audit (RustSec, ../shared/advisory-db), licences and bans, the vendored crate's origin.
+scripts/audit.sh
 echo "== cargo test"
 # Each test runs its own server and database with a few connections each; bound the parallel
 # tests so a many-core machine stays under PostgreSQL's default max_connections (100).

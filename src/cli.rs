@@ -51,6 +51,20 @@ pub enum Command {
     Tenants(TenantsCommand),
     /// Create the demo tenant if missing, give its admin a fresh password and print the login.
     Demo,
+    /// Stored secrets (docs/security.md).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretsCommand {
+    /// Re-seal every stored secret under SECRETS_KEY; values under a key of
+    /// SECRETS_KEY_PREVIOUS are opened with it. Servers keep running meanwhile.
+    Rotate {
+        /// Rows read and updated per statement.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -135,6 +149,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Migrate(args) => run_migrate(&config, args).await,
         Command::Tenants(cmd) => tenants(&config, cmd).await,
         Command::Demo => demo(&config).await,
+        Command::Secrets(SecretsCommand::Rotate { batch }) => rotate_secrets(&config, batch).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -162,6 +177,31 @@ async fn serve(config: Config, workers: usize, bench_routes: bool) -> anyhow::Re
     .await?;
     tracing::info!(%bind, port = app.port(), "tenantry listening");
     app.run_until_signalled().await?;
+    Ok(())
+}
+
+async fn rotate_secrets(config: &Config, batch: usize) -> anyhow::Result<()> {
+    if config.secrets_key_generated {
+        anyhow::bail!("SECRETS_KEY is not set: rotation re-seals under SECRETS_KEY, set it");
+    }
+    let keyring = crate::secrets::Keyring::from_config(config)?;
+    let pools = Pools::new(config)?;
+    let columns = crate::secrets::registry::ENCRYPTED_COLUMNS;
+    let done = crate::secrets::rotate::rotate_all(&pools.admin, &keyring, columns, batch).await?;
+    for rotated in &done {
+        println!(
+            "{}.{}: {} re-sealed under key {}",
+            rotated.table,
+            rotated.column,
+            rotated.resealed,
+            keyring.current_key_id()
+        );
+    }
+    println!(
+        "{} column(s) under key {}; SECRETS_KEY_PREVIOUS may now be removed",
+        done.len(),
+        keyring.current_key_id()
+    );
     Ok(())
 }
 

@@ -110,6 +110,15 @@ pub struct Config {
     pub api_calls_flush_interval: Duration,
     /// Rate limits: per tenant, login attempts, public endpoints (`crate::ratelimit`).
     pub rate_limits: RateLimitSettings,
+    /// DEFAULT_TENANT: the slug requests naming no tenant resolve to (docs/single-tenant.md).
+    pub default_tenant: Option<String>,
+    /// SECRETS_KEY: base64 of the AES-256 key that seals stored secrets (`crate::secrets`).
+    pub secrets_key: SecretString,
+    pub secrets_key_generated: bool,
+    /// SECRETS_KEY_PREVIOUS: keys of earlier rotations, which open but never seal.
+    pub secrets_key_previous: Vec<SecretString>,
+    /// TLS_CERT_FILE and TLS_KEY_FILE: `serve` speaks HTTPS (`crate::http::tls`).
+    pub tls: Option<crate::http::tls::TlsFiles>,
     /// Stripe and the dunning grace period (`crate::billing`, docs/billing.md).
     pub billing: BillingSettings,
 }
@@ -359,6 +368,9 @@ impl Config {
                 got: n.to_string(),
             });
         }
+        let bind = vars.get("BIND").unwrap_or_else(|| "127.0.0.1:8080".into());
+        let (secrets_key, secrets_key_generated, secrets_key_previous) =
+            secrets_keys(&vars, &bind)?;
         Ok(Config {
             database_url: database_url.into(),
             app_database_url: app_database_url.into(),
@@ -368,7 +380,7 @@ impl Config {
                 .get("REDIS_URL")
                 .unwrap_or_else(|| "redis://127.0.0.1:6379".into())
                 .into(),
-            bind: vars.get("BIND").unwrap_or_else(|| "127.0.0.1:8080".into()),
+            bind,
             platform_admin_token: vars.get("PLATFORM_ADMIN_TOKEN").map(Into::into),
             jwt_secret: jwt_secret.into(),
             jwt_secret_generated,
@@ -424,6 +436,11 @@ impl Config {
             )?),
             rate_limits: rate_limit_settings(&vars)?,
             billing: billing_settings(&vars)?,
+            default_tenant: default_tenant(&vars)?,
+            secrets_key,
+            secrets_key_generated,
+            secrets_key_previous,
+            tls: tls_files(&vars)?,
         })
     }
 
@@ -450,6 +467,18 @@ impl Config {
         if self.jwt_secret_generated {
             warnings.push(
                 "JWT_SECRET is not set: generated one for this run; tokens will not survive a restart",
+            );
+        }
+        if self.tls.is_none() && !bind_is_loopback(&self.bind) {
+            warnings.push(
+                "BIND is not a loopback address and TLS_CERT_FILE is not set: plain HTTP is served \
+                 to the network; set TLS_CERT_FILE and TLS_KEY_FILE or terminate TLS in front",
+            );
+        }
+        if self.secrets_key_generated {
+            warnings.push(
+                "SECRETS_KEY is not set: generated one for this run; secrets stored now will not \
+                 open after a restart",
             );
         }
         if self.platform_admin_token.is_none() {
@@ -531,6 +560,95 @@ fn billing_settings<F: Fn(&str) -> Option<String>>(
             .unwrap_or_default(),
         grace_days: vars.number("BILLING_GRACE_DAYS", 7, limits::BILLING_GRACE_DAYS)?,
     })
+}
+
+/// SECRETS_KEY (generated when unset, but only on a loopback BIND: a reachable server must
+/// not lose its secrets at a restart) and SECRETS_KEY_PREVIOUS (comma-separated).
+fn secrets_keys<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<F>,
+    bind: &str,
+) -> Result<(SecretString, bool, Vec<SecretString>), ConfigError> {
+    let check = |name: &'static str, text: String| {
+        if crate::secrets::SecretKey::from_base64(&text).is_some() {
+            Ok(SecretString::from(text.trim().to_string()))
+        } else {
+            Err(ConfigError::Invalid {
+                name,
+                reason: "expected standard base64 of 32 bytes (openssl rand -base64 32)".into(),
+            })
+        }
+    };
+    let (key, generated) = match vars.get("SECRETS_KEY") {
+        Some(text) => (check("SECRETS_KEY", text)?, false),
+        None if bind_is_loopback(bind) => (crate::secrets::SecretKey::generate_base64(), true),
+        None => {
+            return Err(ConfigError::Invalid {
+                name: "SECRETS_KEY",
+                reason: format!(
+                    "required when BIND ({bind}) is not a loopback address: stored secrets \
+                     sealed under a key generated per run would not open after a restart"
+                ),
+            })
+        }
+    };
+    let previous = match vars.get("SECRETS_KEY_PREVIOUS") {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .filter(|item| !item.trim().is_empty())
+            .map(|item| check("SECRETS_KEY_PREVIOUS", item.to_string()))
+            .collect::<Result<_, _>>()?,
+    };
+    Ok((key, generated, previous))
+}
+
+fn tls_files<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<F>,
+) -> Result<Option<crate::http::tls::TlsFiles>, ConfigError> {
+    match (vars.get("TLS_CERT_FILE"), vars.get("TLS_KEY_FILE")) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(crate::http::tls::TlsFiles {
+            cert: cert.trim().into(),
+            key: key.trim().into(),
+        })),
+        (Some(_), None) => Err(ConfigError::Invalid {
+            name: "TLS_KEY_FILE",
+            reason: "TLS_CERT_FILE is set: set both or neither".into(),
+        }),
+        (None, Some(_)) => Err(ConfigError::Invalid {
+            name: "TLS_CERT_FILE",
+            reason: "TLS_KEY_FILE is set: set both or neither".into(),
+        }),
+    }
+}
+
+/// Whether BIND only listens on this machine (`127.0.0.0/8`, `::1`, `localhost`).
+pub fn bind_is_loopback(bind: &str) -> bool {
+    let host = match bind.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => bind,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn default_tenant<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<F>,
+) -> Result<Option<String>, ConfigError> {
+    let Some(slug) = vars.get("DEFAULT_TENANT") else {
+        return Ok(None);
+    };
+    let slug = slug.trim().to_string();
+    if !crate::tenancy::validate::is_slug_shaped(&slug) {
+        return Err(ConfigError::Invalid {
+            name: "DEFAULT_TENANT",
+            reason: format!("{slug:?} is not a tenant slug"),
+        });
+    }
+    Ok(Some(slug))
 }
 
 /// Role and schema names are pasted into DDL; only this shape is ever accepted.
@@ -825,12 +943,13 @@ mod tests {
         let quiet = parse(&[
             ("JWT_SECRET", "jwt-secret-jwt-secret-jwt-secret-0001"),
             ("PLATFORM_ADMIN_TOKEN", "operator-token"),
+            ("SECRETS_KEY", KEY_A),
         ])
         .unwrap();
         assert!(quiet.startup_warnings().is_empty());
         let loud = parse(&[("WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")]).unwrap();
         let warnings = loud.startup_warnings();
-        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert_eq!(warnings.len(), 4, "{warnings:?}");
         assert!(warnings
             .iter()
             .any(|w| w.starts_with("WEBHOOK_ALLOW_PRIVATE_TARGETS is on")));
@@ -854,6 +973,107 @@ mod tests {
             with_database("postgres://postgres@127.0.0.1:5432/x?sslmode=disable", "y"),
             "postgres://postgres@127.0.0.1:5432/y?sslmode=disable"
         );
+    }
+
+    const KEY_A: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+    const KEY_B: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+
+    #[test]
+    fn secrets_keys() {
+        let dev = parse(&[]).unwrap();
+        assert!(dev.secrets_key_generated);
+        assert!(dev.secrets_key_previous.is_empty());
+        crate::secrets::Keyring::from_config(&dev).unwrap();
+
+        let set = parse(&[
+            ("SECRETS_KEY", KEY_A),
+            ("SECRETS_KEY_PREVIOUS", &format!(" {KEY_B} ,")),
+            ("BIND", "0.0.0.0:8080"),
+        ])
+        .unwrap();
+        assert!(!set.secrets_key_generated);
+        assert_eq!(set.secrets_key.expose_secret(), KEY_A);
+        assert_eq!(set.secrets_key_previous.len(), 1);
+        assert!(!format!("{set:?}").contains(KEY_B));
+
+        // Reachable from other machines, the key must be given.
+        for bind in [
+            "0.0.0.0:8080",
+            "10.1.2.3:80",
+            "[::]:8080",
+            "tenantry.internal:8080",
+        ] {
+            let message = rejected(&[("BIND", bind)], "SECRETS_KEY");
+            assert!(message.contains("required when BIND"), "{message}");
+        }
+        for bind in [
+            "127.0.0.1:8080",
+            "127.1.2.3:1",
+            "[::1]:8080",
+            "localhost:8080",
+        ] {
+            assert!(
+                parse(&[("BIND", bind)]).unwrap().secrets_key_generated,
+                "{bind}"
+            );
+        }
+        for bad in ["short", "AQEBAQ==", &format!("{KEY_A}AA")] {
+            rejected(&[("SECRETS_KEY", bad)], "SECRETS_KEY");
+            rejected(
+                &[("SECRETS_KEY", KEY_A), ("SECRETS_KEY_PREVIOUS", bad)],
+                "SECRETS_KEY_PREVIOUS",
+            );
+        }
+        // The same key twice cannot be told apart in stored values.
+        let twice = parse(&[("SECRETS_KEY", KEY_A), ("SECRETS_KEY_PREVIOUS", KEY_A)]).unwrap();
+        assert!(crate::secrets::Keyring::from_config(&twice).is_err());
+    }
+
+    #[test]
+    fn tls_files_come_in_pairs_and_plain_http_to_the_network_is_warned_about() {
+        assert_eq!(parse(&[]).unwrap().tls, None);
+        let tls = parse(&[
+            ("TLS_CERT_FILE", "/etc/t/cert.pem"),
+            ("TLS_KEY_FILE", "/etc/t/key.pem"),
+        ])
+        .unwrap()
+        .tls
+        .unwrap();
+        assert_eq!(tls.cert, std::path::PathBuf::from("/etc/t/cert.pem"));
+        assert_eq!(tls.key, std::path::PathBuf::from("/etc/t/key.pem"));
+        rejected(&[("TLS_CERT_FILE", "/etc/t/cert.pem")], "TLS_KEY_FILE");
+        rejected(&[("TLS_KEY_FILE", "/etc/t/key.pem")], "TLS_CERT_FILE");
+
+        let plain = |vars: &[(&str, &str)]| {
+            parse(vars)
+                .unwrap()
+                .startup_warnings()
+                .iter()
+                .any(|w| w.contains("plain HTTP is served to the network"))
+        };
+        assert!(!plain(&[]));
+        assert!(plain(&[("BIND", "0.0.0.0:8080"), ("SECRETS_KEY", KEY_A)]));
+        assert!(!plain(&[
+            ("BIND", "0.0.0.0:8080"),
+            ("SECRETS_KEY", KEY_A),
+            ("TLS_CERT_FILE", "c.pem"),
+            ("TLS_KEY_FILE", "k.pem"),
+        ]));
+    }
+
+    #[test]
+    fn default_tenant() {
+        assert_eq!(parse(&[]).unwrap().default_tenant, None);
+        assert_eq!(
+            parse(&[("DEFAULT_TENANT", " acme ")])
+                .unwrap()
+                .default_tenant
+                .as_deref(),
+            Some("acme")
+        );
+        for bad in ["Acme", "acme corp", "-acme"] {
+            rejected(&[("DEFAULT_TENANT", bad)], "DEFAULT_TENANT");
+        }
     }
 
     #[test]

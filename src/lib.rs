@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod net;
 pub mod page;
 pub mod ratelimit;
+pub mod secrets;
 pub mod startup;
 pub mod state;
 pub mod supervise;

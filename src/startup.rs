@@ -77,6 +77,8 @@ pub enum StartupError {
     Redis(#[from] redis::RedisError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error("cannot serve HTTPS (TLS_CERT_FILE, TLS_KEY_FILE)")]
+    Tls(#[from] crate::http::tls::TlsError),
 }
 
 pub struct ServerOptions {
@@ -147,6 +149,11 @@ impl Application {
         let cursors = crate::page::CursorKey::derive(&config.jwt_secret);
         let caches = std::sync::Arc::new(crate::cache::Caches::new(config.cache_ttl));
         let ratelimit = crate::ratelimit::RateLimits::new(&config, redis.clone());
+        let secrets = crate::secrets::Keyring::from_config(&config)?;
+        let tls = match &config.tls {
+            Some(files) => Some(http::tls::ReloadingCert::load(files.clone())?),
+            None => None,
+        };
         let state = web::Data::new(AppState {
             cursors,
             config,
@@ -161,6 +168,7 @@ impl Application {
             caches,
             api_calls: Default::default(),
             usage: Default::default(),
+            secrets,
         });
         if let Err(err) =
             crate::analytics::register_metrics(&state.analytics, state.metrics.registry())
@@ -178,6 +186,13 @@ impl Application {
             tracing::warn!(%err, "rate limit metrics not registered");
         }
         let background = Arc::new(start_background(&state, &options));
+        if let Some(cert) = &tls {
+            let cert = cert.clone();
+            background.spawn("tls_reload", move |stop| {
+                http::tls::reload_on_sighup(cert.clone(), stop)
+            });
+        }
+        let hsts = tls.is_some();
         let app_state = state.clone();
         let fault_injection = state.config.fault_injection;
         let bench_routes = options.bench_routes;
@@ -197,6 +212,13 @@ impl Application {
                 .app_data(path_config())
                 .app_data(web::PayloadConfig::new(1024 * 1024))
                 .wrap(from_fn(http::middleware::request_context))
+                .wrap(actix_web::middleware::Condition::new(
+                    hsts,
+                    actix_web::middleware::DefaultHeaders::new().add((
+                        actix_web::http::header::STRICT_TRANSPORT_SECURITY,
+                        http::tls::HSTS,
+                    )),
+                ))
                 .configure(http::configure)
                 .configure(|cfg| {
                     if fault_injection {
@@ -214,8 +236,13 @@ impl Application {
             bind: String::new(),
             source,
         })?;
+        let server = match tls {
+            Some(cert) => {
+                server.listen_rustls_0_23(shared_listener, http::tls::server_config(cert)?)
+            }
+            None => server.listen(shared_listener),
+        };
         let server = server
-            .listen(shared_listener)
             .map_err(|source| StartupError::Bind {
                 bind: String::new(),
                 source,

@@ -32,6 +32,8 @@ pub struct AppState {
     pub ratelimit: crate::ratelimit::RateLimits,
     /// Metered quotas and the rollup loop's work list (`crate::usage`).
     pub usage: crate::usage::UsageState,
+    /// Seals and opens stored secrets (`crate::secrets`).
+    pub secrets: crate::secrets::Keyring,
 }
 
 impl AppState {

@@ -68,6 +68,15 @@ pub async fn connect(url: &str, settings: &[(String, String)]) -> Result<Client,
     pg.options(options.trim());
     pg.application_name("tenantry-migrate");
     pg.connect_timeout(Duration::from_secs(10));
+    if super::tls::wanted(&pg) {
+        let (client, connection) = pg.connect(super::tls::connector()?).await?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::warn!(%err, "migration connection closed");
+            }
+        });
+        return Ok(client);
+    }
     let (client, connection) = pg.connect(NoTls).await?;
     tokio::spawn(async move {
         if let Err(err) = connection.await {

@@ -6,6 +6,7 @@ pub mod pool;
 pub mod roles;
 pub mod template;
 pub mod tenant_tx;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -60,6 +61,13 @@ pub enum DbError {
         schema: String,
         #[source]
         source: Arc<refinery::Error>,
+    },
+    /// sslmode=require, and the TLS client cannot be set up (PGSSLROOTCERT unreadable).
+    #[error("cannot set up TLS to the database: {detail}")]
+    Tls {
+        detail: String,
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
     },
     /// Anything else PostgreSQL or the driver reported: a bug or an operator's problem.
     #[error("database error")]

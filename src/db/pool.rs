@@ -187,13 +187,14 @@ pub fn build_pool(opts: PoolOptions<'_>) -> Result<PgPool, DbError> {
         pg.application_name("tenantry");
     }
     pg.connect_timeout(Duration::from_secs(5));
-    let manager = deadpool_postgres::Manager::from_config(
-        pg,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = if super::tls::wanted(&pg) {
+        deadpool_postgres::Manager::from_config(pg, super::tls::connector()?, manager_config)
+    } else {
+        deadpool_postgres::Manager::from_config(pg, NoTls, manager_config)
+    };
     managed::Pool::builder(TrackedManager {
         inner: manager,
         tenant_schema_budget: opts.tenant_schema_budget,

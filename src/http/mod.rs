@@ -8,6 +8,7 @@ pub mod problem;
 pub mod ratelimit;
 pub mod routes;
 pub mod tenant;
+pub mod tls;
 pub mod ws;
 
 use actix_web::web;

@@ -194,6 +194,7 @@ impl From<DbError> for Problem {
             | DbError::TemplateEmpty(_)
             | DbError::TemplateDiverges(_)
             | DbError::Migration { .. }
+            | DbError::Tls { .. }
             | DbError::Postgres(_) => internal(&err),
         }
     }

@@ -1,7 +1,7 @@
 //! The tenant resolver (DESIGN.md step 2) as extractors. The tenant of a request is, in this
 //! order: the token's `tenant_id` claim, the `X-Tenant-ID` header (id or slug), the subdomain of
-//! `Host` under BASE_DOMAIN. None: 400. Unknown or deleted: 404. Resolution comes before
-//! authentication; then missing or invalid credentials: 401, and a token of one tenant with
+//! `Host` under BASE_DOMAIN. None: DEFAULT_TENANT when set, else 400. Unknown or deleted: 404.
+//! Resolution comes before authentication; then missing or invalid credentials: 401, and a token of one tenant with
 //! another tenant's header or subdomain: 403.
 
 use std::ops::Deref;
@@ -144,12 +144,16 @@ pub async fn resolve_with_token(
         (None, None) if token.is_some() => {
             return Err(AuthError::InvalidToken("the token names no tenant".into()).into())
         }
-        (None, None) => {
-            return Err(Problem::bad_request(
-                "no tenant identified: send a token, an X-Tenant-ID header or use the tenant's subdomain",
-            )
-            .with("code_detail", "tenant_required"))
-        }
+        // A single-tenant deployment's clients name no tenant (docs/single-tenant.md).
+        (None, None) => match &state.config.default_tenant {
+            Some(slug) => TenantKey::IdOrSlug(slug.clone()),
+            None => {
+                return Err(Problem::bad_request(
+                    "no tenant identified: send a token, an X-Tenant-ID header or use the tenant's subdomain",
+                )
+                .with("code_detail", "tenant_required"))
+            }
+        },
     };
     let tenant = state
         .resolve_tenant(&key)

@@ -41,6 +41,7 @@ use super::{WebhookError, ENDPOINT_DISABLED_EVENT, MAX_PAYLOAD_BYTES};
 use crate::db::{PgPool, TenantTx};
 use crate::error::error_chain;
 use crate::net::outbound::{body_prefix, Outbound, OutboundError};
+use crate::secrets::Keyring;
 
 /// Delays before retry 1, 2, ... of a round (API.md): then the message is dead-lettered.
 pub const RETRY_SCHEDULE: [Duration; 5] = [
@@ -161,6 +162,8 @@ pub struct Dispatcher {
 struct Inner {
     pool: PgPool,
     outbound: Outbound,
+    /// Opens the endpoints' sealed signing secrets.
+    secrets: Keyring,
     clock: Arc<dyn Clock>,
     limits: Limits,
     options: DispatcherOptions,
@@ -240,6 +243,7 @@ impl Dispatcher {
     pub fn new(
         pool: PgPool,
         outbound: Outbound,
+        secrets: Keyring,
         clock: Arc<dyn Clock>,
         limits: Limits,
         options: DispatcherOptions,
@@ -250,6 +254,7 @@ impl Dispatcher {
             inner: Arc::new(Inner {
                 pool,
                 outbound,
+                secrets,
                 clock,
                 limits,
                 options,
@@ -503,13 +508,13 @@ impl Dispatcher {
             .await?;
         let mut targets = HashMap::new();
         for row in tx.query(&stmt, &[&tenant, &ids]).await? {
-            let mut secrets = vec![secret::open(row.get(3), row.get(4))?];
+            let mut secrets = vec![secret::open(&self.inner.secrets, row.get(3), row.get(4))?];
             let previous: Option<Vec<u8>> = row.get(5);
             let previous_key: Option<String> = row.get(6);
             let expires: Option<DateTime<Utc>> = row.get(7);
             if let (Some(previous), Some(key), Some(expires)) = (previous, previous_key, expires) {
                 if expires > now {
-                    secrets.push(secret::open(&previous, &key)?);
+                    secrets.push(secret::open(&self.inner.secrets, &previous, &key)?);
                 }
             }
             targets.insert(
@@ -845,6 +850,7 @@ pub fn for_server(state: &crate::state::AppState) -> Option<Dispatcher> {
     Some(Dispatcher::new(
         state.pools.app.clone(),
         outbound,
+        state.secrets.clone(),
         Arc::new(SystemClock),
         limits,
         options,

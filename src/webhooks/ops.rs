@@ -13,7 +13,8 @@ use super::model::{
     Delivery, DeliveryQuery, NewWebhook, Queued, RotatedSecret, Webhook, WebhookPatch,
     WebhookQuery, WebhookStatus, DELIVERY_COLUMNS, WEBHOOK_COLUMNS,
 };
-use super::{check_pattern, secret, WebhookError, TEST_EVENT};
+use super::secret::{self, NewSecret};
+use super::{check_pattern, WebhookError, TEST_EVENT};
 use crate::actors::{ExecError, TenantOp};
 use crate::audit::{self, AuditAction};
 use crate::auth::Caller;
@@ -118,6 +119,8 @@ pub async fn create(
     let events = vet_events(&body.events, &mut errors);
     let description = vet_description(body.description.as_deref().unwrap_or(""), &mut errors);
     check(errors).map_err(ExecError::Op)?;
+    let secret = secret::new_secret(&state.secrets)
+        .map_err(|err| ExecError::Op(WebhookError::Secret(err)))?;
     state
         .execute(
             caller.clone(),
@@ -125,6 +128,7 @@ pub async fn create(
                 url,
                 events,
                 description,
+                secret,
             },
         )
         .await
@@ -215,6 +219,7 @@ pub struct CreateWebhook {
     url: String,
     events: Vec<String>,
     description: String,
+    secret: NewSecret,
 }
 
 async fn create_webhook(
@@ -224,8 +229,7 @@ async fn create_webhook(
 ) -> Result<Webhook, WebhookError> {
     allowed(caller)?;
     let id = Uuid::now_v7();
-    let plain = secret::generate();
-    let sealed = secret::seal(&plain);
+    let NewSecret { plain, sealed } = op.secret;
     let stmt = tx
         .prepare_cached(&format!(
             "insert into app.webhooks \
@@ -417,17 +421,16 @@ webhook_op!(DeleteWebhook => (), delete_webhook);
 
 /// `POST /webhooks/{id}/rotate-secret`: a new secret; the current one keeps signing beside it
 /// for [`ROTATION_OVERLAP_HOURS`] (a second rotation within that time ends the first overlap).
-pub struct RotateSecret(pub Uuid);
+/// The new secret is made and sealed by the caller (`secret::new_secret`).
+pub struct RotateSecret(pub Uuid, pub NewSecret);
 
 async fn rotate_secret(
     tx: &TenantTx<'_>,
     caller: &Caller,
-    RotateSecret(id): RotateSecret,
+    RotateSecret(id, NewSecret { plain, sealed }): RotateSecret,
 ) -> Result<RotatedSecret, WebhookError> {
     allowed(caller)?;
     find(tx, caller.tenant_id, id, true).await?;
-    let plain = secret::generate();
-    let sealed = secret::seal(&plain);
     let expires: DateTime<Utc> = Utc::now() + ChronoDuration::hours(ROTATION_OVERLAP_HOURS);
     let stmt = tx
         .prepare_cached(

@@ -1,34 +1,33 @@
 //! Signing secrets: `whsec_` + base64 of 32 random bytes (the Standard Webhooks form), and
 //! how they are stored.
 //!
-//! Encryption at rest plugs in here and only here: [`seal`] turns the secret a client was shown
-//! into the `(secret_ciphertext, secret_key_id)` columns, [`open`] turns them back. Until the
-//! `SECRETS_KEY` encryption (the hardening area) is wired in, `seal` stores the bytes as they
-//! are under the key id [`PLAIN_KEY_ID`], and `open` refuses any other key id rather than
-//! guess; a row sealed by a later version is an error, never sent as something else.
+//! Encryption at rest happens here and only here: [`new_secret`] seals the secret a client is
+//! shown with the server's keyring (AES-256-GCM under `SECRETS_KEY`, `crate::secrets`) into the
+//! `(secret_ciphertext, secret_key_id)` columns, [`open`] turns them back. Both columns are in
+//! `secrets::registry::ENCRYPTED_COLUMNS`, so `tenantry secrets rotate` re-seals them.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use rand::RngCore;
+use secrecy::ExposeSecret;
 use thiserror::Error;
 
+use crate::secrets::{Keyring, Sealed, SecretsError};
+
 pub const PREFIX: &str = "whsec_";
-/// The key id of a secret stored without encryption.
-pub const PLAIN_KEY_ID: &str = "plain";
 
 #[derive(Debug, Error)]
 pub enum SecretError {
-    #[error("sealed under key {0:?}, which this version cannot open")]
-    UnknownKey(String),
+    #[error(transparent)]
+    Sealing(#[from] SecretsError),
     #[error("the stored secret is not `whsec_` + base64")]
     Malformed,
 }
 
-/// A stored secret: what goes into the `*_ciphertext` and `*_key_id` columns.
-#[derive(Clone, Debug)]
-pub struct Sealed {
-    pub ciphertext: Vec<u8>,
-    pub key_id: String,
+/// A secret just made: shown to the client once, stored sealed.
+pub struct NewSecret {
+    pub plain: String,
+    pub sealed: Sealed,
 }
 
 /// A fresh secret, as shown to the client once.
@@ -38,18 +37,20 @@ pub fn generate() -> String {
     format!("{PREFIX}{}", STANDARD.encode(bytes))
 }
 
-pub fn seal(plain: &str) -> Sealed {
-    Sealed {
-        ciphertext: plain.as_bytes().to_vec(),
-        key_id: PLAIN_KEY_ID.to_string(),
-    }
+/// A fresh secret, sealed under the keyring's current key.
+pub fn new_secret(keyring: &Keyring) -> Result<NewSecret, SecretError> {
+    let plain = generate();
+    let sealed = keyring.seal(plain.as_bytes())?;
+    Ok(NewSecret { plain, sealed })
 }
 
-pub fn open(ciphertext: &[u8], key_id: &str) -> Result<String, SecretError> {
-    if key_id != PLAIN_KEY_ID {
-        return Err(SecretError::UnknownKey(key_id.to_string()));
-    }
-    String::from_utf8(ciphertext.to_vec()).map_err(|_| SecretError::Malformed)
+/// The secret stored as `(ciphertext, key_id)`.
+pub fn open(keyring: &Keyring, ciphertext: &[u8], key_id: &str) -> Result<String, SecretError> {
+    let plain = keyring.open(&Sealed {
+        key_id: key_id.to_string(),
+        ciphertext: ciphertext.to_vec(),
+    })?;
+    String::from_utf8(plain.expose_secret().to_vec()).map_err(|_| SecretError::Malformed)
 }
 
 /// The HMAC key of a secret: the base64-decoded bytes after `whsec_`.
@@ -68,11 +69,21 @@ mod tests {
         assert!(secret.starts_with(PREFIX));
         assert_eq!(key_bytes(&secret).unwrap().len(), 32);
         assert_ne!(secret, generate());
-        let sealed = seal(&secret);
-        assert_eq!(open(&sealed.ciphertext, &sealed.key_id).unwrap(), secret);
+        let keyring =
+            Keyring::new(crate::secrets::SecretKey::from_bytes(&[7; 32]), vec![]).unwrap();
+        let new = new_secret(&keyring).unwrap();
+        assert!(!new
+            .sealed
+            .ciphertext
+            .windows(new.plain.len())
+            .any(|w| w == new.plain.as_bytes()));
+        assert_eq!(
+            open(&keyring, &new.sealed.ciphertext, &new.sealed.key_id).unwrap(),
+            new.plain
+        );
         assert!(matches!(
-            open(&sealed.ciphertext, "aes-gcm:1"),
-            Err(SecretError::UnknownKey(_))
+            open(&keyring, &new.sealed.ciphertext, "00000000"),
+            Err(SecretError::Sealing(SecretsError::UnknownKey(_)))
         ));
     }
 }

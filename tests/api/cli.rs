@@ -11,6 +11,11 @@ use uuid::Uuid;
 use crate::helpers::{test_db, TestDb};
 
 async fn tenantry(db: &TestDb, args: &[&str]) -> Output {
+    tenantry_with(db, args, &[]).await
+}
+
+/// With `env` added to the environment.
+pub async fn tenantry_with(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tenantry"));
     command
         .args(args)
@@ -25,7 +30,8 @@ async fn tenantry(db: &TestDb, args: &[&str]) -> Output {
         )
         .env("JWT_SECRET", db.config.jwt_secret.expose_secret())
         .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied());
     tokio::task::spawn_blocking(move || command.output().expect("run tenantry"))
         .await
         .unwrap()

@@ -387,6 +387,25 @@ impl Server {
 
     /// With `workers` HTTP workers and `env` added to the environment.
     pub async fn start_with(db: &TestDb, workers: usize, env: &[(&str, &str)]) -> Server {
+        Server::start_on(db, workers, env, "http", &reqwest::Client::new()).await
+    }
+
+    /// Serving HTTPS (`env` names the TLS files); `client` must trust the certificate.
+    pub async fn start_https(
+        db: &TestDb,
+        env: &[(&str, &str)],
+        client: &reqwest::Client,
+    ) -> Server {
+        Server::start_on(db, 2, env, "https", client).await
+    }
+
+    async fn start_on(
+        db: &TestDb,
+        workers: usize,
+        env: &[(&str, &str)],
+        scheme: &str,
+        http: &reqwest::Client,
+    ) -> Server {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
             .args(["serve", "--workers", &workers.to_string()])
@@ -411,9 +430,8 @@ impl Server {
             .expect("start tenantry serve");
         let server = Server {
             child,
-            address: format!("http://127.0.0.1:{port}"),
+            address: format!("{scheme}://127.0.0.1:{port}"),
         };
-        let http = reqwest::Client::new();
         for _ in 0..300 {
             if let Ok(r) = http.get(server.url("/healthz")).send().await {
                 if r.status().is_success() {
@@ -442,6 +460,15 @@ impl Server {
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// SIGHUP: reload what the server reloads (its TLS certificate).
+    pub fn hang_up(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -HUP failed");
     }
 
     /// Waits for the process to exit, for a minute at most.

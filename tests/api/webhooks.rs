@@ -16,10 +16,12 @@ use chrono::{DateTime, TimeDelta, Utc};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{json, Value};
 use tenantry::auth::Role;
+use tenantry::config::Config;
 use tenantry::db::Pools;
 use tenantry::jobs::{Registry, Worker, WorkerOptions};
 use tenantry::net::outbound::Outbound;
 use tenantry::net::ssrf::Policy;
+use tenantry::secrets::Keyring;
 use tenantry::webhooks::delivery::{Limits, WebhookMetrics};
 use tenantry::webhooks::{Clock, Dispatcher, DispatcherOptions, FanOut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -211,7 +213,12 @@ fn limits(limit: Option<i64>) -> Limits {
     Arc::new(move |_tenant| Box::pin(async move { limit }))
 }
 
-fn dispatcher(pools: &Pools, clock: Arc<HandClock>, limit: Option<i64>) -> Dispatcher {
+fn dispatcher(
+    config: &Config,
+    pools: &Pools,
+    clock: Arc<HandClock>,
+    limit: Option<i64>,
+) -> Dispatcher {
     let outbound = Outbound::builder(Policy::webhooks(true))
         .timeout(Duration::from_secs(1))
         .build()
@@ -219,6 +226,7 @@ fn dispatcher(pools: &Pools, clock: Arc<HandClock>, limit: Option<i64>) -> Dispa
     Dispatcher::new(
         pools.app.clone(),
         outbound,
+        Keyring::from_config(config).unwrap(),
         clock,
         limits(limit),
         DispatcherOptions::default(),
@@ -242,7 +250,7 @@ async fn rig(limit: Option<i64>) -> Rig {
         },
     );
     let clock = HandClock::new();
-    let dispatcher = dispatcher(&pools, clock.clone(), limit);
+    let dispatcher = dispatcher(&app.config, &pools, clock.clone(), limit);
     Rig {
         app,
         worker,
@@ -903,7 +911,7 @@ async fn two_dispatchers_share_the_rate_limit_and_never_send_an_attempt_twice() 
     rig.fan_out().await;
     // A second instance: its own pool and dispatcher, the same clock.
     let other_pools = Pools::new(&rig.app.config).unwrap();
-    let other = dispatcher(&other_pools, rig.clock.clone(), Some(5));
+    let other = dispatcher(&rig.app.config, &other_pools, rig.clock.clone(), Some(5));
     let mut sent = Vec::new();
     for _minute in 0..3 {
         let mut this_minute = 0;

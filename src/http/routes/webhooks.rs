@@ -16,6 +16,8 @@ use crate::webhooks::ops::{
     self, DeleteWebhook, GetWebhook, ListDeliveries, ListWebhooks, ReplayDead, RetryDelivery,
     RotateSecret, SendTest,
 };
+use crate::webhooks::secret::new_secret;
+use crate::webhooks::WebhookError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(list_webhooks)
@@ -112,7 +114,12 @@ pub async fn rotate_secret(
     req: TenantRequest,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, Problem> {
-    let rotated = req.execute(RotateSecret(*id)).await?;
+    let rotated = req
+        .execute(RotateSecret(
+            *id,
+            new_secret(&req.state().secrets).map_err(WebhookError::Secret)?,
+        ))
+        .await?;
     Ok(HttpResponse::Ok().json(rotated))
 }
 
