@@ -419,6 +419,9 @@ impl Server {
                 db.config.admin_database_url.expose_secret(),
             )
             .env("JWT_SECRET", db.config.jwt_secret.expose_secret())
+            // The database's key, not one generated per run: a server restarted on this
+            // database must open the secrets the one before it sealed.
+            .env("SECRETS_KEY", db.config.secrets_key.expose_secret())
             .env("BIND", format!("127.0.0.1:{port}"))
             .env("APP_POOL_SIZE", "8")
             .env("LOG_FORMAT", "json")
