@@ -100,10 +100,10 @@ async fn main() {
         .await
         .expect("bench plan");
     }
-    let usage = provision(&http, &server, "bench-usage", "bench_quota_off").await;
-    let analytics = provision(&http, &server, "bench-analytics", "bench_quota_off").await;
-    let on = provision(&http, &server, "bench-quota-on", "bench_quota_on").await;
-    let off = provision(&http, &server, "bench-quota-off", "bench_quota_off").await;
+    let usage = provision(&http, &server, &db, "bench-usage", "bench_quota_off").await;
+    let analytics = provision(&http, &server, &db, "bench-analytics", "bench_quota_off").await;
+    let on = provision(&http, &server, &db, "bench-quota-on", "bench_quota_on").await;
+    let off = provision(&http, &server, &db, "bench-quota-off", "bench_quota_off").await;
 
     let seq = Arc::new(AtomicU64::new(0));
     let mut ingest = Vec::new();
@@ -300,11 +300,17 @@ async fn create_task(http: &reqwest::Client, server: &Server, token: &str) -> St
     task["id"].as_str().expect("task id").to_string()
 }
 
-async fn provision(http: &reqwest::Client, server: &Server, slug: &str, plan: &str) -> String {
+async fn provision(
+    http: &reqwest::Client,
+    server: &Server,
+    db: &tokio_postgres::Client,
+    slug: &str,
+    plan: &str,
+) -> String {
     let r = http
         .post(format!("{}/tenants", server.address))
         .bearer_auth(OPERATOR_TOKEN)
-        .json(&json!({"name": slug, "slug": slug, "plan": plan,
+        .json(&json!({"name": slug, "slug": slug, "plan": "pro",
             "admin_email": format!("admin@{slug}.example.com"),
             "admin_password": "correct-horse-battery"}))
         .send()
@@ -312,6 +318,13 @@ async fn provision(http: &reqwest::Client, server: &Server, slug: &str, plan: &s
         .expect("POST /tenants");
     assert_eq!(r.status().as_u16(), 201, "provision {slug}");
     let body: Value = r.json().await.expect("tenant");
+    // POST /tenants takes the public plans only; the bench's plan is set before any request.
+    db.execute(
+        "update app.tenants set plan = $1 where slug = $2",
+        &[&plan, &slug],
+    )
+    .await
+    .expect("move to the bench plan");
     body["credentials"]["token"]
         .as_str()
         .expect("token")

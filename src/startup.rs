@@ -359,11 +359,15 @@ fn start_background(state: &web::Data<AppState>, options: &ServerOptions) -> Sup
             Ok(())
         }
     });
-    let (pool, touched) = (state.pools.app.clone(), state.usage.touched.clone());
+    let (pool, touched, quotas) = (
+        state.pools.app.clone(),
+        state.usage.touched.clone(),
+        state.usage.quotas.clone(),
+    );
     background.spawn("usage_rollups", move |stop| {
-        let (pool, touched) = (pool.clone(), touched.clone());
+        let (pool, touched, quotas) = (pool.clone(), touched.clone(), quotas.clone());
         async move {
-            crate::usage::rollup::run(pool, touched, stop).await;
+            crate::usage::rollup::run(pool, touched, quotas, stop).await;
             Ok(())
         }
     });

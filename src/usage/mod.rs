@@ -211,7 +211,7 @@ pub async fn period_totals<C: GenericClient + Sync>(
 /// rollup loop has yet to roll.
 #[derive(Default)]
 pub struct UsageState {
-    pub quotas: quota::Quotas,
+    pub quotas: std::sync::Arc<quota::Quotas>,
     pub touched: std::sync::Arc<rollup::Touched>,
 }
 

@@ -31,6 +31,8 @@ use crate::db::{begin_tenant_tx, tenant_schema_name, PgPool, TenantTx};
 
 pub const EVERY: Duration = Duration::from_secs(60);
 pub const OVERLAP: TimeDelta = TimeDelta::minutes(5);
+/// Quota budgets of a tenant not admitted for this long are dropped.
+const IDLE: Duration = Duration::from_secs(3600);
 
 /// Tenants that stored events since the last pass (this instance's).
 #[derive(Default)]
@@ -146,7 +148,12 @@ async fn roll_some(pool: &PgPool, touched: &Touched, tenants: Vec<Uuid>, since: 
 }
 
 /// The rollup loop (registered under the supervisor).
-pub async fn run(pool: PgPool, touched: std::sync::Arc<Touched>, stop: CancellationToken) {
+pub async fn run(
+    pool: PgPool,
+    touched: std::sync::Arc<Touched>,
+    quotas: std::sync::Arc<super::quota::Quotas>,
+    stop: CancellationToken,
+) {
     let start = Utc::now();
     match live_tenants(&pool).await {
         Ok(all) => roll_some(&pool, &touched, all, start - GRACE - OVERLAP).await,
@@ -165,6 +172,8 @@ pub async fn run(pool: PgPool, touched: std::sync::Arc<Touched>, stop: Cancellat
         let begun = Utc::now();
         roll_some(&pool, &touched, touched.drain(), last - OVERLAP).await;
         last = begun;
+        // Budgets of tenants gone quiet: memory stays bounded however many tenants exist.
+        quotas.forget_idle(IDLE);
     }
 }
 
