@@ -430,9 +430,22 @@ test('webhooks: an endpoint made in the UI, its deliveries, a dead letter replay
     expect(replayed.headers['webhook-id']).toBe(`msg_${letter.message_id.replace(/-/g, '')}`);
     expect(replayed.answered).toBe(200);
 
-    // A test event, and a rotated secret shown once.
+    // A test event answered 410 is a second dead letter; Replay all dead letters sends it again.
+    rx.answer(410);
     await page.getByRole('button', { name: `Send a test event to ${rx.url}` }).click();
-    await expect.poll(() => rx.got.some((r) => r.body && r.body.type === 'webhook.test'), { timeout: 20_000 }).toBe(true);
+    const deadTest = rows.locator('tr[data-status="dead"]', { hasText: 'webhook.test' });
+    await expect(async () => {
+      await refresh.click();
+      await expect(deadTest).toBeVisible({ timeout: 1_000 });
+    }).toPass({ timeout: 20_000 });
+    rx.answer(200);
+    await page.getByRole('button', { name: `Enable ${rx.url}` }).click();
+    await expect.poll(async () => (await apiAs(A, 'GET', `/webhooks/${hook.id}`)).body.status).toBe('enabled');
+    await page.getByRole('button', { name: 'Replay all dead letters' }).click();
+    await expect(page.locator('#announce')).toHaveText('1 dead letter(s) queued again');
+    await expect.poll(() => rx.got.some((r) => r.body && r.body.type === 'webhook.test' && r.answered === 200), { timeout: 20_000 }).toBe(true);
+
+    // A rotated secret is shown once.
     const first = await secret.textContent();
     await page.getByRole('button', { name: `Rotate the secret of ${rx.url}` }).click();
     await expect(secret).not.toHaveText(first);

@@ -14,6 +14,7 @@ export async function render(main, { announce }) {
   const url = h('input', { name: 'url', type: 'url', required: true, placeholder: 'https://example.com/hooks' });
   const events = h('input', { name: 'events', required: true, value: 'task.*, project.*' });
   const description = h('input', { name: 'description' });
+  events.defaultValue = events.value; // what form.reset() goes back to
   // The secret of a new endpoint or of a rotation: the API shows it this once.
   const secretBox = h('div', { hidden: true, role: 'status' });
   const form = h('form', { class: 'card', 'aria-labelledby': 'nw-h' },
