@@ -149,6 +149,8 @@ async fn the_dashboard_works_in_a_real_browser() {
     config.rate_limits.login_attempts_per_minute = 10_000;
     config.rate_limits.public_requests_per_minute = 10_000;
     config.rate_limits.tenants = false;
+    // The webhooks page's endpoint is a receiver the test runs on this machine (http, loopback).
+    config.webhook_allow_private_targets = true;
     let app = spawn_app_with(config, database).await;
     let a = app.create_tenant_on_plan("dash-a", "pro").await;
     let b = app.create_tenant_on_plan("dash-b", "free").await;

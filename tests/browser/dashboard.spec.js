@@ -2,6 +2,7 @@
 // provisions tenants A and B: DASH_* variables).
 import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { test, expect, request as playwrightRequest } from '@playwright/test';
 import AxeBuilder from '@axe-core/playwright';
 
@@ -142,6 +143,14 @@ test('a member does not see the admin pages', async ({ page }) => {
   await expect(nav.getByRole('link', { name: 'Webhooks' })).toHaveCount(0);
   await page.goto('/app/audit');
   await expect(page.getByText('This page is for tenant admins.')).toBeVisible();
+  await page.goto('/app/webhooks');
+  await expect(page.getByText('This page is for tenant admins.')).toBeVisible();
+  // Usage is every user's; billing (GET /billing, invoices) is the admins'.
+  await page.goto('/app/billing');
+  await expect(page.getByText('Billing: for tenant admins.')).toBeVisible();
+  await expect(page.getByText('Invoices: for tenant admins.')).toBeVisible();
+  await expect(page.getByTestId('usage-by-day').or(page.getByText('No usage in the last 30 days.'))).toBeVisible();
+  await shoot(page, 'member-billing');
   await page.goto('/app/settings');
   await expect(page.getByRole('heading', { name: 'Feature flags in effect' })).toBeVisible();
   await expect(page.getByRole('heading', { name: 'Branding' })).toHaveCount(0);
@@ -306,26 +315,154 @@ test('create a project and a task in the UI, read them back through the API', as
   await axe(page, 'tasks');
 });
 
-for (const [path, name, apiPath, heading] of [
-  ['/app/billing', 'billing', '/billing', 'Usage & billing'],
-  ['/app/webhooks', 'webhooks', '/webhooks', 'Webhooks'],
-]) {
-  test(`the ${name} page follows its API (or says it is not available yet)`, async ({ page }) => {
-    await signIn(page, A, A.slug);
-    await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: heading }).click();
-    await expect(page.getByRole('heading', { name: heading, level: 1 })).toBeVisible();
-    const r = await apiAs(A, 'GET', apiPath);
-    if (r.status === 404 || r.status === 501) {
-      await expect(page.getByTestId('unavailable').first()).toContainText('not available on this server yet');
-    } else {
-      expect(r.status).toBe(200);
-      await expect(page.getByTestId('unavailable')).toHaveCount(0);
-      if (name === 'billing') await expect(page.getByText(r.body.plan, { exact: true }).first()).toBeVisible();
-    }
-    await shoot(page, name);
-    await axe(page, name);
+test('usage & billing: the plan, a metric and the projected cost of GET /billing', async ({ page }) => {
+  // A metric of its own: api_calls moves with every request, this one only with the test.
+  const metric = `exports_${randomUUID().replace(/-/g, '').slice(0, 8)}`;
+  const events = [5, 2].map((quantity) => ({ idempotency_key: randomUUID(), metric, quantity }));
+  expect((await apiAs(A, 'POST', '/usage/events', { events })).status).toBe(202);
+  await signIn(page, A, A.slug);
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Usage & billing' }).click();
+  await expect(page.getByRole('heading', { name: 'Usage & billing', level: 1 })).toBeVisible();
+  await expect(page.getByTestId('plan')).not.toHaveText('');
+  const billing = await apiAs(A, 'GET', '/billing');
+  expect(billing.status).toBe(200);
+  expect(billing.body.usage[metric]).toEqual({ used: 7, limit: null });
+  await expect(page.getByTestId('plan')).toHaveText(billing.body.plan);
+  await expect(page.getByTestId(`used-${metric}`)).toHaveText('7');
+  await expect(page.getByTestId(`limit-${metric}`)).toHaveText('unlimited');
+  const calls = billing.body.usage.api_calls;
+  await expect(page.getByTestId('limit-api_calls')).toHaveText(calls.limit === null ? 'unlimited' : calls.limit.toLocaleString('en-US'));
+  // Cents formatted in the currency: the plan's price (no metered price is set) is stable.
+  const { amount, currency } = billing.body.projected_cost;
+  const fmt = new Intl.NumberFormat('en-US', { style: 'currency', currency: currency.toUpperCase() });
+  await expect(page.getByTestId('projected-cost')).toHaveText(fmt.format(amount / 10 ** fmt.resolvedOptions().maximumFractionDigits));
+  await expect(page.getByTestId('usage-by-day').or(page.getByText('No usage in the last 30 days.'))).toBeVisible();
+  // No Stripe here: no invoice, and the page says so.
+  expect((await apiAs(A, 'GET', '/billing/invoices')).body.items).toEqual([]);
+  await expect(page.getByTestId('no-invoices')).toBeVisible();
+  await shoot(page, 'billing');
+  await axe(page, 'billing');
+});
+
+// A webhook receiver on this machine: records what it gets, answers `status`.
+async function receiver() {
+  const got = [];
+  let status = 200;
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (chunk) => { body += chunk; });
+    req.on('end', () => {
+      got.push({ headers: req.headers, body: JSON.parse(body || 'null'), answered: status });
+      res.writeHead(status, { 'Content-Type': 'text/plain' });
+      res.end('ok');
+    });
   });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}/hook`,
+    got,
+    answer: (s) => { status = s; },
+    close: () => new Promise((resolve) => server.close(resolve)),
+  };
 }
+
+test('webhooks: an endpoint made in the UI, its deliveries, a dead letter replayed', async ({ page }) => {
+  const rx = await receiver();
+  try {
+    await signIn(page, A, A.slug);
+    await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Webhooks' }).click();
+    await expect(page.getByRole('heading', { name: 'Webhooks', level: 1 })).toBeVisible();
+    await page.getByLabel('URL', { exact: true }).fill(rx.url);
+    await page.getByLabel('Events', { exact: true }).fill('project.*');
+    await page.getByLabel('Description', { exact: true }).fill('browser receiver');
+    await page.getByRole('button', { name: 'Add endpoint' }).click();
+    const secret = page.getByTestId('webhook-secret');
+    await expect(secret).toHaveText(/^whsec_[A-Za-z0-9+/]+=*$/);
+    await expect(page.getByTestId('webhook-rows')).toContainText(rx.url);
+    const listed = await apiAs(A, 'GET', '/webhooks');
+    const hook = listed.body.items.find((w) => w.url === rx.url);
+    expect(hook).toMatchObject({ events: ['project.*'], status: 'enabled', description: 'browser receiver' });
+    expect(hook.secret).toBeUndefined();
+
+    // A domain write reaches the receiver, and its delivery shows in the UI.
+    const name = `Hooked project ${randomUUID().slice(0, 8)}`;
+    expect((await apiAs(A, 'POST', '/projects', { name })).status).toBe(201);
+    await page.getByRole('button', { name: `Deliveries of ${rx.url}` }).click();
+    const rows = page.getByTestId('delivery-rows');
+    const refresh = page.getByRole('button', { name: 'Refresh', exact: true });
+    const succeeded = rows.locator('tr[data-status="succeeded"]', { hasText: 'project.created' });
+    await expect(async () => {
+      await refresh.click();
+      await expect(succeeded.first()).toBeVisible({ timeout: 1_000 });
+    }).toPass({ timeout: 20_000 });
+    await expect(succeeded.first()).toContainText('200');
+    await expect(succeeded.first()).toContainText(' ms');
+    const sent = rx.got.find((r) => r.body && r.body.type === 'project.created');
+    expect(sent.headers['webhook-signature']).toMatch(/^v1,/);
+
+    // 410 Gone makes a dead letter at once (other failures take an hour of retries).
+    await page.getByRole('button', { name: 'Show dead letters' }).click();
+    await expect(rows).toContainText('No dead letters.');
+    rx.answer(410);
+    expect((await apiAs(A, 'POST', '/projects', { name: `${name} gone` })).status).toBe(201);
+    const dead = rows.locator('tr[data-status="dead"]').first();
+    await expect(async () => {
+      await refresh.click();
+      await expect(dead).toBeVisible({ timeout: 1_000 });
+    }).toPass({ timeout: 20_000 });
+    await expect(dead).toContainText('410');
+    const deadLetters = await apiAs(A, 'GET', `/webhooks/${hook.id}/deliveries?status=dead`);
+    expect(deadLetters.body.items).toHaveLength(1);
+    const [letter] = deadLetters.body.items;
+    await expect(page.getByTestId('webhook-rows')).toContainText('disabled');
+    await shoot(page, 'webhooks-dead');
+
+    // The receiver is back: enable the endpoint and replay the dead letter from the UI.
+    rx.answer(200);
+    await page.getByRole('button', { name: `Enable ${rx.url}` }).click();
+    await expect.poll(async () => (await apiAs(A, 'GET', `/webhooks/${hook.id}`)).body.status).toBe('enabled');
+    await dead.getByRole('button', { name: /^Replay the project.created delivery/ }).click();
+    await expect.poll(async () => {
+      const all = await apiAs(A, 'GET', `/webhooks/${hook.id}/deliveries`);
+      return all.body.items.filter((d) => d.message_id === letter.message_id && d.status === 'succeeded').length;
+    }, { timeout: 20_000 }).toBe(1);
+    const replayed = rx.got.at(-1);
+    expect(replayed.headers['webhook-id']).toBe(`msg_${letter.message_id.replace(/-/g, '')}`);
+    expect(replayed.answered).toBe(200);
+
+    // A test event answered 410 is a second dead letter; Replay all dead letters sends it again.
+    rx.answer(410);
+    await page.getByRole('button', { name: `Send a test event to ${rx.url}` }).click();
+    const deadTest = rows.locator('tr[data-status="dead"]', { hasText: 'webhook.test' });
+    await expect(async () => {
+      await refresh.click();
+      await expect(deadTest).toBeVisible({ timeout: 1_000 });
+    }).toPass({ timeout: 20_000 });
+    rx.answer(200);
+    await page.getByRole('button', { name: `Enable ${rx.url}` }).click();
+    await expect.poll(async () => (await apiAs(A, 'GET', `/webhooks/${hook.id}`)).body.status).toBe('enabled');
+    await page.getByRole('button', { name: 'Replay all dead letters' }).click();
+    await expect(page.locator('#announce')).toHaveText('1 dead letter(s) queued again');
+    await expect.poll(() => rx.got.some((r) => r.body && r.body.type === 'webhook.test' && r.answered === 200), { timeout: 20_000 }).toBe(true);
+
+    // A rotated secret is shown once.
+    const first = await secret.textContent();
+    await page.getByRole('button', { name: `Rotate the secret of ${rx.url}` }).click();
+    await expect(secret).not.toHaveText(first);
+    await expect(secret).toHaveText(/^whsec_/);
+    await page.getByRole('button', { name: 'Show all deliveries' }).click();
+    await expect(rows.locator('tr[data-status="succeeded"]').first()).toBeVisible();
+    await shoot(page, 'webhooks');
+    await axe(page, 'webhooks');
+
+    page.once('dialog', (dialog) => dialog.accept());
+    await page.getByRole('button', { name: `Delete ${rx.url}` }).click();
+    await expect(page.getByTestId('webhook-rows')).not.toContainText(rx.url);
+    expect((await apiAs(A, 'GET', `/webhooks/${hook.id}`)).status).toBe(404);
+  } finally {
+    await rx.close();
+  }
+});
 
 test('the audit log lists the tenant\'s changes with filters', async ({ page }) => {
   expect((await apiAs(A, 'POST', '/projects', { name: `Audited project ${randomUUID()}` })).status).toBe(201);

@@ -1,68 +1,103 @@
-// Webhooks (tenant admins): endpoints, each one's deliveries with their status, replay of dead
-// letters. Said plainly when this server has no webhooks API yet.
+// Webhooks (tenant admins; the API answers members 403): endpoints (create, with the signing
+// secret shown once; delete; rotate the secret; send a test event; re-enable one the server
+// disabled), an endpoint's deliveries (every attempt: status, response code, duration, next
+// retry), its dead letters, replay of one delivery or of all dead letters. Field names are
+// src/webhooks/model.rs's.
 
 import { api, query } from '../api.js';
 import { errorBox, field, fmtTime, h, replace, showProblem, unavailable } from '../dom.js';
 
 export async function render(main, { announce }) {
   const list = h('div', { dataset: { testid: 'webhook-list' } }, h('p', {}, 'Loading…'));
-  const deliveries = h('section', { 'aria-live': 'polite' });
+  const deliveries = h('section', { 'aria-live': 'polite', dataset: { testid: 'deliveries' } });
   const box = errorBox();
   const url = h('input', { name: 'url', type: 'url', required: true, placeholder: 'https://example.com/hooks' });
-  const events = h('input', { name: 'events', required: true, value: 'task.created, task.updated' });
+  const events = h('input', { name: 'events', required: true, value: 'task.*, project.*' });
   const description = h('input', { name: 'description' });
-  const secretBox = h('div', { hidden: true });
+  events.defaultValue = events.value; // what form.reset() goes back to
+  // The secret of a new endpoint or of a rotation: the API shows it this once.
+  const secretBox = h('div', { hidden: true, role: 'status' });
   const form = h('form', { class: 'card', 'aria-labelledby': 'nw-h' },
     h('h2', { id: 'nw-h' }, 'New endpoint'),
-    h('div', { class: 'row' }, field('URL', url), field('Events', events, 'Comma-separated, e.g. task.created, project.*'), field('Description', description)),
-    box, h('button', { type: 'submit' }, 'Add endpoint'), secretBox);
-  replace(main, h('h1', {}, 'Webhooks'), list, deliveries);
+    h('div', { class: 'row' },
+      field('URL', url),
+      field('Events', events, 'Comma-separated: exact types (task.created), prefixes (project.*) or *'),
+      field('Description', description)),
+    box, h('button', { type: 'submit' }, 'Add endpoint'));
+  replace(main, h('h1', {}, 'Webhooks'), secretBox, list, deliveries);
 
+  function showSecret(text, secret) {
+    replace(secretBox, h('p', {}, text), h('div', { class: 'secret', dataset: { testid: 'webhook-secret' } }, secret || ''));
+    secretBox.hidden = false;
+  }
+
+  // An action's API call; its failure is said in the live region, never thrown.
+  async function act(call, done) {
+    try {
+      const result = await call();
+      if (done) announce(done(result));
+      return result;
+    } catch (e) {
+      announce(e.message);
+      return null;
+    }
+  }
+
+  let shown = null; // {hook, status} of the deliveries on screen
   async function showDeliveries(hook, status) {
+    shown = { hook, status };
+    const dead = status === 'dead';
     replace(deliveries, h('p', {}, 'Loading deliveries…'));
+    let items;
     try {
       const page = await api(`/webhooks/${hook.id}/deliveries${query({ status, limit: 100 })}`);
-      const items = Array.isArray(page) ? page : (page.items || []);
-      replace(deliveries,
-        h('h2', {}, `Deliveries of ${hook.url}${status ? ' (dead letters)' : ''}`),
-        h('div', { class: 'row' },
-          h('button', { type: 'button', class: 'secondary', onclick: () => showDeliveries(hook, status ? undefined : 'dead') }, status ? 'Show all' : 'Show dead letters'),
-          h('button', {
-            type: 'button', class: 'secondary',
-            onclick: async () => {
-              await api(`/webhooks/${hook.id}/replay-dead`, { method: 'POST' }).catch((e) => announce(e.message));
-              announce('Dead letters queued again');
-              showDeliveries(hook, status);
-            },
-          }, 'Replay all dead letters')),
-        h('table', {}, h('caption', { class: 'sr-only' }, 'Deliveries'),
-          h('thead', {}, h('tr', {}, ['Event', 'Status', 'Response', 'Duration', 'Next retry', ''].map((c) => h('th', { scope: 'col' }, c)))),
-          h('tbody', {}, items.length ? items.map((d) => h('tr', {},
-            h('td', {}, d.event_type || d.type || ''),
-            h('td', {}, h('span', { class: `badge ${d.status}` }, d.status)),
-            h('td', {}, d.response_code ?? d.response_status ?? ''),
-            h('td', {}, d.duration_ms !== undefined && d.duration_ms !== null ? `${d.duration_ms} ms` : ''),
-            h('td', {}, fmtTime(d.next_retry_at || d.next_attempt_at)),
-            h('td', {}, h('button', {
-              type: 'button', class: 'secondary', 'aria-label': `Retry delivery ${d.id}`,
-              onclick: async () => {
-                try {
-                  await api(`/webhooks/${hook.id}/deliveries/${d.id}/retry`, { method: 'POST' });
-                  announce('Delivery queued again');
-                  showDeliveries(hook, status);
-                } catch (e) { announce(e.message); }
-              },
-            }, 'Retry')))) : h('tr', {}, h('td', { colspan: 6 }, 'No deliveries.')))));
+      items = page.items || [];
     } catch (err) {
       replace(deliveries, h('p', { class: 'error', role: 'alert' }, err.message));
+      return;
     }
+    const what = dead ? 'Dead letters' : 'Deliveries';
+    replace(deliveries,
+      h('h2', { id: 'dl-h' }, `${what} of `, h('span', { class: 'mono' }, hook.url)),
+      h('div', { class: 'actions' },
+        h('button', { type: 'button', class: 'secondary', onclick: () => Promise.all([load(), showDeliveries(hook, status)]) }, 'Refresh'),
+        h('button', { type: 'button', class: 'secondary', onclick: () => showDeliveries(hook, dead ? undefined : 'dead') },
+          dead ? 'Show all deliveries' : 'Show dead letters'),
+        h('button', {
+          type: 'button', class: 'secondary',
+          onclick: async () => {
+            await act(() => api(`/webhooks/${hook.id}/replay-dead`, { method: 'POST' }),
+              (r) => `${r.message_ids.length} dead letter(s) queued again`);
+            showDeliveries(hook, status);
+          },
+        }, 'Replay all dead letters')),
+      h('table', { 'aria-labelledby': 'dl-h' },
+        h('thead', {}, h('tr', {}, ['When', 'Event', 'Attempt', 'Status', 'Response', 'Duration', 'Next retry', 'Error', '']
+          .map((c) => h('th', { scope: 'col' }, c)))),
+        h('tbody', { dataset: { testid: 'delivery-rows' } }, items.length ? items.map((d) => h('tr', { dataset: { deliveryId: d.id, status: d.status } },
+          h('td', {}, fmtTime(d.created_at)),
+          h('td', {}, d.event_type),
+          h('td', { class: 'num' }, d.attempt),
+          h('td', {}, h('span', { class: `badge ${d.status}` }, d.status)),
+          h('td', { class: 'num' }, d.response_code ?? ''),
+          h('td', { class: 'num' }, typeof d.duration_ms === 'number' ? `${d.duration_ms} ms` : ''),
+          h('td', {}, fmtTime(d.next_retry_at)),
+          h('td', {}, d.error || ''),
+          h('td', {}, d.status === 'refused' ? '' : h('button', {
+            type: 'button', class: 'secondary', 'aria-label': `Replay the ${d.event_type} delivery of ${fmtTime(d.created_at)}`,
+            onclick: async () => {
+              await act(() => api(`/webhooks/${hook.id}/deliveries/${d.id}/retry`, { method: 'POST' }), () => 'Delivery queued again');
+              showDeliveries(hook, status);
+            },
+          }, 'Replay'))))
+          : h('tr', {}, h('td', { colspan: 9 }, dead ? 'No dead letters.' : 'No deliveries yet.')))));
   }
 
   async function load() {
     let hooks;
     try {
-      const page = await api('/webhooks');
-      hooks = Array.isArray(page) ? page : (page.items || []);
+      const page = await api('/webhooks?limit=100');
+      hooks = page.items || [];
     } catch (err) {
       if (err.routeMissing) {
         replace(list, unavailable('Webhooks'));
@@ -72,23 +107,47 @@ export async function render(main, { announce }) {
       }
       return;
     }
-    if (!form.isConnected) main.append(form);
+    if (!form.isConnected) list.insertAdjacentElement('afterend', form);
     replace(list, h('table', {}, h('caption', { class: 'sr-only' }, 'Webhook endpoints'),
-      h('thead', {}, h('tr', {}, ['URL', 'Events', 'Status', ''].map((c) => h('th', { scope: 'col' }, c)))),
-      h('tbody', {}, hooks.length ? hooks.map((w) => h('tr', {},
+      h('thead', {}, h('tr', {}, ['URL', 'Description', 'Events', 'Status', ''].map((c) => h('th', { scope: 'col' }, c)))),
+      h('tbody', { dataset: { testid: 'webhook-rows' } }, hooks.length ? hooks.map((w) => h('tr', { dataset: { webhookId: w.id } },
         h('td', { class: 'mono' }, w.url),
-        h('td', {}, (w.events || []).join(', ')),
-        h('td', {}, h('span', { class: `badge ${w.status}` }, w.status)),
-        h('td', {},
-          h('button', { type: 'button', class: 'secondary', onclick: () => showDeliveries(w) }, 'Deliveries'), ' ',
+        h('td', {}, w.description || ''),
+        h('td', {}, w.events.join(', ')),
+        h('td', {}, h('span', { class: `badge ${w.status}` }, w.status), w.disabled_reason ? h('div', { class: 'hint' }, w.disabled_reason) : null),
+        h('td', {}, h('div', { class: 'actions' },
+          h('button', { type: 'button', class: 'secondary', 'aria-label': `Deliveries of ${w.url}`, onclick: () => showDeliveries(w) }, 'Deliveries'),
+          h('button', {
+            type: 'button', class: 'secondary', 'aria-label': `Send a test event to ${w.url}`,
+            onclick: async () => {
+              await act(() => api(`/webhooks/${w.id}/test`, { method: 'POST' }), () => 'Test event queued');
+              if (shown && shown.hook.id === w.id) showDeliveries(w, shown.status);
+            },
+          }, 'Send test event'),
+          w.status === 'disabled' ? h('button', {
+            type: 'button', class: 'secondary', 'aria-label': `Enable ${w.url}`,
+            onclick: async () => {
+              await act(() => api(`/webhooks/${w.id}`, { method: 'PATCH', body: { status: 'enabled' } }), () => 'Endpoint enabled');
+              load();
+            },
+          }, 'Enable') : null,
+          h('button', {
+            type: 'button', class: 'secondary', 'aria-label': `Rotate the secret of ${w.url}`,
+            onclick: async () => {
+              const r = await act(() => api(`/webhooks/${w.id}/rotate-secret`, { method: 'POST' }));
+              if (r) showSecret(`New signing secret of ${w.url} (shown once; the previous one also signs until ${fmtTime(r.previous_secret_expires_at)}):`, r.secret);
+            },
+          }, 'Rotate secret'),
           h('button', {
             type: 'button', class: 'danger', 'aria-label': `Delete ${w.url}`,
             onclick: async () => {
               if (!window.confirm(`Delete the endpoint ${w.url}?`)) return;
-              await api(`/webhooks/${w.id}`, { method: 'DELETE' }).catch((e) => announce(e.message));
+              await act(() => api(`/webhooks/${w.id}`, { method: 'DELETE' }), () => 'Endpoint deleted');
+              if (shown && shown.hook.id === w.id) { shown = null; replace(deliveries); }
               load();
             },
-          }, 'Delete')))) : h('tr', {}, h('td', { colspan: 4 }, 'No endpoints yet.')))));
+          }, 'Delete')))))
+        : h('tr', {}, h('td', { colspan: 5 }, 'No endpoints yet.')))));
   }
 
   form.addEventListener('submit', async (e) => {
@@ -98,8 +157,7 @@ export async function render(main, { announce }) {
       const body = { url: url.value.trim(), events: events.value.split(',').map((s) => s.trim()).filter(Boolean) };
       if (description.value.trim()) body.description = description.value.trim();
       const created = await api('/webhooks', { method: 'POST', body });
-      replace(secretBox, h('p', {}, 'Signing secret (shown once, keep it now):'), h('div', { class: 'secret' }, created.secret || ''));
-      secretBox.hidden = false;
+      showSecret(`Signing secret of ${created.url} (shown once: keep it now):`, created.secret);
       form.reset();
       load();
     } catch (err) {
