@@ -14,9 +14,9 @@
 //! lock on a shared machine: `flock /work/bench.lock cargo bench --bench analytics_http`.
 
 mod common;
+mod server;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,9 +28,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
-use tenantry::config::{with_database, with_user, Config};
-use tenantry::db::migrate::{self, connect, MigrateOptions};
-use tenantry::db::template::TenantTemplate;
+use server::{Server, OPERATOR_TOKEN};
+use tenantry::db::migrate::connect;
 use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Parser, Debug, Clone)]
@@ -73,45 +72,18 @@ const TYPES: &[&str] = &[
     "share",
     "upload",
 ];
-const OPERATOR_TOKEN: &str = "bench-operator-token-0123456789abcdef";
-const JWT_SECRET: &str = "bench-jwt-secret-0123456789abcdef0123456789";
-
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.address, path)
-    }
-
-    fn rss_mb(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(0.0, |kb| (kb / 102.4).round() / 10.0)
-    }
-}
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let config = fresh_database().await;
+    let config = server::fresh_database(
+        "ANALYTICS_HTTP_DATABASE_URL",
+        "tenantry_bench_analytics_http",
+    )
+    .await;
     // For the machine facts before and after the run; without it they say nothing of PostgreSQL.
     let db = connect(config.database_url.expose_secret(), &[]).await.ok();
-    let server = start_server(&config, &args).await;
+    let server = server::start_server(&config, args.workers, "analytics_http_server", &[]).await;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()
@@ -219,96 +191,6 @@ async fn main() {
     report["finished_at"] = json!(Utc::now());
     report["machine_after"] = common::machine(db.as_ref()).await;
     common::write_results("analytics_http", &report, &markdown(&report));
-}
-
-async fn fresh_database() -> Config {
-    let mut config = Config::from_env().expect("configuration");
-    let url = std::env::var("ANALYTICS_HTTP_DATABASE_URL").unwrap_or_else(|_| {
-        with_database(
-            config.database_url.expose_secret(),
-            "tenantry_bench_analytics_http",
-        )
-    });
-    let database = url
-        .rsplit('/')
-        .next()
-        .and_then(|d| d.split('?').next())
-        .unwrap_or_default()
-        .to_string();
-    assert!(
-        database.contains("bench")
-            && database
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
-        "the bench database is dropped first: its name must be a plain identifier containing `bench`, got {database:?}"
-    );
-    let admin = connect(&with_database(&url, "postgres"), &[])
-        .await
-        .expect("connect to postgres");
-    admin
-        .batch_execute(&format!("drop database if exists {database} with (force)"))
-        .await
-        .expect("drop the previous bench database");
-    config.database_url = url.clone().into();
-    config.app_database_url = with_user(&url, &config.roles.app).expect("app url").into();
-    config.admin_database_url = with_user(&url, &config.roles.admin)
-        .expect("admin url")
-        .into();
-    migrate::create_database_if_missing(&url)
-        .await
-        .expect("create database");
-    migrate::migrate(
-        &config,
-        MigrateOptions {
-            jobs: 2,
-            template: TenantTemplate::embedded(),
-            progress: false,
-        },
-    )
-    .await
-    .expect("migrate");
-    config
-}
-
-async fn start_server(config: &Config, args: &Args) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let log = std::fs::File::create(std::env::temp_dir().join("analytics_http_server.log"))
-        .expect("server log");
-    let child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
-        .args(["serve", "--workers", &args.workers.to_string()])
-        .env("DATABASE_URL", config.database_url.expose_secret())
-        .env("APP_DATABASE_URL", config.app_database_url.expose_secret())
-        .env(
-            "ADMIN_DATABASE_URL",
-            config.admin_database_url.expose_secret(),
-        )
-        .env("JWT_SECRET", JWT_SECRET)
-        .env("PLATFORM_ADMIN_TOKEN", OPERATOR_TOKEN)
-        .env("BIND", format!("127.0.0.1:{port}"))
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("start tenantry serve");
-    let server = Server {
-        child,
-        address: format!("http://127.0.0.1:{port}"),
-    };
-    let http = reqwest::Client::new();
-    for _ in 0..300 {
-        if let Ok(r) = http.get(server.url("/healthz")).send().await {
-            if r.status().is_success() {
-                println!("server {} (pid {})", server.address, server.child.id());
-                return server;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the server did not answer /healthz; see $TMPDIR/analytics_http_server.log");
 }
 
 #[derive(Clone)]

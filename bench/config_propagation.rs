@@ -16,17 +16,16 @@
 //! machine: `flock /work/bench.lock cargo bench --bench config_propagation`.
 
 mod common;
+mod server;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use clap::Parser;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
-use tenantry::config::{with_database, with_user, Config};
-use tenantry::db::migrate::{self, connect, MigrateOptions};
-use tenantry::db::template::TenantTemplate;
+use server::{Server, OPERATOR_TOKEN};
+use tenantry::db::migrate::connect;
 
 #[derive(Parser, Debug, Clone)]
 struct Args {
@@ -47,34 +46,30 @@ struct Args {
     bench: bool,
 }
 
-const OPERATOR_TOKEN: &str = "bench-operator-token-0123456789abcdef";
-const JWT_SECRET: &str = "bench-jwt-secret-0123456789abcdef0123456789";
-
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.address, path)
-    }
-}
-
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let config = fresh_database().await;
+    let config = server::fresh_database(
+        "CONFIG_PROPAGATION_DATABASE_URL",
+        "tenantry_bench_config_propagation",
+    )
+    .await;
     let db = connect(config.database_url.expose_secret(), &[]).await.ok();
-    let one = start_server(&config, &args, "one").await;
-    let two = start_server(&config, &args, "two").await;
+    // Only the first server runs the outbox worker; nothing here needs two.
+    let one = server::start_server(
+        &config,
+        args.workers,
+        "config_propagation_one",
+        &[("JOB_WORKER", "true")],
+    )
+    .await;
+    let two = server::start_server(
+        &config,
+        args.workers,
+        "config_propagation_two",
+        &[("JOB_WORKER", "false")],
+    )
+    .await;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(8)
         .build()
@@ -256,104 +251,4 @@ fn markdown(r: &Value) -> String {
     ));
     md.push_str("\nGoal (issue 12): p99 under 1 s.\n");
     md
-}
-
-async fn fresh_database() -> Config {
-    let mut config = Config::from_env().expect("configuration");
-    let url = std::env::var("CONFIG_PROPAGATION_DATABASE_URL").unwrap_or_else(|_| {
-        with_database(
-            config.database_url.expose_secret(),
-            "tenantry_bench_config_propagation",
-        )
-    });
-    let database = url
-        .rsplit('/')
-        .next()
-        .and_then(|d| d.split('?').next())
-        .unwrap_or_default()
-        .to_string();
-    assert!(
-        database.contains("bench")
-            && database
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
-        "the bench database is dropped first: its name must be a plain identifier containing `bench`, got {database:?}"
-    );
-    let admin = connect(&with_database(&url, "postgres"), &[])
-        .await
-        .expect("connect to postgres");
-    admin
-        .batch_execute(&format!("drop database if exists {database} with (force)"))
-        .await
-        .expect("drop the previous bench database");
-    config.database_url = url.clone().into();
-    config.app_database_url = with_user(&url, &config.roles.app).expect("app url").into();
-    config.admin_database_url = with_user(&url, &config.roles.admin)
-        .expect("admin url")
-        .into();
-    migrate::create_database_if_missing(&url)
-        .await
-        .expect("create database");
-    migrate::migrate(
-        &config,
-        MigrateOptions {
-            jobs: 2,
-            template: TenantTemplate::embedded(),
-            progress: false,
-        },
-    )
-    .await
-    .expect("migrate");
-    config
-}
-
-async fn start_server(config: &Config, args: &Args, name: &str) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let log_path = std::env::temp_dir().join(format!("config_propagation_{name}.log"));
-    let log = std::fs::File::create(&log_path).expect("server log");
-    let child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
-        .args(["serve", "--workers", &args.workers.to_string()])
-        .env("DATABASE_URL", config.database_url.expose_secret())
-        .env("APP_DATABASE_URL", config.app_database_url.expose_secret())
-        .env(
-            "ADMIN_DATABASE_URL",
-            config.admin_database_url.expose_secret(),
-        )
-        .env("REDIS_URL", config.redis_url.expose_secret())
-        .env("JWT_SECRET", JWT_SECRET)
-        .env("PLATFORM_ADMIN_TOKEN", OPERATOR_TOKEN)
-        .env("BIND", format!("127.0.0.1:{port}"))
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "warn")
-        // Only the first server runs the outbox worker; nothing here needs two.
-        .env("JOB_WORKER", if name == "one" { "true" } else { "false" })
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("start tenantry serve");
-    let server = Server {
-        child,
-        address: format!("http://127.0.0.1:{port}"),
-    };
-    let http = reqwest::Client::new();
-    for _ in 0..300 {
-        if let Ok(r) = http.get(server.url("/healthz")).send().await {
-            if r.status().is_success() {
-                println!(
-                    "server {name}: {} (pid {})",
-                    server.address,
-                    server.child.id()
-                );
-                return server;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "server {name} did not answer /healthz; see {}",
-        log_path.display()
-    );
 }

@@ -13,8 +13,8 @@
 //! Results: bench/results/usage.{json,md}.
 
 mod common;
+mod server;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,10 +24,9 @@ use clap::Parser;
 use futures_util::future::BoxFuture;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
+use server::{Server, OPERATOR_TOKEN};
 use tenantry::auth::Caller;
-use tenantry::config::{with_database, with_user, Config};
-use tenantry::db::migrate::{self, connect, MigrateOptions};
-use tenantry::db::template::TenantTemplate;
+use tenantry::db::migrate::connect;
 use tenantry::tenant_config::snapshot::TenantSnapshot;
 use tenantry::usage::quota::{Backing, Quotas};
 use tenantry::usage::{Period, UsageError};
@@ -50,29 +49,14 @@ struct Args {
     bench: bool,
 }
 
-const OPERATOR_TOKEN: &str = "bench-operator-token-0123456789abcdef";
-const JWT_SECRET: &str = "bench-jwt-secret-0123456789abcdef0123456789";
-
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let config = fresh_database().await;
+    let config = server::fresh_database("USAGE_BENCH_DATABASE_URL", "tenantry_bench_usage").await;
     let db = connect(config.database_url.expose_secret(), &[])
         .await
         .expect("connect");
-    let server = start_server(&config, &args).await;
+    let server = server::start_server(&config, args.workers, "usage_bench_server", &[]).await;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()
@@ -329,77 +313,6 @@ async fn provision(
         .as_str()
         .expect("token")
         .to_string()
-}
-
-async fn fresh_database() -> Config {
-    let mut config = Config::from_env().expect("configuration");
-    let url = with_database(config.database_url.expose_secret(), "tenantry_bench_usage");
-    let admin = connect(&with_database(&url, "postgres"), &[])
-        .await
-        .expect("connect to postgres");
-    admin
-        .batch_execute("drop database if exists tenantry_bench_usage with (force)")
-        .await
-        .expect("drop the previous bench database");
-    config.database_url = url.clone().into();
-    config.app_database_url = with_user(&url, &config.roles.app).expect("app url").into();
-    config.admin_database_url = with_user(&url, &config.roles.admin)
-        .expect("admin url")
-        .into();
-    migrate::create_database_if_missing(&url)
-        .await
-        .expect("create database");
-    migrate::migrate(
-        &config,
-        MigrateOptions {
-            jobs: 2,
-            template: TenantTemplate::embedded(),
-            progress: false,
-        },
-    )
-    .await
-    .expect("migrate");
-    config
-}
-
-async fn start_server(config: &Config, args: &Args) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
-        .args(["serve", "--workers", &args.workers.to_string()])
-        .env("DATABASE_URL", config.database_url.expose_secret())
-        .env("APP_DATABASE_URL", config.app_database_url.expose_secret())
-        .env(
-            "ADMIN_DATABASE_URL",
-            config.admin_database_url.expose_secret(),
-        )
-        .env("JWT_SECRET", JWT_SECRET)
-        .env("PLATFORM_ADMIN_TOKEN", OPERATOR_TOKEN)
-        .env("BIND", format!("127.0.0.1:{port}"))
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "warn")
-        // POST /tenants from one address: lift the per-address limit of the public endpoints.
-        .env("PUBLIC_REQUESTS_PER_MINUTE", "1000000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tenantry serve");
-    let server = Server {
-        child,
-        address: format!("http://127.0.0.1:{port}"),
-    };
-    let http = reqwest::Client::new();
-    for _ in 0..300 {
-        if let Ok(r) = http.get(format!("{}/healthz", server.address)).send().await {
-            if r.status().is_success() {
-                return server;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the server did not answer /healthz");
 }
 
 fn markdown(r: &Value) -> String {

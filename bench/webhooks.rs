@@ -20,9 +20,9 @@
 //! `flock /work/bench.lock cargo bench --bench webhooks`.
 
 mod common;
+mod server;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,9 +31,8 @@ use chrono::Utc;
 use clap::Parser;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
-use tenantry::config::{with_database, with_user, Config};
-use tenantry::db::migrate::{self, connect, MigrateOptions};
-use tenantry::db::template::TenantTemplate;
+use server::{Server, OPERATOR_TOKEN};
+use tenantry::db::migrate::connect;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Parser, Debug, Clone)]
@@ -61,27 +60,6 @@ struct Args {
     bench: bool,
 }
 
-const OPERATOR_TOKEN: &str = "bench-operator-token-0123456789abcdef";
-const JWT_SECRET: &str = "bench-jwt-secret-0123456789abcdef0123456789";
-
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.address, path)
-    }
-}
-
 #[derive(Clone)]
 struct Tenant {
     token: String,
@@ -102,11 +80,21 @@ struct Seen {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let config = fresh_database().await;
+    let config =
+        server::fresh_database("WEBHOOKS_BENCH_DATABASE_URL", "tenantry_bench_webhooks").await;
     let db = connect(config.database_url.expose_secret(), &[]).await.ok();
     let seen = Arc::new(Seen::default());
     let receiver = start_receiver(seen.clone()).await;
-    let server = start_server(&config, &args).await;
+    let server = server::start_server(
+        &config,
+        args.workers,
+        "webhooks_bench_server",
+        &[
+            ("WEBHOOK_ALLOW_PRIVATE_TARGETS", "true"),
+            ("JOB_POLL_INTERVAL_MS", "20"),
+        ],
+    )
+    .await;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()
@@ -472,96 +460,4 @@ async fn serve(mut stream: tokio::net::TcpStream, seen: Arc<Seen>) -> std::io::R
             .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
             .await?;
     }
-}
-
-async fn fresh_database() -> Config {
-    let mut config = Config::from_env().expect("configuration");
-    let url = std::env::var("WEBHOOKS_BENCH_DATABASE_URL").unwrap_or_else(|_| {
-        with_database(
-            config.database_url.expose_secret(),
-            "tenantry_bench_webhooks",
-        )
-    });
-    let database = url
-        .rsplit('/')
-        .next()
-        .and_then(|d| d.split('?').next())
-        .unwrap_or_default()
-        .to_string();
-    assert!(
-        database.contains("bench")
-            && database
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
-        "the bench database is dropped first: its name must be a plain identifier containing `bench`, got {database:?}"
-    );
-    let admin = connect(&with_database(&url, "postgres"), &[])
-        .await
-        .expect("connect to postgres");
-    admin
-        .batch_execute(&format!("drop database if exists {database} with (force)"))
-        .await
-        .expect("drop the previous bench database");
-    config.database_url = url.clone().into();
-    config.app_database_url = with_user(&url, &config.roles.app).expect("app url").into();
-    config.admin_database_url = with_user(&url, &config.roles.admin)
-        .expect("admin url")
-        .into();
-    migrate::create_database_if_missing(&url)
-        .await
-        .expect("create database");
-    migrate::migrate(
-        &config,
-        MigrateOptions {
-            jobs: 2,
-            template: TenantTemplate::embedded(),
-            progress: false,
-        },
-    )
-    .await
-    .expect("migrate");
-    config
-}
-
-async fn start_server(config: &Config, args: &Args) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let log = std::fs::File::create(std::env::temp_dir().join("webhooks_bench_server.log"))
-        .expect("server log");
-    let child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
-        .args(["serve", "--workers", &args.workers.to_string()])
-        .env("DATABASE_URL", config.database_url.expose_secret())
-        .env("APP_DATABASE_URL", config.app_database_url.expose_secret())
-        .env(
-            "ADMIN_DATABASE_URL",
-            config.admin_database_url.expose_secret(),
-        )
-        .env("JWT_SECRET", JWT_SECRET)
-        .env("PLATFORM_ADMIN_TOKEN", OPERATOR_TOKEN)
-        .env("BIND", format!("127.0.0.1:{port}"))
-        .env("WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")
-        .env("JOB_POLL_INTERVAL_MS", "20")
-        .env("PUBLIC_REQUESTS_PER_MINUTE", "1000000")
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("start tenantry serve");
-    let server = Server {
-        child,
-        address: format!("http://127.0.0.1:{port}"),
-    };
-    let http = reqwest::Client::new();
-    for _ in 0..600 {
-        if let Ok(r) = http.get(server.url("/readyz")).send().await {
-            if r.status().is_success() {
-                return server;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("tenantry serve did not answer /readyz");
 }
