@@ -833,11 +833,7 @@ async fn events_signed_by_the_stripe_node_library() {
 #[tokio::test]
 async fn the_billing_routes_are_in_the_openapi_document() {
     let app = crate::helpers::spawn_app().await;
-    let doc = expect(
-        app.http.get(app.url("/openapi.json")).send().await.unwrap(),
-        200,
-    )
-    .await;
+    let doc = app.openapi().await;
     for path in ["/billing", "/billing/invoices", "/webhooks/stripe"] {
         assert!(
             doc["paths"].get(path).is_some(),

@@ -888,15 +888,7 @@ fn urlencode(key: &str) -> String {
 #[tokio::test]
 async fn the_openapi_document_lists_the_flag_routes() {
     let app = spawn_app().await;
-    let doc: Value = app
-        .http
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = app.openapi().await;
     for path in [
         "/features",
         "/admin/flags/{key}",

@@ -193,6 +193,18 @@ impl TestApp {
         }
     }
 
+    /// The server's OpenAPI document (`GET /openapi.json`, 200).
+    pub async fn openapi(&self) -> Value {
+        let r = self
+            .http
+            .get(self.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "GET /openapi.json");
+        r.json().await.unwrap()
+    }
+
     /// The plan `name` as `GET /plans` shows it.
     pub async fn plan(&self, name: &str) -> Value {
         let plans: Value = self

@@ -7,15 +7,7 @@ use crate::helpers::spawn_app;
 #[tokio::test]
 async fn openapi_document_lists_the_api() {
     let app = spawn_app().await;
-    let doc: Value = app
-        .http
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = app.openapi().await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     let paths = doc["paths"].as_object().unwrap();
     for path in [
@@ -100,15 +92,7 @@ fn api_md_routes() -> Vec<(String, String)> {
 #[tokio::test]
 async fn every_route_the_server_serves_is_documented() {
     let app = spawn_app().await;
-    let doc: Value = app
-        .http
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = app.openapi().await;
     let routes = api_md_routes();
     assert!(routes.len() > 50, "{routes:?}");
     let (mut served, mut missing, mut not_built) = (0, Vec::new(), Vec::new());
@@ -159,15 +143,7 @@ async fn every_route_the_server_serves_is_documented() {
 #[tokio::test]
 async fn error_answers_are_declared_as_problem_details() {
     let app = spawn_app().await;
-    let doc: Value = app
-        .http
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = app.openapi().await;
     let statuses = |path: &str, method: &str| -> Vec<String> {
         let responses = doc["paths"][path][method]["responses"].as_object().unwrap();
         responses.keys().cloned().collect()
