@@ -433,6 +433,23 @@ async fn endpoints_need_the_plan_an_admin_and_a_public_url() {
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
     assert!(list["items"][0].get("secret").is_none());
 
+    // At rest the secret is sealed under SECRETS_KEY: neither it nor its key bytes are stored.
+    let row = app
+        .superuser_db()
+        .await
+        .query_one(
+            "select secret_ciphertext, secret_key_id from app.webhooks where id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let (stored, key_id): (Vec<u8>, String) = (row.get(0), row.get(1));
+    let keyring = Keyring::from_config(&app.config).unwrap();
+    assert_eq!(key_id, keyring.current_key_id());
+    for plain in [secret.as_bytes(), &key[..]] {
+        assert!(!stored.windows(plain.len()).any(|w| w == plain));
+    }
+
     // Members may do nothing here.
     let member = create_user(&app, &pro.token, "member@wh-pro.example.com", "member").await;
     let member_token = token_for(&app, pro.id, id_of(&member), Role::Member);
