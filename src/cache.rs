@@ -261,7 +261,11 @@ impl Caches {
             }
             Invalidation::User { tenant, user } => {
                 self.users.invalidate(&(tenant, user));
-                Ok(())
+                // A key acts as the user who made it and dies with them (`api_keys::verify`):
+                // a cached key would outlive its deleted creator until the TTL.
+                self.api_keys
+                    .invalidate_entries_if(move |k, v| k.0 == tenant && v.0 == user)
+                    .map(|_| ())
             }
             Invalidation::ApiKeys(tenant) => self
                 .api_keys
@@ -483,19 +487,29 @@ mod tests {
     fn user_and_api_key_invalidations_drop_only_theirs() {
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
         let caches = filled(a, b);
+        // Another user of `a` with a key of their own.
+        let other = Uuid::now_v7();
+        caches.users.insert((a, other), Role::Member);
+        caches
+            .api_keys
+            .insert((a, "other".into()), (other, Role::Member));
         caches.apply(&Invalidation::User { tenant: a, user: a });
         caches.apply(&Invalidation::ApiKeys(b));
         assert!(caches.users.get(&(a, a)).is_none());
         assert!(caches.users.get(&(b, b)).is_some());
         assert!(caches.api_keys.get(&(b, "hash".into())).is_none());
-        assert!(caches.api_keys.get(&(a, "hash".into())).is_some());
+        // The user's keys go with them (a deleted user's key must stop at once); another
+        // user's stay.
+        assert!(caches.api_keys.get(&(a, "hash".into())).is_none());
+        assert!(caches.api_keys.get(&(a, "other".into())).is_some());
+        assert!(caches.users.get(&(a, other)).is_some());
         caches.apply(&Invalidation::Plans);
         assert_eq!(
             counts(&caches),
             EntryCounts {
                 tenants: 6,
                 unknown_tenants: 1,
-                users: 1,
+                users: 2,
                 api_keys: 1,
             }
         );

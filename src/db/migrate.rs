@@ -113,8 +113,11 @@ pub async fn create_database_if_missing(database_url: &str) -> Result<(), DbErro
             .await
         {
             Ok(()) => tracing::info!(database = %name, "created database"),
-            // Another runner created it in the meantime.
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+            // Another runner created it in the meantime: DUPLICATE_DATABASE once its commit is
+            // visible, a unique violation of the catalog while both are under way.
+            Err(e)
+                if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE)
+                    || e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {}
             Err(e) => return Err(e.into()),
         }
     }

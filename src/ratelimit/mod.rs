@@ -235,7 +235,11 @@ impl RateLimits {
             let sent = Instant::now();
             let grant = match self
                 .authority
-                .lease(&self.tenant_key(tenant), per_minute, budget.slice())
+                .lease(
+                    &self.tenant_key(tenant, per_minute),
+                    per_minute,
+                    budget.slice(),
+                )
                 .await
             {
                 Ok(lease) => Grant::leased(lease, per_minute),
@@ -290,8 +294,11 @@ impl RateLimits {
         }
     }
 
-    fn tenant_key(&self, tenant: Uuid) -> String {
-        format!("{}:rate:{{{tenant}}}", self.namespace)
+    /// One count per tenant, window and limit: a plan change starts a count of its own, since
+    /// the slices leased under a higher limit (unused, but counted) would otherwise refuse
+    /// every request under a lower one until the window ends.
+    fn tenant_key(&self, tenant: Uuid, per_minute: u32) -> String {
+        format!("{}:rate:{{{tenant}}}:{per_minute}", self.namespace)
     }
 
     /// A fixed window counter in Redis (one round trip), or this instance's share of it in

@@ -1,7 +1,6 @@
 //! The tenant actor's config snapshot: policy answered from memory, changes announced over
 //! Redis and seen by every instance, and Redis down or emptied without harm.
 
-use std::future::Future;
 use std::net::TcpListener;
 use std::time::Duration;
 
@@ -12,24 +11,9 @@ use tenantry::tenant_config::load::redis_key;
 use uuid::Uuid;
 
 use crate::fixtures::expect;
-use crate::helpers::{assert_problem, spawn_app, spawn_app_with, test_config, TestApp, TestTenant};
-
-/// Polls `probe` until it returns true or `within` has passed since `since`; the last answer.
-async fn eventually<F, Fut>(since: tokio::time::Instant, within: Duration, mut probe: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    loop {
-        if probe().await {
-            return true;
-        }
-        if since.elapsed() >= within {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+use crate::helpers::{
+    assert_problem, eventually, spawn_app, spawn_app_with, test_config, TestApp, TestTenant,
+};
 
 async fn api_key_status(app: &TestApp, t: &TestTenant) -> u16 {
     app.post("/api-keys", &t.token)

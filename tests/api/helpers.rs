@@ -49,6 +49,26 @@ pub fn base_database_url() -> String {
 
 /// A migrated database of its own, and the configuration pointing at it; no server.
 pub async fn test_config() -> (Config, String) {
+    let (config, database) = unmigrated_config();
+    migrate::create_database_if_missing(config.database_url.expose_secret())
+        .await
+        .expect("create test database");
+    migrate::migrate(
+        &config,
+        MigrateOptions {
+            jobs: 2,
+            template: TenantTemplate::embedded(),
+            progress: false,
+        },
+    )
+    .await
+    .expect("migrate test database");
+    (config, database)
+}
+
+/// The configuration of a database of its own that does not exist yet (tests of the
+/// migration runner create it); wrap it in a [`TestDb`] to have it dropped.
+pub fn unmigrated_config() -> (Config, String) {
     let database = format!("tenantry_test_{}", Uuid::new_v4().simple());
     let mut config = Config::from_env().expect("test configuration");
     config.database_url = with_database(&base_database_url(), &database).into();
@@ -66,19 +86,6 @@ pub async fn test_config() -> (Config, String) {
     config.app_pool_size = 8;
     config.app_shared_pool_size = 4;
     config.api_calls_flush_interval = std::time::Duration::from_millis(200);
-    migrate::create_database_if_missing(config.database_url.expose_secret())
-        .await
-        .expect("create test database");
-    migrate::migrate(
-        &config,
-        MigrateOptions {
-            jobs: 2,
-            template: TenantTemplate::embedded(),
-            progress: false,
-        },
-    )
-    .await
-    .expect("migrate test database");
     (config, database)
 }
 
@@ -170,27 +177,7 @@ impl TestApp {
     }
 
     pub async fn create_tenant_on_plan(&self, slug: &str, plan: &str) -> TestTenant {
-        let email = format!("admin@{slug}.example.com");
-        let password = "correct-horse-battery".to_string();
-        let response = self
-            .create_tenant_raw(&json!({
-                "name": format!("Tenant {slug}"),
-                "slug": slug,
-                "plan": plan,
-                "admin_email": email,
-                "admin_password": password,
-            }))
-            .await;
-        assert_eq!(response.status().as_u16(), 201, "create tenant {slug}");
-        let body: Value = response.json().await.expect("json");
-        TestTenant {
-            id: body["tenant"]["id"].as_str().unwrap().parse().unwrap(),
-            slug: slug.to_string(),
-            admin_id: body["admin"]["id"].as_str().unwrap().parse().unwrap(),
-            admin_email: email,
-            admin_password: password,
-            token: body["credentials"]["token"].as_str().unwrap().to_string(),
-        }
+        create_tenant_at(&self.http, &self.address, slug, plan).await
     }
 
     /// The server's OpenAPI document (`GET /openapi.json`, 200).
@@ -255,6 +242,60 @@ impl TestApp {
 
     pub fn delete(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
         self.http.delete(self.url(path)).bearer_auth(token)
+    }
+}
+
+/// Provisions a tenant through `POST /tenants` of the server at `address`, with a known admin
+/// password, and returns its admin's token.
+pub async fn create_tenant_at(
+    http: &reqwest::Client,
+    address: &str,
+    slug: &str,
+    plan: &str,
+) -> TestTenant {
+    let email = format!("admin@{slug}.example.com");
+    let password = "correct-horse-battery".to_string();
+    let response = http
+        .post(format!("{address}/tenants"))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&json!({
+            "name": format!("Tenant {slug}"),
+            "slug": slug,
+            "plan": plan,
+            "admin_email": email,
+            "admin_password": password,
+        }))
+        .send()
+        .await
+        .expect("POST /tenants");
+    assert_eq!(response.status().as_u16(), 201, "create tenant {slug}");
+    let body: Value = response.json().await.expect("json");
+    TestTenant {
+        id: body["tenant"]["id"].as_str().unwrap().parse().unwrap(),
+        slug: slug.to_string(),
+        admin_id: body["admin"]["id"].as_str().unwrap().parse().unwrap(),
+        admin_email: email,
+        admin_password: password,
+        token: body["credentials"]["token"].as_str().unwrap().to_string(),
+    }
+}
+
+/// Polls `probe` until it returns true or `within` has passed since `since`; the last answer.
+/// How tests wait for a change to reach another instance: never a fixed sleep, and the time
+/// bound counted from the change, not from the first poll.
+pub async fn eventually<F, Fut>(since: tokio::time::Instant, within: Duration, mut probe: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    loop {
+        if probe().await {
+            return true;
+        }
+        if since.elapsed() >= within {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

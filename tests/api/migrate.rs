@@ -7,7 +7,7 @@ use std::time::Duration;
 /// The built-in template's version, and the one a test template folder adds on top of it.
 /// Kept in step with tenant_template/ (checked in `copy_of_embedded`).
 const BASE: i32 = 6;
-const NEXT: i32 = BASE + 1;
+pub(crate) const NEXT: i32 = BASE + 1;
 
 use tenantry::config::Config;
 use tenantry::db::migrate::{migrate, MigrateOptions, MigrateReport};
@@ -22,7 +22,7 @@ use crate::helpers::{provision_tenant, provision_tenant_with, test_db, TestDb};
 const LOCK_KEY: i64 = 0x7465_6e61_6e74_7279;
 
 /// A copy of tenant_template/ in a folder of its own, removed on drop.
-struct TemplateDir(PathBuf);
+pub(crate) struct TemplateDir(pub PathBuf);
 
 impl TemplateDir {
     fn copy_of_embedded() -> TemplateDir {
@@ -41,7 +41,7 @@ impl TemplateDir {
         TemplateDir(dir)
     }
 
-    fn with_v2() -> TemplateDir {
+    pub(crate) fn with_v2() -> TemplateDir {
         let dir = TemplateDir::copy_of_embedded();
         dir.write(
             &format!("V{NEXT}__add_column.sql"),

@@ -205,7 +205,7 @@ async fn two_servers_share_one_tenants_budget() {
     )
     .unwrap();
     let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
-    let key = format!("tenantry:{}:rate:{{{}}}", a.database, tenant.id);
+    let key = format!("tenantry:{}:rate:{{{}}}:{LIMIT}", a.database, tenant.id);
     let leased: u32 = redis::cmd("GET")
         .arg(&key)
         .query_async(&mut conn)
