@@ -13,6 +13,16 @@
 //! HTTP round trips. Results: bench/results/analytics_http.{json,md}. Run it under the bench
 //! lock on a shared machine: `flock /work/bench.lock cargo bench --bench analytics_http`.
 
+// A benchmark harness: a panic on the unexpected stops the run, which is what it should do;
+// its casts are of counts, durations and percentiles of one run, far from any type's limits.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 mod common;
 mod server;
 

@@ -16,6 +16,16 @@
 //! Tenants and data are kept between runs (bookkeeping in `public.bench_loaded`), so a second
 //! run only measures. Results: bench/results/analytics.json and bench/results/analytics.md.
 
+// A benchmark harness: a panic on the unexpected stops the run, which is what it should do;
+// its casts are of counts, durations and percentiles of one run, far from any type's limits.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -12,6 +12,16 @@
 //! bench/results/flags_eval.{json,md}. CPU-bound and short; on a shared machine run it under
 //! the bench lock: `flock /work/bench.lock cargo bench --bench flags_eval`.
 
+// A benchmark harness: a panic on the unexpected stops the run, which is what it should do;
+// its casts are of counts, durations and percentiles of one run, far from any type's limits.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 // Its millisecond percentiles are too coarse here: this bench counts in microseconds.
 #[allow(dead_code)]
 mod common;

@@ -15,6 +15,16 @@
 //! Under `cargo test` (no `--bench` argument) it runs as a smoke test with 20 tenants in a
 //! throwaway database and writes no results, so the benchmark cannot rot unnoticed.
 
+// A benchmark harness: a panic on the unexpected stops the run, which is what it should do;
+// its casts are of counts, durations and percentiles of one run, far from any type's limits.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

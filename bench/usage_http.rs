@@ -12,6 +12,16 @@
 //!
 //! Results: bench/results/usage.{json,md}.
 
+// A benchmark harness: a panic on the unexpected stops the run, which is what it should do;
+// its casts are of counts, durations and percentiles of one run, far from any type's limits.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 mod common;
 mod server;
 

@@ -19,6 +19,16 @@
 //! Results: bench/results/webhooks.{json,md}. On a shared machine run it under the bench lock:
 //! `flock /work/bench.lock cargo bench --bench webhooks`.
 
+// A benchmark harness: a panic on the unexpected stops the run, which is what it should do;
+// its casts are of counts, durations and percentiles of one run, far from any type's limits.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 mod common;
 mod server;
 

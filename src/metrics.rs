@@ -152,16 +152,16 @@ impl Metrics {
             let in_use = status.size.saturating_sub(status.available);
             self.db_pool
                 .with_label_values(&[name, "in_use"])
-                .set(in_use as i64);
+                .set(i64::try_from(in_use).unwrap_or(i64::MAX));
             self.db_pool
                 .with_label_values(&[name, "idle"])
-                .set(status.available as i64);
+                .set(i64::try_from(status.available).unwrap_or(i64::MAX));
             self.db_pool
                 .with_label_values(&[name, "max"])
-                .set(status.max_size as i64);
+                .set(i64::try_from(status.max_size).unwrap_or(i64::MAX));
             self.db_pool
                 .with_label_values(&[name, "waiting"])
-                .set(status.waiting as i64);
+                .set(i64::try_from(status.waiting).unwrap_or(i64::MAX));
         }
     }
 

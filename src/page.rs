@@ -118,6 +118,7 @@ impl fmt::Debug for CursorKey {
     }
 }
 
+#[allow(clippy::expect_used)] // see below
 fn hmac_with(key: &[u8]) -> HmacSha256 {
     // HMAC takes a key of any length (a long one is hashed first): this cannot fail.
     <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC accepts keys of every length")
@@ -367,8 +368,10 @@ impl<K: Key> PageRequest<K> {
 
     /// Cuts the extra row off and seals the position of the last row kept.
     fn finish<T>(&self, mut items: Vec<T>, key: impl Fn(&T) -> K) -> Page<T> {
-        let next_cursor = if items.len() as i64 > self.limit {
-            items.truncate(self.limit as usize);
+        // 1..=500, checked in `parse`.
+        let kept = usize::try_from(self.limit).unwrap_or(0);
+        let next_cursor = if items.len() > kept {
+            items.truncate(kept);
             items
                 .last()
                 .map(|item| self.cursors.seal(self.keyset.list, &key(item)))

@@ -172,7 +172,7 @@ where
         tracing::error!(
             task = name,
             %error,
-            restart_in_ms = delay.as_millis() as u64,
+            restart_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
             "background task ended unexpectedly; restarting it"
         );
         tokio::select! {

@@ -86,7 +86,7 @@ impl ConfigCell {
 
     fn now_ms(&self) -> u64 {
         // +1: 0 means "not asked".
-        self.origin.elapsed().as_millis() as u64 + 1
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
     }
 
     /// What a request should do, given the TTL.
@@ -121,14 +121,16 @@ impl ConfigCell {
     /// A request asked for a load the actor has not ended yet.
     pub fn ask_pending(&self) -> bool {
         let asked = self.asked_at.load(Ordering::Acquire);
-        asked != 0 && self.now_ms().saturating_sub(asked) <= ASK_EXPIRES.as_millis() as u64
+        let expires = u64::try_from(ASK_EXPIRES.as_millis()).unwrap_or(u64::MAX);
+        asked != 0 && self.now_ms().saturating_sub(asked) <= expires
     }
 
     /// True for the one caller that should send the actor a load request now.
     pub fn claim_ask(&self) -> bool {
         let now = self.now_ms();
         let asked = self.asked_at.load(Ordering::Acquire);
-        let free = asked == 0 || now.saturating_sub(asked) > ASK_EXPIRES.as_millis() as u64;
+        let expires = u64::try_from(ASK_EXPIRES.as_millis()).unwrap_or(u64::MAX);
+        let free = asked == 0 || now.saturating_sub(asked) > expires;
         free && self
             .asked_at
             .compare_exchange(asked, now, Ordering::AcqRel, Ordering::Acquire)

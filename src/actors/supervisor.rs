@@ -221,7 +221,7 @@ impl TenantRegistry {
             .actor
             .metrics
             .mailbox_depth_max
-            .set(max_depth as i64);
+            .set(i64::try_from(max_depth).unwrap_or(i64::MAX));
         items.sort_by_key(|i| i.tenant_id);
         items
     }
@@ -350,6 +350,8 @@ impl Registry {
             }
         }
         let hosts = self.hosts.read().unwrap_or_else(PoisonError::into_inner);
+        // Below hosts.len(), a usize.
+        #[allow(clippy::cast_possible_truncation)]
         let index = (tenant.as_u128() % hosts.len() as u128) as usize;
         Ok(hosts[index].clone())
     }

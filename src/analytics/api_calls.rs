@@ -84,7 +84,7 @@ impl ApiCallMeter {
         let pause = if groups.is_empty() {
             Duration::ZERO
         } else {
-            (over / groups.len() as u32).min(Duration::from_millis(500))
+            (over / u32::try_from(groups.len()).unwrap_or(u32::MAX)).min(Duration::from_millis(500))
         };
         for group in groups {
             if !pause.is_zero() {

@@ -107,6 +107,7 @@ pub fn hour_index(t: DateTime<Utc>) -> i64 {
     t.timestamp().div_euclid(HOUR_SECS)
 }
 
+#[allow(clippy::cast_possible_truncation)] // see below
 pub fn block_of_hour(hour: i64) -> i32 {
     // Blocks of 768 hours fit an i32 for any timestamp chrono accepts.
     hour.div_euclid(BLOCK_HOURS) as i32
@@ -120,8 +121,11 @@ pub fn day_index(t: DateTime<Utc>) -> i64 {
 /// The block holding day `day` (days since the epoch) and the day's bit in that block's
 /// `days` masks (`user_activity`, `type_activity`).
 pub fn block_day_bit(day: i64) -> (i32, u32) {
-    let block = day.div_euclid(BLOCK_DAYS as i64);
-    (block as i32, 1u32 << (day - block * BLOCK_DAYS as i64))
+    let block = day.div_euclid(BLOCK_HOURS / 24);
+    // Blocks of 32 days fit an i32 for any date chrono accepts.
+    #[allow(clippy::cast_possible_truncation)]
+    let narrow = block as i32;
+    (narrow, 1u32 << (day - block * (BLOCK_HOURS / 24)))
 }
 
 /// The start of day `day` (days since the epoch).
@@ -174,6 +178,7 @@ impl Plan {
     }
 }
 
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // 32, asserted below
 pub const BLOCK_DAYS: usize = (BLOCK_HOURS / 24) as usize;
 // The `days` column is a 32-bit mask, one bit per day of the block.
 const _: () = assert!(BLOCK_DAYS == 32);
@@ -218,16 +223,16 @@ impl BlockActivity {
 
     /// Offsets (hours since the start of the block) that are set.
     pub fn ones(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..BLOCK_HOURS as usize).filter(|i| self.get(*i))
+        (0..BLOCK_DAYS * 24).filter(|i| self.get(*i))
     }
 
     /// The columns as PostgreSQL integers (the same 32 bits).
     pub fn to_columns(&self) -> [i32; BLOCK_DAYS] {
-        self.0.map(|h| h as i32)
+        self.0.map(u32::cast_signed)
     }
 
     pub fn from_columns(columns: [i32; BLOCK_DAYS]) -> BlockActivity {
-        BlockActivity(columns.map(|h| h as u32))
+        BlockActivity(columns.map(i32::cast_unsigned))
     }
 }
 
@@ -253,8 +258,11 @@ pub fn block_windows(lo: i64, hi: i64) -> Vec<BlockWindow> {
             });
         }
         let day_start = h.div_euclid(24) * 24;
+        // The day of `h` in its block: 0..32.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let day = ((day_start - i64::from(block) * BLOCK_HOURS) / 24) as usize;
         let end = hi.min(day_start + 24);
+        #[allow(clippy::expect_used)] // `out` ends with this block's window, pushed above.
         let w = out.last_mut().expect("pushed above");
         if h == day_start && end == day_start + 24 {
             w.days |= 1 << day;
@@ -326,7 +334,7 @@ mod tests {
         assert_eq!(a.ones().collect::<Vec<_>>(), vec![0, 30, 767]);
         assert_eq!(a.days(), 1 | 1 << 1 | 1 << 31);
         assert_eq!(BlockActivity::from_columns(a.to_columns()), a);
-        assert_eq!(a.to_columns()[31], (1u32 << 23) as i32);
+        assert_eq!(a.to_columns()[31], (1u32 << 23).cast_signed());
 
         // Block 1 starts at hour 768: from hour 770 of block 1 to hour 10 of block 2.
         let w = block_windows(770, 2 * 768 + 10);
@@ -351,7 +359,7 @@ mod tests {
             let day = day_index(t);
             let (block, bit) = block_day_bit(day);
             assert_eq!(block, block_of_hour(hour_index(t)), "{t}");
-            let first_day_of_block = i64::from(block) * BLOCK_DAYS as i64;
+            let first_day_of_block = i64::from(block) * (BLOCK_HOURS / 24);
             assert_eq!(bit, 1 << (day - first_day_of_block), "{t}");
             assert_eq!(day_start(day), floor_day(t));
         }

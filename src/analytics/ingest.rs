@@ -173,6 +173,7 @@ impl ActivityCache {
             .chain(self.by_type_hour.keys().next_back().copied())
             .max();
         let Some(newest) = newest else { return };
+        #[allow(clippy::cast_possible_wrap)] // a small constant
         let oldest_kept = newest - (ACTIVITY_CACHE_HOURS as i64 - 1);
         while let Some(entry) = self.by_hour.first_entry() {
             if *entry.key() >= oldest_kept {
@@ -684,7 +685,7 @@ mod tests {
     fn written(hour: i64, users: usize) -> store::BatchWritten {
         let mut w = store::BatchWritten::default();
         for i in 0..users {
-            let user = i as UserKey + 1;
+            let user = UserKey::try_from(i).unwrap() + 1;
             w.activity.push((user, hour));
             w.type_activity.push((user, "click".into(), hour));
         }

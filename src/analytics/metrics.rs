@@ -136,8 +136,10 @@ impl Collector for IngestCollector {
         catch_up(&m.flushes, s.flushes);
         catch_up(&m.failed_flushes, s.failed_flushes);
         catch_up(&m.evicted, totals.committers_evicted);
-        m.pending.set(s.pending_events as i64);
-        m.active.set(totals.committers_active as i64);
+        m.pending
+            .set(i64::try_from(s.pending_events).unwrap_or(i64::MAX));
+        m.active
+            .set(i64::try_from(totals.committers_active).unwrap_or(i64::MAX));
         m.all().iter().flat_map(|c| c.collect()).collect()
     }
 }

@@ -282,7 +282,7 @@ pub async fn timeseries(
         }
         Metric::ActiveUsers => reader.active_users(from, to, interval, event_type).await?,
     };
-    let mut out = Vec::with_capacity(points as usize);
+    let mut out = Vec::with_capacity(usize::try_from(points).unwrap_or(0));
     let mut ts = interval.floor(from);
     while ts < to {
         out.push(Point {
@@ -351,7 +351,7 @@ enum Part<'a> {
 impl<'a> Part<'a> {
     fn counters(kinds: &[u8], key: Option<&'a str>, range: Range) -> Part<'a> {
         Part::Counters {
-            kinds: kinds.iter().map(|k| *k as i8).collect(),
+            kinds: kinds.iter().map(|k| k.cast_signed()).collect(),
             key,
             range,
         }
@@ -478,7 +478,10 @@ impl<C: GenericClient + Sync> Reader<'_, C> {
         rows.iter()
             .map(|r| {
                 Ok((
-                    (r.try_get::<_, i8>(0)? as u8, r.try_get::<_, String>(1)?),
+                    (
+                        r.try_get::<_, i8>(0)?.cast_unsigned(),
+                        r.try_get::<_, String>(1)?,
+                    ),
                     r.try_get(2)?,
                 ))
             })
@@ -572,11 +575,11 @@ impl<C: GenericClient + Sync> Reader<'_, C> {
                     block_hi = block_hi.max(w.block);
                     let mut tests = Vec::new();
                     if w.days != 0 {
-                        let m = params.push(w.days as i32, Type::INT4);
+                        let m = params.push(w.days.cast_signed(), Type::INT4);
                         tests.push(format!("(days & {m}) <> 0"));
                     }
                     for (day, mask) in w.partial {
-                        let m = params.push(mask as i32, Type::INT4);
+                        let m = params.push(mask.cast_signed(), Type::INT4);
                         tests.push(format!("({} & {m}) <> 0", day_column(day)));
                     }
                     let b = params.push(w.block, Type::INT4);

@@ -79,7 +79,9 @@ pub async fn retention_days(
         )
         .await?;
     Ok(match row {
-        Some(row) => row.try_get::<_, Option<i32>>(0)?.map(|d| d.max(0) as u32),
+        Some(row) => row
+            .try_get::<_, Option<i32>>(0)?
+            .map(|d| d.max(0).unsigned_abs()),
         None => None,
     })
 }
@@ -124,13 +126,14 @@ async fn cleanup_tenant_before(
     let cutoff_hour = hour_index(cutoff);
     let first_kept_block = block_of_hour(cutoff_hour);
     // The cutoff is a day boundary: days [0, first_kept_day) of the block are forgotten.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // clamped to 0..=31
     let first_kept_day =
         ((cutoff_hour - i64::from(first_kept_block) * BLOCK_HOURS) / 24).clamp(0, 31) as usize;
-    let keep_days: i32 = (!0u32 << first_kept_day) as i32;
+    let keep_days: i32 = (!0u32 << first_kept_day).cast_signed();
     let cleared: String = (0..first_kept_day)
         .map(|d| format!(", {} = 0", day_column(d)))
         .collect();
-    let kinds: Vec<i8> = kind::ALL.iter().map(|k| *k as i8).collect();
+    let kinds: Vec<i8> = kind::ALL.iter().map(|k| k.cast_signed()).collect();
 
     // Each statement picks at most `batch` rows by ctid and works on those only.
     let steps: [(&str, String); 6] = [
@@ -215,7 +218,7 @@ async fn cleanup_tenant_before(
                 )
                 .await?;
             tx.commit().await?;
-            let n = row.try_get::<_, i64>(0)?.max(0) as u64;
+            let n = row.try_get::<_, i64>(0)?.max(0).unsigned_abs();
             match *step {
                 "events" => report.events_deleted += n,
                 "counters" => report.counters_deleted += n,
@@ -226,7 +229,7 @@ async fn cleanup_tenant_before(
             }
             // A short batch means nothing is left; a batch whose rows were all changed by a
             // concurrent flush comes back short too and the rest waits for the next run.
-            if (n as i64) < batch {
+            if i64::try_from(n).unwrap_or(i64::MAX) < batch {
                 break;
             }
             tokio::time::sleep(config.pause).await;
@@ -275,7 +278,10 @@ pub async fn cleanup_all(
         for row in rows {
             let days: Option<i32> = row.try_get(1)?;
             if let Some(days) = days {
-                tenants.push((row.try_get(0)?, retention_cutoff(now, days.max(0) as u32)));
+                tenants.push((
+                    row.try_get(0)?,
+                    retention_cutoff(now, days.max(0).unsigned_abs()),
+                ));
             }
         }
         tenants

@@ -86,7 +86,7 @@ impl Counters {
         let mut keys = Vec::with_capacity(self.0.len());
         let mut counts = Vec::with_capacity(self.0.len());
         for ((kind, bucket, key), n) in self.0 {
-            kinds.push(kind as i8);
+            kinds.push(kind.cast_signed());
             buckets.push(bucket);
             keys.push(key);
             counts.push(n);
@@ -212,6 +212,8 @@ pub async fn insert_batch_skipping(
         };
         let hour = hour_index(e.occurred_at);
         let block = block_of_hour(hour);
+        // 0..768: `hour` is in `block`.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let offset = (hour - i64::from(block) * BLOCK_HOURS) as usize;
         if !known.hour(user, hour) && mark(&mut users, (block, "", user), offset) {
             written.activity.push((user, hour));
@@ -408,13 +410,18 @@ async fn update_activity(
     // Per batch entry (by position): the row's ctid, `days` and the touched day columns.
     let mut old: Vec<Option<(String, u32, BlockActivity)>> = vec![None; batch.len()];
     for row in rows {
-        let at = (row.try_get::<_, i32>(0)? - 1) as usize;
+        // An ordinality out of range (never) finds no slot below.
+        let at = usize::try_from(row.try_get::<_, i32>(0)? - 1).unwrap_or(usize::MAX);
         let mut activity = BlockActivity::default();
         for (k, d) in day_idx.iter().enumerate() {
-            activity.0[*d] = row.try_get::<_, i32>(k + 3)? as u32;
+            activity.0[*d] = row.try_get::<_, i32>(k + 3)?.cast_unsigned();
         }
         if let Some(slot) = old.get_mut(at) {
-            *slot = Some((row.try_get(1)?, row.try_get::<_, i32>(2)? as u32, activity));
+            *slot = Some((
+                row.try_get(1)?,
+                row.try_get::<_, i32>(2)?.cast_unsigned(),
+                activity,
+            ));
         }
     }
 
@@ -435,8 +442,8 @@ async fn update_activity(
         for (d, hours) in merged.0.iter_mut().zip(bits.0.iter()) {
             *d |= hours;
         }
-        let masks = day_idx.iter().map(|d| merged.0[*d] as i32);
-        let days = (before_days | bits.days()) as i32;
+        let masks = day_idx.iter().map(|d| merged.0[*d].cast_signed());
+        let days = (before_days | bits.days()).cast_signed();
         match before {
             Some((ctid, _, _)) => update.push(Key::Ctid(ctid.clone()), days, masks),
             None => insert.push(Key::New(*block, event_type, *user), days, masks),
@@ -444,6 +451,7 @@ async fn update_activity(
         let block_start = i64::from(*block) * BLOCK_HOURS;
         let mut days_counted = 0u32;
         for offset in added.ones() {
+            #[allow(clippy::cast_possible_wrap)] // an hour of the block: below 768
             let hour_ts = hour_ts(block_start + offset as i64);
             counters.add(hourly, hour_ts, event_type, 1);
             // New to the day if no hour of that day was set before (a block is 32 whole days,

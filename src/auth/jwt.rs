@@ -164,7 +164,7 @@ mod tests {
         assert!(keys().verify(&signed(claims(now))).is_ok());
         // Within the leeway: clocks a little apart still agree.
         assert!(keys()
-            .verify(&signed(claims(now + LEEWAY_SECONDS as i64 - 1)))
+            .verify(&signed(claims(now + LEEWAY_SECONDS.cast_signed() - 1)))
             .is_ok());
     }
 

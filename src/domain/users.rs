@@ -129,6 +129,7 @@ async fn lock_roster(tx: &TenantTx<'_>, tenant: Uuid) -> Result<(), DomainError>
     // advisory locks; the second spreads tenants (a collision only serialises two tenants).
     const ROSTER_LOCK: i32 = 0x5553_4552; // "USER"
     let (hi, lo) = tenant.as_u64_pair();
+    #[allow(clippy::cast_possible_truncation)] // a hash: any 32 of its bits will do
     let key = (hi ^ lo) as i32;
     execute(
         tx,

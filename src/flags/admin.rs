@@ -241,8 +241,9 @@ pub async fn versions(
         .iter()
         .map(version_from_row)
         .collect::<Result<Vec<_>, _>>()?;
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
+    let kept = usize::try_from(limit).unwrap_or(0);
+    let next_cursor = if items.len() > kept {
+        items.truncate(kept);
         items.last().map(|v| v.version.to_string())
     } else {
         None

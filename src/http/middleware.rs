@@ -127,7 +127,8 @@ impl Collector for InFlightCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        self.gauge.set(self.drain.in_flight() as i64);
+        self.gauge
+            .set(i64::try_from(self.drain.in_flight()).unwrap_or(i64::MAX));
         self.gauge.collect()
     }
 }

@@ -46,7 +46,7 @@ impl Default for WorkerOptions {
 
 impl WorkerOptions {
     pub fn backoff(&self, attempt: i32) -> Duration {
-        let exp = attempt.saturating_sub(1).clamp(0, 30) as u32;
+        let exp = attempt.saturating_sub(1).clamp(0, 30).unsigned_abs();
         self.backoff_base
             .saturating_mul(2u32.saturating_pow(exp))
             .min(self.backoff_max)
@@ -102,7 +102,9 @@ impl Worker {
     pub async fn run(self, stop: CancellationToken) {
         while !stop.is_cancelled() {
             match self.run_once().await {
-                Ok(n) if n as i32 >= self.options.batch_size => continue,
+                Ok(n) if i32::try_from(n).unwrap_or(i32::MAX) >= self.options.batch_size => {
+                    continue
+                }
                 Ok(_) => {}
                 Err(err) => {
                     tracing::warn!(error = %error_chain(&err), "outbox claim failed; will retry")
@@ -241,7 +243,7 @@ impl Worker {
                     Outcome::DeadLettered
                 } else {
                     let delay = self.options.backoff(job.attempt);
-                    tracing::warn!(error = %reason, retry_in_ms = delay.as_millis() as u64, "outbox job failed; will retry");
+                    tracing::warn!(error = %reason, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "outbox job failed; will retry");
                     let stmt = tx
                         .prepare_cached(
                             "update app.outbox set last_error = $3, \

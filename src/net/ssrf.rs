@@ -400,7 +400,8 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
 /// The IPv4 address an IPv6 address carries, for the forms that route to it.
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
-    let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    let o = ip.octets();
+    let tail = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
     // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible; :: and ::1 are handled before).
     if s[..5] == [0; 5] && (s[5] == 0xffff || s[5] == 0) {
         return Some(tail);
@@ -411,12 +412,7 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     }
     // 2002:a.b.c.d::/48 (6to4).
     if s[0] == 0x2002 {
-        return Some(Ipv4Addr::new(
-            (s[1] >> 8) as u8,
-            s[1] as u8,
-            (s[2] >> 8) as u8,
-            s[2] as u8,
-        ));
+        return Some(Ipv4Addr::new(o[2], o[3], o[4], o[5]));
     }
     None
 }

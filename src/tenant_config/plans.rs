@@ -177,7 +177,7 @@ pub fn parse_plan(name: &str, body: &Value) -> Result<Plan, ConfigError> {
         Plan {
             name: name.to_string(),
             display_name,
-            rank: rank as i32,
+            rank: i32::try_from(rank).unwrap_or(0),
             price_cents,
             currency,
             limits,

@@ -195,6 +195,7 @@ pub struct Settings {
 
 impl Settings {
     /// The settings a tenant starts with (`tenancy::model::default_settings`).
+    #[allow(clippy::expect_used)] // see below
     pub fn defaults() -> Settings {
         // A constant of this version, not input: a mismatch is a bug the tests catch.
         Settings::from_stored(&Value::Null).expect("default_settings() has the shape of Settings")

@@ -275,7 +275,8 @@ impl Dispatcher {
             .query(&stmt, &[&self.inner.clock.now(), &10_000i32])
             .await?;
         let tenants: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
-        self.inner.metrics.due_tenants.set(tenants.len() as i64);
+        let due = i64::try_from(tenants.len()).unwrap_or(i64::MAX);
+        self.inner.metrics.due_tenants.set(due);
         Ok(tenants)
     }
 

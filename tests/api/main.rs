@@ -1,6 +1,16 @@
 //! Integration tests against the real PostgreSQL and Redis. Every test gets its own database
 //! and its own server (see helpers::spawn_app), so they run in parallel.
 
+// Test code: a panic on the unexpected is how a test fails, and its casts are of small counts
+// and fixtures whose wrong value fails an assertion.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 mod actors;
 mod admin_bypass;
 mod analytics;

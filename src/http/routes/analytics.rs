@@ -49,7 +49,7 @@ pub async fn ingest_events(req: TenantRequest, body: Json<Value>) -> Result<Http
         retention_days: req
             .plan()
             .limit(Limit::AnalyticsRetentionDays)
-            .map(|days| days.clamp(0, i64::from(u32::MAX)) as u32),
+            .map(|days| u32::try_from(days.max(0)).unwrap_or(u32::MAX)),
     };
     let events = model::validate_body(&body, &rules).map_err(AnalyticsError::Validation)?;
     let single = body.get("events").is_none();
