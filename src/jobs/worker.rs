@@ -7,6 +7,7 @@
 //! rolled back and run again one job at a time, each under a savepoint, so the failing job is
 //! retried (or dead-lettered) alone.
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use deadpool_postgres::Transaction;
@@ -100,27 +101,40 @@ impl Worker {
 
     /// Runs until `stop`. Tenants whose events committed in this process are taken at once
     /// ([`super::wake`]); the table itself is looked at every `poll_interval` (events of other
-    /// instances, retries coming due, a restart's backlog). The batches under way are finished
-    /// first: their transactions commit or roll back.
+    /// instances, retries coming due, a restart's backlog). Up to `concurrency` tenants' batches
+    /// run at once, and a tenant starts as soon as a slot is free (no waiting for a whole round
+    /// of other tenants); a tenant woken while its batch runs, or whose batch was full, goes
+    /// again after it. The batches under way are finished first: their transactions commit or
+    /// roll back.
     pub async fn run(self, stop: CancellationToken) {
         let mut next_scan = tokio::time::Instant::now();
-        let mut again: Vec<Uuid> = Vec::new();
-        while !stop.is_cancelled() {
+        let mut waiting: VecDeque<Uuid> = VecDeque::new();
+        let mut running: HashSet<Uuid> = HashSet::new();
+        let mut again: HashSet<Uuid> = HashSet::new();
+        let mut batches = tokio::task::JoinSet::new();
+        let mut tasks: HashMap<tokio::task::Id, Uuid> = HashMap::new();
+        let slots = self.options.concurrency.max(1);
+        let want = |tenant: Uuid,
+                    waiting: &mut VecDeque<Uuid>,
+                    running: &HashSet<Uuid>,
+                    again: &mut HashSet<Uuid>| {
+            if running.contains(&tenant) {
+                again.insert(tenant);
+            } else if !waiting.contains(&tenant) {
+                waiting.push_back(tenant);
+            }
+        };
+        loop {
             let woken = super::WAKE.notified();
-            let mut tenants = super::take_hints();
-            for tenant in again.drain(..) {
-                if !tenants.contains(&tenant) {
-                    tenants.push(tenant);
-                }
+            for tenant in super::take_hints() {
+                want(tenant, &mut waiting, &running, &mut again);
             }
             if tokio::time::Instant::now() >= next_scan {
                 next_scan = tokio::time::Instant::now() + self.options.poll_interval;
                 match self.pending_tenants().await {
                     Ok(found) => {
                         for tenant in found {
-                            if !tenants.contains(&tenant) {
-                                tenants.push(tenant);
-                            }
+                            want(tenant, &mut waiting, &running, &mut again);
                         }
                     }
                     Err(err) => {
@@ -128,19 +142,38 @@ impl Worker {
                     }
                 }
             }
-            if !tenants.is_empty() {
-                let (_, full) = self.run_tenants(tenants).await;
-                if !full.is_empty() {
-                    again = full;
-                    continue;
-                }
+            while batches.len() < slots {
+                let Some(tenant) = waiting.pop_front() else {
+                    break;
+                };
+                running.insert(tenant);
+                let this = self.clone();
+                let task = batches.spawn(async move { this.tenant_batch(tenant).await });
+                tasks.insert(task.id(), tenant);
             }
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => break,
+                Some(ended) = batches.join_next_with_id(), if !batches.is_empty() => {
+                    let (id, batch) = match ended {
+                        Ok((id, batch)) => (id, batch),
+                        Err(err) => {
+                            // A panic rolled its transaction back: the rows are due again.
+                            tracing::error!(%err, "outbox batch task failed");
+                            (err.id(), Batch::default())
+                        }
+                    };
+                    if let Some(tenant) = tasks.remove(&id) {
+                        running.remove(&tenant);
+                        if again.remove(&tenant) || batch.full {
+                            want(tenant, &mut waiting, &running, &mut again);
+                        }
+                    }
+                }
                 _ = woken => {}
                 _ = tokio::time::sleep_until(next_scan) => {}
             }
         }
+        while batches.join_next().await.is_some() {}
     }
 
     /// Tenants with events due: the one cross-tenant read (`app.outbox_pending_tenants`,
