@@ -54,6 +54,9 @@ pub struct ActorEntry {
     pub config: Arc<ConfigCell>,
     /// The tenant's rate limiter: lives and dies with the actor, answers without messaging it.
     pub limiter: crate::ratelimit::TenantLimiter,
+    /// The tenant's webhook queue (in-flight attempts, delivery limiter, drain state), read by
+    /// the dispatcher the same way (`webhooks::queue`).
+    pub webhooks: Arc<crate::webhooks::queue::TenantQueue>,
 }
 
 /// How long the first requests of a freshly activated tenant wait for its config snapshot.
@@ -432,6 +435,7 @@ impl Handler<Activate> for TenantSupervisor {
             stats,
             config,
             limiter: Default::default(),
+            webhooks: Default::default(),
         });
         self.shared.actors.insert(msg.tenant, entry.clone());
         self.shared.actor.metrics.actor_activations.inc();

@@ -183,6 +183,11 @@ pub async fn grant_shared_schema(
         "GRANT EXECUTE ON FUNCTION app.claim_outbox(integer, integer) TO {};\n",
         roles.app
     ));
+    // Which tenants have outbox events due: tenant ids only (see V11).
+    sql.push_str(&format!(
+        "GRANT EXECUTE ON FUNCTION app.outbox_pending_tenants(integer) TO {};\n",
+        roles.app
+    ));
     // Which tenants have webhook messages due: tenant ids only (see V10).
     sql.push_str(&format!(
         "GRANT EXECUTE ON FUNCTION app.webhook_due_tenants(timestamptz, integer) TO {};\n",

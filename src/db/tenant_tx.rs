@@ -59,6 +59,9 @@ pub struct TenantTx<'a> {
     single_statement: bool,
     /// Set once COMMIT went out with the operation's last statement.
     committed: AtomicBool,
+    /// Set when an outbox event was written: the commit wakes this process's outbox worker
+    /// for the tenant, so the event is not left to the worker's polling.
+    enqueued: AtomicBool,
 }
 
 impl<'a> TenantTx<'a> {
@@ -114,7 +117,13 @@ impl<'a> TenantTx<'a> {
             tenant,
             single_statement,
             committed: AtomicBool::new(false),
+            enqueued: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the transaction as having written an outbox event (see `jobs::enqueue`).
+    pub fn note_enqueued(&self) {
+        self.enqueued.store(true, Ordering::Relaxed);
     }
 
     /// For code written against tokio-postgres' `GenericClient`.
@@ -129,6 +138,9 @@ impl<'a> TenantTx<'a> {
                 .await?;
         }
         self.conn.mark_in_transaction(false);
+        if self.enqueued.load(Ordering::Relaxed) {
+            crate::jobs::wake(self.tenant);
+        }
         Ok(())
     }
 

@@ -1,19 +1,22 @@
 //! Background jobs from the transactional outbox (DESIGN.md "Outbox", "Context propagation").
 //!
 //! A domain change calls [`enqueue`] inside its own transaction, so the event exists exactly when
-//! the change does. The [`Worker`] claims due rows, and runs every matching [`JobHandler`] for
-//! one row in a transaction bound to the row's tenant (`db::begin_tenant_tx`), inside a tracing
-//! span carrying the tenant id, with the tenant id also in the task-local context
-//! ([`crate::context`]). A job always carries its `tenant_id`; nothing about it is global.
+//! the change does; its commit wakes this process's worker for that tenant ([`wake`]). The
+//! [`Worker`] takes a batch of each tenant's due rows and runs every matching [`JobHandler`] in
+//! one transaction bound to that tenant (`db::begin_tenant_tx`), inside a tracing span carrying
+//! the tenant id, with the tenant id also in the task-local context ([`crate::context`]). A job
+//! always carries its `tenant_id`; nothing about it is global.
 //!
 //! Who may see every tenant's backlog. The app role sees no row without a tenant context, the
 //! admin role (BYPASSRLS) is reserved to audited operator endpoints, and the owner pool is for
-//! DDL. The claim therefore goes through `app.claim_outbox` (migration V3): a SECURITY DEFINER
-//! function owned by the owner role, with a pinned search_path, executable by the app role only,
-//! and backed by owner-only policies on `app.outbox`. It returns routing data (tenant id, row id,
-//! attempt number) and never a payload; the payload is read back, and the handlers run, under the
-//! ordinary tenant policies as the app role. So the cross-tenant capability is one audited-in-
-//! code statement that leases rows, not a role that can read them.
+//! DDL. Which tenants have events due is therefore asked of `app.outbox_pending_tenants`
+//! (migration V11): a SECURITY DEFINER function owned by the owner role, with a pinned
+//! search_path, executable by the app role only, returning tenant ids and nothing else. Each
+//! tenant's rows are then locked, read and settled, and the handlers run, in a transaction
+//! bound to that tenant under the ordinary policies as the app role. So the cross-tenant
+//! capability is one audited-in-code statement that lists tenants, not a role that can read
+//! rows. (`app.claim_outbox` of V3 stays in the schema for an older binary during a rolling
+//! deploy; this version no longer calls it.)
 //!
 //! Delivery is at least once: handlers must be idempotent on the job id. A handler that writes to
 //! the database does so in the job's transaction, so its writes commit only with the job.
@@ -83,6 +86,23 @@ pub trait JobHandler: Send + Sync + 'static {
         job: &'a Job,
     ) -> BoxFuture<'a, Result<(), JobError>>;
 
+    /// The jobs of one tenant's batch (each of the type this handler wants), in the batch's
+    /// transaction: a handler that can do the work of many events in a few statements does so
+    /// here. An error rolls back the whole batch, which the worker then runs again one job at a
+    /// time through [`handle`](JobHandler::handle), so one failing event fails alone.
+    fn handle_batch<'a>(
+        &'a self,
+        tx: &'a Transaction<'a>,
+        jobs: &'a [&'a Job],
+    ) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            for job in jobs {
+                self.handle(tx, job).await?;
+            }
+            Ok(())
+        })
+    }
+
     /// Called once the job's transaction has committed with this handler's writes (e.g. to
     /// wake whoever consumes them).
     fn committed(&self, _job: &Job) {}
@@ -102,6 +122,10 @@ impl Registry {
     pub fn with(mut self, handler: impl JobHandler) -> Self {
         self.handlers.push(Arc::new(handler));
         self
+    }
+
+    pub fn handlers(&self) -> impl Iterator<Item = &dyn JobHandler> {
+        self.handlers.iter().map(|h| h.as_ref())
     }
 
     pub fn matching<'a>(&'a self, event_type: &'a str) -> impl Iterator<Item = &'a dyn JobHandler> {
@@ -158,7 +182,42 @@ pub async fn enqueue(
         .await?;
     tx.execute(&stmt, &[&tenant, &id, &event_type, payload])
         .await?;
+    tx.note_enqueued();
     Ok(id)
+}
+
+/// Tenants whose outbox events committed in this process since the worker last looked.
+static HINTS: std::sync::Mutex<Vec<Uuid>> = std::sync::Mutex::new(Vec::new());
+/// Past this many hints (no worker is taking them: JOB_WORKER=false) new ones are dropped;
+/// the worker's periodic look at the table finds those events anyway.
+const MAX_HINTS: usize = 4096;
+static WAKE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Tells this process's outbox worker that `tenant` has new events, committed: it processes
+/// them at once instead of at its next look at the table (`JOB_POLL_INTERVAL_MS`).
+pub fn wake(tenant: Uuid) {
+    {
+        let mut hints = HINTS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if hints.len() >= MAX_HINTS {
+            return;
+        }
+        hints.push(tenant);
+    }
+    WAKE.notify_one();
+}
+
+/// The hinted tenants, each once, in the order they were first hinted.
+fn take_hints() -> Vec<Uuid> {
+    let mut hints = std::mem::take(
+        &mut *HINTS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+    );
+    let mut seen = std::collections::HashSet::with_capacity(hints.len());
+    hints.retain(|t| seen.insert(*t));
+    hints
 }
 
 /// [`enqueue`] through any client whose transaction is bound to `tenant`, or may write every

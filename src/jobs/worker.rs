@@ -1,27 +1,33 @@
-//! The outbox worker: claim due rows, run each in its tenant's context, retry with backoff.
+//! The outbox worker: per tenant, lock a batch of due rows and run them in one transaction
+//! bound to the tenant; retry with backoff.
+//!
+//! A batch is tried whole first: each handler gets every job of the batch it wants
+//! ([`super::JobHandler::handle_batch`], the webhook fan-out writes all of its messages in one
+//! statement) and the rows are settled in one statement. If a handler fails, the whole batch is
+//! rolled back and run again one job at a time, each under a savepoint, so the failing job is
+//! retried (or dead-lettered) alone.
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
+use deadpool_postgres::Transaction;
 use futures_util::stream::{self, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{Job, JobError, Registry};
-use crate::db::{begin_tenant_tx, PgPool, COMMIT_WITHOUT_WAITING_SQL};
+use crate::db::{begin_tenant_tx, PgPool, PooledConn, COMMIT_WITHOUT_WAITING_SQL};
 use crate::error::error_chain;
 use crate::state::AppState;
 
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {
-    /// Rows leased per claim.
+    /// Rows of one tenant taken per batch (one transaction).
     pub batch_size: i32,
-    /// How long a claimed row stays hidden from other claims before its handler has locked it;
-    /// after a crash, how long until another worker retries it.
-    pub lease: Duration,
-    /// Sleep when nothing was due.
+    /// Looks at the table this often when nothing woke the worker.
     pub poll_interval: Duration,
-    /// Jobs run at once by this worker (each holds one app-pool connection while it runs).
+    /// Tenants' batches run at once by this worker (each holds one app-pool connection).
     pub concurrency: usize,
     /// Attempts before a row is dead-lettered (`failed_at` set).
     pub max_attempts: i32,
@@ -33,8 +39,7 @@ pub struct WorkerOptions {
 impl Default for WorkerOptions {
     fn default() -> Self {
         WorkerOptions {
-            batch_size: 32,
-            lease: Duration::from_secs(60),
+            batch_size: 200,
             poll_interval: Duration::from_millis(500),
             concurrency: 2,
             max_attempts: 10,
@@ -46,21 +51,19 @@ impl Default for WorkerOptions {
 
 impl WorkerOptions {
     pub fn backoff(&self, attempt: i32) -> Duration {
-        let exp = attempt.saturating_sub(1).clamp(0, 30).unsigned_abs();
+        let exp = u32::try_from(attempt.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
         self.backoff_base
             .saturating_mul(2u32.saturating_pow(exp))
             .min(self.backoff_max)
     }
 }
 
-/// What became of one claimed row.
+/// What became of one row run on its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Done,
     Retry,
     DeadLettered,
-    /// Another worker holds it, or it was re-claimed after our lease ran out.
-    Skipped,
 }
 
 #[derive(Clone)]
@@ -70,10 +73,13 @@ pub struct Worker {
     options: WorkerOptions,
 }
 
-struct Claim {
-    tenant_id: Uuid,
-    id: Uuid,
-    attempt: i32,
+/// What one tenant's batch came to.
+#[derive(Clone, Copy, Debug, Default)]
+struct Batch {
+    /// Rows taken (processed, retried or dead-lettered).
+    rows: usize,
+    /// As many rows as a batch takes: the tenant may have more due.
+    full: bool,
 }
 
 impl Worker {
@@ -85,125 +91,274 @@ impl Worker {
         }
     }
 
-    /// Claims one batch and runs it; returns how many rows were claimed.
+    /// One pass: every tenant with events due gets one batch; returns how many rows were
+    /// taken. Tests call this.
     pub async fn run_once(&self) -> Result<usize, JobError> {
-        let claims = self.claim().await?;
-        let claimed = claims.len();
-        stream::iter(claims)
-            .map(|claim| self.process(claim))
-            .buffer_unordered(self.options.concurrency.max(1))
-            .for_each(|_| async {})
-            .await;
-        Ok(claimed)
+        let tenants = self.pending_tenants().await?;
+        let (rows, _) = self.run_tenants(tenants).await;
+        Ok(rows)
     }
 
-    /// Runs until `stop`; the batch under way is finished first, so no claimed row waits for
-    /// its lease to run out.
+    /// Runs until `stop`. Tenants whose events committed in this process are taken at once
+    /// ([`super::wake`]); the table itself is looked at every `poll_interval` (events of other
+    /// instances, retries coming due, a restart's backlog). Up to `concurrency` tenants' batches
+    /// run at once, and a tenant starts as soon as a slot is free (no waiting for a whole round
+    /// of other tenants); a tenant woken while its batch runs, or whose batch was full, goes
+    /// again after it. The batches under way are finished first: their transactions commit or
+    /// roll back.
     pub async fn run(self, stop: CancellationToken) {
-        while !stop.is_cancelled() {
-            match self.run_once().await {
-                Ok(n) if i32::try_from(n).unwrap_or(i32::MAX) >= self.options.batch_size => {
-                    continue
-                }
-                Ok(_) => {}
-                Err(err) => {
-                    tracing::warn!(error = %error_chain(&err), "outbox claim failed; will retry")
+        let mut next_scan = tokio::time::Instant::now();
+        let mut waiting: VecDeque<Uuid> = VecDeque::new();
+        let mut running: HashSet<Uuid> = HashSet::new();
+        let mut again: HashSet<Uuid> = HashSet::new();
+        let mut batches = tokio::task::JoinSet::new();
+        let mut tasks: HashMap<tokio::task::Id, Uuid> = HashMap::new();
+        let slots = self.options.concurrency.max(1);
+        let want = |tenant: Uuid,
+                    waiting: &mut VecDeque<Uuid>,
+                    running: &HashSet<Uuid>,
+                    again: &mut HashSet<Uuid>| {
+            if running.contains(&tenant) {
+                again.insert(tenant);
+            } else if !waiting.contains(&tenant) {
+                waiting.push_back(tenant);
+            }
+        };
+        loop {
+            let woken = super::WAKE.notified();
+            for tenant in super::take_hints() {
+                want(tenant, &mut waiting, &running, &mut again);
+            }
+            if tokio::time::Instant::now() >= next_scan {
+                next_scan = tokio::time::Instant::now() + self.options.poll_interval;
+                match self.pending_tenants().await {
+                    Ok(found) => {
+                        for tenant in found {
+                            want(tenant, &mut waiting, &running, &mut again);
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %error_chain(&err), "outbox not read; will retry")
+                    }
                 }
             }
-            if !crate::supervise::pause(&stop, self.options.poll_interval).await {
-                return;
+            while batches.len() < slots {
+                let Some(tenant) = waiting.pop_front() else {
+                    break;
+                };
+                running.insert(tenant);
+                let this = self.clone();
+                let task = batches.spawn(async move { this.tenant_batch(tenant).await });
+                tasks.insert(task.id(), tenant);
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                Some(ended) = batches.join_next_with_id(), if !batches.is_empty() => {
+                    let (id, batch) = match ended {
+                        Ok((id, batch)) => (id, batch),
+                        Err(err) => {
+                            // A panic rolled its transaction back: the rows are due again.
+                            tracing::error!(%err, "outbox batch task failed");
+                            (err.id(), Batch::default())
+                        }
+                    };
+                    if let Some(tenant) = tasks.remove(&id) {
+                        running.remove(&tenant);
+                        if again.remove(&tenant) || batch.full {
+                            want(tenant, &mut waiting, &running, &mut again);
+                        }
+                    }
+                }
+                _ = woken => {}
+                _ = tokio::time::sleep_until(next_scan) => {}
+            }
+        }
+        while batches.join_next().await.is_some() {}
+    }
+
+    /// Tenants with events due: the one cross-tenant read (`app.outbox_pending_tenants`,
+    /// migration V11), tenant ids only.
+    async fn pending_tenants(&self) -> Result<Vec<Uuid>, JobError> {
+        let conn = self.pool.get().await?;
+        // No tenant context here on purpose: the function is the only cross-tenant path.
+        let stmt = conn
+            .prepare_cached("select tenant_id from app.outbox_pending_tenants($1)")
+            .await?;
+        let rows = conn.query(&stmt, &[&10_000i32]).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// One batch of each tenant, `concurrency` tenants at once: the rows taken, and the
+    /// tenants whose batch was full.
+    async fn run_tenants(&self, tenants: Vec<Uuid>) -> (usize, Vec<Uuid>) {
+        let mut rows = 0;
+        let mut full = Vec::new();
+        let mut batches = stream::iter(tenants)
+            .map(|tenant| async move { (tenant, self.tenant_batch(tenant).await) })
+            .buffer_unordered(self.options.concurrency.max(1));
+        while let Some((tenant, batch)) = batches.next().await {
+            rows += batch.rows;
+            if batch.full {
+                full.push(tenant);
+            }
+        }
+        (rows, full)
+    }
+
+    async fn tenant_batch(&self, tenant: Uuid) -> Batch {
+        let span = tracing::info_span!("jobs", tenant_id = %tenant);
+        let result = crate::context::scope(tenant, async {
+            match self.batch_together(tenant).await {
+                Ok(Some(batch)) => Ok(batch),
+                // A handler failed and the batch was rolled back: each job alone now.
+                Ok(None) => self.batch_one_by_one(tenant).await,
+                Err(err) => Err(err),
+            }
+        })
+        .instrument(span.clone())
+        .await;
+        match result {
+            Ok(batch) => batch,
+            Err(err) => {
+                // Rolled back: the rows are due as they were and are taken again.
+                span.in_scope(|| {
+                    tracing::warn!(error = %error_chain(&err), tenant_id = %tenant,
+                    "outbox batch could not be settled; will retry")
+                });
+                Batch::default()
             }
         }
     }
 
-    async fn claim(&self) -> Result<Vec<Claim>, JobError> {
-        let conn = self.pool.get().await?;
-        // No tenant context here on purpose: the function is the only cross-tenant path.
-        let stmt = conn
-            .prepare_cached("select tenant_id, id, attempts from app.claim_outbox($1, $2)")
+    fn batch_limit(&self) -> i64 {
+        i64::from(self.options.batch_size.max(1))
+    }
+
+    /// Locks up to `limit` due rows of `tenant`, in a transaction bound to it, filtered by the
+    /// tenant with an equality (one shard under Citus). SKIP LOCKED: rows another worker (of
+    /// any instance) is processing are left to it; its transaction holds them until it ends,
+    /// so no row runs twice at once, and a worker that dies releases them with its connection.
+    async fn lock_due(
+        tx: &Transaction<'_>,
+        tenant: Uuid,
+        limit: i64,
+    ) -> Result<Vec<Job>, JobError> {
+        let stmt = tx
+            .prepare_cached(
+                "select id, event_type, payload, created_at, attempts + 1 from app.outbox \
+                 where tenant_id = $1 and processed_at is null and failed_at is null \
+                 and deleted_at is null and next_attempt_at <= now() \
+                 order by next_attempt_at, id limit $2 \
+                 for update skip locked",
+            )
             .await?;
-        let lease = i32::try_from(self.options.lease.as_secs().max(1)).unwrap_or(i32::MAX);
-        let rows = conn
-            .query(&stmt, &[&self.options.batch_size, &lease])
-            .await?;
-        Ok(rows
+        Ok(tx
+            .query(&stmt, &[&tenant, &limit])
+            .await?
             .iter()
-            .map(|r| Claim {
-                tenant_id: r.get(0),
-                id: r.get(1),
-                attempt: r.get(2),
+            .map(|r| Job {
+                tenant_id: tenant,
+                id: r.get(0),
+                event_type: r.get(1),
+                payload: r.get(2),
+                created_at: r.get(3),
+                attempt: r.get(4),
             })
             .collect())
     }
 
-    async fn process(&self, claim: Claim) -> Outcome {
-        let span = tracing::info_span!(
-            "job",
-            tenant_id = %claim.tenant_id,
-            job_id = %claim.id,
-            attempt = claim.attempt,
-            event_type = tracing::field::Empty,
-        );
-        let (tenant, id) = (claim.tenant_id, claim.id);
-        let outcome = crate::context::scope(tenant, self.process_in_context(claim))
-            .instrument(span.clone())
-            .await;
-        match outcome {
-            Ok(outcome) => outcome,
-            Err(err) => {
-                // The row keeps its lease and is retried once the lease runs out.
-                span.in_scope(|| tracing::warn!(error = %error_chain(&err), tenant_id = %tenant, job_id = %id, "outbox job could not be settled"));
-                Outcome::Retry
-            }
-        }
-    }
-
-    async fn process_in_context(&self, claim: Claim) -> Result<Outcome, JobError> {
-        let mut conn = self.pool.get().await?;
-        let mut tx = begin_tenant_tx(&mut conn, claim.tenant_id).await?;
+    async fn begin(conn: &mut PooledConn, tenant: Uuid) -> Result<Transaction<'_>, JobError> {
+        let tx = begin_tenant_tx(conn, tenant).await?;
         // Delivery is at least once, so a settled job whose commit a PostgreSQL crash loses is
         // simply run again: the commit need not wait for the WAL flush. Every write of a
         // domain change already waited for its own; this spares each one a second.
         tx.batch_execute(COMMIT_WITHOUT_WAITING_SQL).await?;
-        // Filtered by tenant explicitly, under RLS. The row lock keeps every other claim off it
-        // while the handlers run; the attempt number fences out a claim that outlived its lease.
-        // This waits for a lock instead of skipping it: another instance's claim that read the
-        // row before our claim committed locks it while it re-checks (and finds it leased), and
-        // keeps that lock until its claim commits a moment later. Skipping there would leave
-        // the row untouched until its lease runs out. A lock held by another handler means our
-        // lease ran out and the row was claimed again: after the wait the attempt number no
-        // longer matches, and the row is skipped.
+        Ok(tx)
+    }
+
+    fn batch_of(&self, jobs: &[Job]) -> Batch {
+        Batch {
+            rows: jobs.len(),
+            full: i64::try_from(jobs.len()).unwrap_or(i64::MAX) >= self.batch_limit(),
+        }
+    }
+
+    /// The fast path: every handler takes the whole batch, and the rows are settled, in one
+    /// transaction. None when a handler failed (everything was rolled back).
+    async fn batch_together(&self, tenant: Uuid) -> Result<Option<Batch>, JobError> {
+        let mut conn = self.pool.get().await?;
+        let tx = Self::begin(&mut conn, tenant).await?;
+        let jobs = Self::lock_due(&tx, tenant, self.batch_limit()).await?;
+        if jobs.is_empty() {
+            tx.commit().await?;
+            return Ok(Some(Batch::default()));
+        }
+        for handler in self.registry.handlers() {
+            let mine: Vec<&Job> = jobs
+                .iter()
+                .filter(|job| handler.handles(&job.event_type))
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            if let Err(err) = handler.handle_batch(&tx, &mine).await {
+                tracing::info!(handler = handler.name(), error = %error_chain(&err),
+                    "outbox batch failed; its jobs run one by one");
+                tx.rollback().await?;
+                return Ok(None);
+            }
+        }
+        let ids: Vec<Uuid> = jobs.iter().map(|job| job.id).collect();
         let stmt = tx
             .prepare_cached(
-                "select event_type, payload, created_at from app.outbox \
-                 where tenant_id = $1 and id = $2 and attempts = $3 \
-                 and processed_at is null and failed_at is null and deleted_at is null \
-                 for update",
+                "update app.outbox set processed_at = now(), attempts = attempts + 1, \
+                 last_error = null where tenant_id = $1 and id = any($2)",
             )
             .await?;
-        let Some(row) = tx
-            .query_opt(&stmt, &[&claim.tenant_id, &claim.id, &claim.attempt])
-            .await?
-        else {
-            return Ok(Outcome::Skipped);
-        };
-        let job = Job {
-            tenant_id: claim.tenant_id,
-            id: claim.id,
-            event_type: row.get(0),
-            payload: row.get(1),
-            attempt: claim.attempt,
-            created_at: row.get(2),
-        };
-        tracing::Span::current().record("event_type", job.event_type.as_str());
+        tx.execute(&stmt, &[&tenant, &ids]).await?;
+        tx.commit().await?;
+        for job in &jobs {
+            for handler in self.registry.matching(&job.event_type) {
+                handler.committed(job);
+            }
+        }
+        Ok(Some(self.batch_of(&jobs)))
+    }
 
+    /// The slow path, after a failed batch: each job under a savepoint of its own, so a
+    /// failing handler's writes are undone while the others' commit, and its failure is
+    /// recorded (retry with backoff, or dead letter).
+    async fn batch_one_by_one(&self, tenant: Uuid) -> Result<Batch, JobError> {
+        let mut conn = self.pool.get().await?;
+        let mut tx = Self::begin(&mut conn, tenant).await?;
+        let jobs = Self::lock_due(&tx, tenant, self.batch_limit()).await?;
+        let mut done = Vec::new();
+        for job in &jobs {
+            let span = tracing::info_span!(
+                "job",
+                job_id = %job.id,
+                attempt = job.attempt,
+                event_type = %job.event_type,
+            );
+            if self.settle(&mut tx, job).instrument(span).await? == Outcome::Done {
+                done.push(job);
+            }
+        }
+        tx.commit().await?;
+        for job in done {
+            for handler in self.registry.matching(&job.event_type) {
+                handler.committed(job);
+            }
+        }
+        Ok(self.batch_of(&jobs))
+    }
+
+    async fn settle(&self, tx: &mut Transaction<'_>, job: &Job) -> Result<Outcome, JobError> {
         let result = {
-            // A savepoint, so a failing handler's writes are undone while the row stays locked
-            // for recording the failure.
             let savepoint = tx.transaction().await?;
             let mut result = Ok(());
             for handler in self.registry.matching(&job.event_type) {
-                if let Err(err) = handler.handle(&savepoint, &job).await {
+                if let Err(err) = handler.handle(&savepoint, job).await {
                     result = Err(err);
                     break;
                 }
@@ -216,62 +371,59 @@ impl Worker {
                 }
             }
         };
-
-        let outcome = match result {
+        let reason = match result {
             Ok(()) => {
                 let stmt = tx
                     .prepare_cached(
-                        "update app.outbox set processed_at = now(), last_error = null \
-                         where tenant_id = $1 and id = $2",
+                        "update app.outbox set processed_at = now(), attempts = $3, \
+                         last_error = null where tenant_id = $1 and id = $2",
                     )
                     .await?;
-                tx.execute(&stmt, &[&job.tenant_id, &job.id]).await?;
-                Outcome::Done
-            }
-            Err(err) => {
-                let reason = err.to_string();
-                if job.attempt >= self.options.max_attempts {
-                    tracing::error!(error = %reason, "outbox job failed for the last time; dead-lettered");
-                    let stmt = tx
-                        .prepare_cached(
-                            "update app.outbox set failed_at = now(), last_error = $3 \
-                             where tenant_id = $1 and id = $2",
-                        )
-                        .await?;
-                    tx.execute(&stmt, &[&job.tenant_id, &job.id, &reason])
-                        .await?;
-                    Outcome::DeadLettered
-                } else {
-                    let delay = self.options.backoff(job.attempt);
-                    tracing::warn!(error = %reason, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "outbox job failed; will retry");
-                    let stmt = tx
-                        .prepare_cached(
-                            "update app.outbox set last_error = $3, \
-                             next_attempt_at = now() + make_interval(secs => $4) \
-                             where tenant_id = $1 and id = $2",
-                        )
-                        .await?;
-                    tx.execute(
-                        &stmt,
-                        &[&job.tenant_id, &job.id, &reason, &delay.as_secs_f64()],
-                    )
+                tx.execute(&stmt, &[&job.tenant_id, &job.id, &job.attempt])
                     .await?;
-                    Outcome::Retry
-                }
+                return Ok(Outcome::Done);
             }
+            Err(err) => err.to_string(),
         };
-        tx.commit().await?;
-        if outcome == Outcome::Done {
-            for handler in self.registry.matching(&job.event_type) {
-                handler.committed(&job);
-            }
+        if job.attempt >= self.options.max_attempts {
+            tracing::error!(error = %reason, "outbox job failed for the last time; dead-lettered");
+            let stmt = tx
+                .prepare_cached(
+                    "update app.outbox set failed_at = now(), attempts = $3, last_error = $4 \
+                     where tenant_id = $1 and id = $2",
+                )
+                .await?;
+            tx.execute(&stmt, &[&job.tenant_id, &job.id, &job.attempt, &reason])
+                .await?;
+            return Ok(Outcome::DeadLettered);
         }
-        Ok(outcome)
+        let delay = self.options.backoff(job.attempt);
+        tracing::warn!(error = %reason, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            "outbox job failed; will retry");
+        let stmt = tx
+            .prepare_cached(
+                "update app.outbox set attempts = $3, last_error = $4, \
+                 next_attempt_at = now() + make_interval(secs => $5) \
+                 where tenant_id = $1 and id = $2",
+            )
+            .await?;
+        tx.execute(
+            &stmt,
+            &[
+                &job.tenant_id,
+                &job.id,
+                &job.attempt,
+                &reason,
+                &delay.as_secs_f64(),
+            ],
+        )
+        .await?;
+        Ok(Outcome::Retry)
     }
 }
 
 /// The outbox worker of this instance, unless JOB_WORKER=false. Several instances may each run
-/// one: claims never hand the same row to two of them.
+/// one: a row is processed under its row lock, so never by two of them at once.
 pub fn for_server(state: &AppState, registry: Registry) -> Option<Worker> {
     if !state.config.job_worker {
         return None;

@@ -1,14 +1,15 @@
 //! The dispatcher: sends due messages, records every attempt, schedules the retries.
 //!
-//! PostgreSQL is the source of truth. A pass asks `app.webhook_due_tenants` (the one
-//! cross-tenant read, tenant ids only) which tenants have messages due, and each of those
-//! tenants is drained by its own task, one batch at a time:
+//! PostgreSQL is the source of truth. A fan-out committed in this process names its tenant
+//! ([`wake_tenant`]); a pass asks `app.webhook_due_tenants` (the one cross-tenant read, tenant
+//! ids only) which tenants have messages due. Each of those tenants is drained by one task at a
+//! time, as its queue beside its actor records ([`super::queue`]), one batch after another:
 //!
-//! 1. claim, in a transaction bound to the tenant: take what is left of the tenant's delivery
-//!    budget for the current minute (`app.webhook_rate_windows`, a row every instance locks, so
-//!    all of them together send no more than the plan's `webhook_deliveries_per_minute`; the
-//!    excess stays queued), then lease up to that many due messages with `FOR UPDATE SKIP
-//!    LOCKED`: each gets `locked_until` = now + the lease and its attempt counted;
+//! 1. claim, in a transaction bound to the tenant: take what the tenant's sliding window of the
+//!    last 60 s leaves of its limit (`app.webhook_rate_windows`, a row every instance locks, so
+//!    all of them together send no more than the plan's `webhook_deliveries_per_minute` within
+//!    any 60 s; the excess stays queued), then lease up to that many due messages with `FOR
+//!    UPDATE SKIP LOCKED`: each gets `locked_until` = now + the lease and its attempt counted;
 //! 2. send each, signed, through the pinned outbound client ([`crate::net::outbound`]: the
 //!    address connected to is the one vetted, 10 s in all, no redirects followed);
 //! 3. record, in a second tenant transaction: one `webhook_deliveries` row per attempt and the
@@ -22,10 +23,11 @@
 //! Time comes from a [`Clock`], so tests drive the retry schedule without sleeping.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt};
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
@@ -35,6 +37,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::queue::TenantQueue;
 use super::secret;
 use super::signing::signature_header;
 use super::{WebhookError, ENDPOINT_DISABLED_EVENT, MAX_PAYLOAD_BYTES};
@@ -81,6 +84,9 @@ impl Clock for SystemClock {
 /// The tenant's deliveries a minute (None: no limit), from its config snapshot.
 pub type Limits = Arc<dyn Fn(Uuid) -> BoxFuture<'static, Option<i64>> + Send + Sync>;
 
+/// The tenant's queue held by its actor (None when the actor cannot be had now).
+pub type Queues = Arc<dyn Fn(Uuid) -> BoxFuture<'static, Option<Arc<TenantQueue>>> + Send + Sync>;
+
 #[derive(Clone, Debug)]
 pub struct DispatcherOptions {
     /// Messages claimed per batch of a tenant.
@@ -108,10 +114,49 @@ impl Default for DispatcherOptions {
 
 /// Wakes the dispatchers of this process: something was queued and committed.
 static WAKE: Notify = Notify::const_new();
+/// Set by [`wake`]: the next pass reads the queue's table (which tenants have work).
+static SCAN: AtomicBool = AtomicBool::new(false);
+/// Tenants whose fan-out committed in this process since the dispatcher last looked: drained
+/// at once, without reading the table.
+static HINTS: std::sync::Mutex<Vec<Uuid>> = std::sync::Mutex::new(Vec::new());
+/// Past this many hints (no dispatcher takes them) new ones are dropped; the periodic look at
+/// the table finds their messages anyway.
+const MAX_HINTS: usize = 4096;
 
+/// Something was queued and committed for a tenant this process does not name (a test send, a
+/// retry, a replay): the dispatcher looks at the table now.
 pub fn wake() {
+    SCAN.store(true, Ordering::Release);
     WAKE.notify_waiters();
     WAKE.notify_one();
+}
+
+/// Messages of `tenant` were queued and committed: its drain starts (or goes on) at once.
+pub fn wake_tenant(tenant: Uuid) {
+    {
+        let mut hints = HINTS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if hints.len() >= MAX_HINTS {
+            drop(hints);
+            wake();
+            return;
+        }
+        hints.push(tenant);
+    }
+    WAKE.notify_waiters();
+    WAKE.notify_one();
+}
+
+fn take_hints() -> Vec<Uuid> {
+    let mut hints = std::mem::take(
+        &mut *HINTS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+    );
+    let mut seen = std::collections::HashSet::with_capacity(hints.len());
+    hints.retain(|t| seen.insert(*t));
+    hints
 }
 
 /// `/metrics`: the webhook queue and the outcomes of attempts.
@@ -168,8 +213,10 @@ struct Inner {
     limits: Limits,
     options: DispatcherOptions,
     metrics: WebhookMetrics,
-    /// Tenants being drained by a task of this dispatcher.
-    draining: Mutex<HashMap<Uuid, ()>>,
+    /// Where each tenant's queue lives: its actor's registry entry (the server), else
+    /// `local` (tests, or a tenant whose actor cannot be had now).
+    queues: Option<Queues>,
+    local: Mutex<HashMap<Uuid, Arc<TenantQueue>>>,
     sends: tokio::sync::Semaphore,
 }
 
@@ -215,6 +262,65 @@ impl Attempt {
     }
 }
 
+/// The tenant's deliveries charged within the last [`RATE_WINDOW`], as the rate-window row
+/// stores them: a claim may take what their sum leaves of the limit, so any 60 s (whatever its
+/// start) holds at most the limit, all instances together. Claims less than
+/// [`RATE_MERGE`] apart share one entry stamped with the later time: the row stays small (about
+/// 60 entries) and an entry expires no earlier than its oldest claim would (never more sent).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SlidingWindow {
+    pub at: Vec<DateTime<Utc>>,
+    pub counts: Vec<i32>,
+}
+
+/// What a delivery limit "a minute" counts over.
+pub const RATE_WINDOW: TimeDelta = TimeDelta::seconds(60);
+const RATE_MERGE: TimeDelta = TimeDelta::seconds(1);
+
+impl SlidingWindow {
+    pub fn new(at: Vec<DateTime<Utc>>, counts: Vec<i32>) -> SlidingWindow {
+        let mut window = SlidingWindow { at, counts };
+        // Arrays of unequal length would be a corrupt row: keep what pairs up.
+        let n = window.at.len().min(window.counts.len());
+        window.at.truncate(n);
+        window.counts.truncate(n);
+        window
+    }
+
+    /// Drops the charges that are [`RATE_WINDOW`] old or older at `now`.
+    pub fn expire(&mut self, now: DateTime<Utc>) {
+        let cutoff = now - RATE_WINDOW;
+        (self.at, self.counts) = self
+            .at
+            .iter()
+            .zip(&self.counts)
+            .filter(|(at, _)| **at > cutoff)
+            .map(|(at, n)| (*at, *n))
+            .unzip();
+    }
+
+    /// When the oldest charge leaves the window.
+    pub fn frees_at(&self) -> Option<DateTime<Utc>> {
+        self.at.iter().min().map(|at| *at + RATE_WINDOW)
+    }
+
+    pub fn used(&self) -> i64 {
+        self.counts.iter().map(|n| i64::from(*n)).sum()
+    }
+
+    pub fn charge(&mut self, now: DateTime<Utc>, n: i32) {
+        if let (Some(last_at), Some(last_n)) = (self.at.last_mut(), self.counts.last_mut()) {
+            if *last_at <= now && now - *last_at < RATE_MERGE {
+                *last_at = now;
+                *last_n = last_n.saturating_add(n);
+                return;
+            }
+        }
+        self.at.push(now);
+        self.counts.push(n);
+    }
+}
+
 /// The delay before the next attempt after attempt `round` (1-based) of a round failed, or
 /// None when that was the last one; `jitter` in [0, 1) scales [`JITTER`].
 pub fn next_delay(round: i32, retry_after: Option<Duration>, jitter: f64) -> Option<Duration> {
@@ -249,6 +355,23 @@ impl Dispatcher {
         options: DispatcherOptions,
         metrics: WebhookMetrics,
     ) -> Dispatcher {
+        Dispatcher::with_queues(
+            pool, outbound, secrets, clock, limits, None, options, metrics,
+        )
+    }
+
+    /// [`Dispatcher::new`] with the tenants' queues held by their actors.
+    #[allow(clippy::too_many_arguments)] // each is a distinct dependency, named at the one call
+    pub fn with_queues(
+        pool: PgPool,
+        outbound: Outbound,
+        secrets: Keyring,
+        clock: Arc<dyn Clock>,
+        limits: Limits,
+        queues: Option<Queues>,
+        options: DispatcherOptions,
+        metrics: WebhookMetrics,
+    ) -> Dispatcher {
         let sends = tokio::sync::Semaphore::new(options.concurrency.max(1));
         Dispatcher {
             inner: Arc::new(Inner {
@@ -259,7 +382,8 @@ impl Dispatcher {
                 limits,
                 options,
                 metrics,
-                draining: Mutex::new(HashMap::new()),
+                queues,
+                local: Mutex::new(HashMap::new()),
                 sends,
             }),
         }
@@ -290,62 +414,84 @@ impl Dispatcher {
         Ok(attempts)
     }
 
-    /// Until `stop`: drains each tenant with messages due in a task of its own.
+    /// Until `stop`: drains each tenant with messages due in a task of its own. A tenant whose
+    /// fan-out committed in this process is drained at once ([`wake_tenant`]); the table is
+    /// read every `poll_interval` (other instances' messages, retries coming due) and when
+    /// [`wake`] asks.
     pub async fn run(self, stop: CancellationToken) {
+        let mut next_scan = tokio::time::Instant::now();
         while !stop.is_cancelled() {
             let woken = WAKE.notified();
-            match self.due_tenants().await {
-                Ok(tenants) => {
-                    for tenant in tenants {
-                        self.spawn_drain(tenant, stop.clone());
+            for tenant in take_hints() {
+                self.spawn_drain(tenant, stop.clone());
+            }
+            if SCAN.swap(false, Ordering::AcqRel) || tokio::time::Instant::now() >= next_scan {
+                next_scan = tokio::time::Instant::now() + self.inner.options.poll_interval;
+                match self.due_tenants().await {
+                    Ok(tenants) => {
+                        for tenant in tenants {
+                            self.spawn_drain(tenant, stop.clone());
+                        }
                     }
-                }
-                Err(err) => {
-                    tracing::warn!(error = %error_chain(&err), "webhook queue not read; will retry")
+                    Err(err) => {
+                        tracing::warn!(error = %error_chain(&err), "webhook queue not read; will retry")
+                    }
                 }
             }
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = woken => {}
-                _ = tokio::time::sleep(self.inner.options.poll_interval) => {}
+                _ = tokio::time::sleep_until(next_scan) => {}
             }
         }
     }
 
-    fn spawn_drain(&self, tenant: Uuid, stop: CancellationToken) {
-        {
-            let mut draining = self
-                .inner
-                .draining
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if draining.insert(tenant, ()).is_some() {
-                return;
+    /// The tenant's queue: the one its actor holds, or this dispatcher's own.
+    async fn queue(&self, tenant: Uuid) -> Arc<TenantQueue> {
+        if let Some(queues) = &self.inner.queues {
+            if let Some(queue) = queues(tenant).await {
+                return queue;
             }
         }
+        self.inner
+            .local
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(tenant)
+            .or_default()
+            .clone()
+    }
+
+    /// Starts draining `tenant` unless its queue is being drained already (that drain then
+    /// looks once more before it ends).
+    fn spawn_drain(&self, tenant: Uuid, stop: CancellationToken) {
         let this = self.clone();
-        tokio::spawn(async move {
-            crate::context::scope(tenant, this.drain(tenant, stop)).await;
-            this.inner
-                .draining
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .remove(&tenant);
-        });
+        tokio::spawn(crate::context::scope(tenant, async move {
+            let queue = this.queue(tenant).await;
+            if !queue.start_drain() {
+                return;
+            }
+            loop {
+                this.drain(tenant, &queue, stop.clone()).await;
+                if !queue.end_drain() || stop.is_cancelled() {
+                    return;
+                }
+            }
+        }));
     }
 
     /// Claims batches of `tenant` while it has messages due, with up to
     /// [`BATCHES_IN_FLIGHT`] being sent at once: a receiver that takes its 10 s holds up only
     /// its own batch, not the tenant's other endpoints.
-    async fn drain(&self, tenant: Uuid, stop: CancellationToken) {
+    async fn drain(&self, tenant: Uuid, queue: &Arc<TenantQueue>, stop: CancellationToken) {
         let mut in_flight = tokio::task::JoinSet::new();
         while !stop.is_cancelled() {
             if in_flight.len() < BATCHES_IN_FLIGHT {
-                match self.claim(tenant).await {
+                match self.claim(tenant, queue).await {
                     Ok((claimed, targets)) if !claimed.is_empty() => {
-                        let this = self.clone();
+                        let (this, queue) = (self.clone(), queue.clone());
                         in_flight.spawn(crate::context::scope(tenant, async move {
-                            this.process(tenant, claimed, targets).await
+                            this.process(tenant, &queue, claimed, targets).await
                         }));
                         continue;
                     }
@@ -373,13 +519,15 @@ impl Dispatcher {
 
     /// Claims, sends and records one batch of `tenant`; the number of attempts made.
     pub async fn tenant_batch(&self, tenant: Uuid) -> Result<usize, WebhookError> {
-        let (claimed, targets) = self.claim(tenant).await?;
-        self.process(tenant, claimed, targets).await
+        let queue = self.queue(tenant).await;
+        let (claimed, targets) = self.claim(tenant, &queue).await?;
+        self.process(tenant, &queue, claimed, targets).await
     }
 
     async fn process(
         &self,
         tenant: Uuid,
+        queue: &TenantQueue,
         claimed: Vec<Claimed>,
         targets: HashMap<Uuid, Target>,
     ) -> Result<usize, WebhookError> {
@@ -391,7 +539,7 @@ impl Dispatcher {
         let attempts: Vec<(Claimed, Attempt)> = stream::iter(claimed)
             .map(|message| async {
                 let attempt = match targets.get(&message.webhook_id) {
-                    Some(target) => self.send(target, &message, now, claimed_at).await,
+                    Some(target) => self.send(queue, target, &message, now, claimed_at).await,
                     None => Some(Attempt::failed(
                         "the endpoint is gone".into(),
                         Instant::now(),
@@ -411,12 +559,17 @@ impl Dispatcher {
     async fn claim(
         &self,
         tenant: Uuid,
+        queue: &TenantQueue,
     ) -> Result<(Vec<Claimed>, HashMap<Uuid, Target>), WebhookError> {
         let limit = (self.inner.limits)(tenant).await;
         let now = self.inner.clock.now();
+        if queue.budget_spent(now, limit) {
+            // Known from the last claim: the window frees nothing before then.
+            return Ok((Vec::new(), HashMap::new()));
+        }
         let conn = self.inner.pool.get().await?;
         let tx = TenantTx::begin(&conn, tenant).await?;
-        let result = self.claim_in(&tx, tenant, limit, now).await;
+        let result = self.claim_in(&tx, tenant, queue, limit, now).await;
         match result {
             Ok(claimed) => {
                 tx.commit().await?;
@@ -433,11 +586,12 @@ impl Dispatcher {
         &self,
         tx: &TenantTx<'_>,
         tenant: Uuid,
+        queue: &TenantQueue,
         limit: Option<i64>,
         now: DateTime<Utc>,
     ) -> Result<(Vec<Claimed>, HashMap<Uuid, Target>), WebhookError> {
         let mut take = self.inner.options.batch_size.max(1);
-        let window = now.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now);
+        let mut window = None;
         if let Some(limit) = limit {
             // Locks the tenant's window row until commit: concurrent claims of any instance
             // take their share one after the other.
@@ -445,16 +599,22 @@ impl Dispatcher {
                 .prepare_cached(
                     "insert into app.webhook_rate_windows as w (tenant_id, window_start, used) \
                      values ($1, $2, 0) on conflict (tenant_id) do update set \
-                     used = case when w.window_start = excluded.window_start then w.used else 0 end, \
-                     window_start = excluded.window_start \
-                     returning used",
+                     window_start = w.window_start \
+                     returning charged_at, charged",
                 )
                 .await?;
-            let used: i32 = tx.query_one(&stmt, &[&tenant, &window]).await?.get(0);
-            take = take.min(limit - i64::from(used));
+            let row = tx.query_one(&stmt, &[&tenant, &now]).await?;
+            let mut sliding = SlidingWindow::new(row.get(0), row.get(1));
+            sliding.expire(now);
+            take = take.min(limit - sliding.used());
             if take <= 0 {
+                if let Some(until) = sliding.frees_at() {
+                    queue.spent_until(until, limit);
+                }
                 return Ok((Vec::new(), HashMap::new()));
             }
+            queue.budget_left();
+            window = Some(sliding);
         }
         let stmt = tx
             .prepare_cached(
@@ -488,14 +648,17 @@ impl Dispatcher {
         if claimed.is_empty() {
             return Ok((claimed, HashMap::new()));
         }
-        if limit.is_some() {
+        if let Some(mut window) = window {
+            window.charge(now, i32::try_from(claimed.len()).unwrap_or(i32::MAX));
             let stmt = tx
                 .prepare_cached(
-                    "update app.webhook_rate_windows set used = used + $2 where tenant_id = $1",
+                    "update app.webhook_rate_windows set charged_at = $2, charged = $3, \
+                     window_start = $4, used = $5 where tenant_id = $1",
                 )
                 .await?;
-            let n = i32::try_from(claimed.len()).unwrap_or(i32::MAX);
-            tx.execute(&stmt, &[&tenant, &n]).await?;
+            let used = i32::try_from(window.used()).unwrap_or(i32::MAX);
+            tx.execute(&stmt, &[&tenant, &window.at, &window.counts, &now, &used])
+                .await?;
         }
         let mut ids: Vec<Uuid> = claimed.iter().map(|c| c.webhook_id).collect();
         ids.sort_unstable();
@@ -534,6 +697,7 @@ impl Dispatcher {
     /// lease could run out before the send ends, and another instance may claim the message.
     async fn send(
         &self,
+        queue: &TenantQueue,
         target: &Target,
         message: &Claimed,
         now: DateTime<Utc>,
@@ -550,7 +714,9 @@ impl Dispatcher {
         }
         let started = Instant::now();
         self.inner.metrics.in_flight.inc();
+        queue.attempt_started();
         let attempt = self.send_now(target, message, now, started).await;
+        queue.attempt_ended();
         self.inner.metrics.in_flight.dec();
         Some(attempt)
     }
@@ -848,12 +1014,25 @@ pub fn for_server(state: &crate::state::AppState) -> Option<Dispatcher> {
             }
         })
     });
-    Some(Dispatcher::new(
+    // The queue of each tenant lives beside its actor (DESIGN.md "The tenant actor's state").
+    let registry = state.actors.clone();
+    let queues: Queues = Arc::new(move |tenant| {
+        let registry = registry.clone();
+        Box::pin(async move {
+            registry
+                .actor(tenant)
+                .await
+                .ok()
+                .map(|entry| entry.webhooks.clone())
+        })
+    });
+    Some(Dispatcher::with_queues(
         state.pools.app.clone(),
         outbound,
         state.secrets.clone(),
         Arc::new(SystemClock),
         limits,
+        Some(queues),
         options,
         metrics,
     ))
@@ -891,6 +1070,32 @@ mod tests {
             next_delay(4, Some(Duration::from_secs(2)), 0.0),
             Some(Duration::from_secs(300))
         );
+    }
+
+    #[test]
+    fn the_rate_window_slides() {
+        let t0 = DateTime::parse_from_rfc3339("2026-01-01T00:00:50Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut w = SlidingWindow::default();
+        w.charge(t0, 5);
+        // Across the calendar minute's end the charge still counts...
+        w.expire(t0 + TimeDelta::seconds(20));
+        assert_eq!(w.used(), 5);
+        // ...until 60 s after it.
+        let mut later = w.clone();
+        later.expire(t0 + TimeDelta::seconds(60));
+        assert_eq!(later.used(), 0);
+        // Charges less than a second apart merge, stamped with the later time.
+        w.charge(t0 + TimeDelta::milliseconds(500), 2);
+        assert_eq!(w.at.len(), 1);
+        assert_eq!(w.used(), 7);
+        w.expire(t0 + TimeDelta::milliseconds(60_400));
+        assert_eq!(w.used(), 7);
+        w.charge(t0 + TimeDelta::seconds(61), 1);
+        w.expire(t0 + TimeDelta::seconds(61));
+        assert_eq!(w.used(), 1);
+        assert_eq!(SlidingWindow::new(vec![t0, t0], vec![1]).at.len(), 1);
     }
 
     #[test]

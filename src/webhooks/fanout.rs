@@ -3,6 +3,12 @@
 //! endpoint) makes a second run of the same event (the outbox delivers at least once) add
 //! nothing. A body over [`MAX_PAYLOAD_BYTES`] is refused here: its message is stored as
 //! `refused`, with a delivery row saying why, and never sent.
+//!
+//! The worker hands a tenant's batch of events over at once ([`JobHandler::handle_batch`]): the
+//! endpoints are read once and every message of the batch is written by one statement.
+
+use std::collections::HashSet;
+use std::sync::{LazyLock, Mutex};
 
 use deadpool_postgres::Transaction;
 use futures_util::future::BoxFuture;
@@ -13,6 +19,11 @@ use super::{subscribed, MAX_PAYLOAD_BYTES, TEST_EVENT};
 use crate::jobs::{Job, JobError, JobHandler};
 
 pub struct FanOut;
+
+/// Tenants for which messages were written in a transaction not yet known to be committed:
+/// their commit wakes the dispatcher for them (and only for them, so events no endpoint wants
+/// cost the dispatcher nothing). One left by a rolled-back transaction costs one spare wake.
+static QUEUED: LazyLock<Mutex<HashSet<Uuid>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
 
 impl JobHandler for FanOut {
     fn name(&self) -> &'static str {
@@ -28,63 +39,128 @@ impl JobHandler for FanOut {
         tx: &'a Transaction<'a>,
         job: &'a Job,
     ) -> BoxFuture<'a, Result<(), JobError>> {
-        Box::pin(async move { fan_out(tx, job).await })
+        Box::pin(async move { self.fan_out(tx, &[job]).await })
     }
 
-    fn committed(&self, _job: &Job) {
-        super::delivery::wake();
+    fn handle_batch<'a>(
+        &'a self,
+        tx: &'a Transaction<'a>,
+        jobs: &'a [&'a Job],
+    ) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move { self.fan_out(tx, jobs).await })
+    }
+
+    fn committed(&self, job: &Job) {
+        let queued = QUEUED
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&job.tenant_id);
+        if queued {
+            super::delivery::wake_tenant(job.tenant_id);
+        }
     }
 }
 
-pub async fn fan_out(tx: &Transaction<'_>, job: &Job) -> Result<(), JobError> {
-    let stmt = tx
-        .prepare_cached(
-            "select id, events from app.webhooks \
-             where tenant_id = $1 and status = 'enabled' and deleted_at is null",
-        )
-        .await?;
-    let endpoints: Vec<Uuid> = tx
-        .query(&stmt, &[&job.tenant_id])
-        .await?
-        .iter()
-        .filter(|r| subscribed(&r.get::<_, Vec<String>>(1), &job.event_type))
-        .map(|r| r.get(0))
-        .collect();
-    if endpoints.is_empty() {
-        return Ok(());
-    }
-    let body = message_body(&job.event_type, job.created_at, &job.payload);
-    let size = body.len();
-    let refused = size > MAX_PAYLOAD_BYTES;
-    let ids: Vec<Uuid> = endpoints.iter().map(|_| Uuid::now_v7()).collect();
-    // A refused message keeps no body: it is never sent, and the limit is what refused it.
-    let stored = if refused { String::new() } else { body };
-    let status = if refused { "refused" } else { "pending" };
-    let stmt = tx
-        .prepare_cached(
-            "insert into app.webhook_messages \
-             (tenant_id, id, webhook_id, outbox_id, event_type, body, status) \
-             select $1, m.id, m.webhook_id, $4, $5, $6, $7 \
-             from unnest($2::uuid[], $3::uuid[]) as m (id, webhook_id) \
-             on conflict (tenant_id, outbox_id, webhook_id) do nothing \
-             returning id, webhook_id",
-        )
-        .await?;
-    let inserted = tx
-        .query(
-            &stmt,
-            &[
-                &job.tenant_id,
-                &ids,
-                &endpoints,
-                &job.id,
-                &job.event_type,
-                &stored,
-                &status,
-            ],
-        )
-        .await?;
-    if refused {
+impl FanOut {
+    /// The messages of `jobs`, all of one tenant.
+    async fn fan_out(&self, tx: &Transaction<'_>, jobs: &[&Job]) -> Result<(), JobError> {
+        let Some(tenant) = jobs.first().map(|job| job.tenant_id) else {
+            return Ok(());
+        };
+        let stmt = tx
+            .prepare_cached(
+                "select id, events from app.webhooks \
+                 where tenant_id = $1 and status = 'enabled' and deleted_at is null",
+            )
+            .await?;
+        let endpoints: Vec<(Uuid, Vec<String>)> = tx
+            .query(&stmt, &[&tenant])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        if endpoints.is_empty() {
+            return Ok(());
+        }
+        // One row per (event, subscribed endpoint), as parallel arrays for one insert.
+        let mut ids = Vec::new();
+        let mut webhook_ids = Vec::new();
+        let mut outbox_ids = Vec::new();
+        let mut types: Vec<&str> = Vec::new();
+        let mut bodies = Vec::new();
+        let mut statuses: Vec<&str> = Vec::new();
+        let mut sizes = Vec::new();
+        for job in jobs {
+            debug_assert_eq!(job.tenant_id, tenant);
+            let wanted: Vec<Uuid> = endpoints
+                .iter()
+                .filter(|(_, events)| subscribed(events, &job.event_type))
+                .map(|(id, _)| *id)
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let body = message_body(&job.event_type, job.created_at, &job.payload);
+            let size = body.len();
+            let refused = size > MAX_PAYLOAD_BYTES;
+            for endpoint in wanted {
+                ids.push(Uuid::now_v7());
+                webhook_ids.push(endpoint);
+                outbox_ids.push(job.id);
+                types.push(job.event_type.as_str());
+                // A refused message keeps no body: it is never sent, and the limit is what
+                // refused it.
+                bodies.push(if refused { String::new() } else { body.clone() });
+                statuses.push(if refused { "refused" } else { "pending" });
+                sizes.push(size);
+            }
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let stmt = tx
+            .prepare_cached(
+                "insert into app.webhook_messages \
+                 (tenant_id, id, webhook_id, outbox_id, event_type, body, status) \
+                 select $1, m.id, m.webhook_id, m.outbox_id, m.event_type, m.body, m.status \
+                 from unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[]) \
+                   as m (id, webhook_id, outbox_id, event_type, body, status) \
+                 on conflict (tenant_id, outbox_id, webhook_id) do nothing \
+                 returning id, webhook_id, status",
+            )
+            .await?;
+        let inserted = tx
+            .query(
+                &stmt,
+                &[
+                    &tenant,
+                    &ids,
+                    &webhook_ids,
+                    &outbox_ids,
+                    &types,
+                    &bodies,
+                    &statuses,
+                ],
+            )
+            .await?;
+        let mut pending = false;
+        let refused: Vec<(Uuid, Uuid)> = inserted
+            .iter()
+            .filter_map(|row| {
+                let status: &str = row.get(2);
+                pending |= status == "pending";
+                (status == "refused").then(|| (row.get(0), row.get(1)))
+            })
+            .collect();
+        if pending {
+            QUEUED
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(tenant);
+        }
+        if refused.is_empty() {
+            return Ok(());
+        }
         let stmt = tx
             .prepare_cached(
                 "insert into app.webhook_deliveries \
@@ -92,23 +168,23 @@ pub async fn fan_out(tx: &Transaction<'_>, job: &Job) -> Result<(), JobError> {
                  values ($1, $2, $3, $4, 0, 'refused', $5)",
             )
             .await?;
-        let reason = format!("the payload is {size} bytes, over the limit of {MAX_PAYLOAD_BYTES}");
-        for row in &inserted {
-            let (message, endpoint): (Uuid, Uuid) = (row.get(0), row.get(1));
+        for (message, endpoint) in refused {
+            let size = ids
+                .iter()
+                .position(|id| *id == message)
+                .and_then(|i| sizes.get(i))
+                .copied()
+                .unwrap_or_default();
+            let reason =
+                format!("the payload is {size} bytes, over the limit of {MAX_PAYLOAD_BYTES}");
             tx.execute(
                 &stmt,
-                &[
-                    &job.tenant_id,
-                    &Uuid::now_v7(),
-                    &message,
-                    &endpoint,
-                    &reason,
-                ],
+                &[&tenant, &Uuid::now_v7(), &message, &endpoint, &reason],
             )
             .await?;
-            tracing::warn!(tenant_id = %job.tenant_id, message_id = %message, %reason,
+            tracing::warn!(tenant_id = %tenant, message_id = %message, %reason,
                 "webhook message refused");
         }
+        Ok(())
     }
-    Ok(())
 }

@@ -5,8 +5,9 @@
 //! - [`fanout`]: the outbox handler that turns each event into one message per subscribed
 //!   endpoint, in the outbox row's transaction (idempotent on the event id);
 //! - [`delivery`]: the dispatcher that claims due messages per tenant (a lease, `SKIP LOCKED`,
-//!   the tenant's per-minute budget shared by every instance), signs, sends, records each
+//!   the tenant's sliding 60 s window shared by every instance), signs, sends, records each
 //!   attempt and schedules the retries;
+//! - [`queue`]: the tenant's queue state held beside its actor (drain, in flight, limiter);
 //! - [`signing`]: Standard Webhooks signatures; [`secret`]: how signing secrets are stored.
 //!
 //! PostgreSQL holds everything that must survive (messages, attempts, leases, the rate window):
@@ -16,6 +17,7 @@ pub mod delivery;
 pub mod fanout;
 pub mod model;
 pub mod ops;
+pub mod queue;
 pub mod secret;
 pub mod signing;
 
@@ -28,6 +30,7 @@ use crate::page::PageError;
 
 pub use delivery::{Clock, Dispatcher, DispatcherOptions, SystemClock};
 pub use fanout::FanOut;
+pub use queue::TenantQueue;
 
 /// The event types an endpoint may subscribe to, as exact types or `prefix.*`.
 pub const EVENT_PREFIXES: &[&str] = &[

@@ -12,7 +12,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{json, Value};
 use tenantry::auth::Role;
@@ -952,6 +952,46 @@ async fn two_dispatchers_share_the_rate_limit_and_never_send_an_attempt_twice() 
     let distinct: HashSet<&String> = ids.iter().collect();
     assert_eq!(ids.len(), 12);
     assert_eq!(distinct.len(), 12, "no message was sent twice");
+}
+
+/// The limit holds over any 60 s, not per calendar minute: a tenant that used its budget just
+/// before a minute ends gets nothing more just after it (a calendar-minute window would have
+/// let it send twice its limit within 20 s).
+#[tokio::test]
+async fn the_rate_limit_holds_across_a_minute_boundary() {
+    let rig = rig(Some(5)).await;
+    let t = rig.tenant("wh-boundary").await;
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    rig.webhook(&t.token, &receiver.url, &["project.*"]).await;
+    for i in 0..12 {
+        create_project(&rig.app, &t.token, &format!("P{i}")).await;
+    }
+    rig.fan_out().await;
+    // Ten seconds before the end of a calendar minute.
+    let now = rig.clock.now();
+    let into_minute = now - now.duration_trunc(TimeDelta::minutes(1)).unwrap();
+    let mut to_50s = TimeDelta::seconds(50) - into_minute;
+    if to_50s < TimeDelta::zero() {
+        to_50s += TimeDelta::minutes(1);
+    }
+    rig.clock.advance(to_50s);
+    let mut sent = vec![rig.dispatcher.run_once().await.unwrap()];
+    for step in [20, 39, 1, 30, 30] {
+        rig.clock.advance(TimeDelta::seconds(step));
+        sent.push(rig.dispatcher.run_once().await.unwrap());
+    }
+    assert_eq!(
+        sent,
+        vec![5, 0, 0, 5, 0, 2],
+        "5 at :50, none until 60 s later, then 5, then the rest 60 s after that"
+    );
+    let ids: HashSet<String> = receiver
+        .all()
+        .iter()
+        .map(|r| r.header("webhook-id"))
+        .collect();
+    assert_eq!(ids.len(), 12);
+    assert_eq!(receiver.count(), 12, "no message was sent twice");
 }
 
 #[tokio::test]

@@ -1,0 +1,135 @@
+//! A tenant's webhook queue as its actor holds it (DESIGN.md "The tenant actor's state"): the
+//! in-memory view of its queue (whether it is being drained, and whether more work came in
+//! meanwhile), its attempts in flight, and its delivery rate limiter's view of the shared
+//! sliding window (when the budget is spent, until when). It hangs off the actor's registry
+//! entry beside the request rate limiter (`actors::supervisor::ActorEntry`), lives and dies
+//! with the actor, and is read without messaging it: the dispatcher's sends must not run
+//! inside the actor's mailbox or a tenant transaction.
+//!
+//! Nothing here must survive: the messages, leases, attempts and the rate window are rows in
+//! PostgreSQL, and a fresh actor starts from an empty view (the dispatcher's look at the table
+//! finds the tenant's due messages again).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+
+#[derive(Default)]
+pub struct TenantQueue {
+    state: Mutex<State>,
+    in_flight: AtomicUsize,
+}
+
+#[derive(Default)]
+struct State {
+    /// A task of this instance is draining the tenant.
+    draining: bool,
+    /// Work came in while it drained: it looks once more before it stops.
+    again: bool,
+    /// The shared window was spent at the last claim: no claim before this time while the
+    /// limit is the one it was spent under (a plan change lifts it at once).
+    spent: Option<(DateTime<Utc>, i64)>,
+}
+
+impl TenantQueue {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// True when the caller is to drain the tenant; false when a drain is already under way
+    /// (which is told to look again before it ends, so this wake is not lost).
+    pub fn start_drain(&self) -> bool {
+        let mut state = self.state();
+        if state.draining {
+            state.again = true;
+            return false;
+        }
+        state.draining = true;
+        state.again = false;
+        true
+    }
+
+    /// At the end of a drain: true when work came in meanwhile and the drain goes on.
+    pub fn end_drain(&self) -> bool {
+        let mut state = self.state();
+        if state.again {
+            state.again = false;
+            return true;
+        }
+        state.draining = false;
+        false
+    }
+
+    pub fn draining(&self) -> bool {
+        self.state().draining
+    }
+
+    /// Whether the tenant's delivery budget is known to be spent at `now` under `limit`, so
+    /// a claim would take nothing: the claim (a transaction) is not even tried.
+    pub fn budget_spent(&self, now: DateTime<Utc>, limit: Option<i64>) -> bool {
+        match (self.state().spent, limit) {
+            (Some((until, spent_under)), Some(limit)) => now < until && limit == spent_under,
+            _ => false,
+        }
+    }
+
+    /// The claim found the window spent: nothing frees up before `until`.
+    pub fn spent_until(&self, until: DateTime<Utc>, limit: i64) {
+        self.state().spent = Some((until, limit));
+    }
+
+    /// The claim found budget left.
+    pub fn budget_left(&self) {
+        self.state().spent = None;
+    }
+
+    pub fn attempt_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn attempt_ended(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Attempts of this tenant being sent by this instance.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeDelta;
+
+    #[test]
+    fn one_drain_at_a_time_and_no_wake_lost() {
+        let q = TenantQueue::default();
+        assert!(q.start_drain());
+        assert!(!q.start_drain(), "a second drain is not started");
+        assert!(q.end_drain(), "the wake that came in keeps the drain going");
+        assert!(!q.end_drain());
+        assert!(!q.draining());
+        assert!(q.start_drain());
+    }
+
+    #[test]
+    fn a_spent_budget_waits_until_it_frees_up_or_the_limit_changes() {
+        let q = TenantQueue::default();
+        let now = Utc::now();
+        assert!(!q.budget_spent(now, Some(5)));
+        q.spent_until(now + TimeDelta::seconds(30), 5);
+        assert!(q.budget_spent(now, Some(5)));
+        assert!(
+            !q.budget_spent(now, Some(10)),
+            "a new limit is tried at once"
+        );
+        assert!(!q.budget_spent(now, None));
+        assert!(!q.budget_spent(now + TimeDelta::seconds(30), Some(5)));
+        q.budget_left();
+        assert!(!q.budget_spent(now, Some(5)));
+    }
+}
