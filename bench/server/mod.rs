@@ -104,13 +104,36 @@ pub async fn start_server(
     log: &str,
     env: &[(&str, &str)],
 ) -> Server {
+    start_server_wrapped(config, workers, log, env, &[], Duration::from_secs(30)).await
+}
+
+/// [`start_server`] with the binary run by `wrapper` (e.g. `valgrind --tool=callgrind ...`:
+/// the binary's path and arguments follow it), waiting up to `ready_within` for `/readyz`.
+#[allow(dead_code)] // Only usage_http runs a server under callgrind.
+pub async fn start_server_wrapped(
+    config: &Config,
+    workers: usize,
+    log: &str,
+    env: &[(&str, &str)],
+    wrapper: &[&str],
+    ready_within: Duration,
+) -> Server {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port");
     let log_path = std::env::temp_dir().join(format!("{log}.log"));
     let log_file = std::fs::File::create(&log_path).expect("server log");
-    let child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+    let binary = env!("CARGO_BIN_EXE_tenantry");
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    };
+    let child = command
         .args(["serve", "--workers", &workers.to_string()])
         .env("DATABASE_URL", config.database_url.expose_secret())
         .env("APP_DATABASE_URL", config.app_database_url.expose_secret())
@@ -135,7 +158,8 @@ pub async fn start_server(
         address: format!("http://127.0.0.1:{port}"),
     };
     let http = reqwest::Client::new();
-    for _ in 0..600 {
+    let began = std::time::Instant::now();
+    while began.elapsed() < ready_within {
         if let Ok(r) = http.get(server.url("/readyz")).send().await {
             if r.status().is_success() {
                 println!(

@@ -322,9 +322,8 @@ pub async fn admit_api_call(
     state
         .usage
         .quotas
-        .admit(&backing, caller, &[(API_CALLS, 1, limit)])
+        .admit_unit(&backing, caller, API_CALLS, 1, limit)
         .await
-        .map(|_| ())
 }
 
 #[cfg(test)]

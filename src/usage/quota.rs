@@ -97,6 +97,15 @@ impl TenantQuota {
         self.budgets.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Marks the tenant used; a store only when the second changed, so the requests of a busy
+    /// tenant on several cores do not all write the one cache line.
+    fn touch(&self, now: DateTime<Utc>) {
+        let second = now.timestamp();
+        if self.last_used.load(Ordering::Relaxed) != second {
+            self.last_used.store(second, Ordering::Relaxed);
+        }
+    }
+
     fn cached_period(&self, now: DateTime<Utc>) -> Option<Period> {
         let period = *self.period.lock().unwrap_or_else(PoisonError::into_inner);
         period.filter(|p| p.contains(now))
@@ -244,6 +253,27 @@ impl Quotas {
         Ok(period)
     }
 
+    /// Admits `n` of one metric (the per-request `api_calls` unit): [`Quotas::admit`] of one
+    /// amount without the [`Admitted`] record (two allocations) that nobody gives back.
+    pub async fn admit_unit(
+        &self,
+        backing: &dyn Backing,
+        caller: &Caller,
+        metric: &str,
+        n: i64,
+        limit: i64,
+    ) -> Result<(), UsageError> {
+        let now = Utc::now();
+        let quota = self.tenant(caller.tenant_id);
+        quota.touch(now);
+        let period = self.period_of(&quota, backing, caller, now).await?;
+        if n <= 0 {
+            return Ok(());
+        }
+        self.admit_one(&quota, backing, caller, &period, metric, n, limit, now)
+            .await
+    }
+
     /// Admits `amounts` (metric, quantity, limit) for the caller's tenant, all or nothing:
     /// refused with `QuotaExceeded` for the first metric over its limit, handing back what the
     /// metrics before it took.
@@ -255,7 +285,7 @@ impl Quotas {
     ) -> Result<Admitted, UsageError> {
         let now = Utc::now();
         let quota = self.tenant(caller.tenant_id);
-        quota.last_used.store(now.timestamp(), Ordering::Relaxed);
+        quota.touch(now);
         let period = self.period_of(&quota, backing, caller, now).await?;
         let mut admitted = Admitted {
             period,
