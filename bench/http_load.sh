@@ -79,10 +79,12 @@ if [ -n "${REUSE:-}" ] && [ -s "$ENTRIES" ] && [ "$(wc -l <"$ENTRIES")" -ge "$TE
   psql -q "$PG/$DB" -c "delete from app.users where tenant_id in
       (select id from app.tenants where slug like 'actor-%');
     delete from app.tenants where slug like 'actor-%'" >/dev/null
-else
+elif [ -z "${KEEP_DB:-}" ]; then
   psql -q "$PG/postgres" -c "drop database if exists $DB with (force)" >/dev/null
 fi
-$BIN migrate --no-progress >/dev/null
+# On Citus (docs/scale-out.md): PG_URL names the coordinator, the database was prepared on every
+# node beforehand (KEEP_DB=1) and MIGRATE_FLAGS=--citus.
+$BIN migrate --no-progress ${MIGRATE_FLAGS:-} >/dev/null
 
 # WORKERS=1 runs one HTTP worker (which then hosts every tenant actor): with PostgreSQL and
 # wrk on the same 2 cores, fewer server threads means fewer thread switches.

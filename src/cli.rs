@@ -79,6 +79,10 @@ pub struct MigrateArgs {
     /// Never draw a progress bar, even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+    /// The database runs Citus (docs/scale-out.md): distribute the shared tables by tenant_id,
+    /// make the platform tables reference tables and the tenant schemas distributed schemas.
+    #[arg(long)]
+    pub citus: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -211,15 +215,16 @@ async fn run_migrate(config: &Config, args: MigrateArgs) -> anyhow::Result<()> {
         Some(dir) => TenantTemplate::from_dir(dir)?,
         None => TenantTemplate::embedded(),
     };
-    let report = migrate::migrate(
-        config,
-        MigrateOptions {
-            jobs: args.jobs,
-            template,
-            progress: !args.no_progress,
-        },
-    )
-    .await?;
+    let opts = MigrateOptions {
+        jobs: args.jobs,
+        template,
+        progress: !args.no_progress,
+    };
+    let report = if args.citus {
+        migrate::migrate_citus(config, opts).await?
+    } else {
+        migrate::migrate(config, opts).await?
+    };
     println!("{report}");
     if !report.tenants_failed.is_empty() {
         for (tenant, err) in &report.tenants_failed {

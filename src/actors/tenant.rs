@@ -296,12 +296,16 @@ async fn run_in_tenant_tx<O: TenantOp>(
         single_statements.filter(|_| O::SINGLE_STATEMENT && !O::OPENS_TENANT_SCHEMA)
     {
         // Nothing to commit or roll back: the statement's implicit transaction ended with it,
-        // on a connection other operations use at the same time (see `SharedConn`).
+        // on a connection other operations use at the same time (see `SharedConn`). Not on
+        // Citus, where the context needs BEGIN and SET LOCAL: two requests, which another
+        // operation's could come between (`TenantTx::query_opt_then_commit`).
         let conn = shared.get().await?;
-        return op
-            .run(&TenantTx::single_statement(&conn, tenant), caller)
-            .await
-            .map_err(ExecError::Op);
+        if !conn.is_citus() {
+            return op
+                .run(&TenantTx::single_statement(&conn, tenant), caller)
+                .await
+                .map_err(ExecError::Op);
+        }
     }
     let mut conn = pool.get().await.map_err(crate::db::DbError::from)?;
     // An operation that opens the tenant's own schema (analytics do) counts against the

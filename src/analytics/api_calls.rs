@@ -162,6 +162,7 @@ async fn write(pool: &PgPool, tenants: &[(Uuid, HourlyCalls)]) -> Result<(), Str
         conn.touch_tenant_schema(*tenant);
     }
     let set_tenant = conn.statements().set_tenant().clone();
+    let citus = conn.is_citus();
     let tx = conn.transaction().await.map_err(|e| e.to_string())?;
     tx.batch_execute(COMMIT_WITHOUT_WAITING_SQL)
         .await
@@ -169,9 +170,15 @@ async fn write(pool: &PgPool, tenants: &[(Uuid, HourlyCalls)]) -> Result<(), Str
     for (tenant, calls) in tenants {
         let span = tracing::info_span!("api_calls_flush", tenant_id = %tenant);
         crate::context::scope(*tenant, async {
-            tx.execute(&set_tenant, &[&tenant.hyphenated().to_string()])
-                .await
-                .map_err(|e| e.to_string())?;
+            if citus {
+                crate::db::tenant_tx::set_tenant_in_tx(&*tx, *tenant)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            } else {
+                tx.execute(&set_tenant, &[&tenant.hyphenated().to_string()])
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
             super::store::record_api_calls(&tx, *tenant, calls)
                 .await
                 .map_err(|e| e.to_string())

@@ -124,9 +124,40 @@ pub async fn create_database_if_missing(database_url: &str) -> Result<(), DbErro
     Ok(())
 }
 
+/// `tenantry migrate` on plain PostgreSQL.
 pub async fn migrate(config: &Config, opts: MigrateOptions) -> Result<MigrateReport, DbError> {
+    run(config, opts, false).await
+}
+
+/// `tenantry migrate --citus`: the same, and the Citus steps of [`super::citus`] (on a database
+/// with the `citus` extension and its workers added).
+pub async fn migrate_citus(
+    config: &Config,
+    opts: MigrateOptions,
+) -> Result<MigrateReport, DbError> {
+    run(config, opts, true).await
+}
+
+async fn run(config: &Config, opts: MigrateOptions, citus: bool) -> Result<MigrateReport, DbError> {
     let started = Instant::now();
     let login = connect(config.database_url.expose_secret(), &[]).await?;
+    match (citus, super::citus::is_citus(&login).await?) {
+        (false, true) => {
+            return Err(DbError::DeploymentMode(
+                "this database has the citus extension: run `tenantry migrate --citus` \
+                 (docs/scale-out.md)"
+                    .into(),
+            ))
+        }
+        (true, false) => {
+            return Err(DbError::DeploymentMode(
+                "--citus: this database has no citus extension (CREATE EXTENSION citus and \
+                 add the workers first; docs/scale-out.md)"
+                    .into(),
+            ))
+        }
+        _ => {}
+    }
     roles::ensure_roles(
         &login,
         &RoleSetup {
@@ -136,6 +167,9 @@ pub async fn migrate(config: &Config, opts: MigrateOptions) -> Result<MigrateRep
         },
     )
     .await?;
+    if citus {
+        super::citus::prepare_database(&login, &config.roles).await?;
+    }
     drop(login);
 
     let owner_settings = owner_settings(config);
@@ -155,8 +189,15 @@ pub async fn migrate(config: &Config, opts: MigrateOptions) -> Result<MigrateRep
         template_version: opts.template.latest_version(),
         ..Default::default()
     };
-    report.shared_applied = migrate_shared(&lock_holder, config).await?;
+    if citus {
+        report.shared_applied = migrate_shared_citus(&lock_holder, config).await?;
+    } else {
+        report.shared_applied = migrate_shared(&lock_holder, config).await?;
+    }
     migrate_tenants(config, &lock_holder, &opts, &mut report).await?;
+    if citus {
+        super::citus::distribute_tenant_schemas(&lock_holder).await?;
+    }
     lock_holder
         .execute("select pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
         .await?;
@@ -179,6 +220,18 @@ async fn migrate_shared(owner: &Client, config: &Config) -> Result<usize, DbErro
         })?;
     roles::grant_shared_schema(owner, &config.roles).await?;
     Ok(report.applied_migrations().len())
+}
+
+/// The shared schema on Citus: the migrations one statement at a time, then the tables
+/// distributed, then the grants (Citus copies a table's grants to its shards).
+async fn migrate_shared_citus(owner: &Client, config: &Config) -> Result<usize, DbError> {
+    owner
+        .batch_execute("CREATE SCHEMA IF NOT EXISTS app")
+        .await?;
+    let applied = super::citus::migrate_shared(owner).await?;
+    super::citus::distribute_shared(owner).await?;
+    roles::grant_shared_schema(owner, &config.roles).await?;
+    Ok(applied)
 }
 
 /// refinery's driver wants `&mut Client`; the lock holder is shared by reference, so the
@@ -378,8 +431,7 @@ pub async fn migrate_tenant_schema(
     template: &TenantTemplate,
     config: &Config,
 ) -> Result<(), DbError> {
-    tx.execute(super::tenant_tx::SET_TENANT_SQL, &[&tenant.to_string()])
-        .await?;
+    super::tenant_tx::set_tenant_in_tx(tx, tenant).await?;
     // Row lock: a concurrent purge or a second runner cannot interleave with this schema.
     let current: Option<i32> = tx
         .query_opt(
@@ -416,10 +468,21 @@ async fn apply_template(
     config: &Config,
 ) -> Result<(), DbError> {
     let schema = tenant_schema_name(tenant);
-    tx.batch_execute(&format!("SET LOCAL search_path TO {schema}"))
-        .await?;
+    // Whether the database runs Citus rides along in the same round trip: there the template
+    // runs one statement at a time (docs/scale-out.md).
+    let citus = tx
+        .simple_query(&format!(
+            "SET LOCAL search_path TO {schema}; {}",
+            super::pool::IS_CITUS_SQL
+        ))
+        .await?
+        .iter()
+        .any(|message| {
+            matches!(message, tokio_postgres::SimpleQueryMessage::Row(row)
+                if row.get(0) == Some("t"))
+        });
     roles::default_privileges_tenant_schema(tx, &schema, &config.roles).await?;
-    template.apply(tx, &schema).await?;
+    template.apply_statements(tx, &schema, citus).await?;
     roles::grant_tenant_schema(tx, &schema, &config.roles).await?;
     tx.batch_execute("SET LOCAL search_path TO DEFAULT").await?;
     tx.execute(

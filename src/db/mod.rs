@@ -1,6 +1,7 @@
 //! PostgreSQL access: pools (one per role), tenant-bound transactions, roles and grants, and the
 //! migration runner for the shared schema and every tenant schema.
 
+pub mod citus;
 pub mod migrate;
 pub mod pool;
 pub mod roles;
@@ -56,6 +57,9 @@ pub enum DbError {
     TemplateEmpty(String),
     #[error("the tenant template diverges: {0}")]
     TemplateDiverges(String),
+    /// `tenantry migrate` on a Citus database without `--citus`, or the reverse.
+    #[error("{0}")]
+    DeploymentMode(String),
     #[error("migration of {schema} failed")]
     Migration {
         schema: String,

@@ -27,6 +27,10 @@ pub struct PgConn {
     /// connection instead of handing an open transaction to the next tenant.
     in_transaction: AtomicBool,
     statements: TxStatements,
+    /// The database runs Citus (docs/scale-out.md): the tenant context must be set with
+    /// `SET LOCAL` inside `BEGIN` to reach the worker nodes. Asked once, when the connection
+    /// opens, pipelined with the statements' preparation.
+    citus: bool,
     /// The runtime whose task drives this connection (tokio-postgres): the connection dies with
     /// it, whichever runtime uses it.
     opened_on: Option<tokio::runtime::Id>,
@@ -43,21 +47,34 @@ pub struct TxStatements {
     commit: Statement,
 }
 
+/// Whether the database has the Citus extension (docs/scale-out.md).
+pub const IS_CITUS_SQL: &str =
+    "select exists (select 1 from pg_catalog.pg_extension where extname = 'citus')";
+
 impl TxStatements {
+    /// The statements, and whether the database runs Citus (asked in the same round trip).
     async fn prepare(
         client: &tokio_postgres::Client,
-    ) -> Result<TxStatements, tokio_postgres::Error> {
-        let (begin, set_tenant, commit) = futures_util::future::join3(
+    ) -> Result<(TxStatements, bool), tokio_postgres::Error> {
+        let (begin, set_tenant, commit, citus) = futures_util::future::join4(
             client.prepare("begin"),
             client.prepare(SET_TENANT_SQL),
             client.prepare("commit"),
+            // The simple protocol: one message out, no separate parse round trip.
+            client.simple_query(IS_CITUS_SQL),
         )
         .await;
-        Ok(TxStatements {
-            begin: begin?,
-            set_tenant: set_tenant?,
-            commit: commit?,
-        })
+        Ok((
+            TxStatements {
+                begin: begin?,
+                set_tenant: set_tenant?,
+                commit: commit?,
+            },
+            citus?.iter().any(|message| {
+                matches!(message, tokio_postgres::SimpleQueryMessage::Row(row)
+                    if row.get(0) == Some("t"))
+            }),
+        ))
     }
 
     pub fn begin(&self) -> &Statement {
@@ -93,6 +110,11 @@ impl PgConn {
         &self.statements
     }
 
+    /// The database runs Citus: see [`super::tenant_tx`] for what changes.
+    pub fn is_citus(&self) -> bool {
+        self.citus
+    }
+
     pub fn in_transaction(&self) -> bool {
         self.in_transaction.load(Ordering::Acquire)
     }
@@ -124,10 +146,11 @@ impl managed::Manager for TrackedManager {
 
     async fn create(&self) -> Result<PgConn, tokio_postgres::Error> {
         let client = managed::Manager::create(&self.inner).await?;
-        let statements = TxStatements::prepare(&client).await?;
+        let (statements, citus) = TxStatements::prepare(&client).await?;
         Ok(PgConn {
             client,
             statements,
+            citus,
             tenant_schemas: HashSet::new(),
             in_transaction: AtomicBool::new(false),
             opened_on: current_runtime(),

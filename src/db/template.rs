@@ -118,11 +118,23 @@ impl TenantTemplate {
     /// Applies the pending template migrations to the tenant's schema inside `tx`. The caller
     /// has set `search_path` to the schema, and the schema name comes from the tenant id.
     pub async fn apply(&self, tx: &Transaction<'_>, schema: &str) -> Result<(), DbError> {
+        self.apply_statements(tx, schema, false).await
+    }
+
+    /// [`apply`](TenantTemplate::apply), each migration split into its statements when
+    /// `one_at_a_time` (Citus: a query string of several statements is forwarded whole to the
+    /// workers as soon as one of them is).
+    pub async fn apply_statements(
+        &self,
+        tx: &Transaction<'_>,
+        schema: &str,
+        one_at_a_time: bool,
+    ) -> Result<(), DbError> {
         let mut runner = Runner::new(&self.migrations)
             .set_grouped(true)
             .set_abort_divergent(true);
         runner.set_migration_table_name(format!("{schema}.refinery_schema_history"));
-        let mut driver = TxDriver { tx };
+        let mut driver = TxDriver { tx, one_at_a_time };
         runner
             .run_async(&mut driver)
             .await
@@ -140,6 +152,7 @@ fn divergent(detail: String) -> DbError {
 
 struct TxDriver<'a, 'b> {
     tx: &'a Transaction<'b>,
+    one_at_a_time: bool,
 }
 
 impl AsyncTransaction for TxDriver<'_, '_> {
@@ -151,7 +164,13 @@ impl AsyncTransaction for TxDriver<'_, '_> {
     ) -> Result<usize, Self::Error> {
         let mut count = 0;
         for query in queries {
-            self.tx.batch_execute(query).await?;
+            if self.one_at_a_time {
+                for statement in super::citus::split_statements(query) {
+                    self.tx.batch_execute(&statement).await?;
+                }
+            } else {
+                self.tx.batch_execute(query).await?;
+            }
             count += 1;
         }
         Ok(count)

@@ -1,6 +1,13 @@
 //! Transactions bound to one tenant. The context is set with `set_config(.., true)`, which is
 //! local to the transaction: it cannot leak to the next user of a pooled connection, and a
 //! connection outside a transaction reads '' (no rows under the policies).
+//!
+//! On Citus (docs/scale-out.md) this module is the one place that differs: `set_config` only
+//! changes the coordinator's session, never the worker nodes that hold the shards, so there
+//! the context is `SET LOCAL app.current_tenant` inside an explicit `BEGIN`, which Citus sends
+//! to every node taking part in the transaction (`citus.propagate_set_commands = 'local'`, set
+//! on the database by `tenantry migrate --citus`). Each pooled connection knows which it is
+//! talking to ([`PgConn::is_citus`]).
 
 use std::future::Future;
 use std::ops::Deref;
@@ -20,6 +27,30 @@ use super::{DbError, PooledConn};
 /// waiting for the WAL flush. Local to the transaction, like the tenant context.
 pub const COMMIT_WITHOUT_WAITING_SQL: &str = "set local synchronous_commit = off";
 
+/// `BEGIN` and the tenant context for Citus, as one simple query (one message, one round trip).
+/// `SET` takes no bind parameter: the value pasted in is a `Uuid`'s hyphenated form, never
+/// input.
+fn citus_begin_sql(tenant: Uuid) -> String {
+    format!("BEGIN; {}", set_local_tenant_sql(tenant))
+}
+
+/// The tenant context as a `SET LOCAL` (see the module's documentation): what Citus carries to
+/// its workers. Equivalent to `set_config(.., true)` on plain PostgreSQL.
+pub fn set_local_tenant_sql(tenant: Uuid) -> String {
+    format!("SET LOCAL app.current_tenant = '{}'", tenant.hyphenated())
+}
+
+/// Sets `tenant`'s context in the transaction `tx` has open, for code that holds a plain
+/// transaction rather than a [`TenantTx`] (provisioning, migrations, maintenance): a
+/// `SET LOCAL`, which works on plain PostgreSQL and on Citus alike.
+pub async fn set_tenant_in_tx(
+    tx: &impl tokio_postgres::GenericClient,
+    tenant: Uuid,
+) -> Result<(), DbError> {
+    tx.batch_execute(&set_local_tenant_sql(tenant)).await?;
+    Ok(())
+}
+
 /// A deadpool transaction bound to `tenant`, for code outside the tenant actors (jobs, the
 /// resolver's checks, maintenance). Operations of the actors use [`TenantTx`].
 pub async fn begin_tenant_tx(
@@ -28,9 +59,14 @@ pub async fn begin_tenant_tx(
 ) -> Result<Transaction<'_>, DbError> {
     // The connection prepared set_config when it opened; a second copy in the statement cache
     // would only cost a lookup per transaction.
+    let citus = conn.is_citus();
     let set_tenant = conn.statements().set_tenant().clone();
     let tx = conn.transaction().await?;
-    tx.execute(&set_tenant, &[&tenant.to_string()]).await?;
+    if citus {
+        tx.batch_execute(&set_local_tenant_sql(tenant)).await?;
+    } else {
+        tx.execute(&set_tenant, &[&tenant.to_string()]).await?;
+    }
     Ok(tx)
 }
 
@@ -77,6 +113,10 @@ impl<'a> TenantTx<'a> {
     ) {
         conn.mark_in_transaction(true);
         let opened = async move {
+            if conn.is_citus() {
+                conn.batch_execute(&citus_begin_sql(tenant)).await?;
+                return Ok(());
+            }
             let tenant = tenant.hyphenated().to_string();
             // Both statements were prepared when the connection opened, so the server only
             // binds and runs them instead of parsing and planning set_config on every request,
@@ -157,7 +197,31 @@ impl<'a> TenantTx<'a> {
     ) -> Result<Option<Row>, DbError> {
         let statements = self.conn.statements();
         let tenant;
-        let (results, index) = if self.single_statement {
+        let (results, index) = if self.single_statement && self.conn.is_citus() {
+            // No single-Sync form carries the context to the workers: BEGIN and SET LOCAL go
+            // out right before the statement and COMMIT (one write, one round trip). The
+            // connection is this operation's alone (see `run_in_tenant_tx`).
+            self.conn.mark_in_transaction(true);
+            let begin = citus_begin_sql(self.tenant);
+            let pipeline = [(statement, params), (statements.commit(), &[][..])];
+            let (opened, results) = futures_util::future::join(
+                self.conn.batch_execute(&begin),
+                self.conn.pipeline(&pipeline),
+            )
+            .await;
+            match opened.and(results) {
+                Ok(results) => {
+                    self.conn.mark_in_transaction(false);
+                    (results, 0)
+                }
+                Err(err) => {
+                    if self.conn.batch_execute("rollback").await.is_ok() {
+                        self.conn.mark_in_transaction(false);
+                    }
+                    return Err(err.into());
+                }
+            }
+        } else if self.single_statement {
             tenant = self.tenant.hyphenated().to_string();
             let pipeline = [
                 (

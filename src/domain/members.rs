@@ -112,13 +112,15 @@ async fn add(
             "no such user",
         )]));
     }
-    // A removed membership is revived; a live one makes the upsert return nothing.
+    // A removed membership is revived; a live one makes the upsert return nothing. The revived
+    // row takes the insert's created_at (its default, now()): Citus refuses a function that
+    // is not immutable in DO UPDATE SET on a distributed table.
     let row = query_opt(
         tx,
         &format!(
             "insert into app.project_members (tenant_id, project_id, user_id) values ($1, $2, $3) \
              on conflict (tenant_id, project_id, user_id) do update \
-             set deleted_at = null, created_at = now() \
+             set deleted_at = null, created_at = excluded.created_at \
              where project_members.deleted_at is not null \
              returning {MEMBER_COLUMNS}"
         ),

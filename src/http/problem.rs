@@ -193,6 +193,7 @@ impl From<DbError> for Problem {
             | DbError::TemplateRead { .. }
             | DbError::TemplateEmpty(_)
             | DbError::TemplateDiverges(_)
+            | DbError::DeploymentMode(_)
             | DbError::Migration { .. }
             | DbError::Tls { .. }
             | DbError::Postgres(_) => internal(&err),

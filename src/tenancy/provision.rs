@@ -106,12 +106,9 @@ pub async fn provision_with_fault(
     let admin_email = new.admin_email.trim().to_string();
     let mut conn = ctx.owner.get().await?;
     conn.touch_tenant_schema(tenant_id);
+    let citus = conn.is_citus();
     let tx = conn.transaction().await?;
-    tx.execute(
-        crate::db::tenant_tx::SET_TENANT_SQL,
-        &[&tenant_id.to_string()],
-    )
-    .await?;
+    crate::db::tenant_tx::set_tenant_in_tx(&*tx, tenant_id).await?;
     let row = tx
         .query_one(
             &format!(
@@ -151,6 +148,9 @@ pub async fn provision_with_fault(
     )
     .await?;
     create_tenant_schema(&tx, tenant_id, ctx.template, ctx.config).await?;
+    if citus {
+        crate::db::citus::distribute_tenant_schema(&*tx, tenant_id).await?;
+    }
     let password_hash = hashing.await?;
     tx.execute(
         "insert into app.users (tenant_id, id, email, name, role, password_hash) \

@@ -42,7 +42,9 @@ impl From<tokio_postgres::Error> for LoadError {
 
 /// The tenant row, its plan, the cheapest plan of every feature, the settings version and the
 /// tenant's flag overrides (of their flag's type), in one statement. Run under the tenant's
-/// context: the app role sees its own tenant row and overrides only.
+/// context: the app role sees its own tenant row and overrides only. The tenant's rows are found
+/// by `$1`, not by a correlation with `t.id` (the same tenant): Citus plans a subquery on a
+/// distributed table filtered by a constant, not one correlated with a reference table.
 const SNAPSHOT_SQL: &str = "\
     select t.slug, t.status, t.deleted_at is not null, t.plan, t.settings, \
            p.display_name, p.rank, p.price_cents, p.currency, p.limits, p.features, \
@@ -52,10 +54,10 @@ const SNAPSHOT_SQL: &str = "\
                where f.value = 'true'::jsonb \
                order by f.key, q.price_cents, q.rank, q.name) c), '{}'::jsonb), \
            coalesce((select max(v.version) from app.settings_versions v \
-                     where v.tenant_id = t.id), 0), \
+                     where v.tenant_id = $1), 0), \
            coalesce((select jsonb_object_agg(o.flag_key, o.value) \
                      from app.flag_overrides o join app.flags f on f.key = o.flag_key \
-                     where o.tenant_id = t.id and o.deleted_at is null \
+                     where o.tenant_id = $1 and o.deleted_at is null \
                        and jsonb_typeof(o.value) = jsonb_typeof(f.default_value)), '{}'::jsonb) \
     from app.tenants t join app.plans p on p.name = t.plan \
     where t.id = $1";

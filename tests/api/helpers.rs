@@ -47,22 +47,89 @@ pub fn base_database_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
 }
 
+/// Citus (scripts/citus-check.sh): TEST_DATABASE_URL names the coordinator and
+/// TEST_CITUS_WORKERS the maintenance URLs of its workers, comma-separated. Every test database
+/// is then created on each node with the citus extension, the workers are added to it, and it
+/// is migrated with `migrate --citus`.
+pub fn citus_workers() -> Option<Vec<String>> {
+    let workers = std::env::var("TEST_CITUS_WORKERS").ok()?;
+    let workers: Vec<String> = workers
+        .split(',')
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect();
+    (!workers.is_empty()).then_some(workers)
+}
+
+fn host_port(url: &str) -> (String, i32) {
+    let pg: tokio_postgres::Config = url.parse().expect("database URL");
+    let host = match pg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => "127.0.0.1".to_string(),
+    };
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    (host, i32::from(port))
+}
+
+/// The test database on every node of the Citus cluster: the extension everywhere, the
+/// coordinator told where it is and where its workers are. Few shards per table: each test
+/// distributes the whole schema again.
+async fn citus_cluster_database(coordinator_url: &str, database: &str, workers: &[String]) {
+    for worker in workers {
+        let url = with_database(worker, database);
+        migrate::create_database_if_missing(&url)
+            .await
+            .expect("create worker database");
+        connect(&url)
+            .await
+            .batch_execute("CREATE EXTENSION IF NOT EXISTS citus")
+            .await
+            .expect("citus on the worker");
+    }
+    let coordinator = connect(coordinator_url).await;
+    coordinator
+        .batch_execute(&format!(
+            "CREATE EXTENSION IF NOT EXISTS citus; \
+             ALTER DATABASE \"{database}\" SET citus.shard_count = 4"
+        ))
+        .await
+        .expect("citus on the coordinator");
+    let (host, port) = host_port(coordinator_url);
+    coordinator
+        .execute("select citus_set_coordinator_host($1, $2)", &[&host, &port])
+        .await
+        .expect("citus_set_coordinator_host");
+    for worker in workers {
+        let (host, port) = host_port(worker);
+        coordinator
+            .execute("select citus_add_node($1, $2)", &[&host, &port])
+            .await
+            .expect("citus_add_node");
+    }
+}
+
 /// A migrated database of its own, and the configuration pointing at it; no server.
 pub async fn test_config() -> (Config, String) {
     let (config, database) = unmigrated_config();
     migrate::create_database_if_missing(config.database_url.expose_secret())
         .await
         .expect("create test database");
-    migrate::migrate(
-        &config,
-        MigrateOptions {
-            jobs: 2,
-            template: TenantTemplate::embedded(),
-            progress: false,
-        },
-    )
-    .await
-    .expect("migrate test database");
+    let opts = MigrateOptions {
+        jobs: 2,
+        template: TenantTemplate::embedded(),
+        progress: false,
+    };
+    if let Some(workers) = citus_workers() {
+        citus_cluster_database(config.database_url.expose_secret(), &database, &workers).await;
+        migrate::migrate_citus(&config, opts)
+            .await
+            .expect("migrate test database (Citus)");
+    } else {
+        migrate::migrate(&config, opts)
+            .await
+            .expect("migrate test database");
+    }
     (config, database)
 }
 
@@ -377,8 +444,15 @@ pub fn new_tenant(slug: &str) -> NewTenant {
 }
 
 fn drop_database(database: &str) {
-    // Best effort: the server thread may still hold connections, hence FORCE.
-    let url = with_database(&base_database_url(), "postgres");
+    // Best effort: the server thread may still hold connections, hence FORCE. On Citus the
+    // coordinator's copy goes first (it holds connections to the workers' copies).
+    let mut urls = vec![with_database(&base_database_url(), "postgres")];
+    urls.extend(
+        citus_workers()
+            .unwrap_or_default()
+            .iter()
+            .map(|w| with_database(w, "postgres")),
+    );
     let database = database.to_string();
     let _ = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -386,13 +460,15 @@ fn drop_database(database: &str) {
             .build();
         if let Ok(rt) = runtime {
             rt.block_on(async move {
-                if let Ok((client, conn)) = tokio_postgres::connect(&url, NoTls).await {
-                    tokio::spawn(conn);
-                    let _ = client
-                        .batch_execute(&format!(
-                            "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
-                        ))
-                        .await;
+                for url in urls {
+                    if let Ok((client, conn)) = tokio_postgres::connect(&url, NoTls).await {
+                        tokio::spawn(conn);
+                        let _ = client
+                            .batch_execute(&format!(
+                                "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
+                            ))
+                            .await;
+                    }
                 }
             });
         }
