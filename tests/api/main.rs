@@ -33,6 +33,7 @@ mod ofrep;
 mod openapi;
 mod pagination;
 mod plans;
+mod privacy;
 mod provisioning;
 mod ratelimit;
 mod resolution;
