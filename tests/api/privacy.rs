@@ -609,6 +609,42 @@ async fn erasure_is_for_admins_of_the_subjects_own_tenant() {
         "forbidden",
     )
     .await;
+    // An admin may erase themselves (another admin remains): the erasure's record names the
+    // pseudonym, not them, and their token is dead.
+    let second = id_of(&create_user(&app, &a.token, "second@priv-a.example.com", "admin").await);
+    let second_token = token_for(&app, a.id, second, Role::Admin);
+    let own = expect(
+        app.post("/privacy/erasure", &second_token)
+            .json(&json!({"email": "second@priv-a.example.com"}))
+            .send()
+            .await
+            .unwrap(),
+        202,
+    )
+    .await;
+    let by: Option<Uuid> = su
+        .query_one(
+            "select user_id from app.audit_logs where tenant_id = $1 \
+             and action = 'privacy.erasure' and resource_id = $2",
+            &[&a.id, &own["erasure_id"].as_str().unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        by.map(|u| u.to_string()),
+        own["pseudonym"].as_str().map(str::to_string)
+    );
+    assert_eq!(
+        app.get("/projects", &second_token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        401
+    );
+
     // Erased is erased: a second request for the same person finds nobody.
     assert_problem(
         app.post("/privacy/erasure", &a.token)
