@@ -1,6 +1,6 @@
 //! The `tenantry` command line: thin wrappers over the library, for operators.
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -128,11 +128,22 @@ pub enum TenantsCommand {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
-    /// Remove for good the tenants deleted longer ago than the retention period.
+    /// Remove for good the tenants deleted longer ago than the retention period; or, with a
+    /// tenant and --now, erase that tenant at once (docs/privacy.md).
     Purge {
         /// Overrides TENANT_RETENTION_DAYS for this run (0 purges every deleted tenant).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "tenant")]
         retention_days: Option<u64>,
+        /// The tenant (id or slug) to erase now, live or deleted: every row, its schema, its
+        /// tenant row. Needs --now.
+        #[arg(requires = "now")]
+        tenant: Option<Text>,
+        /// Erase TENANT immediately instead of waiting for the retention period.
+        #[arg(long, requires = "tenant")]
+        now: bool,
+        /// Do not ask for the slug as confirmation (required without a terminal).
+        #[arg(long, requires = "now")]
+        yes: bool,
     },
 }
 
@@ -425,7 +436,26 @@ async fn tenants(config: &Config, cmd: TenantsCommand) -> anyhow::Result<()> {
             let t = ops.find(&tenant).await.map_err(describe)?;
             export(&ops, t.id, output).await?;
         }
-        TenantsCommand::Purge { retention_days } => {
+        TenantsCommand::Purge {
+            tenant: Some(tenant),
+            now: true,
+            yes,
+            ..
+        } => {
+            let t = ops.find(&tenant).await.map_err(describe)?;
+            if !yes {
+                confirm_slug(&t.slug)?;
+            }
+            let rows = lifecycle::purge_now(&ops.pools.owner, t.id)
+                .await
+                .map_err(describe)?;
+            ops.tell_servers(t.id).await;
+            println!(
+                "purged {} ({}) now: {rows} row(s) of the shared schema and its schema",
+                t.slug, t.id
+            );
+        }
+        TenantsCommand::Purge { retention_days, .. } => {
             let retention = retention_days
                 .map(|d| Duration::from_secs(d * 86_400))
                 .unwrap_or(config.retention);
@@ -437,6 +467,24 @@ async fn tenants(config: &Config, cmd: TenantsCommand) -> anyhow::Result<()> {
                 println!("  {id}");
             }
         }
+    }
+    Ok(())
+}
+
+/// An immediate purge cannot be undone: the operator types the tenant's slug. Without a
+/// terminal to ask on, only --yes goes ahead.
+fn confirm_slug(slug: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        anyhow::bail!("refusing to purge without confirmation: no terminal to ask on; pass --yes");
+    }
+    eprint!("This erases tenant {slug} and all its data for good. Type its slug to confirm: ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer)?;
+    if answer.trim() != slug {
+        anyhow::bail!("confirmation did not match; nothing was purged");
     }
     Ok(())
 }

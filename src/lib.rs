@@ -22,6 +22,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod net;
 pub mod page;
+pub mod privacy;
 pub mod ratelimit;
 pub mod secrets;
 pub mod startup;

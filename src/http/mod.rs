@@ -33,6 +33,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     routes::webhooks::configure(cfg);
     routes::usage::configure(cfg);
     routes::billing::configure(cfg);
+    routes::privacy::configure(cfg);
     ws::configure(cfg);
     routes::dashboard::configure(cfg);
 }

@@ -116,6 +116,8 @@ impl Modify for SecuritySchemes {
         routes::billing::get_billing,
         routes::billing::list_invoices,
         routes::billing::stripe_webhook,
+        routes::privacy::create_erasure,
+        routes::privacy::get_erasure,
     ),
 )]
 pub struct ApiDoc;

@@ -24,6 +24,7 @@ use crate::error::{error_chain, FieldError};
 use crate::flags::FlagError;
 use crate::jobs::JobError;
 use crate::page::PageError;
+use crate::privacy::PrivacyError;
 use crate::ratelimit::RateLimitError;
 use crate::tenancy::TenancyError;
 use crate::tenant_config::load::LoadError;
@@ -471,6 +472,22 @@ impl From<WebhookError> for Problem {
             WebhookError::Access(access) => access.into(),
             WebhookError::Db(db) => db.into(),
             WebhookError::Secret(_) | WebhookError::CorruptRow { .. } => internal(&err),
+        }
+    }
+}
+
+impl From<PrivacyError> for Problem {
+    fn from(err: PrivacyError) -> Self {
+        match err {
+            PrivacyError::Validation(errors) => Problem::validation(errors),
+            PrivacyError::NotFound(what) => Problem::not_found(what),
+            PrivacyError::LastAdmin => Problem::new(
+                StatusCode::CONFLICT,
+                "last_admin",
+                "the tenant must keep at least one admin",
+            ),
+            PrivacyError::Access(access) => access.into(),
+            PrivacyError::Db(db) => db.into(),
         }
     }
 }

@@ -356,23 +356,7 @@ async fn purge_one(owner: &PgPool, id: Uuid, cutoff: DateTime<Utc>) -> Result<bo
         if !still_expired {
             return Err(TenancyError::NotFound);
         }
-        // Children before parents, for the tenant-scoped foreign keys: TENANT_TABLES lists parents
-        // first (the catalog test holds it to that), so a table added there is purged too.
-        for table in TENANT_TABLES.iter().rev() {
-            tx.execute(
-                &format!("delete from app.{table} where tenant_id = $1"),
-                &[&id],
-            )
-            .await?;
-        }
-        tx.batch_execute(&format!(
-            "DROP SCHEMA IF EXISTS {} CASCADE",
-            tenant_schema_name(id)
-        ))
-        .await?;
-        tx.execute("delete from app.tenants where id = $1", &[&id])
-            .await?;
-        Ok(())
+        remove_tenant(tx, id).await
     })
     .await;
     match purged {
@@ -384,4 +368,57 @@ async fn purge_one(owner: &PgPool, id: Uuid, cutoff: DateTime<Utc>) -> Result<bo
         Err(TenancyError::NotFound) => Ok(false),
         Err(err) => Err(err),
     }
+}
+
+/// Every row of the tenant in every shared table, its schema, and its tenants row.
+async fn remove_tenant(tx: &Transaction<'_>, id: Uuid) -> Result<(), TenancyError> {
+    // Children before parents, for the tenant-scoped foreign keys: TENANT_TABLES lists parents
+    // first (the catalog test holds it to that), so a table added there is purged too.
+    for table in TENANT_TABLES.iter().rev() {
+        tx.execute(
+            &format!("delete from app.{table} where tenant_id = $1"),
+            &[&id],
+        )
+        .await?;
+    }
+    tx.batch_execute(&format!(
+        "DROP SCHEMA IF EXISTS {} CASCADE",
+        tenant_schema_name(id)
+    ))
+    .await?;
+    tx.execute("delete from app.tenants where id = $1", &[&id])
+        .await?;
+    Ok(())
+}
+
+/// Erases one tenant at once, live or deleted, without waiting for the retention period (an
+/// erasure request of the whole customer: `tenantry tenants purge <tenant> --now`). The
+/// platform audit log keeps that it happened, to which tenant id, and how many rows went: no
+/// name, slug or other data of the tenant.
+pub async fn purge_now(owner: &PgPool, id: Uuid) -> Result<u64, TenancyError> {
+    let action = PlatformAction::operator("tenant.purge", Some(id), None).in_tenant(id);
+    with_platform_action(owner, action, async |tx, details| {
+        let found = tx
+            .query_opt("select 1 from app.tenants where id = $1 for update", &[&id])
+            .await?
+            .is_some();
+        if !found {
+            return Err(TenancyError::NotFound);
+        }
+        let mut rows = 0u64;
+        for table in TENANT_TABLES {
+            let n: i64 = tx
+                .query_one(
+                    &format!("select count(*) from app.{table} where tenant_id = $1"),
+                    &[&id],
+                )
+                .await?
+                .get(0);
+            rows += u64::try_from(n).unwrap_or(0);
+        }
+        remove_tenant(tx, id).await?;
+        *details = json!({"immediate": true, "shared_rows": rows});
+        Ok(rows)
+    })
+    .await
 }

@@ -44,6 +44,7 @@ mod ofrep;
 mod openapi;
 mod pagination;
 mod plans;
+mod privacy;
 mod provisioning;
 mod ratelimit;
 mod resolution;

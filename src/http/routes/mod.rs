@@ -10,6 +10,7 @@ pub mod flags;
 pub mod health;
 pub mod ofrep;
 pub mod operations;
+pub mod privacy;
 pub mod projects;
 pub mod tasks;
 pub mod tenant_config;
