@@ -131,32 +131,39 @@ pub struct EvaluationRequest {
     context: Map<String, Value>,
 }
 
-/// `evaluationSuccess`.
+/// `evaluationSuccess`. Borrows from the definitions it answers with: an answer is written
+/// straight from them, no value copied.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct EvaluationSuccess {
-    pub key: String,
+pub struct EvaluationSuccess<'a> {
+    pub key: &'a str,
     /// Boolean, string, number, array or object: the flag's type.
     #[schema(value_type = Value)]
-    pub value: Value,
+    pub value: &'a Value,
     /// `STATIC`, `TARGETING_MATCH`, `SPLIT`, `DEFAULT` or `DISABLED`.
     pub reason: &'static str,
     /// `override`, `plan` or `default`.
     pub variant: &'static str,
     /// `version`: the definition's version.
     #[schema(value_type = Object)]
-    pub metadata: Map<String, Value>,
+    pub metadata: Metadata,
 }
 
-impl EvaluationSuccess {
-    pub fn new(definition: &Definition, evaluation: &Evaluation<'_>) -> Self {
-        let mut metadata = Map::new();
-        metadata.insert("version".into(), Value::from(definition.version));
+/// An evaluation's `metadata`.
+#[derive(Debug, Serialize)]
+pub struct Metadata {
+    pub version: i32,
+}
+
+impl<'a> EvaluationSuccess<'a> {
+    pub fn new(definition: &'a Definition, evaluation: &Evaluation<'a>) -> Self {
         EvaluationSuccess {
-            key: definition.key.clone(),
-            value: evaluation.value.clone(),
+            key: &definition.key,
+            value: evaluation.value,
             reason: evaluation.reason.as_str(),
             variant: evaluation.variant.as_str(),
-            metadata,
+            metadata: Metadata {
+                version: definition.version,
+            },
         }
     }
 }
@@ -174,8 +181,8 @@ pub struct EvaluationFailure {
 
 /// `bulkEvaluationSuccess`: every flag, ordered by key.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct BulkEvaluationSuccess {
-    pub flags: Vec<EvaluationSuccess>,
+pub struct BulkEvaluationSuccess<'a> {
+    pub flags: Vec<EvaluationSuccess<'a>>,
 }
 
 /// A strong ETag of a bulk response body: it changes exactly when the body does (a value, a

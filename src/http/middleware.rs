@@ -199,7 +199,7 @@ pub async fn request_context<B: MessageBody + 'static>(
         tenant_id = tracing::field::Empty,
     );
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    let method = req.method().to_string();
+    let method = req.method().clone();
     let started = Instant::now();
     let entry = match req.app_data::<web::Data<Drain>>() {
         Some(drain) => match drain.clone().into_inner().admit() {
@@ -207,7 +207,13 @@ pub async fn request_context<B: MessageBody + 'static>(
             None => {
                 let response = req.into_response(shutting_down()).map_into_right_body();
                 return Ok(span.in_scope(|| {
-                    finished(response, &request_id, state.as_ref(), &method, started)
+                    finished(
+                        response,
+                        &request_id,
+                        state.as_ref(),
+                        method.as_str(),
+                        started,
+                    )
                 }));
             }
         },
@@ -233,7 +239,7 @@ pub async fn request_context<B: MessageBody + 'static>(
                 response,
                 &request_id,
                 state.as_ref(),
-                &method,
+                method.as_str(),
                 started,
             ))
         }
