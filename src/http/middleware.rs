@@ -189,7 +189,11 @@ pub async fn request_context<B: MessageBody + 'static>(
     req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B, BoxBody>>, actix_web::Error> {
-    let request_id = incoming_request_id(&req).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let request_id = incoming_request_id(&req).unwrap_or_else(|| {
+        // Encoded directly: `to_string` would go through the formatting machinery.
+        let mut buffer = uuid::Uuid::encode_buffer();
+        (*uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buffer)).to_owned()
+    });
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let span = tracing::info_span!(
         "request",
