@@ -285,7 +285,7 @@ ofrep_pair() {
 import json, re, sys
 counts = {}
 for line in sys.stdin:
-    m = re.match(r"http_request_duration_seconds_count\{(.*)\} (\d+)", line)
+    m = re.search(r"http_request_duration_seconds_count\{(.*)\} (\d+)", line)
     if m and "route=\"/ofrep/v1/evaluate/flags/{key}\"" in m.group(1):
         status = re.search(r"status=\"(\d+)\"", m.group(1)).group(1)
         counts[status] = counts.get(status, 0) + int(m.group(2))

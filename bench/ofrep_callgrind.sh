@@ -133,4 +133,4 @@ done
 echo
 echo "ofrep, inclusive cost of the biggest functions (Ir for $N requests):"
 callgrind_annotate --inclusive=yes --threshold=100 "$OUT/.callgrind_ofrep.out" 2>/dev/null \
-  | sed -n '/file:function/,$p' | head -60
+  | sed -n '/file:function/,$p' | head -60 || true
