@@ -281,9 +281,20 @@ ofrep_pair() {
   run ofrep_ofrep_2 ofrep.lua 0
   run ofrep_ofrep_3 ofrep.lua 0
   run ofrep_healthz_4 healthz.lua 0
+  # Which answers were not 2xx, by status, as the server counted them (the warm-ups
+  # included): wrk only counts them.
+  OFREP_STATUSES=$(curl -sf "$BASE/metrics" | python3 -c '
+import json, re, sys
+counts = {}
+for line in sys.stdin:
+    m = re.search(r"http_request_duration_seconds_count\{(.*)\} (\d+)", line)
+    if m and "route=\"/ofrep/v1/evaluate/flags/{key}\"" in m.group(1):
+        status = re.search(r"status=\"(\d+)\"", m.group(1)).group(1)
+        counts[status] = counts.get(status, 0) + int(m.group(2))
+print(json.dumps(counts))' || echo '{}')
   restore_pro_limit
   OFREP=$(python3 - "${RESULTS[ofrep_healthz_1]}" "${RESULTS[ofrep_ofrep_2]}" \
-    "${RESULTS[ofrep_ofrep_3]}" "${RESULTS[ofrep_healthz_4]}" <<'PY'
+    "${RESULTS[ofrep_ofrep_3]}" "${RESULTS[ofrep_healthz_4]}" "$OFREP_STATUSES" <<'PY'
 import json, sys
 h1, o2, o3, h4 = (json.loads(a) for a in sys.argv[1:5])
 healthz = (h1["rps"] + h4["rps"]) / 2
@@ -293,6 +304,7 @@ print(json.dumps({
     "ofrep_over_healthz": round(ofrep / healthz, 3),
     "p99_ms_ofrep": round((o2["p99_ms"] + o3["p99_ms"]) / 2, 3),
     "non_2xx_ofrep": o2["non_2xx"] + o3["non_2xx"],
+    "ofrep_statuses_with_warmups": json.loads(sys.argv[5]),
     "runs": {"healthz_1": h1, "ofrep_2": o2, "ofrep_3": o3, "healthz_4": h4},
 }))
 PY

@@ -1,6 +1,9 @@
 //! HS256 tokens with the claims of API.md. Validation pins the algorithm, so `alg: none` and
 //! algorithm-confusion tokens are refused before the signature is even considered.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -14,6 +17,12 @@ pub const ISSUER: &str = "tenantry";
 
 /// Seconds a token is still accepted past its `exp`, and already accepted before its `nbf`.
 pub const LEEWAY_SECONDS: u64 = 5;
+
+/// Tokens whose verification [`JwtKeys`] remembers. A client keeps using its token until it
+/// expires, so the live tokens of a deployment are about its active sessions; past this bound
+/// the cache starts over, which costs verifications, never correctness. An entry is a token
+/// and its claims, a few hundred bytes: a few MB at most.
+const VERIFIED_TOKENS: usize = 10_000;
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -73,6 +82,48 @@ pub struct JwtKeys {
     decoding: DecodingKey,
     validation: Validation,
     ttl: chrono::Duration,
+    /// Shared by the clones: one cache per key, so a token is only ever found by the key that
+    /// verified it.
+    verified: Arc<VerifiedTokens>,
+}
+
+/// Tokens this key verified, with their claims: the signature, the algorithm, the issuer and
+/// the required claims of a token are facts of its bytes, checked once; what changes with
+/// time is checked again on every use (`exp`; `nbf` only ever becomes true). Only successes
+/// are kept, so a refused token is verified (and refused) every time; a revoked user or a
+/// suspended tenant is refused after verification, by checks this does not replace.
+///
+/// A token is looked up by its own bytes in a `HashMap` with a random hash key: an attacker
+/// cannot choose which entries its guesses are compared with, and it learns nothing it could
+/// not learn by sending the token itself.
+#[derive(Default)]
+struct VerifiedTokens {
+    tokens: Mutex<HashMap<Box<str>, Claims>>,
+}
+
+impl VerifiedTokens {
+    /// The claims of `token` if it was verified and has not expired at `now` (Unix seconds).
+    fn get(&self, token: &str, now: u64) -> Option<Claims> {
+        let tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        tokens.get(token).filter(|c| !expired(c, now)).cloned()
+    }
+
+    fn keep(&self, token: &str, claims: &Claims, now: u64) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        if tokens.len() >= VERIFIED_TOKENS {
+            tokens.retain(|_, c| !expired(c, now));
+            if tokens.len() >= VERIFIED_TOKENS {
+                tokens.clear();
+            }
+        }
+        tokens.insert(token.into(), claims.clone());
+    }
+}
+
+/// `exp` as jsonwebtoken's validation reads it: expired once `exp < now - leeway`.
+fn expired(claims: &Claims, now: u64) -> bool {
+    let oldest = i64::try_from(now.saturating_sub(LEEWAY_SECONDS)).unwrap_or(i64::MAX);
+    claims.exp < oldest
 }
 
 impl JwtKeys {
@@ -89,6 +140,7 @@ impl JwtKeys {
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             validation,
             ttl: chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1)),
+            verified: Arc::default(),
         }
     }
 
@@ -113,10 +165,25 @@ impl JwtKeys {
         Ok((token, expires_at))
     }
 
+    /// The claims of a valid token: from memory when this key verified it before (its `exp`
+    /// checked again now), else verified in full.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        decode::<Claims>(token, &self.decoding, &self.validation)
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(claims) = self.verified.get(token, now) {
+            return Ok(claims);
+        }
+        let claims = decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
-            .map_err(|e| AuthError::InvalidToken(e.to_string()))
+            .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
+        self.verified.keep(token, &claims, now);
+        Ok(claims)
+    }
+
+    /// The claims of `token` if this key verified it before and it has not expired; None says
+    /// nothing about the token ([`JwtKeys::verify`] decides).
+    pub fn verified(&self, token: &str) -> Option<Claims> {
+        self.verified
+            .get(token, jsonwebtoken::get_current_timestamp())
     }
 }
 
@@ -193,6 +260,77 @@ mod tests {
         for garbage in ["", "not-a-token", "a.b.c", "a.e30.c", "a.b.c.d"] {
             assert_eq!(claimed_tenant(garbage), None, "{garbage}");
         }
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_until_it_expires() {
+        let keys = keys();
+        let (token, _) = keys
+            .issue(Uuid::now_v7(), Uuid::now_v7(), Role::Member)
+            .unwrap();
+        assert!(keys.verified(&token).is_none(), "not verified yet");
+        let claims = keys.verify(&token).unwrap();
+        assert_eq!(keys.verified(&token), Some(claims.clone()));
+        // A clone shares what its key verified; another key starts empty and refuses what it
+        // cannot verify.
+        assert_eq!(keys.clone().verified(&token), Some(claims.clone()));
+        let other = JwtKeys::hs256(
+            "another-secret-another-secret-xx",
+            std::time::Duration::from_secs(60),
+        );
+        assert!(other.verified(&token).is_none());
+        assert!(other.verify(&token).is_err());
+        // Past its exp (and the leeway) a remembered token is verified again, and refused.
+        let now = u64::try_from(claims.exp).unwrap();
+        assert!(keys.verified.get(&token, now + LEEWAY_SECONDS).is_some());
+        assert!(keys
+            .verified
+            .get(&token, now + LEEWAY_SECONDS + 1)
+            .is_none());
+        let mut stale = claims;
+        stale.exp = Utc::now().timestamp() - 60;
+        keys.verified.keep(
+            "expired.token.bytes",
+            &stale,
+            jsonwebtoken::get_current_timestamp(),
+        );
+        assert!(keys.verify("expired.token.bytes").is_err());
+    }
+
+    #[test]
+    fn a_refused_token_is_not_remembered() {
+        let keys = keys();
+        let (token, _) = keys
+            .issue(Uuid::now_v7(), Uuid::now_v7(), Role::Admin)
+            .unwrap();
+        keys.verify(&token).unwrap();
+        // Another signature on the same header and claims: other bytes, verified (and refused)
+        // on every use.
+        let (head, _) = token.rsplit_once('.').unwrap();
+        let forged = format!("{head}.{}", URL_SAFE_NO_PAD.encode([0u8; 32]));
+        for _ in 0..2 {
+            assert!(keys.verify(&forged).is_err());
+            assert!(keys.verified(&forged).is_none());
+        }
+        let expired = signed(serde_json::json!({"sub": Uuid::now_v7(),
+            "tenant_id": Uuid::now_v7(), "role": "admin", "iat": 0, "exp": 1, "iss": ISSUER}));
+        assert!(keys.verify(&expired).is_err());
+        assert!(keys.verified(&expired).is_none());
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_bound() {
+        let keys = keys();
+        let now = jsonwebtoken::get_current_timestamp();
+        let (token, _) = keys
+            .issue(Uuid::now_v7(), Uuid::now_v7(), Role::Admin)
+            .unwrap();
+        let claims = keys.verify(&token).unwrap();
+        for i in 0..VERIFIED_TOKENS + 10 {
+            keys.verified.keep(&format!("t{i}"), &claims, now);
+        }
+        let held = keys.verified.tokens.lock().unwrap().len();
+        assert!(held <= VERIFIED_TOKENS, "{held}");
     }
 
     #[test]

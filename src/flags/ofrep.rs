@@ -10,7 +10,11 @@
 //! - `TYPE_MISMATCH` is not the server's to send: OFREP responses carry no requested type, and
 //!   the client SDK compares the value it got with the type it asked for.
 
-use serde::Serialize;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
@@ -75,23 +79,25 @@ pub struct Context {
 }
 
 /// Reads `{"context": {"targetingKey": ..., ...}}`. Other context attributes are accepted and
-/// not used: no rule of a flag targets them.
+/// not used: no rule of a flag targets them. The body is read in one pass that keeps only the
+/// targeting key (no JSON tree is built); as with a tree, a member given twice counts once, the
+/// last time.
 pub fn parse_request(body: &[u8]) -> Result<Context, Failure> {
-    let value: Value = serde_json::from_slice(body).map_err(|err| {
+    let request = serde_json::from_slice::<Loose<RequestMembers>>(body).map_err(|err| {
         Failure::new(
             ErrorCode::ParseError,
             format!("the body is not JSON: {err}"),
         )
     })?;
-    let Value::Object(request) = value else {
+    let Loose(Some(request)) = request else {
         return Err(Failure::new(
             ErrorCode::ParseError,
             "the body must be a JSON object",
         ));
     };
-    let context = match request.get("context") {
-        Some(Value::Object(context)) => context,
-        Some(_) => {
+    let context = match request.context {
+        Some(Loose(Some(context))) => context,
+        Some(Loose(None)) => {
             return Err(Failure::new(
                 ErrorCode::InvalidContext,
                 "context must be an object",
@@ -104,10 +110,12 @@ pub fn parse_request(body: &[u8]) -> Result<Context, Failure> {
             ))
         }
     };
-    let targeting_key = match context.get("targetingKey") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(key)) if !key.is_empty() && key.chars().count() <= MAX_TARGETING_KEY => {
-            Some(key.clone())
+    let targeting_key = match context.targeting_key {
+        None | Some(Scalar::Null) => None,
+        Some(Scalar::String(key))
+            if !key.is_empty() && key.chars().count() <= MAX_TARGETING_KEY =>
+        {
+            Some(key)
         }
         Some(_) => {
             return Err(Failure::new(
@@ -121,6 +129,165 @@ pub fn parse_request(body: &[u8]) -> Result<Context, Failure> {
     Ok(Context { targeting_key })
 }
 
+/// Any JSON value: `Some` of the members read from an object, `None` for anything else.
+struct Loose<T>(Option<T>);
+
+/// The one member of an object that is read; the others are skipped unread.
+trait Members: Default {
+    const NAME: &'static str;
+    type Value: for<'de> Deserialize<'de>;
+    fn set(&mut self, value: Self::Value);
+}
+
+#[derive(Default)]
+struct RequestMembers {
+    context: Option<Loose<ContextMembers>>,
+}
+
+impl Members for RequestMembers {
+    const NAME: &'static str = "context";
+    type Value = Loose<ContextMembers>;
+    fn set(&mut self, value: Self::Value) {
+        self.context = Some(value);
+    }
+}
+
+#[derive(Default)]
+struct ContextMembers {
+    targeting_key: Option<Scalar>,
+}
+
+impl Members for ContextMembers {
+    const NAME: &'static str = "targetingKey";
+    type Value = Scalar;
+    fn set(&mut self, value: Self::Value) {
+        self.targeting_key = Some(value);
+    }
+}
+
+/// A JSON value as a targeting key: null, a string, or anything else.
+enum Scalar {
+    Null,
+    String(String),
+    Other,
+}
+
+/// Whether an object's key is `.0`.
+struct IsMember(&'static str);
+
+impl<'de> DeserializeSeed<'de> for IsMember {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for IsMember {
+    type Value = bool;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a member name")
+    }
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<bool, E> {
+        Ok(key == self.0)
+    }
+}
+
+/// Skips the elements of an array or the members of an object.
+fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+    while seq.next_element::<IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+impl<'de, T: Members> Deserialize<'de> for Loose<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct LooseVisitor<T>(PhantomData<T>);
+        impl<'de, T: Members> Visitor<'de> for LooseVisitor<T> {
+            type Value = Loose<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Loose(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Loose(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Loose(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Loose(None))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Loose(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Loose(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                skip_seq(seq).map(|()| Loose(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut members = T::default();
+                while let Some(wanted) = map.next_key_seed(IsMember(T::NAME))? {
+                    if wanted {
+                        members.set(map.next_value()?);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(Loose(Some(members)))
+            }
+        }
+        d.deserialize_any(LooseVisitor(PhantomData))
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+        impl<'de> Visitor<'de> for ScalarVisitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Scalar, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Scalar, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Scalar, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar::String(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Scalar, E> {
+                Ok(Scalar::String(v))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Scalar, E> {
+                Ok(Scalar::Null)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Scalar, A::Error> {
+                skip_seq(seq).map(|()| Scalar::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Scalar, A::Error> {
+                skip_map(map).map(|()| Scalar::Other)
+            }
+        }
+        d.deserialize_any(ScalarVisitor)
+    }
+}
+
 /// `evaluationRequest` / `bulkEvaluationRequest`.
 #[derive(Debug, ToSchema)]
 #[allow(dead_code)]
@@ -131,32 +298,39 @@ pub struct EvaluationRequest {
     context: Map<String, Value>,
 }
 
-/// `evaluationSuccess`.
+/// `evaluationSuccess`. Borrows from the definitions it answers with: an answer is written
+/// straight from them, no value copied.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct EvaluationSuccess {
-    pub key: String,
+pub struct EvaluationSuccess<'a> {
+    pub key: &'a str,
     /// Boolean, string, number, array or object: the flag's type.
     #[schema(value_type = Value)]
-    pub value: Value,
+    pub value: &'a Value,
     /// `STATIC`, `TARGETING_MATCH`, `SPLIT`, `DEFAULT` or `DISABLED`.
     pub reason: &'static str,
     /// `override`, `plan` or `default`.
     pub variant: &'static str,
     /// `version`: the definition's version.
     #[schema(value_type = Object)]
-    pub metadata: Map<String, Value>,
+    pub metadata: Metadata,
 }
 
-impl EvaluationSuccess {
-    pub fn new(definition: &Definition, evaluation: &Evaluation<'_>) -> Self {
-        let mut metadata = Map::new();
-        metadata.insert("version".into(), Value::from(definition.version));
+/// An evaluation's `metadata`.
+#[derive(Debug, Serialize)]
+pub struct Metadata {
+    pub version: i32,
+}
+
+impl<'a> EvaluationSuccess<'a> {
+    pub fn new(definition: &'a Definition, evaluation: &Evaluation<'a>) -> Self {
         EvaluationSuccess {
-            key: definition.key.clone(),
-            value: evaluation.value.clone(),
+            key: &definition.key,
+            value: evaluation.value,
             reason: evaluation.reason.as_str(),
             variant: evaluation.variant.as_str(),
-            metadata,
+            metadata: Metadata {
+                version: definition.version,
+            },
         }
     }
 }
@@ -174,8 +348,8 @@ pub struct EvaluationFailure {
 
 /// `bulkEvaluationSuccess`: every flag, ordered by key.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct BulkEvaluationSuccess {
-    pub flags: Vec<EvaluationSuccess>,
+pub struct BulkEvaluationSuccess<'a> {
+    pub flags: Vec<EvaluationSuccess<'a>>,
 }
 
 /// A strong ETag of a bulk response body: it changes exactly when the body does (a value, a
@@ -216,6 +390,38 @@ mod tests {
             })
         );
         assert_eq!(parse_request(br#"{"context": {}}"#), Ok(Context::default()));
+        assert_eq!(
+            parse_request(br#"{"context": {"targetingKey": null, "a": [1, {"b": 2}]}}"#),
+            Ok(Context::default())
+        );
+        // Escapes are read, and the last of a member given twice counts, as in a JSON tree.
+        assert_eq!(
+            parse_request(
+                br#"{"context": {"targetingKey": 1, "targetingKey": "u\u002d2"}, "x": {}}"#
+            ),
+            Ok(Context {
+                targeting_key: Some("u-2".into())
+            })
+        );
+        assert_eq!(
+            code(r#"{"context": {"targetingKey": "u"}, "context": null}"#),
+            Some(ErrorCode::InvalidContext)
+        );
+        assert_eq!(code("3"), Some(ErrorCode::ParseError));
+        assert_eq!(code(r#"{"context": {}} x"#), Some(ErrorCode::ParseError));
+        assert_eq!(code(r#"{"context": {"#), Some(ErrorCode::ParseError));
+        assert_eq!(
+            code(r#"{"context": [{}]}"#),
+            Some(ErrorCode::InvalidContext)
+        );
+        assert_eq!(
+            code(r#"{"context": {"targetingKey": ["u"]}}"#),
+            Some(ErrorCode::InvalidContext)
+        );
+        assert_eq!(
+            code(r#"{"context": {"targetingKey": {"a": 1}}}"#),
+            Some(ErrorCode::InvalidContext)
+        );
         assert_eq!(code("not json"), Some(ErrorCode::ParseError));
         assert_eq!(code(""), Some(ErrorCode::ParseError));
         assert_eq!(code("[1]"), Some(ErrorCode::ParseError));

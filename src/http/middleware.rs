@@ -190,7 +190,11 @@ pub async fn request_context<B: MessageBody + 'static>(
     req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B, BoxBody>>, actix_web::Error> {
-    let request_id = incoming_request_id(&req).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let request_id = incoming_request_id(&req).unwrap_or_else(|| {
+        // Encoded directly: `to_string` would go through the formatting machinery.
+        let mut buffer = uuid::Uuid::encode_buffer();
+        (*uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buffer)).to_owned()
+    });
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let span = tracing::info_span!(
         "request",
@@ -200,7 +204,7 @@ pub async fn request_context<B: MessageBody + 'static>(
         tenant_id = tracing::field::Empty,
     );
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    let method = req.method().to_string();
+    let method = req.method().clone();
     let started = Instant::now();
     let entry = match req.app_data::<web::Data<Drain>>() {
         Some(drain) => match drain.clone().into_inner().admit() {
@@ -208,7 +212,13 @@ pub async fn request_context<B: MessageBody + 'static>(
             None => {
                 let response = req.into_response(shutting_down()).map_into_right_body();
                 return Ok(span.in_scope(|| {
-                    finished(response, &request_id, state.as_ref(), &method, started)
+                    finished(
+                        response,
+                        &request_id,
+                        state.as_ref(),
+                        method.as_str(),
+                        started,
+                    )
                 }));
             }
         },
@@ -234,7 +244,7 @@ pub async fn request_context<B: MessageBody + 'static>(
                 response,
                 &request_id,
                 state.as_ref(),
-                &method,
+                method.as_str(),
                 started,
             ))
         }

@@ -135,7 +135,13 @@ pub async fn resolve_with_token(
         .map(|r| r.0.clone())
         .unwrap_or_else(|| Uuid::now_v7().to_string());
     let named = named_tenant(req, &state.config.base_domain)?;
-    let claimed = token.as_deref().and_then(auth::claimed_tenant);
+    // A token verified before names its tenant from its verified claims; the others are read
+    // unverified, and verified below.
+    let remembered = token.as_deref().and_then(|t| state.jwt.verified(t));
+    let claimed = match &remembered {
+        Some(claims) => Some(claims.tenant_id),
+        None => token.as_deref().and_then(auth::claimed_tenant),
+    };
     let key = match (claimed, &named) {
         (Some(id), _) => TenantKey::Id(id),
         (None, Some(key)) => key.clone(),
@@ -159,10 +165,11 @@ pub async fn resolve_with_token(
         .resolve_tenant(&key)
         .await?
         .ok_or_else(|| Problem::not_found("tenant"))?;
-    let credential: Option<Credential> = match token.as_deref() {
-        Some(token) => Some(state.authenticate(token)?),
-        None if require_user => return Err(AuthError::MissingCredentials.into()),
-        None => None,
+    let credential: Option<Credential> = match (remembered, token.as_deref()) {
+        (Some(claims), _) => Some(Credential::Jwt(claims)),
+        (None, Some(token)) => Some(state.authenticate(token)?),
+        (None, None) if require_user => return Err(AuthError::MissingCredentials.into()),
+        (None, None) => None,
     };
     if let Some(credential) = &credential {
         // The verified claim is the one that was resolved (both read the same token); checked

@@ -15,8 +15,15 @@ use crate::flags::ops;
 use crate::http::problem::{internal, Problem};
 use crate::http::tenant::TenantRequest;
 
+/// Under one scope: the router matches its static prefix with a string comparison, so the
+/// OFREP routes can be tried before the others (`http::configure`) at almost no cost to them,
+/// and an evaluation no longer walks every other route's regex first.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(evaluate_flag).service(evaluate_flags);
+    cfg.service(
+        web::scope("/ofrep/v1")
+            .service(evaluate_flag)
+            .service(evaluate_flags),
+    );
 }
 
 fn failure(failure: &Failure, key: Option<&str>) -> HttpResponse {
@@ -34,7 +41,7 @@ fn failure(failure: &Failure, key: Option<&str>) -> HttpResponse {
         (status = 401), (status = 403),
         (status = 404, body = EvaluationFailure, description = "FLAG_NOT_FOUND"),
         (status = 429, description = "Rate limited: Retry-After")))]
-#[post("/ofrep/v1/evaluate/flags/{key}")]
+#[post("/evaluate/flags/{key}")]
 pub async fn evaluate_flag(
     req: TenantRequest,
     key: web::Path<String>,
@@ -67,7 +74,7 @@ pub async fn evaluate_flag(
         (status = 400, body = EvaluationFailure, description = "PARSE_ERROR or INVALID_CONTEXT"),
         (status = 401), (status = 403),
         (status = 429, description = "Rate limited: Retry-After")))]
-#[post("/ofrep/v1/evaluate/flags")]
+#[post("/evaluate/flags")]
 pub async fn evaluate_flags(
     req: TenantRequest,
     http: HttpRequest,
