@@ -248,7 +248,13 @@ impl RateLimits {
                     Grant::local_share(share(per_minute, instances))
                 }
             };
-            budget.apply(grant, sent);
+            if budget.apply(grant, sent) {
+                match budget.take_own(Instant::now()) {
+                    Take::Admitted(quota) => return Ok(quota),
+                    Take::Refused(err) => return Err(err),
+                    Take::Empty => {}
+                }
+            }
         }
         Err(RateLimitError::Limited {
             metric: TENANT_METRIC,

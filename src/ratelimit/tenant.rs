@@ -167,6 +167,26 @@ impl Budget {
                 Take::Empty
             };
         }
+        self.spend(&mut window, deadline - now)
+    }
+
+    /// Admits the request that just leased from the tokens its lease brought, even when the
+    /// window ended meanwhile: Redis counted those tokens in the window they were leased from,
+    /// so the limit holds, while a grant from a window about to end would otherwise be gone
+    /// before the next `take` and the request refused far below the limit.
+    pub(super) fn take_own(&self, now: Instant) -> Take {
+        let mut window = self.window();
+        if window.tokens == 0 {
+            return Take::Empty;
+        }
+        let reset = window
+            .deadline
+            .map_or(Duration::ZERO, |d| d.saturating_duration_since(now));
+        self.spend(&mut window, reset)
+    }
+
+    /// One token of `window`, if the instance's GCRA ceiling allows it now.
+    fn spend(&self, window: &mut Window, reset: Duration) -> Take {
         match self.gcra.check() {
             Err(not_until) => self.refused(not_until.wait_time_from(self.gcra.clock().now())),
             Ok(state) => {
@@ -175,7 +195,7 @@ impl Budget {
                 Take::Admitted(Quota {
                     limit: u64::from(self.limit),
                     remaining: u64::from(state.remaining_burst_capacity().min(budget)),
-                    reset: deadline - now,
+                    reset,
                 })
             }
         }
@@ -192,7 +212,8 @@ impl Budget {
 
     /// Adds what a lease sent at `sent` brought. The window's end is counted from `sent`, which
     /// is before Redis measured the time left: this instance's window never outlasts Redis's.
-    pub(super) fn apply(&self, grant: Grant, sent: Instant) {
+    /// Returns whether the lease brought tokens.
+    pub(super) fn apply(&self, grant: Grant, sent: Instant) -> bool {
         let now = Instant::now();
         let deadline = sent + grant.window_left;
         let mut window = self.window();
@@ -207,6 +228,7 @@ impl Budget {
         window.exhausted = grant.exhausted;
         window.unleased = grant.unleased;
         window.local = grant.local;
+        grant.tokens > 0
     }
 }
 
@@ -259,6 +281,25 @@ mod tests {
             _ => panic!("the window is exhausted"),
         }
         assert!(!budget.needs_lease(now));
+    }
+
+    #[test]
+    fn a_grant_from_an_ending_window_admits_the_request_that_leased_it() {
+        let limiter = TenantLimiter::default();
+        let budget = limiter.budget(10, 1).unwrap();
+        let now = Instant::now();
+        // Redis answered with the window all but over: it has ended by the time of the take.
+        let ending = Lease {
+            granted: 1,
+            used: 1,
+            remaining_window: Duration::ZERO,
+        };
+        assert!(budget.apply(Grant::leased(ending, 10), now));
+        let later = now + Duration::from_millis(1);
+        assert!(budget.needs_lease(later));
+        assert_eq!(admitted(budget.take_own(later)).limit, 10);
+        // The token was spent once: nothing more from that grant.
+        assert!(matches!(budget.take_own(later), Take::Empty));
     }
 
     #[test]
