@@ -639,13 +639,15 @@ mod tests {
     }
 
     /// (status, code, Retry-After) of a problem, for the tables below.
-    fn shape(problem: &Problem) -> (u16, &'static str, Option<u64>) {
+    type Shape = (u16, &'static str, Option<u64>);
+
+    fn shape(problem: &Problem) -> Shape {
         (problem.status.as_u16(), problem.code, problem.retry_after)
     }
 
     #[test]
     fn database_refusals_map_to_stable_codes() {
-        let cases: [(DbError, (u16, &str, Option<u64>)); 8] = [
+        let cases: [(DbError, Shape); 8] = [
             (
                 DbError::UniqueViolation {
                     constraint: Some("tenants_slug_key".into()),
@@ -688,7 +690,7 @@ mod tests {
     #[test]
     fn area_errors_map_to_stable_codes() {
         let field = || vec![FieldError::new("name", "must not be empty")];
-        let cases: &[(Problem, (u16, &str, Option<u64>))] = &[
+        let cases: &[(Problem, Shape)] = &[
             (TenancyError::NotFound.into(), (404, "not_found", None)),
             (TenancyError::NotDeleted.into(), (409, "not_deleted", None)),
             (
@@ -714,7 +716,7 @@ mod tests {
                 (422, "invalid_reference", None),
             ),
             (
-                DomainError::Conflict("taken".into()).into(),
+                DomainError::Conflict("taken").into(),
                 (409, "conflict", None),
             ),
             (
