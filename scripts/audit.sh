@@ -25,22 +25,6 @@ die() { printf 'audit: error: %s\n' "$*" >&2; exit 1; }
 
 require_cargo
 
-# Installs `cargo <tool>` at the pinned version unless that version is already there.
-ensure_tool() {
-    local tool=$1 version=$2
-    shift 2
-    local have
-    have=$(cargo "$tool" --version 2>/dev/null | awk '{print $2}' || true)
-    if [ "$have" = "$version" ]; then
-        return 0
-    fi
-    say "installing cargo-$tool $version (was: ${have:-absent}); this builds it once"
-    local start=$SECONDS
-    cargo install --locked --quiet "cargo-$tool@$version" "$@" ||
-        die "could not install cargo-$tool $version"
-    say "cargo-$tool $version installed in $((SECONDS - start)) s"
-}
-
 vendor_check() {
     local name=tokio-postgres dir=vendor/tokio-postgres
     local version

@@ -655,4 +655,225 @@ mod tests {
             (Some(30), Some(30))
         );
     }
+
+    /// (status, code, Retry-After) of a problem, for the tables below.
+    type Shape = (u16, &'static str, Option<u64>);
+
+    fn shape(problem: &Problem) -> Shape {
+        (problem.status.as_u16(), problem.code, problem.retry_after)
+    }
+
+    #[test]
+    fn database_refusals_map_to_stable_codes() {
+        let cases: [(DbError, Shape); 8] = [
+            (
+                DbError::UniqueViolation {
+                    constraint: Some("tenants_slug_key".into()),
+                },
+                (409, "conflict", None),
+            ),
+            (
+                DbError::UniqueViolation { constraint: None },
+                (409, "conflict", None),
+            ),
+            (
+                DbError::ForeignKeyViolation {
+                    constraint: Some("tasks_project_fkey".into()),
+                },
+                (422, "invalid_reference", None),
+            ),
+            (DbError::RowSecurity, (404, "not_found", None)),
+            (DbError::Timeout, (503, "unavailable", Some(1))),
+            (DbError::PoolTimeout, (503, "unavailable", Some(2))),
+            (DbError::MoreThanOneRow, (500, "internal", None)),
+            (
+                DbError::TemplateEmpty("tenant_template".into()),
+                (500, "internal", None),
+            ),
+        ];
+        for (err, want) in cases {
+            let text = err.to_string();
+            assert_eq!(shape(&Problem::from(err)), want, "{text}");
+        }
+        let slug = Problem::from(DbError::UniqueViolation {
+            constraint: Some("tenants_slug_key".into()),
+        });
+        assert_eq!(slug.detail, "a tenant with this slug already exists");
+        assert_eq!(slug.body()["constraint"], "tenants_slug_key");
+        let unnamed = Problem::from(DbError::UniqueViolation { constraint: None });
+        assert_eq!(unnamed.detail, "the resource already exists");
+        assert_eq!(unnamed.body()["constraint"], "");
+    }
+
+    #[test]
+    fn area_errors_map_to_stable_codes() {
+        let field = || vec![FieldError::new("name", "must not be empty")];
+        let cases: &[(Problem, Shape)] = &[
+            (TenancyError::NotFound.into(), (404, "not_found", None)),
+            (TenancyError::NotDeleted.into(), (409, "not_deleted", None)),
+            (
+                TenancyError::RetentionExpired.into(),
+                (410, "retention_expired", None),
+            ),
+            (
+                TenancyError::Validation(field()).into(),
+                (422, "validation_failed", None),
+            ),
+            (TenancyError::InjectedFault.into(), (500, "internal", None)),
+            (
+                AuthError::InvalidCredentials.into(),
+                (401, "unauthorized", None),
+            ),
+            (
+                AuthError::MissingCredentials.into(),
+                (401, "unauthorized", None),
+            ),
+            (DomainError::LastAdmin.into(), (409, "last_admin", None)),
+            (
+                DomainError::InvalidReference(field()).into(),
+                (422, "invalid_reference", None),
+            ),
+            (
+                DomainError::Conflict("taken").into(),
+                (409, "conflict", None),
+            ),
+            (
+                JobError::Handler {
+                    handler: "h",
+                    reason: "r".into(),
+                }
+                .into(),
+                (500, "internal", None),
+            ),
+            (
+                AnalyticsError::Overloaded { retry_after: 7 }.into(),
+                (503, "overloaded", Some(7)),
+            ),
+            (
+                AnalyticsError::Unavailable("redis".into()).into(),
+                (503, "unavailable", Some(1)),
+            ),
+            (
+                AnalyticsError::FlushPanicked.into(),
+                (500, "internal", None),
+            ),
+            (
+                FlagError::TypeConflict {
+                    key: "k".into(),
+                    wanted: "boolean",
+                    overrides: 2,
+                }
+                .into(),
+                (409, "flag_type_conflict", None),
+            ),
+            (
+                FlagError::NotRestorable {
+                    version: 3,
+                    errors: field(),
+                }
+                .into(),
+                (409, "version_not_restorable", None),
+            ),
+            (FlagError::NotFound("flag").into(), (404, "not_found", None)),
+            (
+                WebhookError::NotFound("endpoint").into(),
+                (404, "not_found", None),
+            ),
+            (
+                WebhookError::CorruptRow {
+                    column: "status",
+                    value: "x".into(),
+                }
+                .into(),
+                (500, "internal", None),
+            ),
+            (
+                BillingError::WebhooksOff.into(),
+                (503, "unavailable", Some(60)),
+            ),
+            (
+                BillingError::Payload(serde_json::from_str::<Value>("{").expect_err("not JSON"))
+                    .into(),
+                (400, "invalid_event", None),
+            ),
+            (
+                RateLimitError::RedisBackingOff.into(),
+                (503, "unavailable", Some(1)),
+            ),
+            (
+                UsageError::TooManyEvents {
+                    count: 2000,
+                    max: 1000,
+                }
+                .into(),
+                (413, "too_many_events", None),
+            ),
+            (
+                UsageError::QuotaExceeded {
+                    metric: "api_calls".into(),
+                    limit: 10,
+                    used: 10,
+                    retry_after: std::time::Duration::from_millis(1_500),
+                }
+                .into(),
+                (429, "quota_exceeded", Some(2)),
+            ),
+            (
+                UsageError::Actor(ActorError::ConfigTimeout).into(),
+                (503, "unavailable", Some(1)),
+            ),
+            (ConfigError::TenantNotFound.into(), (404, "not_found", None)),
+            (
+                ConfigError::Tenancy(TenancyError::NotFound).into(),
+                (404, "not_found", None),
+            ),
+            (
+                ActorError::Config(std::sync::Arc::new(LoadError::Missing(uuid::Uuid::nil())))
+                    .into(),
+                (404, "not_found", None),
+            ),
+            (
+                ActorError::Config(std::sync::Arc::new(LoadError::CorruptRow {
+                    column: "plan",
+                    reason: "unknown".into(),
+                }))
+                .into(),
+                (500, "internal", None),
+            ),
+        ];
+        for (problem, want) in cases {
+            assert_eq!(shape(problem), *want, "{problem:?}");
+            // Every problem document carries its status and code in the body too.
+            let body = problem.body();
+            assert_eq!(body["status"], problem.status.as_u16(), "{body}");
+            assert_eq!(body["code"], problem.code, "{body}");
+        }
+    }
+
+    #[test]
+    fn limits_name_what_was_exceeded() {
+        let conflict = Problem::from(FlagError::TypeConflict {
+            key: "dark_mode".into(),
+            wanted: "boolean",
+            overrides: 2,
+        });
+        assert_eq!(conflict.body()["type"], "boolean");
+        assert_eq!(conflict.body()["overrides"], 2);
+        let quota = Problem::from(UsageError::QuotaExceeded {
+            metric: "api_calls".into(),
+            limit: 10,
+            used: 11,
+            retry_after: std::time::Duration::from_secs(30),
+        })
+        .body();
+        assert_eq!(
+            (&quota["metric"], &quota["limit"], &quota["used"]),
+            (&json!("api_calls"), &json!(10), &json!(11))
+        );
+        let too_many = Problem::from(UsageError::TooManyEvents {
+            count: 2000,
+            max: 1000,
+        });
+        assert_eq!(too_many.body()["max_events"], 1000);
+    }
 }
