@@ -200,6 +200,68 @@ pub async fn pause(stop: &CancellationToken, duration: Duration) -> bool {
     }
 }
 
+/// Which tenants a background loop should look at now, told by the commits of this process
+/// (the outbox worker and the webhook dispatcher each keep one), and the wake-up that goes with
+/// it. Each loop also reads its table on a timer, so a hint dropped (the list is full because no
+/// loop takes them) or taken by another loop of the process only waits for that look.
+pub struct TenantHints {
+    tenants: Mutex<Vec<uuid::Uuid>>,
+    wake: tokio::sync::Notify,
+}
+
+impl TenantHints {
+    /// Past this many untaken hints new ones are dropped.
+    const MAX: usize = 4096;
+
+    pub const fn new() -> TenantHints {
+        TenantHints {
+            tenants: Mutex::new(Vec::new()),
+            wake: tokio::sync::Notify::const_new(),
+        }
+    }
+
+    /// Hints `tenant` and wakes the loop; false when the list was full and the hint dropped.
+    pub fn hint(&self, tenant: uuid::Uuid) -> bool {
+        let kept = {
+            let mut tenants = self.tenants.lock().unwrap_or_else(PoisonError::into_inner);
+            let room = tenants.len() < Self::MAX;
+            if room {
+                tenants.push(tenant);
+            }
+            room
+        };
+        self.wake();
+        kept
+    }
+
+    /// Wakes the loop (those waiting now, and the next to wait).
+    pub fn wake(&self) {
+        self.wake.notify_waiters();
+        self.wake.notify_one();
+    }
+
+    /// Resolves at the next [`TenantHints::hint`] or [`TenantHints::wake`]; take it before
+    /// [`TenantHints::take`] so that no hint falls between the two.
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.wake.notified()
+    }
+
+    /// The hinted tenants, each once, in the order they were first hinted.
+    pub fn take(&self) -> Vec<uuid::Uuid> {
+        let mut tenants =
+            std::mem::take(&mut *self.tenants.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut seen = std::collections::HashSet::with_capacity(tenants.len());
+        tenants.retain(|t| seen.insert(*t));
+        tenants
+    }
+}
+
+impl Default for TenantHints {
+    fn default() -> Self {
+        TenantHints::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};

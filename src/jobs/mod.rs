@@ -187,37 +187,12 @@ pub async fn enqueue(
 }
 
 /// Tenants whose outbox events committed in this process since the worker last looked.
-static HINTS: std::sync::Mutex<Vec<Uuid>> = std::sync::Mutex::new(Vec::new());
-/// Past this many hints (no worker is taking them: JOB_WORKER=false) new ones are dropped;
-/// the worker's periodic look at the table finds those events anyway.
-const MAX_HINTS: usize = 4096;
-static WAKE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+static HINTS: crate::supervise::TenantHints = crate::supervise::TenantHints::new();
 
 /// Tells this process's outbox worker that `tenant` has new events, committed: it processes
 /// them at once instead of at its next look at the table (`JOB_POLL_INTERVAL_MS`).
 pub fn wake(tenant: Uuid) {
-    {
-        let mut hints = HINTS
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if hints.len() >= MAX_HINTS {
-            return;
-        }
-        hints.push(tenant);
-    }
-    WAKE.notify_one();
-}
-
-/// The hinted tenants, each once, in the order they were first hinted.
-fn take_hints() -> Vec<Uuid> {
-    let mut hints = std::mem::take(
-        &mut *HINTS
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()),
-    );
-    let mut seen = std::collections::HashSet::with_capacity(hints.len());
-    hints.retain(|t| seen.insert(*t));
-    hints
+    HINTS.hint(tenant);
 }
 
 /// [`enqueue`] through any client whose transaction is bound to `tenant`, or may write every

@@ -125,8 +125,8 @@ impl Worker {
             }
         };
         loop {
-            let woken = super::WAKE.notified();
-            for tenant in super::take_hints() {
+            let woken = super::HINTS.notified();
+            for tenant in super::HINTS.take() {
                 want(tenant, &mut waiting, &running, &mut again);
             }
             if tokio::time::Instant::now() >= next_scan {

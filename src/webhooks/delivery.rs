@@ -33,7 +33,6 @@ use futures_util::stream::{self, StreamExt};
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use rand::Rng;
 use serde_json::json;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -112,51 +111,24 @@ impl Default for DispatcherOptions {
     }
 }
 
-/// Wakes the dispatchers of this process: something was queued and committed.
-static WAKE: Notify = Notify::const_new();
 /// Set by [`wake`]: the next pass reads the queue's table (which tenants have work).
 static SCAN: AtomicBool = AtomicBool::new(false);
 /// Tenants whose fan-out committed in this process since the dispatcher last looked: drained
 /// at once, without reading the table.
-static HINTS: std::sync::Mutex<Vec<Uuid>> = std::sync::Mutex::new(Vec::new());
-/// Past this many hints (no dispatcher takes them) new ones are dropped; the periodic look at
-/// the table finds their messages anyway.
-const MAX_HINTS: usize = 4096;
+static HINTS: crate::supervise::TenantHints = crate::supervise::TenantHints::new();
 
 /// Something was queued and committed for a tenant this process does not name (a test send, a
 /// retry, a replay): the dispatcher looks at the table now.
 pub fn wake() {
     SCAN.store(true, Ordering::Release);
-    WAKE.notify_waiters();
-    WAKE.notify_one();
+    HINTS.wake();
 }
 
 /// Messages of `tenant` were queued and committed: its drain starts (or goes on) at once.
 pub fn wake_tenant(tenant: Uuid) {
-    {
-        let mut hints = HINTS
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if hints.len() >= MAX_HINTS {
-            drop(hints);
-            wake();
-            return;
-        }
-        hints.push(tenant);
+    if !HINTS.hint(tenant) {
+        wake();
     }
-    WAKE.notify_waiters();
-    WAKE.notify_one();
-}
-
-fn take_hints() -> Vec<Uuid> {
-    let mut hints = std::mem::take(
-        &mut *HINTS
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()),
-    );
-    let mut seen = std::collections::HashSet::with_capacity(hints.len());
-    hints.retain(|t| seen.insert(*t));
-    hints
 }
 
 /// `/metrics`: the webhook queue and the outcomes of attempts.
@@ -421,8 +393,8 @@ impl Dispatcher {
     pub async fn run(self, stop: CancellationToken) {
         let mut next_scan = tokio::time::Instant::now();
         while !stop.is_cancelled() {
-            let woken = WAKE.notified();
-            for tenant in take_hints() {
+            let woken = HINTS.notified();
+            for tenant in HINTS.take() {
                 self.spawn_drain(tenant, stop.clone());
             }
             if SCAN.swap(false, Ordering::AcqRel) || tokio::time::Instant::now() >= next_scan {
