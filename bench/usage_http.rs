@@ -649,7 +649,7 @@ async fn provision(
 fn markdown(r: &Value) -> String {
     let machine = common::cell(&r["machine"]["cores"]) + " cores";
     let mut md = String::from(
-        "# Usage metering (bench/usage_http.rs)\n\nBusy shared machine: see the load average.\n\n",
+        "# Usage metering (bench/usage_http.rs)\n\nHow busy the machine was: see the load average before and after.\n\n",
     );
     md.push_str(&common::markdown_facts(
         r,
