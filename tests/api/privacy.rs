@@ -331,11 +331,7 @@ async fn nothing_of_an_erased_subject_is_left_in_any_table_or_tenant_schema() {
     );
 
     let erasure = expect(
-        app.post("/privacy/erasure", &t.token)
-            .json(&json!({"email": email.to_uppercase()}))
-            .send()
-            .await
-            .unwrap(),
+        erase(&app, &t.token, json!({"email": email.to_uppercase()})).await,
         202,
     )
     .await;
@@ -490,42 +486,31 @@ async fn erasure_is_for_admins_of_the_subjects_own_tenant() {
 
     // A member may not erase anyone, themselves included.
     assert_problem(
-        app.post("/privacy/erasure", &member_token)
-            .json(&json!({"user_id": member}))
-            .send()
-            .await
-            .unwrap(),
+        erase(&app, &member_token, json!({"user_id": member})).await,
         403,
         "forbidden",
     )
     .await;
     // Another tenant's user, by id or by email, does not exist here.
     assert_problem(
-        app.post("/privacy/erasure", &a.token)
-            .json(&json!({"user_id": of_b}))
-            .send()
-            .await
-            .unwrap(),
+        erase(&app, &a.token, json!({"user_id": of_b})).await,
         404,
         "not_found",
     )
     .await;
     assert_problem(
-        app.post("/privacy/erasure", &a.token)
-            .json(&json!({"email": "someone@priv-b.example.com"}))
-            .send()
-            .await
-            .unwrap(),
+        erase(
+            &app,
+            &a.token,
+            json!({"email": "someone@priv-b.example.com"}),
+        )
+        .await,
         404,
         "not_found",
     )
     .await;
     assert_problem(
-        app.post("/privacy/erasure", &a.token)
-            .json(&json!({"user_id": Uuid::now_v7()}))
-            .send()
-            .await
-            .unwrap(),
+        erase(&app, &a.token, json!({"user_id": Uuid::now_v7()})).await,
         404,
         "not_found",
     )
@@ -537,21 +522,12 @@ async fn erasure_is_for_admins_of_the_subjects_own_tenant() {
         json!({"user_id": "not-a-uuid"}),
         json!({"user_id": member, "extra": 1}),
     ] {
-        let r = app
-            .post("/privacy/erasure", &a.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let r = erase(&app, &a.token, body.clone()).await;
         assert_eq!(r.status().as_u16(), 422, "{body}");
     }
     // The tenant's only admin cannot be erased: the tenant would have none.
     assert_problem(
-        app.post("/privacy/erasure", &a.token)
-            .json(&json!({"user_id": a.admin_id}))
-            .send()
-            .await
-            .unwrap(),
+        erase(&app, &a.token, json!({"user_id": a.admin_id})).await,
         409,
         "last_admin",
     )
@@ -569,15 +545,7 @@ async fn erasure_is_for_admins_of_the_subjects_own_tenant() {
     );
 
     // The erasure's status: the tenant's admins only, its own erasures only.
-    let done = expect(
-        app.post("/privacy/erasure", &a.token)
-            .json(&json!({"user_id": member}))
-            .send()
-            .await
-            .unwrap(),
-        202,
-    )
-    .await;
+    let done = expect(erase(&app, &a.token, json!({"user_id": member})).await, 202).await;
     let id = done["erasure_id"].as_str().unwrap();
     expect(
         app.get(&format!("/privacy/erasure/{id}"), &a.token)
@@ -614,11 +582,12 @@ async fn erasure_is_for_admins_of_the_subjects_own_tenant() {
     let second = id_of(&create_user(&app, &a.token, "second@priv-a.example.com", "admin").await);
     let second_token = token_for(&app, a.id, second, Role::Admin);
     let own = expect(
-        app.post("/privacy/erasure", &second_token)
-            .json(&json!({"email": "second@priv-a.example.com"}))
-            .send()
-            .await
-            .unwrap(),
+        erase(
+            &app,
+            &second_token,
+            json!({"email": "second@priv-a.example.com"}),
+        )
+        .await,
         202,
     )
     .await;
@@ -647,11 +616,7 @@ async fn erasure_is_for_admins_of_the_subjects_own_tenant() {
 
     // Erased is erased: a second request for the same person finds nobody.
     assert_problem(
-        app.post("/privacy/erasure", &a.token)
-            .json(&json!({"user_id": member}))
-            .send()
-            .await
-            .unwrap(),
+        erase(&app, &a.token, json!({"user_id": member})).await,
         404,
         "not_found",
     )
@@ -764,4 +729,13 @@ async fn purge_now_erases_one_tenant_at_once_after_confirmation() {
     )
     .await;
     assert!(!out.status.success(), "an unknown tenant is an error");
+}
+
+/// `POST /privacy/erasure` with `body`, as `token`.
+async fn erase(app: &TestApp, token: &str, body: Value) -> reqwest::Response {
+    app.post("/privacy/erasure", token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
 }
