@@ -75,12 +75,6 @@ fn split(entry: Entry) -> (AuditAction, &'static str, String, Value) {
     )
 }
 
-/// The `changes` document of an entry, as [`record`] stores it, for an operation that writes
-/// its audit row inside a statement of its own (`domain::tasks::create`).
-pub fn changes_document(entry: Entry) -> Value {
-    split(entry).3
-}
-
 pub async fn record(tx: &TenantTx<'_>, caller: &Caller, entry: Entry) -> Result<(), DbError> {
     let (action, resource, resource_id, changes) = split(entry);
     let stmt = tx

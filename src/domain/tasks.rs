@@ -19,7 +19,7 @@ use super::{
     DomainError, Read, MAX_DESCRIPTION,
 };
 use crate::analytics::buckets::to_micros;
-use crate::audit::{self, AuditAction};
+use crate::audit::AuditAction;
 use crate::auth::Caller;
 use crate::error::FieldError;
 use crate::input::{Date, Text};
@@ -216,42 +216,55 @@ tenant_op!(GetTask => Task, get, single_statement);
 
 pub struct CreateTask(pub NewTask);
 
-/// The whole write of a new task in one statement: the reference checks (share-locking the
-/// project, and the assignee if any, as `check_references` does), the task, its audit row and
-/// its outbox event, which insert only if the task did. It goes out with COMMIT under one Sync,
-/// right behind the transaction's BEGIN and tenant context, so a create costs one round trip
-/// where the checks, three inserts and COMMIT took five (docs/benchmarks.md, "The write
-/// path"). The row's JSON for the audit and outbox rows is built here, before the insert, so the
-/// times are the application's (to the microsecond, as stored) rather than the database's
-/// `now()`, like the UUIDv7 id already was.
-fn create_sql(with_assignee: bool) -> String {
-    let (assignee_cte, assignee_from) = if with_assignee {
-        (
-            "u as (select 1 from app.users where tenant_id = $1 and id = $7 \
+/// The whole write of a new task in one statement, `CREATE_TASK_SQL` (unassigned) or
+/// `CREATE_ASSIGNED_TASK_SQL`: the reference checks (share-locking the project, and the assignee
+/// if any, as `check_references` does), the task, its audit row and its outbox event, which
+/// insert only if the task did. It goes out with COMMIT under one Sync, right behind the
+/// transaction's BEGIN and tenant context, so a create costs one round trip where the checks,
+/// three inserts and COMMIT took five (docs/benchmarks.md, "The write path"). The row's JSON is
+/// built here, before the insert, so the times are the application's (to the microsecond, as
+/// stored) rather than the database's `now()`, like the UUIDv7 id already was; it travels once
+/// ($12), as the event's payload and as the `after` of the audit document, which PostgreSQL
+/// builds around it (`{"before": null, "after": ..}`, the document `audit::record` writes: a
+/// task has none of the members the trail redacts).
+///
+/// Parameters: $1 tenant, $2 task id, $3 project, $4 title, $5 description, $6 status,
+/// $7 assignee, $8 due date, $9 created/updated at, $10 audit row id, $11 user, $12 the task's
+/// JSON, $13 request id, $14 outbox event id. Answers one row: the live projects and assignees
+/// found (0 or 1 each) and the tasks inserted.
+macro_rules! create_task_sql {
+    ($assignee_cte:literal, $assignee_from:literal) => {
+        concat!(
+            "with p as (select 1 from app.projects where tenant_id = $1 and id = $3 \
                and deleted_at is null for share), ",
-            " cross join u",
+            $assignee_cte,
+            "t as (insert into app.tasks \
+               (tenant_id, id, project_id, title, description, status, assignee_id, due_date, \
+                created_at, updated_at) \
+               select $1, $2::uuid, $3, $4::text, $5::text, $6::text, $7::uuid, $8::date, \
+                 $9::timestamptz, $9 from p",
+            $assignee_from,
+            " returning 1), \
+             a as (insert into app.audit_logs \
+               (tenant_id, id, user_id, actor, action, resource, resource_id, changes, request_id) \
+               select $1, $10::uuid, $11::uuid, 'user', 'create', 'task', $2::uuid::text, \
+                 jsonb_build_object('before', null, 'after', $12::jsonb), $13::text from t), \
+             o as (insert into app.outbox (tenant_id, id, event_type, payload) \
+               select $1, $14::uuid, 'task.created', $12::jsonb from t) \
+             select (select count(*) from p), (select count(*) from u), (select count(*) from t)"
         )
-    } else {
-        ("u as (select 1 where false), ", "")
     };
-    format!(
-        "with p as (select 1 from app.projects where tenant_id = $1 and id = $3 \
-           and deleted_at is null for share), \
-         {assignee_cte}\
-         t as (insert into app.tasks \
-           (tenant_id, id, project_id, title, description, status, assignee_id, due_date, \
-            created_at, updated_at) \
-           select $1, $2::uuid, $3, $4::text, $5::text, $6::text, $7::uuid, $8::date, \
-             $9::timestamptz, $9 from p{assignee_from} returning 1), \
-         a as (insert into app.audit_logs \
-           (tenant_id, id, user_id, actor, action, resource, resource_id, changes, request_id) \
-           select $1, $10::uuid, $11::uuid, 'user', 'create', 'task', $2::uuid::text, \
-             $12::jsonb, $13::text from t), \
-         o as (insert into app.outbox (tenant_id, id, event_type, payload) \
-           select $1, $14::uuid, 'task.created', $15::jsonb from t) \
-         select (select count(*) from p), (select count(*) from u), (select count(*) from t)"
-    )
 }
+
+/// See `create_task_sql`: a task without an assignee.
+pub(crate) const CREATE_TASK_SQL: &str = create_task_sql!("u as (select 1 where false), ", "");
+
+/// See `create_task_sql`: a task assigned to a live user of the tenant (share-locked).
+pub(crate) const CREATE_ASSIGNED_TASK_SQL: &str = create_task_sql!(
+    "u as (select 1 from app.users where tenant_id = $1 and id = $7 \
+       and deleted_at is null for share), ",
+    " cross join u"
+);
 
 async fn create(
     tx: &TenantTx<'_>,
@@ -283,17 +296,12 @@ async fn create(
         updated_at: now,
     };
     let after = task.json();
-    let changes = audit::changes_document(audit::Entry {
-        action: AuditAction::Create,
-        resource: "task",
-        resource_id: task.id.to_string(),
-        before: None,
-        after: Some(after.clone()),
-        extra: None,
-    });
-    let stmt = tx
-        .prepare_cached(&create_sql(task.assignee_id.is_some()))
-        .await?;
+    let sql = if task.assignee_id.is_some() {
+        CREATE_ASSIGNED_TASK_SQL
+    } else {
+        CREATE_TASK_SQL
+    };
+    let stmt = tx.prepare_cached(sql).await?;
     let row = tx
         .query_opt_then_commit(
             &stmt,
@@ -309,10 +317,9 @@ async fn create(
                 &task.created_at,
                 &Uuid::now_v7(),
                 &caller.user_id,
-                &changes,
+                &after,
                 &caller.request_id,
                 &Uuid::now_v7(),
-                &after,
             ],
         )
         .await?;
@@ -322,6 +329,9 @@ async fn create(
         None => (0, 0, 0),
     };
     if inserted == 1 {
+        // The event committed with the task: the outbox worker takes it at once rather than at
+        // its next look at the table, as for every write that goes through `jobs::enqueue`.
+        tx.note_enqueued();
         return Ok(task);
     }
     let mut errors = Vec::new();

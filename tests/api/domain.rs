@@ -710,3 +710,56 @@ async fn every_role_guard_answers_with_one_body() {
     }
     assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{bodies:#?}");
 }
+
+/// A new task's event wakes the outbox worker when it commits, as every other write's event
+/// does. A server process of its own (the wake-up hints are per process: in this test binary
+/// another test's worker could take them), polling the outbox once a minute, so within the
+/// half-minute waited for below only the wake-up can have processed the event.
+#[tokio::test]
+async fn a_new_task_wakes_the_outbox_worker() {
+    let c = crate::cluster::Cluster::start_with(1, &[("JOB_POLL_INTERVAL_MS", "60000")]).await;
+    let t = c.create_tenant(0, "wake", "pro").await;
+    let su = c.db.superuser_db().await;
+    let settled = |event: &'static str, id: String| {
+        let su = &su;
+        let tenant = t.id;
+        async move {
+            crate::helpers::eventually(
+                tokio::time::Instant::now(),
+                std::time::Duration::from_secs(30),
+                || async {
+                    su.query_one(
+                        "select count(*) from app.outbox where tenant_id = $1 and event_type = $2 \
+                         and payload ->> 'id' = $3 and processed_at is not null",
+                        &[&tenant, &event, &id],
+                    )
+                    .await
+                    .unwrap()
+                    .get::<_, i64>(0)
+                        == 1
+                },
+            )
+            .await
+        }
+    };
+    let r = c
+        .post(0, "/projects", &t.token)
+        .json(&json!({"name": "Apollo"}))
+        .send()
+        .await
+        .unwrap();
+    let project = id_of(&expect(r, 201).await);
+    // The project's event first, so that no batch it woke can be the one that takes the task's.
+    assert!(settled("project.created", project.to_string()).await);
+    let r = c
+        .post(0, "/tasks", &t.token)
+        .json(&json!({"project_id": project, "title": "Launch"}))
+        .send()
+        .await
+        .unwrap();
+    let task = id_of(&expect(r, 201).await);
+    assert!(
+        settled("task.created", task.to_string()).await,
+        "the task's event waited for the worker's next poll"
+    );
+}
