@@ -15,12 +15,19 @@
 #               INSERT and COMMIT, each answered before the next goes out (5 round trips).
 #   one_trip    the POST after it (domain::tasks::create): BEGIN, set_config, one statement
 #               (checks, task, audit row, outbox event) and COMMIT under one Sync.
-#   one_trip without each secondary index of tasks/audit_logs/outbox in turn, and with
-#               commit_delay/commit_siblings set (WAL flush sharing).
+#   one_trip without each secondary index of tasks/audit_logs/outbox in turn, without the
+#               tenants foreign keys of audit_logs and outbox, and with commit_delay/
+#               commit_siblings set (WAL flush sharing).
+#   group4      group commit across tenants: four tenants' POSTs in one transaction on one
+#               connection, each under its own savepoint and tenant context (figures per POST).
+#   settle_*    what the outbox worker then does with each POST's event (src/jobs/worker.rs):
+#               today's lock and UPDATE, batched and one event a transaction, and two leaner
+#               forms (one UPDATE .. FROM the locked rows; a DELETE), per settled event.
 # For each: transactions a second, PostgreSQL CPU per transaction (every postgres process of the
 # cluster), WAL bytes, records and fsyncs per transaction (pg_stat_wal), and pg_stat_statements
 # (track = all, so the foreign-key checks of the triggers show as their own statements). Then
-# EXPLAIN (ANALYZE, BUFFERS) of every statement of both shapes.
+# EXPLAIN (ANALYZE, BUFFERS) of every statement of both shapes. CPU and statement times depend
+# on the machine's load (printed beside each run); WAL bytes and records do not.
 #
 #   bench/write_breakdown.sh                     # 10 s a run
 #   DURATION=4 bench/write_breakdown.sh          # a quick look
@@ -62,6 +69,10 @@ wal_sync_method = fdatasync
 max_connections = 100
 track_wal_io_timing = on
 autovacuum = off
+# No checkpoint inside the runs: a page's first change after one writes the whole page to
+# the WAL, which would land in whichever run came next.
+checkpoint_timeout = 30min
+max_wal_size = 8GB
 CONF
 as_pg "$PGBIN/pg_ctl" -D "$PGDIR" -l "$PGDIR/log" -w start >/dev/null
 trap 'as_pg "$PGBIN/pg_ctl" -D "$PGDIR" -m fast stop >/dev/null 2>&1 || true' EXIT
@@ -125,16 +136,38 @@ SQL
 \startpipeline
 begin;
 select set_config('app.current_tenant', '$tenant', true);
-with p as (select 1 from app.projects where tenant_id = '$tenant' and id = '$project' and deleted_at is null for share), u as (select 1 where false), t as (insert into app.tasks (tenant_id, id, project_id, title, description, status, assignee_id, due_date, created_at, updated_at) select '$tenant', public.bench_uuid7(), '$project', 'load ' || :r, '', 'todo', null::uuid, null::date, now(), now() from p returning 1), a as (insert into app.audit_logs (tenant_id, id, user_id, actor, action, resource, resource_id, changes, request_id) select '$tenant', public.bench_uuid7(), '$user', 'user', 'create', 'task', 'r' || :r, '{"before": null, "after": $json}', 'bench-request-id-0123456789' from t), o as (insert into app.outbox (tenant_id, id, event_type, payload) select '$tenant', public.bench_uuid7(), 'task.created', '$json' from t) select (select count(*) from p), (select count(*) from u), (select count(*) from t);
+with p as (select 1 from app.projects where tenant_id = '$tenant' and id = '$project' and deleted_at is null for share), u as (select 1 where false), t as (insert into app.tasks (tenant_id, id, project_id, title, description, status, assignee_id, due_date, created_at, updated_at) select '$tenant', public.bench_uuid7(), '$project', 'load ' || :r, '', 'todo', null::uuid, null::date, now(), now() from p returning 1), a as (insert into app.audit_logs (tenant_id, id, user_id, actor, action, resource, resource_id, changes, request_id) select '$tenant', public.bench_uuid7(), '$user', 'user', 'create', 'task', 'r' || :r, jsonb_build_object('before', null, 'after', '$json'::jsonb), 'bench-request-id-0123456789' from t), o as (insert into app.outbox (tenant_id, id, event_type, payload) select '$tenant', public.bench_uuid7(), 'task.created', '$json' from t) select (select count(*) from p), (select count(*) from u), (select count(*) from t);
 commit;
 \endpipeline
 SQL
+  done
+  # Group commit across tenants: four tenants' POSTs in one transaction on one connection, each
+  # under its own savepoint (a failing one rolls back alone) and its own tenant context, one
+  # COMMIT (one WAL flush) for the four. What a write combiner in the server would send.
+  local n=${#IDS[@]} j k
+  for ((j = 0; j < n; j++)); do
+    {
+      echo '\set r random(1, 9000000000000000)'
+      echo '\startpipeline'
+      echo 'begin;'
+      for k in 0 1 2 3; do
+        read -r tenant user project <<<"${IDS[$(((j + k * n / 4) % n))]}"
+        json=$(task_json "$tenant" "$project")
+        echo "savepoint w$k;"
+        echo "select set_config('app.current_tenant', '$tenant', true);"
+        echo "with p as (select 1 from app.projects where tenant_id = '$tenant' and id = '$project' and deleted_at is null for share), u as (select 1 where false), t as (insert into app.tasks (tenant_id, id, project_id, title, description, status, assignee_id, due_date, created_at, updated_at) select '$tenant', public.bench_uuid7(), '$project', 'load $k ' || :r, '', 'todo', null::uuid, null::date, now(), now() from p returning 1), a as (insert into app.audit_logs (tenant_id, id, user_id, actor, action, resource, resource_id, changes, request_id) select '$tenant', public.bench_uuid7(), '$user', 'user', 'create', 'task', 'r' || :r, jsonb_build_object('before', null, 'after', '$json'::jsonb), 'bench-request-id-0123456789' from t), o as (insert into app.outbox (tenant_id, id, event_type, payload) select '$tenant', public.bench_uuid7(), 'task.created', '$json' from t) select (select count(*) from p), (select count(*) from u), (select count(*) from t);"
+        echo "release savepoint w$k;"
+      done
+      echo 'commit;'
+      echo '\endpipeline'
+    } >"$SCRIPTS/group4_$((j + 1)).sql"
   done
 }
 write_scripts
 args() { for f in "$SCRIPTS/$1"_*.sql; do printf -- '-f\n%s\n' "$f"; done; }
 mapfile -t FIVE < <(args five)
 mapfile -t ONE < <(args one)
+mapfile -t GROUP4 < <(args group4)
 
 # CPU ticks of the private cluster's processes alive now (the postmaster and its children).
 pg_ticks() { # "pid:ticks ..."
@@ -168,9 +201,9 @@ measure() { # name pgbench-script-arguments...
   failed=$(awk '/^number of failed transactions/ {print $5; exit}' <<<"$out")
   wal=$(psql -XAtq -F' ' "$DB" -c "select wal_records, wal_sync, wal_write, pg_wal_lsn_diff('$lsn1', '$lsn0') from pg_stat_wal")
   psql -XAtq "$DB" -c "select coalesce(json_agg(s), '[]') from (select left(regexp_replace(query, '\s+', ' ', 'g'), 90) as query, calls, round(mean_exec_time::numeric * 1000, 1) as mean_us, round(total_exec_time::numeric / greatest(${n:-0}, 1) * 1000, 1) as us_per_tx, shared_blks_hit + shared_blks_read as blocks, wal_records, wal_bytes from pg_stat_statements where dbid = (select oid from pg_database where datname = 'tenantry_write') and calls >= ${n:-0} / 2 order by total_exec_time desc limit 12) s" >"$SCRIPTS/stmts_$name.json"
-  R[$name]=$(python3 - "$name" "${n:-0}" "${tps:-0}" "${failed:-0}" "$SCRIPTS/cpu_$name" "$(getconf CLK_TCK)" "$wal" "$load" "$SCRIPTS/stmts_$name.json" <<'PY'
+  R[$name]=$(python3 - "$name" "${n:-0}" "${tps:-0}" "${failed:-0}" "$SCRIPTS/cpu_$name" "$(getconf CLK_TCK)" "$wal" "$load" "$SCRIPTS/stmts_$name.json" "${POSTS_PER_TX:-1}" <<'PY'
 import json, sys
-name, n, tps, failed, samples, hz, wal, load, stmts = sys.argv[1:]
+name, n, tps, failed, samples, hz, wal, load, stmts, posts = sys.argv[1:]
 n = max(int(n), 1)
 # Every process of the cluster, sampled every 0.2 s while pgbench ran: each one's CPU from its
 # first sample to its last (a backend's ticks are only readable while it exists; at most the
@@ -188,10 +221,108 @@ print(json.dumps({"name": name, "tps": round(float(tps), 1), "transactions": n, 
   "postgres_cpu_us_per_tx": round(ticks / int(hz) / n * 1e6, 1),
   "wal_bytes_per_tx": round(float(wal_bytes) / n), "wal_records_per_tx": round(int(records) / n, 2),
   "wal_fsyncs_per_tx": round(int(syncs) / n, 3), "wal_writes_per_tx": round(int(writes) / n, 3),
-  "load_1min": float(load), "statements": json.load(open(stmts))}))
+  "posts_per_tx": int(posts), "load_1min": float(load), "statements": json.load(open(stmts))}))
 PY
 )
   echo "${R[$name]}" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["name"], r["tps"], "tx/s", r["postgres_cpu_us_per_tx"], "µs PG CPU/tx", r["wal_bytes_per_tx"], "WAL B/tx", r["wal_fsyncs_per_tx"], "fsyncs/tx", "load", r["load_1min"])'
+}
+
+# The outbox worker's share of a POST: what settling each event costs PostgreSQL afterwards
+# (src/jobs/worker.rs). A fresh backlog of one-trip POSTs (the outbox emptied first, so every
+# variant settles the same number of its own events), then drained by psql as the app role, one
+# transaction per tenant batch of at most LIMIT events, exactly as the worker's statements are
+# (BEGIN, tenant context, synchronous_commit off, the lock of the due rows, the webhook
+# endpoints' read, the settle, COMMIT). Variants:
+#   update     the worker today: SELECT .. FOR UPDATE SKIP LOCKED, then UPDATE processed_at by id
+#   claim      the lock and the settle in one UPDATE .. FROM (SELECT .. FOR UPDATE SKIP LOCKED)
+#              RETURNING the events (no separate row-lock WAL record, one statement less)
+#   delete     DELETE .. USING (SELECT .. FOR UPDATE SKIP LOCKED) RETURNING: a settled event
+#              leaves no row (needs DELETE on app.outbox for the app role: granted here only)
+# Per settled event: WAL bytes and records, PostgreSQL CPU and statement time.
+# Prepared once per session, as the server's statement cache does; the arguments are the
+# tenant and the batch's limit (the worker's `batch_size`, 200 by default).
+settle_prelude() {
+  cat <<'SQL'
+prepare ctx(text) as select set_config('app.current_tenant', $1, true);
+prepare hooks(uuid) as select id, events from app.webhooks where tenant_id = $1 and status = 'enabled' and deleted_at is null;
+prepare lock_due(uuid, int) as select '{' || string_agg(s.id::text, ',') || '}' as ids, count(s.payload) from (select id, event_type, payload, created_at, attempts + 1 from app.outbox where tenant_id = $1 and processed_at is null and failed_at is null and deleted_at is null and next_attempt_at <= now() order by next_attempt_at, id limit $2 for update skip locked) s;
+prepare settle(uuid, uuid[]) as update app.outbox set processed_at = now(), attempts = attempts + 1, last_error = null where tenant_id = $1 and id = any($2);
+prepare claim(uuid, int) as update app.outbox o set processed_at = now(), attempts = o.attempts + 1, last_error = null from (select id from app.outbox where tenant_id = $1 and processed_at is null and failed_at is null and deleted_at is null and next_attempt_at <= now() order by next_attempt_at, id limit $2 for update skip locked) d where o.tenant_id = $1 and o.id = d.id returning o.id, o.event_type, o.payload, o.created_at, o.attempts;
+prepare remove(uuid, int) as delete from app.outbox o using (select id from app.outbox where tenant_id = $1 and processed_at is null and failed_at is null and deleted_at is null and next_attempt_at <= now() order by next_attempt_at, id limit $2 for update skip locked) d where o.tenant_id = $1 and o.id = d.id returning o.id, o.event_type, o.payload, o.created_at, o.attempts + 1;
+select pg_sleep(0.3);
+SQL
+}
+settle_tx() { # variant tenant limit
+  local t=$2 l=$3
+  echo "begin;"
+  echo "execute ctx('$t') \\g /dev/null"
+  echo "set local synchronous_commit = off;"
+  case $1 in
+    update)
+      echo "execute lock_due('$t', $l) \\gset"
+      echo "execute hooks('$t');"
+      echo "execute settle('$t', :'ids');"
+      ;;
+    claim)
+      echo "execute claim('$t', $l);"
+      echo "execute hooks('$t');"
+      ;;
+    delete)
+      echo "execute remove('$t', $l);"
+      echo "execute hooks('$t');"
+      ;;
+  esac
+  echo "commit;"
+}
+drain() { # name variant limit
+  local name=$1 variant=$2 limit=$3
+  psql -XAtq "$DB" -c "truncate app.outbox" >/dev/null
+  pgbench -n -M prepared -c "$CLIENTS" -j 2 -t "$BACKLOG_TX" "${ONE[@]}" "$APP" >/dev/null 2>&1 || true
+  local backlog file="$SCRIPTS/drain_$name.sql"
+  backlog=$(psql -XAtq "$DB" -c "select count(*) from app.outbox where processed_at is null")
+  settle_prelude >"$file"
+  while read -r tenant n; do
+    [ -n "$tenant" ] || continue
+    for _ in $(seq 1 $(( (n + limit - 1) / limit ))); do settle_tx "$variant" "$tenant" "$limit" >>"$file"; done
+  done < <(psql -XAtq -F' ' "$DB" -c "select tenant_id, count(*) from app.outbox where processed_at is null group by 1")
+  # Idle at both ends, so the CPU sampler sees the session's backend before and after its work.
+  echo "select pg_sleep(0.3);" >>"$file"
+  psql -XAtq "$DB" -c "select pg_stat_statements_reset(), pg_stat_reset_shared('wal')" >/dev/null
+  local lsn0 lsn1 load
+  load=$(cut -d' ' -f1 /proc/loadavg)
+  lsn0=$(psql -XAtq "$DB" -c "select pg_current_wal_lsn()")
+  psql -XAq -v ON_ERROR_STOP=1 -f "$file" "$APP" >/dev/null 2>"$SCRIPTS/drain_err" &
+  local p=$!
+  while kill -0 $p 2>/dev/null; do pg_ticks; echo; sleep 0.1; done >"$SCRIPTS/cpu_$name"
+  wait $p || { echo "drain $name failed: $(head -3 "$SCRIPTS/drain_err")" >&2; return 0; }
+  lsn1=$(psql -XAtq "$DB" -c "select pg_current_wal_lsn()")
+  local left settled wal
+  left=$(psql -XAtq "$DB" -c "select count(*) from app.outbox where processed_at is null")
+  settled=$((backlog - left))
+  wal=$(psql -XAtq -F' ' "$DB" -c "select wal_records, wal_sync, wal_write, pg_wal_lsn_diff('$lsn1', '$lsn0') from pg_stat_wal")
+  psql -XAtq "$DB" -c "select coalesce(json_agg(s), '[]') from (select left(regexp_replace(query, '\s+', ' ', 'g'), 90) as query, calls, round(mean_exec_time::numeric * 1000, 1) as mean_us, round(total_exec_time::numeric / greatest($settled, 1) * 1000, 1) as us_per_event, shared_blks_hit + shared_blks_read as blocks, wal_records, wal_bytes from pg_stat_statements where dbid = (select oid from pg_database where datname = 'tenantry_write') and toplevel and query !~* 'pg_stat|pg_current_wal|count\\(\\*\\) from app.outbox|pg_sleep' order by total_exec_time desc limit 8) s" >"$SCRIPTS/stmts_$name.json"
+  R[$name]=$(python3 - "$name" "$settled" "$limit" "$SCRIPTS/cpu_$name" "$(getconf CLK_TCK)" "$wal" "$load" "$SCRIPTS/stmts_$name.json" <<'PY'
+import json, sys
+name, n, limit, samples, hz, wal, load, stmts = sys.argv[1:]
+n = max(int(n), 1)
+first, last = {}, {}
+for line in open(samples):
+    for x in line.split():
+        p, _, t = x.partition(":")
+        if t:
+            first.setdefault(p, int(t))
+            last[p] = int(t)
+ticks = sum(last[p] - first[p] for p in last)
+records, syncs, writes, wal_bytes = wal.split()
+stm = json.load(open(stmts))
+print(json.dumps({"name": name, "events": n, "batch_limit": int(limit),
+  "postgres_cpu_us_per_event": round(ticks / int(hz) / n * 1e6, 1),
+  "statement_us_per_event": round(sum(s["us_per_event"] for s in stm), 1),
+  "wal_bytes_per_event": round(float(wal_bytes) / n), "wal_records_per_event": round(int(records) / n, 2),
+  "load_1min": float(load), "statements": stm}))
+PY
+)
+  echo "${R[$name]}" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["name"], r["events"], "events", r["postgres_cpu_us_per_event"], "µs PG CPU/event", r["statement_us_per_event"], "µs statements/event", r["wal_bytes_per_event"], "WAL B/event", r["wal_records_per_event"], "WAL records/event", "load", r["load_1min"])'
 }
 
 measure five_trips "${FIVE[@]}"
@@ -210,6 +341,31 @@ for idx in $INDEXES; do
   measure "without_${idx#app.}" "${ONE[@]}"
   psql -XAtq "$DB" -c "$def" >/dev/null
 done
+
+
+# The tenants foreign keys of audit_logs and outbox: each inserted row's trigger locks the
+# tenant's row (FOR KEY SHARE). The one-trip transaction without them.
+FKS=$(psql -XAtq -F'|' "$DB" -c "select conrelid::regclass, conname, pg_get_constraintdef(oid) from pg_constraint
+  where conrelid in ('app.audit_logs'::regclass, 'app.outbox'::regclass) and contype = 'f' and confrelid = 'app.tenants'::regclass")
+while IFS='|' read -r tbl con _; do
+  [ -n "$con" ] && psql -XAtq "$DB" -c "alter table $tbl drop constraint $con" >/dev/null
+done <<<"$FKS"
+[ -n "$FKS" ] && measure one_trip_without_tenant_fks "${ONE[@]}"
+while IFS='|' read -r tbl con def; do
+  [ -n "$con" ] && psql -XAtq "$DB" -c "alter table $tbl add constraint $con $def" >/dev/null
+done <<<"$FKS"
+
+# What the outbox worker then does with each POST's event.
+BACKLOG_TX=${BACKLOG_TX:-1000}
+drain settle_update_batched update 200
+drain settle_update_one_by_one update 1
+drain settle_claim_batched claim 200
+psql -XAtq "$DB" -c "grant delete on app.outbox to tenantry_app" >/dev/null
+drain settle_delete_batched delete 200
+drain settle_delete_one_by_one delete 1
+psql -XAtq "$DB" -c "revoke delete on app.outbox from tenantry_app" >/dev/null
+
+POSTS_PER_TX=4 measure group4 "${GROUP4[@]}"
 
 # WAL flush sharing: a committing backend waits commit_delay µs for others when at least
 # commit_siblings transactions are open, so one fsync covers several commits.
@@ -236,7 +392,7 @@ explain (analyze, buffers, costs off, timing on) insert into app.audit_logs (ten
 \echo '-- five_trips: the outbox event'
 explain (analyze, buffers, costs off, timing on) insert into app.outbox (tenant_id, id, event_type, payload) values ('$tenant', public.bench_uuid7(), 'task.created', '$json');
 \echo '-- one_trip: the one statement'
-explain (analyze, buffers, costs off, timing on) with p as (select 1 from app.projects where tenant_id = '$tenant' and id = '$project' and deleted_at is null for share), u as (select 1 where false), t as (insert into app.tasks (tenant_id, id, project_id, title, description, status, assignee_id, due_date, created_at, updated_at) select '$tenant', public.bench_uuid7(), '$project', 'explain 2', '', 'todo', null::uuid, null::date, now(), now() from p returning 1), a as (insert into app.audit_logs (tenant_id, id, user_id, actor, action, resource, resource_id, changes, request_id) select '$tenant', public.bench_uuid7(), '$user', 'user', 'create', 'task', 'r2', '{"before": null, "after": $json}', 'bench-request-id-0123456789' from t), o as (insert into app.outbox (tenant_id, id, event_type, payload) select '$tenant', public.bench_uuid7(), 'task.created', '$json' from t) select (select count(*) from p), (select count(*) from u), (select count(*) from t);
+explain (analyze, buffers, costs off, timing on) with p as (select 1 from app.projects where tenant_id = '$tenant' and id = '$project' and deleted_at is null for share), u as (select 1 where false), t as (insert into app.tasks (tenant_id, id, project_id, title, description, status, assignee_id, due_date, created_at, updated_at) select '$tenant', public.bench_uuid7(), '$project', 'explain 2', '', 'todo', null::uuid, null::date, now(), now() from p returning 1), a as (insert into app.audit_logs (tenant_id, id, user_id, actor, action, resource, resource_id, changes, request_id) select '$tenant', public.bench_uuid7(), '$user', 'user', 'create', 'task', 'r2', jsonb_build_object('before', null, 'after', '$json'::jsonb), 'bench-request-id-0123456789' from t), o as (insert into app.outbox (tenant_id, id, event_type, payload) select '$tenant', public.bench_uuid7(), 'task.created', '$json' from t) select (select count(*) from p), (select count(*) from u), (select count(*) from t);
 rollback;
 SQL
 )
@@ -246,7 +402,7 @@ fks=$(psql -XAtq -F' | ' "$DB" -c "select conrelid::regclass, conname, pg_get_co
 {
   echo "{\"date\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\", \"nproc\": $(nproc), \"clients\": $CLIENTS, \"duration_s\": $DURATION, \"runs\": ["
   first=1
-  for k in five_trips one_trip five_trips_again one_trip_again $(for i in $INDEXES; do echo "without_${i#app.}"; done) one_trip_commit_delay_200 one_trip_commit_delay_1000; do
+  for k in five_trips one_trip five_trips_again one_trip_again $(for i in $INDEXES; do echo "without_${i#app.}"; done) one_trip_without_tenant_fks group4 one_trip_commit_delay_200 one_trip_commit_delay_1000 settle_update_batched settle_update_one_by_one settle_claim_batched settle_delete_batched settle_delete_one_by_one; do
     [ -n "${R[$k]:-}" ] || continue
     [ $first = 1 ] || echo ","
     first=0
@@ -257,23 +413,35 @@ fks=$(psql -XAtq -F' | ' "$DB" -c "select conrelid::regclass, conname, pg_get_co
 python3 - "$OUT/write_breakdown.json" "$explain" "$indexes" "$fks" >"$OUT/write_breakdown.md" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-print(f"# The write of POST /tasks in PostgreSQL ({r['date']}, {r['nproc']} cores, busy machine: load beside each run)\n")
+print(f"# The write of POST /tasks in PostgreSQL ({r['date']}, {r['nproc']} cores, shared machine: load beside each run)\n")
 print(f"Generated by `bench/write_breakdown.sh`: pgbench -M prepared -c {r['clients']} -j 2 -T {r['duration_s']}, "
       "app role under RLS over the Unix socket, 100 tenants at random, a private PostgreSQL 15 cluster "
-      "with pg_stat_statements (fsync and synchronous_commit on).\n")
-print("| run | tx/s | PostgreSQL CPU µs/tx | WAL bytes/tx | WAL records/tx | WAL fsyncs/tx | failed | load (1 min) |")
-print("|---|---|---|---|---|---|---|---|")
+      "with pg_stat_statements (fsync and synchronous_commit on, no checkpoint inside the runs).\n")
+tx_runs = [x for x in r["runs"] if "tps" in x]
+print("| run | tx/s | POSTs/s | PostgreSQL CPU µs/POST | WAL bytes/POST | WAL records/POST | WAL fsyncs/POST | failed | load (1 min) |")
+print("|---|---|---|---|---|---|---|---|---|")
+for x in tx_runs:
+    k = x.get("posts_per_tx", 1)
+    print(f"| {x['name']} | {x['tps']:.0f} | {x['tps'] * k:.0f} | {x['postgres_cpu_us_per_tx'] / k:.1f} | {x['wal_bytes_per_tx'] / k:.0f} | "
+          f"{x['wal_records_per_tx'] / k:.2f} | {x['wal_fsyncs_per_tx'] / k:.3f} | {x['failed']} | {x['load_1min']} |")
+settle = [x for x in r["runs"] if "events" in x]
+if settle:
+    print("\n## The outbox worker's settling of each POST's event (one psql session, prepared statements)\n")
+    print("| run | events | batch limit | PostgreSQL CPU µs/event | statements µs/event | WAL bytes/event | WAL records/event | load (1 min) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for x in settle:
+        print(f"| {x['name']} | {x['events']} | {x['batch_limit']} | {x['postgres_cpu_us_per_event']} | {x['statement_us_per_event']} | "
+              f"{x['wal_bytes_per_event']} | {x['wal_records_per_event']} | {x['load_1min']} |")
 for x in r["runs"]:
-    print(f"| {x['name']} | {x['tps']:.0f} | {x['postgres_cpu_us_per_tx']} | {x['wal_bytes_per_tx']} | {x['wal_records_per_tx']} | {x['wal_fsyncs_per_tx']} | {x['failed']} | {x['load_1min']} |")
-for x in r["runs"]:
-    if x["name"] not in ("five_trips", "one_trip"):
+    if x["name"] not in ("five_trips", "one_trip", "settle_update_batched", "settle_delete_batched"):
         continue
-    print(f"\n## pg_stat_statements, {x['name']} (per transaction; track = all, the triggers' foreign-key checks included)\n")
-    print("| statement | calls | mean µs | µs per tx | blocks | WAL records | WAL bytes |")
+    per = "event" if "events" in x else "tx"
+    print(f"\n## pg_stat_statements, {x['name']} (per {per}; track = all, the triggers' foreign-key checks included)\n")
+    print(f"| statement | calls | mean µs | µs per {per} | blocks | WAL records | WAL bytes |")
     print("|---|---|---|---|---|---|---|")
     for s in x["statements"]:
         q = s["query"].replace("|", "\\|")
-        print(f"| `{q}` | {s['calls']} | {s['mean_us']} | {s['us_per_tx']} | {s['blocks']} | {s['wal_records']} | {s['wal_bytes']} |")
+        print(f"| `{q}` | {s['calls']} | {s['mean_us']} | {s.get('us_per_tx', s.get('us_per_event'))} | {s['blocks']} | {s['wal_records']} | {s['wal_bytes']} |")
 print("\n## Indexes\n\n| table | index | definition |\n|---|---|---|")
 for line in sys.argv[3].splitlines():
     print("| " + line.replace("|", "\\|").replace(" \\| ", " | ") + " |")
