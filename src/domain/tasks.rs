@@ -322,6 +322,9 @@ async fn create(
         None => (0, 0, 0),
     };
     if inserted == 1 {
+        // The statement wrote the outbox event itself (not through `jobs::enqueue`): the
+        // commit is to wake this process's outbox worker for the tenant all the same.
+        tx.note_enqueued();
         return Ok(task);
     }
     let mut errors = Vec::new();

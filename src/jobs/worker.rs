@@ -5,13 +5,19 @@
 //! ([`super::JobHandler::handle_batch`], the webhook fan-out writes all of its messages in one
 //! statement) and the rows are settled in one statement. If a handler fails, the whole batch is
 //! rolled back and run again one job at a time, each under a savepoint, so the failing job is
-//! retried (or dead-lettered) alone.
+//! retried (or dead-lettered) alone. A handler that panics is taken as one that failed (the
+//! panic is caught around the handler's future): its job is counted, retried and in the end
+//! dead-lettered like any other failure, instead of being run again without end.
 
+use std::any::Any;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use deadpool_postgres::Transaction;
 use futures_util::stream::{self, StreamExt};
+use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -301,7 +307,7 @@ impl Worker {
             if mine.is_empty() {
                 continue;
             }
-            if let Err(err) = handler.handle_batch(&tx, &mine).await {
+            if let Err(err) = caught(handler.name(), handler.handle_batch(&tx, &mine)).await {
                 tracing::info!(handler = handler.name(), error = %error_chain(&err),
                     "outbox batch failed; its jobs run one by one");
                 tx.rollback().await?;
@@ -358,7 +364,7 @@ impl Worker {
             let savepoint = tx.transaction().await?;
             let mut result = Ok(());
             for handler in self.registry.matching(&job.event_type) {
-                if let Err(err) = handler.handle(&savepoint, job).await {
+                if let Err(err) = caught(handler.name(), handler.handle(&savepoint, job)).await {
                     result = Err(err);
                     break;
                 }
@@ -419,6 +425,31 @@ impl Worker {
         )
         .await?;
         Ok(Outcome::Retry)
+    }
+}
+
+/// A handler's run, with a panic in it turned into the handler's error. The transaction it
+/// used is rolled back after either, so nothing half-done of it is kept.
+async fn caught(
+    handler: &'static str,
+    run: impl Future<Output = Result<(), JobError>>,
+) -> Result<(), JobError> {
+    match AssertUnwindSafe(run).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => Err(JobError::Handler {
+            handler,
+            reason: format!("panicked: {}", panic_message(panic.as_ref())),
+        }),
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    if let Some(message) = panic.downcast_ref::<&str>() {
+        message
+    } else if let Some(message) = panic.downcast_ref::<String>() {
+        message
+    } else {
+        "(no message)"
     }
 }
 

@@ -493,3 +493,42 @@ async fn the_server_runs_its_worker() {
     }
     panic!("the server's worker never processed the event");
 }
+
+/// Every domain write's commit wakes the worker for its tenant, whether the event was written
+/// through `jobs::enqueue` (POST /projects) or by the write's own statement (POST /tasks): with
+/// the worker's look at the table an hour apart, both events are processed anyway.
+#[tokio::test]
+async fn domain_writes_wake_the_worker_without_its_poll() {
+    let (mut config, database) = test_config().await;
+    config.job_poll_interval = Duration::from_secs(3600);
+    let app = spawn_app_with(config, database).await;
+    let t = app.create_tenant("acme").await;
+    let db = app.superuser_db().await;
+    let processed = |event: &'static str| {
+        let db = &db;
+        let tenant = t.id;
+        async move {
+            // Bounded wait for an asynchronous effect, not a timing assertion.
+            for _ in 0..200 {
+                let done: i64 = db
+                    .query_one(
+                        "select count(*) from app.outbox where tenant_id = $1 \
+                         and event_type = $2 and processed_at is not null",
+                        &[&tenant, &event],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                if done == 1 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("{event} was not processed: its commit did not wake the worker");
+        }
+    };
+    let project = id_of(&create_project(&app, &t.token, "Apollo").await);
+    processed("project.created").await;
+    create_task(&app, &t.token, project, "Launch").await;
+    processed("task.created").await;
+}
