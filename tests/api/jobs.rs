@@ -368,6 +368,62 @@ async fn failures_retry_with_backoff_and_end_in_the_dead_letters() {
     assert!(row.get::<_, String>(3).contains("always"));
 }
 
+struct Panics;
+
+impl JobHandler for Panics {
+    fn name(&self) -> &'static str {
+        "panics"
+    }
+    fn handles(&self, _event_type: &str) -> bool {
+        true
+    }
+    fn handle<'a>(
+        &'a self,
+        _tx: &'a Transaction<'a>,
+        _job: &'a Job,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move { panic!("the handler broke") })
+    }
+}
+
+/// A handler that panics is counted like one that fails: retried, then dead-lettered with the
+/// panic's message, instead of being run again without end.
+#[tokio::test]
+async fn a_handler_that_panics_is_counted_and_dead_lettered() {
+    let app = app_without_worker().await;
+    let t = app.create_tenant("acme").await;
+    create_project(&app, &t.token, "Apollo").await;
+    let pools = Pools::new(&app.config).unwrap();
+    let db = app.superuser_db().await;
+    let worker = Worker::new(
+        pools.app.clone(),
+        Registry::new().with(Panics),
+        WorkerOptions {
+            max_attempts: 2,
+            ..fast_options()
+        },
+    );
+    for _ in 0..2 {
+        assert_eq!(worker.run_once().await.unwrap(), 1);
+    }
+    assert_eq!(
+        worker.run_once().await.unwrap(),
+        0,
+        "dead-lettered: left alone"
+    );
+    let row = db
+        .query_one(
+            "select attempts, failed_at is not null, last_error from app.outbox \
+             where tenant_id = $1 and event_type = 'project.created'",
+            &[&t.id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 2);
+    assert!(row.get::<_, bool>(1));
+    assert!(row.get::<_, String>(2).contains("the handler broke"));
+}
+
 #[derive(Clone, Default)]
 struct Counter(Arc<Mutex<HashMap<Uuid, (Uuid, usize)>>>);
 
