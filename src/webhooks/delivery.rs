@@ -499,9 +499,15 @@ impl Dispatcher {
                         "webhook claim failed; will retry"),
                 }
             }
-            // Nothing more to claim now (or enough under way): wait for a batch to end, then
-            // look again, as new messages may have come meanwhile.
-            match in_flight.join_next().await {
+            // Nothing more to claim now (or enough under way): wait for a batch to end or for
+            // new messages (claimed at once, not after the batches under way are recorded),
+            // then look again.
+            let room = in_flight.len() < BATCHES_IN_FLIGHT;
+            let ended = tokio::select! {
+                ended = in_flight.join_next() => ended,
+                () = queue.more_work(), if room => continue,
+            };
+            match ended {
                 None => break,
                 Some(Ok(Ok(_))) => {}
                 Some(Ok(Err(err))) => {

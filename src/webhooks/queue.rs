@@ -25,6 +25,9 @@ pub struct TenantQueue {
     state: Mutex<State>,
     in_flight: AtomicUsize,
     share: tokio::sync::Semaphore,
+    /// Work came in during a drain: the drain claims it without waiting for its batches
+    /// under way to end.
+    more: tokio::sync::Notify,
 }
 
 impl Default for TenantQueue {
@@ -33,6 +36,7 @@ impl Default for TenantQueue {
             state: Mutex::default(),
             in_flight: AtomicUsize::new(0),
             share: tokio::sync::Semaphore::new(TENANT_SEND_SHARE),
+            more: tokio::sync::Notify::new(),
         }
     }
 }
@@ -61,6 +65,8 @@ impl TenantQueue {
         let mut state = self.state();
         if state.draining {
             state.again = true;
+            // Kept for the drain if it is not waiting now.
+            self.more.notify_one();
             return false;
         }
         state.draining = true;
@@ -77,6 +83,11 @@ impl TenantQueue {
         }
         state.draining = false;
         false
+    }
+
+    /// Resolves when work came in during the drain ([`TenantQueue::start_drain`] was refused).
+    pub async fn more_work(&self) {
+        self.more.notified().await;
     }
 
     pub fn draining(&self) -> bool {
@@ -136,6 +147,19 @@ mod tests {
         assert!(!q.end_drain());
         assert!(!q.draining());
         assert!(q.start_drain());
+    }
+
+    #[test]
+    fn a_wake_during_a_drain_is_kept_for_it() {
+        use futures_util::FutureExt;
+        let q = TenantQueue::default();
+        assert!(q.start_drain());
+        assert!(q.more_work().now_or_never().is_none(), "no work came in");
+        assert!(!q.start_drain());
+        assert!(
+            q.more_work().now_or_never().is_some(),
+            "the drain learns of it even when it was not waiting then"
+        );
     }
 
     #[test]
