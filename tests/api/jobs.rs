@@ -489,6 +489,10 @@ async fn two_instances_claim_every_row_exactly_once() {
         Registry::new().with(counter.clone()),
         options,
     );
+    // Both pools hold an open connection before the race starts: the second instance's first
+    // connect would otherwise give the first one a head start long enough to take every row.
+    drop(first.app.get().await.unwrap());
+    drop(second.app.get().await.unwrap());
     let claimed = Arc::new(Mutex::new([0usize; 2]));
     let run = |w: Worker, slot: usize| {
         let claimed = claimed.clone();
