@@ -9,7 +9,16 @@
 //!    database): write throughput, deliveries per minute while writing, and the lag from each
 //!    `POST /tasks` answer (after its commit) to the receiver getting that task's event;
 //! 3. the drain: after the writes stop, the time until every event is delivered, so the
-//!    deliveries a minute of the whole run (end to end, API and worker together).
+//!    deliveries a minute of the whole run (end to end, API and worker together);
+//! 4. where the lag goes, per class of tenant (limited / unlimited): from the write to the outbox
+//!    worker's batch (`app.outbox`: `processed_at` is the start of that batch's transaction), and
+//!    from the fan-out to the dispatcher's claim and to the receiver's answer (the server's
+//!    `tenantry_webhook_lag_seconds` histogram, read from `/metrics`);
+//! 5. the server process's CPU time (from /proc, so less sensitive to a busy machine than
+//!    wall time): per write without webhooks, per write with, and the difference, which is what
+//!    a delivery costs the server (fan-out, claim, send, record).
+//!
+//! It ends with one line per goal of issue 17 and whether this run met it.
 //!
 //! `--tenants` tenants on `pro` (its `webhook_deliveries_per_minute`, 100 by default) each get
 //! at most `--per-tenant-per-minute` writes, so they stay within their limit; one tenant on
@@ -139,8 +148,13 @@ async fn main() {
     let unlimited = provision(&http, &server, "bench-wh-unlimited", "enterprise", false).await;
     println!("provisioned {} tenants", tenants.len() + 1);
 
+    let cpu_before_plain = cpu_seconds(&server);
     let plain = write_run(&http, &server, &tenants, &unlimited, &args, None, "plain").await;
+    let cpu_plain = cpu_seconds(&server) - cpu_before_plain;
     println!("POST /tasks, no webhook: {plain}");
+    // The events of the run without webhooks are processed (with nothing to fan out to) before
+    // the endpoints exist, so they do not count against the subscribed run's CPU.
+    settle_outbox(db.as_ref()).await;
 
     for t in tenants.iter().chain(std::iter::once(&unlimited)) {
         let r = http
@@ -158,6 +172,7 @@ async fn main() {
         );
     }
     seen.requests.store(0, Ordering::Relaxed);
+    let cpu_before_subscribed = cpu_seconds(&server);
     let started = Instant::now();
     let (subscribed, sent) =
         write_run_with_times(&http, &server, &tenants, &unlimited, &args).await;
@@ -181,6 +196,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let total = started.elapsed();
+    let cpu_subscribed = cpu_seconds(&server) - cpu_before_subscribed;
     let arrivals = seen.arrivals.lock().unwrap().clone();
     let requests = seen.requests.load(Ordering::Relaxed);
     let mut lag_unlimited = Vec::new();
@@ -204,6 +220,15 @@ async fn main() {
     let minutes = total.as_secs_f64() / 60.0;
     let delivered_limited = lag_limited.len() as f64;
     let delivered_unlimited = lag_unlimited.len() as f64;
+    let writes_plain = plain["writes"].as_f64().unwrap_or(0.0).max(1.0);
+    let writes_subscribed = (expected as f64).max(1.0);
+    let cpu_ms_per_write_plain = cpu_plain * 1000.0 / writes_plain;
+    let cpu_ms_per_write_subscribed = cpu_subscribed * 1000.0 / writes_subscribed;
+    let round = |x: f64, places: i32| {
+        let scale = 10f64.powi(places);
+        (x * scale).round() / scale
+    };
+    let lag_stages = lag_stages(&http, &server, db.as_ref(), &sent).await;
     let run = json!({
         "post_tasks_no_webhooks": plain,
         "post_tasks_subscribed": subscribed,
@@ -218,8 +243,17 @@ async fn main() {
         "drain_seconds_after_writes": ((total - writes_done).as_secs_f64() * 10.0).round() / 10.0,
         "lag_ms_limited_tenants": common::percentiles(lag_limited, 1),
         "lag_ms_unlimited_tenant": common::percentiles(lag_unlimited, 1),
+        "lag_stages_ms": lag_stages,
+        "server_cpu_ms_per_write_no_webhooks": round(cpu_ms_per_write_plain, 3),
+        "server_cpu_ms_per_write_subscribed": round(cpu_ms_per_write_subscribed, 3),
+        "server_cpu_us_per_delivery": round((cpu_ms_per_write_subscribed - cpu_ms_per_write_plain) * 1000.0, 1),
     });
     println!("{run:#}");
+    let goals = goals(&run);
+    for line in &goals {
+        println!("goal: {line}");
+    }
+    report["goals"] = json!(goals);
     report["run"] = run.clone();
     report["machine_after"] = common::machine(db.as_ref()).await;
     report["finished_at"] = json!(Utc::now());
@@ -231,8 +265,13 @@ async fn main() {
         "busy shared machine: other builds ran beside it (see the load averages)".to_string(),
     ];
     let markdown = format!(
-        "# Outgoing webhooks end to end\n\n{}\n\n{}\n",
+        "# Outgoing webhooks end to end\n\n{}\n\n{}\n\n{}\n",
         common::markdown_facts(&report, &report["machine"].to_string(), &extra),
+        goals
+            .iter()
+            .map(|g| format!("- {g}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
         common::markdown_table(
             &["figure", "value"],
             run.as_object()
@@ -250,6 +289,184 @@ async fn main() {
         Ok(()) => println!("wrote {}", dated.display()),
         Err(err) => eprintln!("{}: {err}", dated.display()),
     }
+}
+
+/// User plus system CPU seconds of the server process so far.
+fn cpu_seconds(server: &Server) -> f64 {
+    let stat =
+        std::fs::read_to_string(format!("/proc/{}/stat", server.child.id())).unwrap_or_default();
+    // Fields after the command name (which may hold spaces, inside parentheses): utime and
+    // stime are the 14th and 15th fields of the line, the 12th and 13th after it.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    // Linux reports these in clock ticks, 100 a second on every platform it runs on here.
+    ticks / 100.0
+}
+
+/// Waits (up to 60 s) until the outbox has nothing left to process.
+async fn settle_outbox(db: Option<&tokio_postgres::Client>) {
+    let Some(db) = db else { return };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let left: i64 = db
+            .query_one(
+                "select count(*) from app.outbox where processed_at is null and failed_at is null",
+                &[],
+            )
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        if left == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Where the lag went, per class of tenant: the write to the outbox worker's batch (from the
+/// outbox rows of this run's tasks), and the fan-out to the dispatcher's claim and to the
+/// receiver's answer (p50 and p99 estimated from the server's histogram buckets).
+async fn lag_stages(
+    http: &reqwest::Client,
+    server: &Server,
+    db: Option<&tokio_postgres::Client>,
+    sent: &Sent,
+) -> Value {
+    let mut worker_limited = Vec::new();
+    let mut worker_unlimited = Vec::new();
+    if let Some(db) = db {
+        let rows = db
+            .query(
+                "select payload->>'id', extract(epoch from processed_at - created_at)::float8 \
+                 from app.outbox where event_type = 'task.created' and processed_at is not null",
+                &[],
+            )
+            .await
+            .unwrap_or_default();
+        for row in rows {
+            let task: Option<String> = row.get(0);
+            let secs: f64 = row.get(1);
+            if let Some((_, limited)) = task.and_then(|t| sent.get(&t)) {
+                if *limited {
+                    worker_limited.push(secs * 1000.0);
+                } else {
+                    worker_unlimited.push(secs * 1000.0);
+                }
+            }
+        }
+    }
+    let metrics = match http.get(server.url("/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let histogram = |stage: &str, limit: &str| histogram_quantiles(&metrics, stage, limit);
+    json!({
+        "write_to_worker_batch_limited": common::percentiles(worker_limited, 1),
+        "write_to_worker_batch_unlimited": common::percentiles(worker_unlimited, 1),
+        "fan_out_to_claim_limited": histogram("claimed", "limited"),
+        "fan_out_to_claim_unlimited": histogram("claimed", "none"),
+        "fan_out_to_answer_limited": histogram("answered", "limited"),
+        "fan_out_to_answer_unlimited": histogram("answered", "none"),
+    })
+}
+
+/// p50, p99 (the upper bound of the bucket each falls in) and the mean, in ms, of
+/// `tenantry_webhook_lag_seconds{stage, limit}` in a Prometheus text exposition.
+fn histogram_quantiles(metrics: &str, stage: &str, limit: &str) -> Value {
+    let labels = [format!("limit=\"{limit}\""), format!("stage=\"{stage}\"")];
+    let ours = |line: &&str| labels.iter().all(|l| line.contains(l.as_str()));
+    let value = |line: &str| {
+        line.rsplit(' ')
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let mut buckets: Vec<(f64, f64)> = metrics
+        .lines()
+        .filter(|l| l.starts_with("tenantry_webhook_lag_seconds_bucket{"))
+        .filter(ours)
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, value(l)))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let one = |name: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .find(ours)
+            .map_or(0.0, value)
+    };
+    let count = one("tenantry_webhook_lag_seconds_count{");
+    let sum = one("tenantry_webhook_lag_seconds_sum{");
+    if count == 0.0 {
+        return json!({"n": 0});
+    }
+    let at = |q: f64| {
+        buckets
+            .iter()
+            .find(|(_, n)| *n >= q * count)
+            .map(|(le, _)| {
+                if le.is_finite() {
+                    json!(le * 1000.0)
+                } else {
+                    json!("over 60000")
+                }
+            })
+            .unwrap_or(Value::Null)
+    };
+    json!({
+        "n": count,
+        "mean_ms": ((sum / count) * 10000.0).round() / 10.0,
+        "p50_ms_at_most": at(0.5),
+        "p99_ms_at_most": at(0.99),
+    })
+}
+
+/// One line per goal of issue 17: the figure, the goal, and whether this run met it.
+fn goals(run: &Value) -> Vec<String> {
+    let per_minute = run["deliveries_per_minute_end_to_end"]
+        .as_f64()
+        .unwrap_or(0.0);
+    let p99 = run["lag_ms_limited_tenants"]["p99_ms"]
+        .as_f64()
+        .unwrap_or(f64::INFINITY);
+    let missing = run["missing"].as_u64().unwrap_or(u64::MAX);
+    let duplicates = run["duplicates"].as_u64().unwrap_or(u64::MAX);
+    let met = |ok: bool| if ok { "met" } else { "NOT met" };
+    vec![
+        format!(
+            "deliveries a minute end to end {per_minute} (goal >= 100,000; Svix 69,400): {}",
+            met(per_minute >= 100_000.0)
+        ),
+        format!(
+            "lag p99 of the tenants below their limit {p99} ms (goal < 100 ms; Svix 87-124): {}",
+            met(p99 < 100.0)
+        ),
+        format!(
+            "missing {missing}, duplicated {duplicates} (goal 0 and 0; kill -9: tests/api/webhooks_durability.rs): {}",
+            met(missing == 0 && duplicates == 0)
+        ),
+        format!(
+            "POST /tasks a second without / with webhooks subscribed, same run: {} / {}",
+            run["post_tasks_no_webhooks"]["writes_per_second"],
+            run["post_tasks_subscribed"]["writes_per_second"]
+        ),
+        format!(
+            "unlimited tenant's drain after the writes stop: {} s (keeps up when near 0)",
+            run["drain_seconds_after_writes"]
+        ),
+    ]
 }
 
 async fn set_plan_limit(

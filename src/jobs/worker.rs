@@ -1,23 +1,41 @@
 //! The outbox worker: per tenant, lock a batch of due rows and run them in one transaction
 //! bound to the tenant; retry with backoff.
 //!
+//! Tenants with a few events each (most of them, most of the time) share a transaction: up to
+//! [`TENANTS_PER_TX`] of them are run one after the other in one transaction, the context set
+//! to each in turn (`SET LOCAL`/`set_config(.., true)`, as the analytics flush does), so each
+//! tenant's statements still run under that tenant's policies while the transaction's begin,
+//! settings and commit are paid once (not under Citus, where the tenants' rows are on different
+//! shards). If anything in such a group fails, it is rolled back
+//! whole and each of its tenants runs in a transaction of its own, as below. A tenant whose
+//! last batch was full runs alone, so a backlog does not hold the others' commit.
+//!
 //! A batch is tried whole first: each handler gets every job of the batch it wants
 //! ([`super::JobHandler::handle_batch`], the webhook fan-out writes all of its messages in one
 //! statement) and the rows are settled in one statement. If a handler fails, the whole batch is
 //! rolled back and run again one job at a time, each under a savepoint, so the failing job is
-//! retried (or dead-lettered) alone.
+//! retried (or dead-lettered) alone. A handler that panics is taken as one that failed (the
+//! panic is caught around the handler's future): its job is counted, retried and in the end
+//! dead-lettered like any other failure, instead of being run again without end.
 
+use std::any::Any;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use deadpool_postgres::Transaction;
 use futures_util::stream::{self, StreamExt};
+use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{Job, JobError, Registry};
 use crate::db::{begin_tenant_tx, PgPool, PooledConn, COMMIT_WITHOUT_WAITING_SQL};
+
+/// Tenants, each with less than a full batch due, whose batches share one transaction.
+pub const TENANTS_PER_TX: usize = 16;
 use crate::error::error_chain;
 use crate::state::AppState;
 
@@ -112,7 +130,9 @@ impl Worker {
         let mut running: HashSet<Uuid> = HashSet::new();
         let mut again: HashSet<Uuid> = HashSet::new();
         let mut batches = tokio::task::JoinSet::new();
-        let mut tasks: HashMap<tokio::task::Id, Uuid> = HashMap::new();
+        let mut tasks: HashMap<tokio::task::Id, Vec<Uuid>> = HashMap::new();
+        // Tenants whose last batch was full: they run alone.
+        let mut heavy: HashSet<Uuid> = HashSet::new();
         let slots = self.options.concurrency.max(1);
         let want = |tenant: Uuid,
                     waiting: &mut VecDeque<Uuid>,
@@ -143,28 +163,50 @@ impl Worker {
                 }
             }
             while batches.len() < slots {
-                let Some(tenant) = waiting.pop_front() else {
+                let Some(first) = waiting.pop_front() else {
                     break;
                 };
-                running.insert(tenant);
+                let mut group = vec![first];
+                if !heavy.contains(&first) {
+                    while group.len() < TENANTS_PER_TX {
+                        match waiting.front() {
+                            Some(next) if !heavy.contains(next) => group.push(*next),
+                            _ => break,
+                        }
+                        waiting.pop_front();
+                    }
+                }
+                running.extend(group.iter().copied());
                 let this = self.clone();
-                let task = batches.spawn(async move { this.tenant_batch(tenant).await });
-                tasks.insert(task.id(), tenant);
+                let members = group.clone();
+                let task = batches.spawn(async move { this.group_batch(members).await });
+                tasks.insert(task.id(), group);
             }
             tokio::select! {
                 _ = stop.cancelled() => break,
                 Some(ended) = batches.join_next_with_id(), if !batches.is_empty() => {
-                    let (id, batch) = match ended {
-                        Ok((id, batch)) => (id, batch),
+                    let (id, results) = match ended {
+                        Ok((id, results)) => (id, results),
                         Err(err) => {
                             // A panic rolled its transaction back: the rows are due again.
                             tracing::error!(%err, "outbox batch task failed");
-                            (err.id(), Batch::default())
+                            (err.id(), Vec::new())
                         }
                     };
-                    if let Some(tenant) = tasks.remove(&id) {
+                    let full: HashSet<Uuid> = results
+                        .iter()
+                        .filter(|(_, batch)| batch.full)
+                        .map(|(tenant, _)| *tenant)
+                        .collect();
+                    for tenant in tasks.remove(&id).unwrap_or_default() {
                         running.remove(&tenant);
-                        if again.remove(&tenant) || batch.full {
+                        let is_full = full.contains(&tenant);
+                        if is_full {
+                            heavy.insert(tenant);
+                        } else {
+                            heavy.remove(&tenant);
+                        }
+                        if again.remove(&tenant) || is_full {
                             want(tenant, &mut waiting, &running, &mut again);
                         }
                     }
@@ -188,21 +230,127 @@ impl Worker {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    /// One batch of each tenant, `concurrency` tenants at once: the rows taken, and the
-    /// tenants whose batch was full.
+    /// One batch of each tenant, [`TENANTS_PER_TX`] tenants to a transaction and `concurrency`
+    /// transactions at once: the rows taken, and the tenants whose batch was full.
     async fn run_tenants(&self, tenants: Vec<Uuid>) -> (usize, Vec<Uuid>) {
         let mut rows = 0;
         let mut full = Vec::new();
-        let mut batches = stream::iter(tenants)
-            .map(|tenant| async move { (tenant, self.tenant_batch(tenant).await) })
+        let groups: Vec<Vec<Uuid>> = tenants
+            .chunks(TENANTS_PER_TX)
+            .map(<[Uuid]>::to_vec)
+            .collect();
+        let mut batches = stream::iter(groups)
+            .map(|group| self.group_batch(group))
             .buffer_unordered(self.options.concurrency.max(1));
-        while let Some((tenant, batch)) = batches.next().await {
-            rows += batch.rows;
-            if batch.full {
-                full.push(tenant);
+        while let Some(results) = batches.next().await {
+            for (tenant, batch) in results {
+                rows += batch.rows;
+                if batch.full {
+                    full.push(tenant);
+                }
             }
         }
         (rows, full)
+    }
+
+    /// One batch of each of `tenants`: in one shared transaction when there are several (and
+    /// nothing fails), else each in its own.
+    async fn group_batch(&self, tenants: Vec<Uuid>) -> Vec<(Uuid, Batch)> {
+        if tenants.len() > 1 {
+            match self.batch_group_together(&tenants).await {
+                Ok(Some(batches)) => return batches,
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::info!(error = %error_chain(&err), tenants = tenants.len(),
+                        "shared outbox transaction failed; its tenants run one by one")
+                }
+            }
+        }
+        let mut batches = Vec::with_capacity(tenants.len());
+        for tenant in tenants {
+            batches.push((tenant, self.tenant_batch(tenant).await));
+        }
+        batches
+    }
+
+    /// The fast path of [`Worker::batch_together`] for several tenants in one transaction, the
+    /// context set to each in turn before its rows are locked. None when a handler failed
+    /// (everything was rolled back).
+    async fn batch_group_together(
+        &self,
+        tenants: &[Uuid],
+    ) -> Result<Option<Vec<(Uuid, Batch)>>, JobError> {
+        let mut conn = self.pool.get().await?;
+        if conn.is_citus() {
+            // There the tenants' rows live on different shards: a transaction over several
+            // of them would be a distributed one, dearer than one transaction each.
+            return Ok(None);
+        }
+        let set_tenant = conn.statements().set_tenant().clone();
+        let tx = conn.transaction().await?;
+        tx.batch_execute(COMMIT_WITHOUT_WAITING_SQL).await?;
+        let mut done = Vec::new();
+        let mut batches = Vec::with_capacity(tenants.len());
+        for &tenant in tenants {
+            let span = tracing::info_span!("jobs", tenant_id = %tenant);
+            let ran = crate::context::scope(tenant, async {
+                tx.execute(&set_tenant, &[&tenant.hyphenated().to_string()])
+                    .await?;
+                let jobs = Self::lock_due(&tx, tenant, self.batch_limit()).await?;
+                if !jobs.is_empty() && !self.handle_and_mark(&tx, tenant, &jobs).await? {
+                    return Ok::<_, JobError>(None);
+                }
+                Ok(Some(jobs))
+            })
+            .instrument(span)
+            .await?;
+            let Some(jobs) = ran else {
+                tx.rollback().await?;
+                return Ok(None);
+            };
+            batches.push((tenant, self.batch_of(&jobs)));
+            done.extend(jobs);
+        }
+        tx.commit().await?;
+        for job in &done {
+            for handler in self.registry.matching(&job.event_type) {
+                handler.committed(job);
+            }
+        }
+        Ok(Some(batches))
+    }
+
+    /// Runs every handler on its jobs of the batch, then marks the batch processed, in `tx`.
+    /// False when a handler failed (the caller rolls back).
+    async fn handle_and_mark(
+        &self,
+        tx: &Transaction<'_>,
+        tenant: Uuid,
+        jobs: &[Job],
+    ) -> Result<bool, JobError> {
+        for handler in self.registry.handlers() {
+            let mine: Vec<&Job> = jobs
+                .iter()
+                .filter(|job| handler.handles(&job.event_type))
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            if let Err(err) = caught(handler.name(), handler.handle_batch(tx, &mine)).await {
+                tracing::info!(handler = handler.name(), error = %error_chain(&err),
+                    "outbox batch failed; its jobs run one by one");
+                return Ok(false);
+            }
+        }
+        let ids: Vec<Uuid> = jobs.iter().map(|job| job.id).collect();
+        let stmt = tx
+            .prepare_cached(
+                "update app.outbox set processed_at = now(), attempts = attempts + 1, \
+                 last_error = null where tenant_id = $1 and id = any($2)",
+            )
+            .await?;
+        tx.execute(&stmt, &[&tenant, &ids]).await?;
+        Ok(true)
     }
 
     async fn tenant_batch(&self, tenant: Uuid) -> Batch {
@@ -293,29 +441,10 @@ impl Worker {
             tx.commit().await?;
             return Ok(Some(Batch::default()));
         }
-        for handler in self.registry.handlers() {
-            let mine: Vec<&Job> = jobs
-                .iter()
-                .filter(|job| handler.handles(&job.event_type))
-                .collect();
-            if mine.is_empty() {
-                continue;
-            }
-            if let Err(err) = handler.handle_batch(&tx, &mine).await {
-                tracing::info!(handler = handler.name(), error = %error_chain(&err),
-                    "outbox batch failed; its jobs run one by one");
-                tx.rollback().await?;
-                return Ok(None);
-            }
+        if !self.handle_and_mark(&tx, tenant, &jobs).await? {
+            tx.rollback().await?;
+            return Ok(None);
         }
-        let ids: Vec<Uuid> = jobs.iter().map(|job| job.id).collect();
-        let stmt = tx
-            .prepare_cached(
-                "update app.outbox set processed_at = now(), attempts = attempts + 1, \
-                 last_error = null where tenant_id = $1 and id = any($2)",
-            )
-            .await?;
-        tx.execute(&stmt, &[&tenant, &ids]).await?;
         tx.commit().await?;
         for job in &jobs {
             for handler in self.registry.matching(&job.event_type) {
@@ -358,7 +487,7 @@ impl Worker {
             let savepoint = tx.transaction().await?;
             let mut result = Ok(());
             for handler in self.registry.matching(&job.event_type) {
-                if let Err(err) = handler.handle(&savepoint, job).await {
+                if let Err(err) = caught(handler.name(), handler.handle(&savepoint, job)).await {
                     result = Err(err);
                     break;
                 }
@@ -419,6 +548,31 @@ impl Worker {
         )
         .await?;
         Ok(Outcome::Retry)
+    }
+}
+
+/// A handler's run, with a panic in it turned into the handler's error. The transaction it
+/// used is rolled back after either, so nothing half-done of it is kept.
+async fn caught(
+    handler: &'static str,
+    run: impl Future<Output = Result<(), JobError>>,
+) -> Result<(), JobError> {
+    match AssertUnwindSafe(run).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => Err(JobError::Handler {
+            handler,
+            reason: format!("panicked: {}", panic_message(panic.as_ref())),
+        }),
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    if let Some(message) = panic.downcast_ref::<&str>() {
+        message
+    } else if let Some(message) = panic.downcast_ref::<String>() {
+        message
+    } else {
+        "(no message)"
     }
 }
 

@@ -22,7 +22,7 @@
 //!
 //! Time comes from a [`Clock`], so tests drive the retry schedule without sleeping.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt};
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 use rand::Rng;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -140,6 +140,10 @@ pub struct WebhookMetrics {
     pub in_flight: IntGauge,
     /// Tenants with messages due at the last look.
     pub due_tenants: IntGauge,
+    /// Seconds from a message's fan-out to its claim (`stage="claimed"`) and to the receiver's
+    /// answer (`stage="answered"`), by whether its tenant has a delivery limit
+    /// (`limit="limited"` or `"none"`): where a delivery's lag goes, without a label per tenant.
+    pub lag: HistogramVec,
 }
 
 impl WebhookMetrics {
@@ -160,6 +164,17 @@ impl WebhookMetrics {
                 "webhook_due_tenants",
                 "Tenants with webhook messages due at the dispatcher's last look",
             )?,
+            lag: HistogramVec::new(
+                HistogramOpts::new(
+                    "webhook_lag_seconds",
+                    "Seconds from a webhook message's fan-out to its claim and to the answer",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    30.0, 60.0,
+                ]),
+                &["stage", "limit"],
+            )?,
         })
     }
 
@@ -167,6 +182,7 @@ impl WebhookMetrics {
         registry.register(Box::new(self.attempts.clone()))?;
         registry.register(Box::new(self.in_flight.clone()))?;
         registry.register(Box::new(self.due_tenants.clone()))?;
+        registry.register(Box::new(self.lag.clone()))?;
         Ok(())
     }
 }
@@ -199,6 +215,17 @@ struct Claimed {
     attempt: i32,
     round_attempts: i32,
     body: String,
+    /// When the fan-out wrote it (the database's clock), for the lag metric.
+    created_at: DateTime<Utc>,
+}
+
+/// One claim of a tenant: the leased messages and their endpoints.
+#[derive(Default)]
+struct Claim {
+    messages: Vec<Claimed>,
+    targets: HashMap<Uuid, Target>,
+    /// The tenant has a delivery limit (the lag metric's `limit` label).
+    limited: bool,
 }
 
 /// An endpoint as the sender needs it.
@@ -460,10 +487,10 @@ impl Dispatcher {
         while !stop.is_cancelled() {
             if in_flight.len() < BATCHES_IN_FLIGHT {
                 match self.claim(tenant, queue).await {
-                    Ok((claimed, targets)) if !claimed.is_empty() => {
+                    Ok(claim) if !claim.messages.is_empty() => {
                         let (this, queue) = (self.clone(), queue.clone());
                         in_flight.spawn(crate::context::scope(tenant, async move {
-                            this.process(tenant, &queue, claimed, targets).await
+                            this.process(tenant, &queue, claim).await
                         }));
                         continue;
                     }
@@ -472,9 +499,15 @@ impl Dispatcher {
                         "webhook claim failed; will retry"),
                 }
             }
-            // Nothing more to claim now (or enough under way): wait for a batch to end, then
-            // look again, as new messages may have come meanwhile.
-            match in_flight.join_next().await {
+            // Nothing more to claim now (or enough under way): wait for a batch to end or for
+            // new messages (claimed at once, not after the batches under way are recorded),
+            // then look again.
+            let room = in_flight.len() < BATCHES_IN_FLIGHT;
+            let ended = tokio::select! {
+                ended = in_flight.join_next() => ended,
+                () = queue.more_work(), if room => continue,
+            };
+            match ended {
                 None => break,
                 Some(Ok(Ok(_))) => {}
                 Some(Ok(Err(err))) => {
@@ -492,23 +525,31 @@ impl Dispatcher {
     /// Claims, sends and records one batch of `tenant`; the number of attempts made.
     pub async fn tenant_batch(&self, tenant: Uuid) -> Result<usize, WebhookError> {
         let queue = self.queue(tenant).await;
-        let (claimed, targets) = self.claim(tenant, &queue).await?;
-        self.process(tenant, &queue, claimed, targets).await
+        let claim = self.claim(tenant, &queue).await?;
+        self.process(tenant, &queue, claim).await
     }
 
     async fn process(
         &self,
         tenant: Uuid,
         queue: &TenantQueue,
-        claimed: Vec<Claimed>,
-        targets: HashMap<Uuid, Target>,
+        claim: Claim,
     ) -> Result<usize, WebhookError> {
-        if claimed.is_empty() {
+        let Claim {
+            messages,
+            targets,
+            limited,
+        } = claim;
+        if messages.is_empty() {
             return Ok(0);
+        }
+        let limit = if limited { "limited" } else { "none" };
+        for message in &messages {
+            self.observe_lag("claimed", limit, message.created_at);
         }
         let now = self.inner.clock.now();
         let claimed_at = Instant::now();
-        let attempts: Vec<(Claimed, Attempt)> = stream::iter(claimed)
+        let attempts: Vec<(Claimed, Attempt)> = stream::iter(messages)
             .map(|message| async {
                 let attempt = match targets.get(&message.webhook_id) {
                     Some(target) => self.send(queue, target, &message, now, claimed_at).await,
@@ -517,6 +558,9 @@ impl Dispatcher {
                         Instant::now(),
                     )),
                 };
+                if attempt.is_some() {
+                    self.observe_lag("answered", limit, message.created_at);
+                }
                 attempt.map(|attempt| (message, attempt))
             })
             .buffer_unordered(self.inner.options.concurrency.max(1))
@@ -528,16 +572,25 @@ impl Dispatcher {
         Ok(made)
     }
 
-    async fn claim(
-        &self,
-        tenant: Uuid,
-        queue: &TenantQueue,
-    ) -> Result<(Vec<Claimed>, HashMap<Uuid, Target>), WebhookError> {
+    /// The lag metric goes by the wall clock, not the dispatcher's [`Clock`]: it is about
+    /// real time, and `since` is the database's.
+    fn observe_lag(&self, stage: &str, limit: &str, since: DateTime<Utc>) {
+        let secs = (Utc::now() - since)
+            .to_std()
+            .map_or(0.0, |lag| lag.as_secs_f64());
+        self.inner
+            .metrics
+            .lag
+            .with_label_values(&[stage, limit])
+            .observe(secs);
+    }
+
+    async fn claim(&self, tenant: Uuid, queue: &TenantQueue) -> Result<Claim, WebhookError> {
         let limit = (self.inner.limits)(tenant).await;
         let now = self.inner.clock.now();
         if queue.budget_spent(now, limit) {
             // Known from the last claim: the window frees nothing before then.
-            return Ok((Vec::new(), HashMap::new()));
+            return Ok(Claim::default());
         }
         let conn = self.inner.pool.get().await?;
         let tx = TenantTx::begin(&conn, tenant).await?;
@@ -561,7 +614,7 @@ impl Dispatcher {
         queue: &TenantQueue,
         limit: Option<i64>,
         now: DateTime<Utc>,
-    ) -> Result<(Vec<Claimed>, HashMap<Uuid, Target>), WebhookError> {
+    ) -> Result<Claim, WebhookError> {
         let mut take = self.inner.options.batch_size.max(1);
         let mut window = None;
         if let Some(limit) = limit {
@@ -583,7 +636,7 @@ impl Dispatcher {
                 if let Some(until) = sliding.frees_at() {
                     queue.spent_until(until, limit);
                 }
-                return Ok((Vec::new(), HashMap::new()));
+                return Ok(Claim::default());
             }
             queue.budget_left();
             window = Some(sliding);
@@ -602,7 +655,7 @@ impl Dispatcher {
                  set locked_until = $2 + make_interval(secs => $4), attempts = m.attempts + 1, \
                      updated_at = $2 \
                  from due where m.tenant_id = $1 and m.id = due.id \
-                 returning m.id, m.webhook_id, m.attempts, m.round_attempts, m.body",
+                 returning m.id, m.webhook_id, m.attempts, m.round_attempts, m.body, m.created_at",
             )
             .await?;
         let lease = self.inner.options.lease.as_secs_f64();
@@ -615,10 +668,11 @@ impl Dispatcher {
                 attempt: r.get(2),
                 round_attempts: r.get(3),
                 body: r.get(4),
+                created_at: r.get(5),
             })
             .collect();
         if claimed.is_empty() {
-            return Ok((claimed, HashMap::new()));
+            return Ok(Claim::default());
         }
         if let Some(mut window) = window {
             window.charge(now, i32::try_from(claimed.len()).unwrap_or(i32::MAX));
@@ -662,7 +716,11 @@ impl Dispatcher {
                 },
             );
         }
-        Ok((claimed, targets))
+        Ok(Claim {
+            messages: claimed,
+            targets,
+            limited: limit.is_some(),
+        })
     }
 
     /// None when the attempt was not made: waiting for a sending slot took so long that the
@@ -675,6 +733,10 @@ impl Dispatcher {
         now: DateTime<Utc>,
         claimed_at: Instant,
     ) -> Option<Attempt> {
+        // The tenant's share first, then a slot of the instance: one tenant's backlog holds
+        // at most its share of the slots and of the line for them, so a tenant with one
+        // message due waits behind that share at most, not behind the whole backlog.
+        let _share = queue.send_share().await?;
         let _permit = self.inner.sends.acquire().await.ok()?;
         let deadline = self
             .inner
@@ -774,70 +836,101 @@ impl Dispatcher {
         attempts: Vec<(Claimed, Attempt)>,
     ) -> Result<(), WebhookError> {
         let now = self.inner.clock.now();
-        let update_message = tx
-            .prepare_cached(
-                "update app.webhook_messages set status = $4, round_attempts = $5, \
-                 next_attempt_at = coalesce($6, next_attempt_at), locked_until = null, updated_at = $7 \
-                 where tenant_id = $1 and id = $2 and attempts = $3 and status = 'pending'",
-            )
-            .await?;
-        let insert_delivery = tx
-            .prepare_cached(
-                "insert into app.webhook_deliveries (tenant_id, id, message_id, webhook_id, attempt, \
-                 status, response_code, response_body, duration_ms, error, next_retry_at, created_at) \
-                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            )
-            .await?;
-        let mut succeeded_endpoints = Vec::new();
-        let mut failed_endpoints = Vec::new();
-        let mut gone_endpoints = Vec::new();
-        for (message, attempt) in attempts {
+        // Each attempt's outcome, as parallel arrays: the messages are updated by one
+        // statement and the delivery rows written by another, whatever the batch's size.
+        let n = attempts.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut numbers = Vec::with_capacity(n);
+        let mut message_statuses: Vec<&str> = Vec::with_capacity(n);
+        let mut rounds = Vec::with_capacity(n);
+        let mut nexts: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+        for (message, attempt) in &attempts {
             let round = message.round_attempts + 1;
-            let gone = attempt.status == Some(410);
-            let (message_status, delivery_status, next) = if attempt.succeeded() {
-                ("succeeded", "succeeded", None)
-            } else if gone {
-                ("dead", "dead", None)
+            let (status, next) = if attempt.succeeded() {
+                ("succeeded", None)
+            } else if attempt.status == Some(410) {
+                ("dead", None)
             } else {
                 let jitter: f64 = rand::rng().random();
                 match next_delay(round, attempt.retry_after, jitter) {
                     Some(delay) => (
                         "pending",
-                        "failed",
                         Some(now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::hours(1))),
                     ),
-                    None => ("dead", "dead", None),
+                    None => ("dead", None),
                 }
             };
-            let updated = tx
-                .execute(
-                    &update_message,
-                    &[
-                        &tenant,
-                        &message.id,
-                        &message.attempt,
-                        &message_status,
-                        &round,
-                        &next,
-                        &now,
-                    ],
-                )
-                .await?;
-            if updated == 0 {
+            ids.push(message.id);
+            numbers.push(message.attempt);
+            message_statuses.push(status);
+            rounds.push(round);
+            nexts.push(next);
+        }
+        // Fenced by the attempt number: a claim that outlived its lease matches nothing.
+        let stmt = tx
+            .prepare_cached(
+                "update app.webhook_messages m set status = u.status, round_attempts = u.round, \
+                 next_attempt_at = coalesce(u.next, m.next_attempt_at), locked_until = null, \
+                 updated_at = $2 \
+                 from unnest($3::uuid[], $4::int4[], $5::text[], $6::int4[], $7::timestamptz[]) \
+                   as u (id, attempt, status, round, next) \
+                 where m.tenant_id = $1 and m.id = u.id and m.attempts = u.attempt \
+                   and m.status = 'pending' \
+                 returning m.id",
+            )
+            .await?;
+        let recorded: HashSet<Uuid> = tx
+            .query(
+                &stmt,
+                &[
+                    &tenant,
+                    &now,
+                    &ids,
+                    &numbers,
+                    &message_statuses,
+                    &rounds,
+                    &nexts,
+                ],
+            )
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let mut delivery_ids = Vec::with_capacity(recorded.len());
+        let mut message_ids = Vec::with_capacity(recorded.len());
+        let mut webhook_ids = Vec::with_capacity(recorded.len());
+        let mut attempt_numbers = Vec::with_capacity(recorded.len());
+        let mut delivery_statuses: Vec<&str> = Vec::with_capacity(recorded.len());
+        let mut codes: Vec<Option<i32>> = Vec::with_capacity(recorded.len());
+        let mut bodies: Vec<Option<String>> = Vec::with_capacity(recorded.len());
+        let mut durations = Vec::with_capacity(recorded.len());
+        let mut errors: Vec<Option<String>> = Vec::with_capacity(recorded.len());
+        let mut retries: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(recorded.len());
+        let mut succeeded_endpoints = Vec::new();
+        let mut failed_endpoints = Vec::new();
+        let mut gone_endpoints = Vec::new();
+        for ((message, attempt), (status, next)) in
+            attempts.into_iter().zip(message_statuses.iter().zip(nexts))
+        {
+            if !recorded.contains(&message.id) {
                 // Re-claimed after our lease ran out, or deleted meanwhile: the newer claim's
                 // record stands. The receiver may have it twice (at least once).
                 tracing::warn!(tenant_id = %tenant, message_id = %message.id,
                     "webhook attempt finished after its lease; not recorded");
                 continue;
             }
+            let gone = attempt.status == Some(410);
+            let delivery_status = if *status == "pending" {
+                "failed"
+            } else {
+                status
+            };
             let outcome = if gone { "gone" } else { delivery_status };
             self.inner
                 .metrics
                 .attempts
                 .with_label_values(&[outcome])
                 .inc();
-            let code = attempt.status.map(i32::from);
-            let duration = i32::try_from(attempt.duration.as_millis()).unwrap_or(i32::MAX);
             let error = match (&attempt.error, attempt.status) {
                 (Some(e), _) => Some(e.clone()),
                 (None, Some(410)) => Some("410 Gone: the endpoint is disabled".to_string()),
@@ -846,24 +939,6 @@ impl Dispatcher {
                 }
                 _ => None,
             };
-            tx.execute(
-                &insert_delivery,
-                &[
-                    &tenant,
-                    &Uuid::now_v7(),
-                    &message.id,
-                    &message.webhook_id,
-                    &message.attempt,
-                    &delivery_status,
-                    &code,
-                    &attempt.body,
-                    &duration,
-                    &error,
-                    &next,
-                    &now,
-                ],
-            )
-            .await?;
             if attempt.succeeded() {
                 succeeded_endpoints.push(message.webhook_id);
             } else if gone {
@@ -871,7 +946,54 @@ impl Dispatcher {
             } else {
                 failed_endpoints.push(message.webhook_id);
             }
+            delivery_ids.push(Uuid::now_v7());
+            message_ids.push(message.id);
+            webhook_ids.push(message.webhook_id);
+            attempt_numbers.push(message.attempt);
+            delivery_statuses.push(delivery_status);
+            codes.push(attempt.status.map(i32::from));
+            bodies.push(attempt.body);
+            durations.push(i32::try_from(attempt.duration.as_millis()).unwrap_or(i32::MAX));
+            errors.push(error);
+            retries.push(next);
         }
+        if !delivery_ids.is_empty() {
+            let stmt = tx
+                .prepare_cached(
+                    "insert into app.webhook_deliveries (tenant_id, id, message_id, webhook_id, \
+                     attempt, status, response_code, response_body, duration_ms, error, \
+                     next_retry_at, created_at) \
+                     select $1, d.id, d.message_id, d.webhook_id, d.attempt, d.status, d.code, \
+                       d.body, d.duration, d.error, d.next, $2 \
+                     from unnest($3::uuid[], $4::uuid[], $5::uuid[], $6::int4[], $7::text[], \
+                       $8::int4[], $9::text[], $10::int4[], $11::text[], $12::timestamptz[]) \
+                       as d (id, message_id, webhook_id, attempt, status, code, body, duration, \
+                         error, next)",
+                )
+                .await?;
+            tx.execute(
+                &stmt,
+                &[
+                    &tenant,
+                    &now,
+                    &delivery_ids,
+                    &message_ids,
+                    &webhook_ids,
+                    &attempt_numbers,
+                    &delivery_statuses,
+                    &codes,
+                    &bodies,
+                    &durations,
+                    &errors,
+                    &retries,
+                ],
+            )
+            .await?;
+        }
+        succeeded_endpoints.sort_unstable();
+        succeeded_endpoints.dedup();
+        failed_endpoints.sort_unstable();
+        failed_endpoints.dedup();
         if !succeeded_endpoints.is_empty() {
             let stmt = tx
                 .prepare_cached(

@@ -1,7 +1,8 @@
 //! A tenant's webhook queue as its actor holds it (DESIGN.md "The tenant actor's state"): the
 //! in-memory view of its queue (whether it is being drained, and whether more work came in
 //! meanwhile), its attempts in flight, and its delivery rate limiter's view of the shared
-//! sliding window (when the budget is spent, until when). It hangs off the actor's registry
+//! sliding window (when the budget is spent, until when), and its share of the instance's
+//! sending slots ([`TENANT_SEND_SHARE`]). It hangs off the actor's registry
 //! entry beside the request rate limiter (`actors::supervisor::ActorEntry`), lives and dies
 //! with the actor, and is read without messaging it: the dispatcher's sends must not run
 //! inside the actor's mailbox or a tenant transaction.
@@ -15,10 +16,29 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 
-#[derive(Default)]
+/// Attempts of one tenant sent, or waiting for one of the instance's sending slots, at once
+/// (a quarter of the dispatcher's 256 slots): a tenant with a backlog cannot fill the line for
+/// the slots, so another tenant's message waits behind at most this many of its sends.
+pub const TENANT_SEND_SHARE: usize = 64;
+
 pub struct TenantQueue {
     state: Mutex<State>,
     in_flight: AtomicUsize,
+    share: tokio::sync::Semaphore,
+    /// Work came in during a drain: the drain claims it without waiting for its batches
+    /// under way to end.
+    more: tokio::sync::Notify,
+}
+
+impl Default for TenantQueue {
+    fn default() -> Self {
+        TenantQueue {
+            state: Mutex::default(),
+            in_flight: AtomicUsize::new(0),
+            share: tokio::sync::Semaphore::new(TENANT_SEND_SHARE),
+            more: tokio::sync::Notify::new(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -45,6 +65,8 @@ impl TenantQueue {
         let mut state = self.state();
         if state.draining {
             state.again = true;
+            // Kept for the drain if it is not waiting now.
+            self.more.notify_one();
             return false;
         }
         state.draining = true;
@@ -61,6 +83,11 @@ impl TenantQueue {
         }
         state.draining = false;
         false
+    }
+
+    /// Resolves when work came in during the drain ([`TenantQueue::start_drain`] was refused).
+    pub async fn more_work(&self) {
+        self.more.notified().await;
     }
 
     pub fn draining(&self) -> bool {
@@ -84,6 +111,12 @@ impl TenantQueue {
     /// The claim found budget left.
     pub fn budget_left(&self) {
         self.state().spent = None;
+    }
+
+    /// One of the tenant's [`TENANT_SEND_SHARE`] places, held while its attempt waits for a
+    /// sending slot and is sent.
+    pub async fn send_share(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.share.acquire().await.ok()
     }
 
     pub fn attempt_started(&self) {
@@ -114,6 +147,19 @@ mod tests {
         assert!(!q.end_drain());
         assert!(!q.draining());
         assert!(q.start_drain());
+    }
+
+    #[test]
+    fn a_wake_during_a_drain_is_kept_for_it() {
+        use futures_util::FutureExt;
+        let q = TenantQueue::default();
+        assert!(q.start_drain());
+        assert!(q.more_work().now_or_never().is_none(), "no work came in");
+        assert!(!q.start_drain());
+        assert!(
+            q.more_work().now_or_never().is_some(),
+            "the drain learns of it even when it was not waiting then"
+        );
     }
 
     #[test]

@@ -368,6 +368,62 @@ async fn failures_retry_with_backoff_and_end_in_the_dead_letters() {
     assert!(row.get::<_, String>(3).contains("always"));
 }
 
+struct Panics;
+
+impl JobHandler for Panics {
+    fn name(&self) -> &'static str {
+        "panics"
+    }
+    fn handles(&self, _event_type: &str) -> bool {
+        true
+    }
+    fn handle<'a>(
+        &'a self,
+        _tx: &'a Transaction<'a>,
+        _job: &'a Job,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move { panic!("the handler broke") })
+    }
+}
+
+/// A handler that panics is counted like one that fails: retried, then dead-lettered with the
+/// panic's message, instead of being run again without end.
+#[tokio::test]
+async fn a_handler_that_panics_is_counted_and_dead_lettered() {
+    let app = app_without_worker().await;
+    let t = app.create_tenant("acme").await;
+    create_project(&app, &t.token, "Apollo").await;
+    let pools = Pools::new(&app.config).unwrap();
+    let db = app.superuser_db().await;
+    let worker = Worker::new(
+        pools.app.clone(),
+        Registry::new().with(Panics),
+        WorkerOptions {
+            max_attempts: 2,
+            ..fast_options()
+        },
+    );
+    for _ in 0..2 {
+        assert_eq!(worker.run_once().await.unwrap(), 1);
+    }
+    assert_eq!(
+        worker.run_once().await.unwrap(),
+        0,
+        "dead-lettered: left alone"
+    );
+    let row = db
+        .query_one(
+            "select attempts, failed_at is not null, last_error from app.outbox \
+             where tenant_id = $1 and event_type = 'project.created'",
+            &[&t.id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 2);
+    assert!(row.get::<_, bool>(1));
+    assert!(row.get::<_, String>(2).contains("the handler broke"));
+}
+
 #[derive(Clone, Default)]
 struct Counter(Arc<Mutex<HashMap<Uuid, (Uuid, usize)>>>);
 
@@ -433,6 +489,10 @@ async fn two_instances_claim_every_row_exactly_once() {
         Registry::new().with(counter.clone()),
         options,
     );
+    // Both pools hold an open connection before the race starts: the second instance's first
+    // connect would otherwise give the first one a head start long enough to take every row.
+    drop(first.app.get().await.unwrap());
+    drop(second.app.get().await.unwrap());
     let claimed = Arc::new(Mutex::new([0usize; 2]));
     let run = |w: Worker, slot: usize| {
         let claimed = claimed.clone();
@@ -492,4 +552,43 @@ async fn the_server_runs_its_worker() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("the server's worker never processed the event");
+}
+
+/// Every domain write's commit wakes the worker for its tenant, whether the event was written
+/// through `jobs::enqueue` (POST /projects) or by the write's own statement (POST /tasks): with
+/// the worker's look at the table an hour apart, both events are processed anyway.
+#[tokio::test]
+async fn domain_writes_wake_the_worker_without_its_poll() {
+    let (mut config, database) = test_config().await;
+    config.job_poll_interval = Duration::from_secs(3600);
+    let app = spawn_app_with(config, database).await;
+    let t = app.create_tenant("acme").await;
+    let db = app.superuser_db().await;
+    let processed = |event: &'static str| {
+        let db = &db;
+        let tenant = t.id;
+        async move {
+            // Bounded wait for an asynchronous effect, not a timing assertion.
+            for _ in 0..200 {
+                let done: i64 = db
+                    .query_one(
+                        "select count(*) from app.outbox where tenant_id = $1 \
+                         and event_type = $2 and processed_at is not null",
+                        &[&tenant, &event],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                if done == 1 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("{event} was not processed: its commit did not wake the worker");
+        }
+    };
+    let project = id_of(&create_project(&app, &t.token, "Apollo").await);
+    processed("project.created").await;
+    create_task(&app, &t.token, project, "Launch").await;
+    processed("task.created").await;
 }
