@@ -27,6 +27,9 @@ mkdir -p "$out"
 rm -f "$out/lcov.info" "$out/tarpaulin-report.json"
 profraws="$(target_dir)/tarpaulin/profraws"
 rm -rf "$profraws"
+failures=$out/failed-binaries
+: >"$failures"
+host=$(rustc -vV | sed -n 's/^host: //p' | tr 'a-z-' 'A-Z_')
 echo "== cargo tarpaulin --engine llvm (RUST_TEST_THREADS=$RUST_TEST_THREADS)"
 start=$SECONDS
 status=0
@@ -39,15 +42,25 @@ status=0
 # dependency's fingerprint and rebuild them all.
 # The tests themselves, the benches and the vendored tokio-postgres are not the code under test:
 # out of the denominator.
+# scripts/coverage-bin/test-runner runs each test binary and records a failure instead of
+# letting tarpaulin drop that binary's coverage.
 # --timeout: a long test (schemathesis, the browser tests) takes minutes.
 # --implicit-test-threads: RUST_TEST_THREADS decides, not tarpaulin's one thread per core.
-COVERAGE_REAL_CARGO=$(command -v cargo) PATH="$(pwd)/scripts/coverage-bin:$PATH" \
+env COVERAGE_REAL_CARGO="$(command -v cargo)" PATH="$(pwd)/scripts/coverage-bin:$PATH" \
     RUSTC_WORKSPACE_WRAPPER="$(pwd)/scripts/coverage-rustc.sh" \
+    "CARGO_TARGET_${host}_RUNNER=$(pwd)/scripts/coverage-bin/test-runner" \
+    COVERAGE_FAILURES="$(pwd)/$failures" \
     cargo tarpaulin --locked --engine llvm --skip-clean \
     --lib --bins --tests --no-fail-fast --timeout 1800 --implicit-test-threads \
     --exclude-files 'tests/*' 'bench/*' 'benches/*' 'vendor/*' \
     --out Lcov --out Json --output-dir "$out" 2>&1 | tee "$out/tarpaulin.log" || status=$?
 elapsed=$((SECONDS - start))
+rm -f build_rs_cov.profraw
+if [ -s "$failures" ]; then
+    echo "error: tests failed (coverage still counted):" >&2
+    cat "$failures" >&2
+    [ "$status" -ne 0 ] || status=101
+fi
 [ -f "$out/lcov.info" ] || { echo "error: tarpaulin wrote no report (see $out/tarpaulin.log)" >&2; exit 1; }
 
 # Per file from the lcov report: its coverable lines (DA:<line>,<hits>) and those hit.
