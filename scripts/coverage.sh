@@ -44,14 +44,16 @@ status=0
 # out of the denominator.
 # scripts/coverage-bin/test-runner runs each test binary and records a failure instead of
 # letting tarpaulin drop that binary's coverage.
-# --timeout: a long test (schemathesis, the browser tests) takes minutes.
+# --tests: every test target once (the library's and the binary's unit tests, tests/api); the
+# `tenantry` binary those tests start is built too and its counters are mapped.
+# --timeout: per test binary; tests/api runs for many minutes on a loaded machine.
 # --implicit-test-threads: RUST_TEST_THREADS decides, not tarpaulin's one thread per core.
 env COVERAGE_REAL_CARGO="$(command -v cargo)" PATH="$(pwd)/scripts/coverage-bin:$PATH" \
     RUSTC_WORKSPACE_WRAPPER="$(pwd)/scripts/coverage-rustc.sh" \
     "CARGO_TARGET_${host}_RUNNER=$(pwd)/scripts/coverage-bin/test-runner" \
     COVERAGE_FAILURES="$(pwd)/$failures" \
     cargo tarpaulin --locked --engine llvm --skip-clean \
-    --lib --bins --tests --no-fail-fast --timeout 1800 --implicit-test-threads \
+    --tests --no-fail-fast --timeout 3600 --implicit-test-threads \
     --exclude-files 'tests/*' 'bench/*' 'benches/*' 'vendor/*' \
     --out Lcov --out Json --output-dir "$out" 2>&1 | tee "$out/tarpaulin.log" || status=$?
 elapsed=$((SECONDS - start))

@@ -44,7 +44,10 @@ async fn demo_creates_the_tenant_once_and_gives_its_admin_a_fresh_password_each_
     assert!(stdout.contains(DEMO_EMAIL), "{stdout}");
     assert!(stdout.contains("plan pro"), "{stdout}");
     let first_password = printed_password(&first.stdout);
-    assert!(password::verify(&first_password, &demo_admin_hash(&db).await));
+    assert!(password::verify(
+        &first_password,
+        &demo_admin_hash(&db).await
+    ));
 
     // Again: the same tenant, a new password that replaces the old one.
     let second = tenantry_with(&db, &["demo"], &[]).await;
