@@ -617,6 +617,36 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // An instrumented server (scripts/coverage.sh sets LLVM_PROFILE_FILE) writes its
+        // coverage counters when it exits, which SIGKILL prevents: stop it as an orchestrator
+        // would, and kill it only if it is still running after that.
+        if std::env::var_os("LLVM_PROFILE_FILE").is_some() && self.stop_gracefully() {
+            return;
+        }
         self.kill();
+    }
+}
+
+impl Server {
+    /// SIGTERM, then up to 20 s for the process to exit; true if it did. Blocking: for `Drop`.
+    fn stop_gracefully(&mut self) -> bool {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return true;
+        }
+        let signalled = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !signalled {
+            return false;
+        }
+        for _ in 0..400 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 }

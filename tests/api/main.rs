@@ -27,6 +27,7 @@ mod cluster;
 mod concurrency;
 mod config_snapshot;
 mod corrupt_rows;
+mod coverage_cli;
 mod dashboard;
 mod domain;
 mod explain;
