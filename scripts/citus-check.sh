@@ -130,6 +130,7 @@ if [ "${CITUS_CHECK_SKIP_TESTS:-0}" != 1 ]; then
         else
             results+=("$group: $(grep -m1 '^test result' "$log" || echo 'did not run')")
             grep -E '^test .* FAILED$|^    [a-z_:]+$' "$log" | head -20 || true
+            grep -A3 'panicked at' "$log" | head -40 || true
             failures+=("tests of $group")
         fi
         rm -f "$log"

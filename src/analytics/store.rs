@@ -262,11 +262,14 @@ async fn insert_raw(
         events.iter().map(|e| e.metadata.as_ref()).collect();
     let occurred: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at).collect();
     let received: Vec<DateTime<Utc>> = events.iter().map(|e| e.received_at).collect();
+    // `returning` in a CTE for Citus (docs/scale-out.md): its rows of an `INSERT ... SELECT`
+    // from `unnest` are computed on the coordinator and written by `COPY`, which row-level
+    // security refuses, unless the insert returns something. One row comes back either way.
     let sql = format!(
-        "insert into {schema}.events \
+        "with i as (insert into {schema}.events \
          (tenant_id, id, event_type, user_id, feature, metadata, occurred_at, received_at) \
          select $1, * from unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::jsonb[], \
-         $7::timestamptz[], $8::timestamptz[])"
+         $7::timestamptz[], $8::timestamptz[]) returning 1) select count(*) from i"
     );
     let params: [(&(dyn ToSql + Sync), Type); 8] = [
         (&tenant, Type::UUID),
@@ -287,6 +290,11 @@ async fn insert_raw(
 /// keys are dense with no sequence, and no concurrent insert can conflict. One statement: the
 /// lookup, the insert of the missing ids and the answer for both (a data-modifying CTE's rows
 /// are not visible to the rest of the statement, hence the `union all` of what it returns).
+/// The highest key is a materialized CTE rather than a subquery of the insert for Citus
+/// (docs/scale-out.md): an `INSERT ... SELECT` whose `SELECT` reads a table of a distributed
+/// schema is pushed down to the worker, and Citus 13.2 deparses that push-down into a
+/// single-shard table with an empty `IS NOT NULL` filter (a syntax error); reading only CTE
+/// results, the insert is planned on the coordinator instead.
 async fn user_keys(
     tx: &Transaction<'_>,
     schema: &str,
@@ -303,10 +311,12 @@ async fn user_keys(
         "with wanted as (select u from unnest($2::text[]) as w(u)), \
          found as (select k.user_id::text as user_id, k.user_key from {schema}.user_ids k \
            where k.tenant_id = $1 and k.user_id = any($2::text[])), \
+         top as materialized (select coalesce(max(user_key), 0) as k from {schema}.user_ids \
+           where tenant_id = $1), \
          added as (insert into {schema}.user_ids (tenant_id, user_id, user_key) \
-           select $1, w.u, (select coalesce(max(user_key), 0) from {schema}.user_ids \
-             where tenant_id = $1) + row_number() over (order by w.u) \
-           from wanted w where not exists (select 1 from found f where f.user_id = w.u) \
+           select $1, w.u, top.k + row_number() over (order by w.u) \
+           from wanted w cross join top \
+           where not exists (select 1 from found f where f.user_id = w.u) \
            returning user_id::text, user_key) \
          select user_id, user_key from found union all select user_id, user_key from added"
     );
@@ -515,9 +525,11 @@ async fn update_activity(
         for column in &insert.columns {
             params.push((column, Type::INT4_ARRAY));
         }
+        // `returning` for Citus, as in `insert_raw`.
         let sql = format!(
-            "insert into {schema}.{name} (tenant_id, {keys}, days, {list}) \
-             select $1, * from unnest({key_args}, ${days_arg}::int4[], {args})",
+            "with i as (insert into {schema}.{name} (tenant_id, {keys}, days, {list}) \
+             select $1, * from unnest({key_args}, ${days_arg}::int4[], {args}) returning 1) \
+             select count(*) from i",
             args = unnest_args(days_arg + 1),
         );
         tx.execute_typed(&sql, &params).await

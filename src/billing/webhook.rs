@@ -371,7 +371,7 @@ async fn store_invoice(
          currency = excluded.currency, amount_due = excluded.amount_due, \
          amount_paid = excluded.amount_paid, period_start = excluded.period_start, \
          period_end = excluded.period_end, hosted_invoice_url = excluded.hosted_invoice_url, \
-         event_at = excluded.event_at, object = excluded.object, updated_at = now() \
+         event_at = excluded.event_at, object = excluded.object, updated_at = excluded.updated_at \
          where app.invoices.event_at <= excluded.event_at",
         &[
             &tenant,

@@ -263,6 +263,22 @@ pub async fn distribute_shared(owner: &Client) -> Result<(), DbError> {
     Ok(())
 }
 
+/// The key of the transaction-level advisory lock that serialises provisioning on Citus.
+const PROVISION_LOCK_KEY: i64 = 0x7465_6e61_6e74_7076; // "tenantpv"
+
+/// Provisioning on Citus runs one at a time on the coordinator. Citus serialises the writes of
+/// a reference table (`tenants`, `platform_audit_logs`) with a lock on its shard, taken on the
+/// nodes statement by statement; two provisionings for one slug then wait for each other in
+/// opposite orders (the unique index of one, that lock of the other) and both die in a
+/// deadlock instead of one committing and the other seeing the unique violation (409). The
+/// lock is held until the provisioning transaction ends; provisionings wait for each other's
+/// DDL on Citus anyway.
+pub async fn serialize_provisioning(tx: &impl GenericClient) -> Result<(), DbError> {
+    tx.execute("select pg_advisory_xact_lock($1)", &[&PROVISION_LOCK_KEY])
+        .await?;
+    Ok(())
+}
+
 /// Tenant schemas that are not distributed schemas yet (provisioned before the database moved
 /// to Citus, or by a server that was not told): each is distributed in its own transaction.
 pub async fn distribute_tenant_schemas(owner: &Client) -> Result<usize, DbError> {

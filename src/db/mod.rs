@@ -81,7 +81,9 @@ pub enum DbError {
 impl From<tokio_postgres::Error> for DbError {
     fn from(err: tokio_postgres::Error) -> Self {
         if let Some(db) = err.as_db_error() {
-            let constraint = db.constraint().map(str::to_string);
+            let constraint = db
+                .constraint()
+                .map(|c| logical_constraint_name(c).to_string());
             let code = db.code();
             if *code == SqlState::UNIQUE_VIOLATION {
                 return DbError::UniqueViolation { constraint };
@@ -145,3 +147,39 @@ pub const TENANT_TABLES: &[&str] = &[
     "stripe_events",
     "invoices",
 ];
+
+/// A constraint's name as the schema declares it. An error raised on a Citus worker names the
+/// shard's copy, the table's constraint with `_<shard id>` appended (shard ids are 6 digits and
+/// up; no constraint of tenantry ends in digits), so the 409's detail and `constraint` match
+/// those of plain PostgreSQL (docs/scale-out.md).
+fn logical_constraint_name(name: &str) -> &str {
+    match name.rsplit_once('_') {
+        Some((base, shard))
+            if !base.is_empty()
+                && shard.len() >= 6
+                && shard.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            base
+        }
+        _ => name,
+    }
+}
+
+#[cfg(test)]
+mod constraint_name_tests {
+    use super::logical_constraint_name;
+
+    #[test]
+    fn a_citus_shard_suffix_is_dropped_and_nothing_else() {
+        assert_eq!(
+            logical_constraint_name("tenants_slug_key_102014"),
+            "tenants_slug_key"
+        );
+        assert_eq!(
+            logical_constraint_name("tenants_slug_key"),
+            "tenants_slug_key"
+        );
+        assert_eq!(logical_constraint_name("events_2024"), "events_2024");
+        assert_eq!(logical_constraint_name("_102014"), "_102014");
+    }
+}

@@ -166,6 +166,12 @@ impl<'a> TenantTx<'a> {
         self.enqueued.store(true, Ordering::Relaxed);
     }
 
+    /// The database runs Citus: for the few statements that need a form of their own there
+    /// (docs/scale-out.md), chosen by the caller from this.
+    pub fn is_citus(&self) -> bool {
+        self.conn.is_citus()
+    }
+
     /// For code written against tokio-postgres' `GenericClient`.
     pub fn client(&self) -> &tokio_postgres::Client {
         self.conn

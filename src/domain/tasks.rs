@@ -231,9 +231,10 @@ pub struct CreateTask(pub NewTask);
 /// Parameters: $1 tenant, $2 task id, $3 project, $4 title, $5 description, $6 status,
 /// $7 assignee, $8 due date, $9 created/updated at, $10 audit row id, $11 user, $12 the task's
 /// JSON, $13 request id, $14 outbox event id. Answers one row: the live projects and assignees
-/// found (0 or 1 each) and the tasks inserted.
+/// found (0 or 1 each) and the tasks inserted. The third argument is empty, or `returning 1`
+/// for the audit and outbox inserts on Citus.
 macro_rules! create_task_sql {
-    ($assignee_cte:literal, $assignee_from:literal) => {
+    ($assignee_cte:literal, $assignee_from:literal, $returning:literal) => {
         concat!(
             "with p as (select 1 from app.projects where tenant_id = $1 and id = $3 \
                and deleted_at is null for share), ",
@@ -248,22 +249,41 @@ macro_rules! create_task_sql {
              a as (insert into app.audit_logs \
                (tenant_id, id, user_id, actor, action, resource, resource_id, changes, request_id) \
                select $1, $10::uuid, $11::uuid, 'user', 'create', 'task', $2::uuid::text, \
-                 jsonb_build_object('before', null, 'after', $12::jsonb), $13::text from t), \
-             o as (insert into app.outbox (tenant_id, id, event_type, payload) \
-               select $1, $14::uuid, 'task.created', $12::jsonb from t) \
-             select (select count(*) from p), (select count(*) from u), (select count(*) from t)"
+                 jsonb_build_object('before', null, 'after', $12::jsonb), $13::text from t",
+            $returning,
+            "), o as (insert into app.outbox (tenant_id, id, event_type, payload) \
+               select $1, $14::uuid, 'task.created', $12::jsonb from t",
+            $returning,
+            ") select (select count(*) from p), (select count(*) from u), (select count(*) from t)"
         )
     };
 }
 
 /// See `create_task_sql`: a task without an assignee.
-pub(crate) const CREATE_TASK_SQL: &str = create_task_sql!("u as (select 1 where false), ", "");
+pub(crate) const CREATE_TASK_SQL: &str = create_task_sql!("u as (select 1 where false), ", "", "");
 
 /// See `create_task_sql`: a task assigned to a live user of the tenant (share-locked).
 pub(crate) const CREATE_ASSIGNED_TASK_SQL: &str = create_task_sql!(
     "u as (select 1 from app.users where tenant_id = $1 and id = $7 \
        and deleted_at is null for share), ",
-    " cross join u"
+    " cross join u",
+    ""
+);
+
+/// [`CREATE_TASK_SQL`] on Citus (docs/scale-out.md): the same checks, rows, parameters and
+/// answer, with every insert `returning 1`. Citus computes the rows of an `INSERT ... SELECT`
+/// from CTEs on the coordinator and writes them into the shard with `COPY`, which row-level
+/// security refuses; with `RETURNING` it writes them through an intermediate result and an
+/// `INSERT ... SELECT` on the worker instead, which the policies check like any insert.
+pub(crate) const CREATE_TASK_SQL_CITUS: &str =
+    create_task_sql!("u as (select 1 where false), ", "", " returning 1");
+
+/// [`CREATE_ASSIGNED_TASK_SQL`] on Citus (see [`CREATE_TASK_SQL_CITUS`]).
+pub(crate) const CREATE_ASSIGNED_TASK_SQL_CITUS: &str = create_task_sql!(
+    "u as (select 1 from app.users where tenant_id = $1 and id = $7 \
+       and deleted_at is null for share), ",
+    " cross join u",
+    " returning 1"
 );
 
 async fn create(
@@ -296,10 +316,11 @@ async fn create(
         updated_at: now,
     };
     let after = task.json();
-    let sql = if task.assignee_id.is_some() {
-        CREATE_ASSIGNED_TASK_SQL
-    } else {
-        CREATE_TASK_SQL
+    let sql = match (task.assignee_id.is_some(), tx.is_citus()) {
+        (true, false) => CREATE_ASSIGNED_TASK_SQL,
+        (false, false) => CREATE_TASK_SQL,
+        (true, true) => CREATE_ASSIGNED_TASK_SQL_CITUS,
+        (false, true) => CREATE_TASK_SQL_CITUS,
     };
     let stmt = tx.prepare_cached(sql).await?;
     let row = tx

@@ -105,7 +105,7 @@ async fn write_version(
                  on conflict (key) do update set description = excluded.description, \
                  default_value = excluded.default_value, plan_values = excluded.plan_values, \
                  rollout_percent = excluded.rollout_percent, version = excluded.version, \
-                 updated_at = now() \
+                 updated_at = excluded.updated_at \
                  returning {DEFINITION_COLUMNS}"
             ),
             &[&key, &input.description, &input.default, &plans, &rollout, &version],
@@ -431,7 +431,7 @@ pub async fn put_override(
             &format!(
                 "insert into app.flag_overrides (tenant_id, flag_key, value) values ($1, $2, $3) \
                  on conflict (tenant_id, flag_key) do update set value = excluded.value, \
-                 version = app.flag_overrides.version + 1, updated_at = now(), deleted_at = null \
+                 version = app.flag_overrides.version + 1, updated_at = excluded.updated_at, deleted_at = null \
                  returning {OVERRIDE_COLUMNS}"
             ),
             &[&tenant, &key, &value],

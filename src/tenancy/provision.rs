@@ -104,10 +104,27 @@ pub async fn provision_with_fault(
     let tenant_id = Uuid::now_v7();
     let admin_id = Uuid::now_v7();
     let admin_email = new.admin_email.trim().to_string();
-    let mut conn = ctx.owner.get().await?;
-    conn.touch_tenant_schema(tenant_id);
+    let conn = ctx.owner.get().await?;
     let citus = conn.is_citus();
+    // On Citus provisionings run one at a time (`serialize_provisioning`) and hold their
+    // connection longer (the DDL goes to the workers): the hash is taken first, with the
+    // connection back in the pool, so that neither the lock nor the pool waits on this
+    // process's CPU.
+    let (mut conn, hashing) = if citus {
+        drop(conn);
+        let hash = hashing.await;
+        (
+            ctx.owner.get().await?,
+            futures_util::future::Either::Left(std::future::ready(hash)),
+        )
+    } else {
+        (conn, futures_util::future::Either::Right(hashing))
+    };
+    conn.touch_tenant_schema(tenant_id);
     let tx = conn.transaction().await?;
+    if citus {
+        crate::db::citus::serialize_provisioning(&*tx).await?;
+    }
     crate::db::tenant_tx::set_tenant_in_tx(&*tx, tenant_id).await?;
     let row = tx
         .query_one(

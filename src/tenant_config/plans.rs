@@ -323,7 +323,7 @@ pub async fn save(
                  on conflict (name) do update set display_name = excluded.display_name, \
                  rank = excluded.rank, price_cents = excluded.price_cents, \
                  currency = excluded.currency, limits = excluded.limits, \
-                 features = excluded.features, updated_at = now() \
+                 features = excluded.features, updated_at = excluded.updated_at \
                  returning {PLAN_COLUMNS}"
             ),
             &[

@@ -91,7 +91,7 @@ pub async fn roll_tenant(
              insert into app.usage_rollups (tenant_id, granularity, period_start, metric, quantity) \
              select $1, 'hour', hour, metric, q::bigint from buckets \
              on conflict (tenant_id, granularity, period_start, metric) do update \
-               set quantity = excluded.quantity, updated_at = now() \
+               set quantity = excluded.quantity, updated_at = excluded.updated_at \
                where app.usage_rollups.quantity is distinct from excluded.quantity",
             &[&tenant, &since, &gauges],
         )
@@ -112,7 +112,7 @@ pub async fn roll_tenant(
          insert into app.usage_rollups (tenant_id, granularity, period_start, metric, quantity) \
          select $1, 'day', day, metric, q::bigint from buckets \
          on conflict (tenant_id, granularity, period_start, metric) do update \
-           set quantity = excluded.quantity, updated_at = now() \
+           set quantity = excluded.quantity, updated_at = excluded.updated_at \
            where app.usage_rollups.quantity is distinct from excluded.quantity",
         &[&tenant, &since, &gauges],
     )

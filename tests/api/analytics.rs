@@ -22,7 +22,10 @@ use tenantry::http::problem::Problem;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::helpers::{assert_problem, spawn_app, spawn_app_with, test_config, TestApp, TestTenant};
+use crate::helpers::{
+    allow_test_triggers, assert_problem, spawn_app, spawn_app_with, test_config,
+    undistribute_for_replay, TestApp, TestTenant,
+};
 
 const TYPES: &[&str] = &["click", "view", "signup", "purchase", "search"];
 const FEATURES: &[&str] = &["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"];
@@ -525,6 +528,7 @@ async fn the_v4_and_v5_backfills_rebuild_what_the_flushes_maintained() {
     assert!(maintained.contains("P "), "no P counter: {maintained}");
     assert!(maintained.contains("p "), "no p counter: {maintained}");
 
+    undistribute_for_replay(&db, &schema).await;
     let tx = db.transaction().await.unwrap();
     // Back to what V4 and V5 start from (V3's index, which V5 drops, included, and the uuid
     // user ids V6 turns into strings and dictionary keys), so V6 is replayed too.
@@ -840,12 +844,17 @@ async fn a_failed_flush_acknowledges_nothing_and_a_committed_one_everything() {
     let t = app.create_tenant("faulty").await;
     let schema = tenant_schema_name(t.id);
     let db = app.superuser_db().await;
+    allow_test_triggers(&db).await;
     // Fails at COMMIT, after every statement of the flush succeeded: the hardest case.
     db.batch_execute(&format!(
         "create function {schema}.fail_commit() returns trigger language plpgsql as \
-         $$ begin raise exception 'injected commit failure'; end $$; \
-         create constraint trigger fail_commit after insert on {schema}.events \
-         deferrable initially deferred for each row execute function {schema}.fail_commit();"
+         $$ begin raise exception 'injected commit failure'; end $$"
+    ))
+    .await
+    .unwrap();
+    db.batch_execute(&format!(
+        "create constraint trigger fail_commit after insert on {schema}.events \
+         deferrable initially deferred for each row execute function {schema}.fail_commit()"
     ))
     .await
     .unwrap();
@@ -1075,12 +1084,17 @@ async fn a_request_the_database_refuses_fails_alone_and_the_rest_of_its_group_co
     // A refusal the committer cannot attribute by looking (a trigger here): each request is
     // written alone, and only the guilty one fails, with the database's error.
     let schema = tenant_schema_name(t.id);
+    allow_test_triggers(&db).await;
     db.batch_execute(&format!(
         "create function {schema}.refuse_poison() returns trigger language plpgsql as \
          $$ begin if new.event_type = 'poison' then raise exception 'poisoned event'; end if; \
-         return new; end $$; \
-         create trigger refuse_poison before insert on {schema}.events \
-         for each row execute function {schema}.refuse_poison();"
+         return new; end $$"
+    ))
+    .await
+    .unwrap();
+    db.batch_execute(&format!(
+        "create trigger refuse_poison before insert on {schema}.events \
+         for each row execute function {schema}.refuse_poison()"
     ))
     .await
     .unwrap();

@@ -62,6 +62,34 @@ pub fn citus_workers() -> Option<Vec<String>> {
     (!workers.is_empty()).then_some(workers)
 }
 
+/// For tests that add a trigger of their own to a tenant table (fault injection): Citus refuses
+/// triggers on distributed tables unless the session allows them. Nothing on plain PostgreSQL.
+/// Citus also wants such DDL one statement per query string.
+pub async fn allow_test_triggers(db: &Client) {
+    if citus_workers().is_some() {
+        db.batch_execute("SET citus.enable_unsafe_triggers = on")
+            .await
+            .expect("citus.enable_unsafe_triggers");
+    }
+}
+
+/// For tests that take a tenant schema back to an older template version and replay template
+/// migrations on it: on Citus the schema is made a local one first (its tables back on the
+/// coordinator), so that the replay's DDL and backfills run where plain PostgreSQL runs them.
+/// Citus 13.2 cannot run the template's backfills (`INSERT ... SELECT` within a distributed
+/// schema: docs/scale-out.md); the replay checks their SQL, which on Citus runs before the
+/// schema is distributed, when a tenant is provisioned. Nothing on plain PostgreSQL.
+pub async fn undistribute_for_replay(db: &Client, schema: &str) {
+    if citus_workers().is_some() {
+        db.execute(
+            "select citus_schema_undistribute($1::text::regnamespace)",
+            &[&schema],
+        )
+        .await
+        .expect("citus_schema_undistribute");
+    }
+}
+
 fn host_port(url: &str) -> (String, i32) {
     let pg: tokio_postgres::Config = url.parse().expect("database URL");
     let host = match pg.get_hosts().first() {
