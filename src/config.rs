@@ -121,6 +121,10 @@ pub struct Config {
     pub tls: Option<crate::http::tls::TlsFiles>,
     /// Stripe and the dunning grace period (`crate::billing`, docs/billing.md).
     pub billing: BillingSettings,
+    /// Not configuration: the wake-ups of this server's background loops
+    /// ([`crate::supervise::Wakes`]), carried here because every part of one server holds a
+    /// clone of its config and no other server's.
+    pub wakes: std::sync::Arc<crate::supervise::Wakes>,
 }
 
 /// STRIPE_SECRET_KEY, STRIPE_API_BASE, STRIPE_WEBHOOK_SECRET, BILLING_GRACE_DAYS.
@@ -441,6 +445,7 @@ impl Config {
             secrets_key_generated,
             secrets_key_previous,
             tls: tls_files(&vars)?,
+            wakes: std::sync::Arc::default(),
         })
     }
 

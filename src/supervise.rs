@@ -256,6 +256,28 @@ impl TenantHints {
     }
 }
 
+/// The wake-ups of one server's background loops: the outbox worker's and the webhook
+/// dispatcher's tenant hints, and the dispatcher's "read the table now". One per server, held
+/// by its [`crate::config::Config`] (so every pool, transaction and loop of the server reaches
+/// the same one) rather than per process: several servers in one process (the tests) must not
+/// take each other's hints, which would leave a commit unnoticed until the next poll.
+#[derive(Default)]
+pub struct Wakes {
+    /// Tenants whose outbox events committed (`TenantTx::commit`).
+    pub outbox: TenantHints,
+    /// Tenants whose webhook messages committed (the fan-out).
+    pub deliveries: TenantHints,
+    /// Set when something was queued for a tenant no hint names (a test send, a replay): the
+    /// dispatcher reads its table at its next pass.
+    pub deliveries_scan: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for Wakes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Wakes")
+    }
+}
+
 impl Default for TenantHints {
     fn default() -> Self {
         TenantHints::new()

@@ -308,6 +308,7 @@ async fn migrate_tenants(
         size: opts.jobs.max(1),
         settings: owner_settings(config),
         tenant_schema_budget: config.tenant_schemas_per_connection,
+        wakes: config.wakes.clone(),
     })?;
     let mut failed: Vec<Uuid> = Vec::new();
     // Tenants provisioned while we run (by a server built with an older template) are picked

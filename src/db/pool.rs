@@ -31,6 +31,8 @@ pub struct PgConn {
     /// `SET LOCAL` inside `BEGIN` to reach the worker nodes. Asked once, when the connection
     /// opens, pipelined with the statements' preparation.
     citus: bool,
+    /// The server's wake-ups: a commit that wrote outbox events hints its tenant here.
+    wakes: Arc<crate::supervise::Wakes>,
     /// The runtime whose task drives this connection (tokio-postgres): the connection dies with
     /// it, whichever runtime uses it.
     opened_on: Option<tokio::runtime::Id>,
@@ -111,6 +113,11 @@ impl PgConn {
     }
 
     /// The database runs Citus: see [`super::tenant_tx`] for what changes.
+    /// The wake-ups of the server this connection belongs to.
+    pub fn wakes(&self) -> &crate::supervise::Wakes {
+        &self.wakes
+    }
+
     pub fn is_citus(&self) -> bool {
         self.citus
     }
@@ -135,6 +142,7 @@ impl DerefMut for PgConn {
 
 pub struct TrackedManager {
     inner: deadpool_postgres::Manager,
+    wakes: Arc<crate::supervise::Wakes>,
     tenant_schema_budget: usize,
     /// Set by [`confine_to_current_runtime`].
     confined_to: OnceLock<Option<tokio::runtime::Id>>,
@@ -151,6 +159,7 @@ impl managed::Manager for TrackedManager {
             client,
             statements,
             citus,
+            wakes: self.wakes.clone(),
             tenant_schemas: HashSet::new(),
             in_transaction: AtomicBool::new(false),
             opened_on: current_runtime(),
@@ -194,6 +203,8 @@ pub struct PoolOptions<'a> {
     /// Server settings applied at connection start (`-c name=value`).
     pub settings: Vec<(String, String)>,
     pub tenant_schema_budget: usize,
+    /// The server's wake-ups (`Config::wakes`), reached through every connection of the pool.
+    pub wakes: Arc<crate::supervise::Wakes>,
 }
 
 pub fn build_pool(opts: PoolOptions<'_>) -> Result<PgPool, DbError> {
@@ -220,6 +231,7 @@ pub fn build_pool(opts: PoolOptions<'_>) -> Result<PgPool, DbError> {
     };
     managed::Pool::builder(TrackedManager {
         inner: manager,
+        wakes: opts.wakes,
         tenant_schema_budget: opts.tenant_schema_budget,
         confined_to: OnceLock::new(),
     })
@@ -329,12 +341,14 @@ impl Pools {
             size: config.admin_pool_size,
             settings: vec![statement_timeout(config)],
             tenant_schema_budget: config.tenant_schemas_per_connection,
+            wakes: config.wakes.clone(),
         })?;
         let owner = build_pool(PoolOptions {
             url: config.database_url.expose_secret(),
             size: config.owner_pool_size,
             settings: owner_settings(config),
             tenant_schema_budget: config.tenant_schemas_per_connection,
+            wakes: config.wakes.clone(),
         })?;
         Ok(Pools { app, admin, owner })
     }
@@ -355,6 +369,7 @@ pub fn app_pool(config: &Config, size: usize) -> Result<PgPool, DbError> {
         size,
         settings: vec![statement_timeout(config)],
         tenant_schema_budget: config.tenant_schemas_per_connection,
+        wakes: config.wakes.clone(),
     })
 }
 
@@ -371,5 +386,12 @@ pub fn owner_settings(config: &Config) -> Vec<(String, String)> {
         Vec::new()
     } else {
         vec![("role".to_string(), config.roles.owner.clone())]
+    }
+}
+
+impl TrackedManager {
+    /// The wake-ups of the server this pool belongs to.
+    pub fn wakes(&self) -> &Arc<crate::supervise::Wakes> {
+        &self.wakes
     }
 }

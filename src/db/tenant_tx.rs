@@ -185,7 +185,7 @@ impl<'a> TenantTx<'a> {
         }
         self.conn.mark_in_transaction(false);
         if self.enqueued.load(Ordering::Relaxed) {
-            crate::jobs::wake(self.tenant);
+            self.conn.wakes().outbox.hint(self.tenant);
         }
         Ok(())
     }

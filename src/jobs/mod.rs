@@ -1,7 +1,7 @@
 //! Background jobs from the transactional outbox (DESIGN.md "Outbox", "Context propagation").
 //!
 //! A domain change calls [`enqueue`] inside its own transaction, so the event exists exactly when
-//! the change does; its commit wakes this process's worker for that tenant ([`wake`]). The
+//! the change does; its commit wakes this server's worker for that tenant (`supervise::Wakes`). The
 //! [`Worker`] takes a batch of each tenant's due rows and runs every matching [`JobHandler`] in
 //! one transaction bound to that tenant (`db::begin_tenant_tx`), inside a tracing span carrying
 //! the tenant id, with the tenant id also in the task-local context ([`crate::context`]). A job
@@ -105,7 +105,7 @@ pub trait JobHandler: Send + Sync + 'static {
 
     /// Called once the job's transaction has committed with this handler's writes (e.g. to
     /// wake whoever consumes them).
-    fn committed(&self, _job: &Job) {}
+    fn committed(&self, _job: &Job, _wakes: &crate::supervise::Wakes) {}
 }
 
 /// The handlers the worker dispatches to.
@@ -184,15 +184,6 @@ pub async fn enqueue(
         .await?;
     tx.note_enqueued();
     Ok(id)
-}
-
-/// Tenants whose outbox events committed in this process since the worker last looked.
-static HINTS: crate::supervise::TenantHints = crate::supervise::TenantHints::new();
-
-/// Tells this process's outbox worker that `tenant` has new events, committed: it processes
-/// them at once instead of at its next look at the table (`JOB_POLL_INTERVAL_MS`).
-pub fn wake(tenant: Uuid) {
-    HINTS.hint(tenant);
 }
 
 /// [`enqueue`] through any client whose transaction is bound to `tenant`, or may write every

@@ -117,9 +117,10 @@ impl Worker {
         Ok(rows)
     }
 
-    /// Runs until `stop`. Tenants whose events committed in this process are taken at once
-    /// ([`super::wake`]); the table itself is looked at every `poll_interval` (events of other
-    /// instances, retries coming due, a restart's backlog). Up to `concurrency` tenants' batches
+    /// Runs until `stop`. Tenants whose events committed in this server are taken at once
+    /// (`supervise::Wakes::outbox`, hinted by `TenantTx::commit`); the table itself is looked
+    /// at every `poll_interval` (events of other instances, retries coming due, a restart's
+    /// backlog). Up to `concurrency` tenants' batches
     /// run at once, and a tenant starts as soon as a slot is free (no waiting for a whole round
     /// of other tenants); a tenant woken while its batch runs, or whose batch was full, goes
     /// again after it. The batches under way are finished first: their transactions commit or
@@ -145,8 +146,9 @@ impl Worker {
             }
         };
         loop {
-            let woken = super::HINTS.notified();
-            for tenant in super::HINTS.take() {
+            let wakes = self.pool.manager().wakes().clone();
+            let woken = wakes.outbox.notified();
+            for tenant in wakes.outbox.take() {
                 want(tenant, &mut waiting, &running, &mut again);
             }
             if tokio::time::Instant::now() >= next_scan {
@@ -314,7 +316,7 @@ impl Worker {
         tx.commit().await?;
         for job in &done {
             for handler in self.registry.matching(&job.event_type) {
-                handler.committed(job);
+                handler.committed(job, self.pool.manager().wakes());
             }
         }
         Ok(Some(batches))
@@ -448,7 +450,7 @@ impl Worker {
         tx.commit().await?;
         for job in &jobs {
             for handler in self.registry.matching(&job.event_type) {
-                handler.committed(job);
+                handler.committed(job, self.pool.manager().wakes());
             }
         }
         Ok(Some(self.batch_of(&jobs)))
@@ -476,7 +478,7 @@ impl Worker {
         tx.commit().await?;
         for job in done {
             for handler in self.registry.matching(&job.event_type) {
-                handler.committed(job);
+                handler.committed(job, self.pool.manager().wakes());
             }
         }
         Ok(self.batch_of(&jobs))

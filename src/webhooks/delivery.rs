@@ -22,8 +22,9 @@
 //!
 //! Time comes from a [`Clock`], so tests drive the retry schedule without sleeping.
 
+use crate::supervise::Wakes;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -111,23 +112,17 @@ impl Default for DispatcherOptions {
     }
 }
 
-/// Set by [`wake`]: the next pass reads the queue's table (which tenants have work).
-static SCAN: AtomicBool = AtomicBool::new(false);
-/// Tenants whose fan-out committed in this process since the dispatcher last looked: drained
-/// at once, without reading the table.
-static HINTS: crate::supervise::TenantHints = crate::supervise::TenantHints::new();
-
-/// Something was queued and committed for a tenant this process does not name (a test send, a
-/// retry, a replay): the dispatcher looks at the table now.
-pub fn wake() {
-    SCAN.store(true, Ordering::Release);
-    HINTS.wake();
+/// Something was queued and committed for a tenant no hint names (a test send, a retry, a
+/// replay): the server's dispatcher looks at the table now.
+pub fn wake(wakes: &Wakes) {
+    wakes.deliveries_scan.store(true, Ordering::Release);
+    wakes.deliveries.wake();
 }
 
 /// Messages of `tenant` were queued and committed: its drain starts (or goes on) at once.
-pub fn wake_tenant(tenant: Uuid) {
-    if !HINTS.hint(tenant) {
-        wake();
+pub fn wake_tenant(wakes: &Wakes, tenant: Uuid) {
+    if !wakes.deliveries.hint(tenant) {
+        wake(wakes);
     }
 }
 
@@ -419,12 +414,15 @@ impl Dispatcher {
     /// [`wake`] asks.
     pub async fn run(self, stop: CancellationToken) {
         let mut next_scan = tokio::time::Instant::now();
+        let wakes = self.inner.pool.manager().wakes().clone();
         while !stop.is_cancelled() {
-            let woken = HINTS.notified();
-            for tenant in HINTS.take() {
+            let woken = wakes.deliveries.notified();
+            for tenant in wakes.deliveries.take() {
                 self.spawn_drain(tenant, stop.clone());
             }
-            if SCAN.swap(false, Ordering::AcqRel) || tokio::time::Instant::now() >= next_scan {
+            if wakes.deliveries_scan.swap(false, Ordering::AcqRel)
+                || tokio::time::Instant::now() >= next_scan
+            {
                 next_scan = tokio::time::Instant::now() + self.inner.options.poll_interval;
                 match self.due_tenants().await {
                     Ok(tenants) => {

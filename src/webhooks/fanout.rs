@@ -50,13 +50,13 @@ impl JobHandler for FanOut {
         Box::pin(async move { self.fan_out(tx, jobs).await })
     }
 
-    fn committed(&self, job: &Job) {
+    fn committed(&self, job: &Job, wakes: &crate::supervise::Wakes) {
         let queued = QUEUED
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(&job.tenant_id);
         if queued {
-            super::delivery::wake_tenant(job.tenant_id);
+            super::delivery::wake_tenant(wakes, job.tenant_id);
         }
     }
 }

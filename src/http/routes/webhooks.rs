@@ -78,7 +78,7 @@ pub async fn update_webhook(
     body: Json<WebhookPatch>,
 ) -> Result<HttpResponse, Problem> {
     let webhook = ops::update(req.state(), &req, *id, body.into_inner()).await?;
-    wake();
+    wake(&req.state().config.wakes);
     Ok(HttpResponse::Ok().json(webhook))
 }
 
@@ -102,7 +102,7 @@ pub async fn test_webhook(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, Problem> {
     let queued = req.execute(SendTest(*id)).await?;
-    wake();
+    wake(&req.state().config.wakes);
     Ok(HttpResponse::Accepted().json(queued))
 }
 
@@ -152,7 +152,7 @@ pub async fn retry_delivery(
 ) -> Result<HttpResponse, Problem> {
     let (id, delivery) = path.into_inner();
     let queued = req.execute(RetryDelivery(id, delivery)).await?;
-    wake();
+    wake(&req.state().config.wakes);
     Ok(HttpResponse::Accepted().json(queued))
 }
 
@@ -162,6 +162,6 @@ pub async fn retry_delivery(
 #[post("/webhooks/{id}/replay-dead")]
 pub async fn replay_dead(req: TenantRequest, id: web::Path<Uuid>) -> Result<HttpResponse, Problem> {
     let queued = req.execute(ReplayDead(*id)).await?;
-    wake();
+    wake(&req.state().config.wakes);
     Ok(HttpResponse::Accepted().json(queued))
 }
