@@ -414,7 +414,12 @@ test('webhooks: an endpoint made in the UI, its deliveries, a dead letter replay
     const deadLetters = await apiAs(A, 'GET', `/webhooks/${hook.id}/deliveries?status=dead`);
     expect(deadLetters.body.items).toHaveLength(1);
     const [letter] = deadLetters.body.items;
-    await expect(page.getByTestId('webhook-rows')).toContainText('disabled');
+    // Refresh reads the endpoints and the deliveries concurrently: the list may predate the
+    // commit that recorded the dead letter and disabled the endpoint, so refresh until it shows.
+    await expect(async () => {
+      await refresh.click();
+      await expect(page.getByTestId('webhook-rows')).toContainText('disabled', { timeout: 1_000 });
+    }).toPass({ timeout: 20_000 });
     await shoot(page, 'webhooks-dead');
 
     // The receiver is back: enable the endpoint and replay the dead letter from the UI.
