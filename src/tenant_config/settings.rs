@@ -298,11 +298,12 @@ async fn update(
     caller.admin()?;
     let tenant = caller.tenant_id;
     // Locked: two changes at once apply one after the other and number their versions in
-    // that order.
+    // that order. The versions are filtered by the parameter, not by `t.id`: on Citus a
+    // correlated subquery from the reference table into a distributed one cannot be planned.
     let stmt = tx
         .prepare_cached(
             "select t.settings, coalesce((select max(v.version) from app.settings_versions v \
-             where v.tenant_id = t.id), 0) from app.tenants t where t.id = $1 for update of t",
+             where v.tenant_id = $1), 0) from app.tenants t where t.id = $1 for update of t",
         )
         .await?;
     let row = tx
