@@ -81,7 +81,7 @@ figure=$(awk -v h="$hit" -v f="$found" 'BEGIN {printf "%.2f", 100 * h / f}')
     echo
     echo "15 least covered files (covered/lines, lines missed):"
     awk '{printf "%6.1f%%  %5d/%-5d  %5d  %s\n", 100 * $1 / $2, $1, $2, $2 - $1, $3}' <<<"$table" |
-        sort -n | head -15
+        sort -n | awk 'NR <= 15' # not head: it stops reading, and pipefail turns sort's SIGPIPE into exit 141
 } | tee "$summary"
 echo "(per line: $out/lcov.info, $out/tarpaulin-report.json; summary: $summary)"
 
