@@ -42,7 +42,8 @@ pub async fn is_citus(client: &impl GenericClient) -> Result<bool, DbError> {
 ///   role, which is the owner while DDL runs (`SET ROLE`); workers must accept it (trust on a
 ///   private network, a password in `pg_dist_authinfo`, or a `.pgpass`);
 /// - `citus.propagate_set_commands = 'local'` for every session of this database, so that the
-///   tenant context (`SET LOCAL`) reaches the workers.
+///   tenant context (`SET LOCAL`) reaches the workers;
+/// - the app role skips Citus's permission check on its shard locks (below).
 pub async fn prepare_database(login: &Client, roles: &RoleNames) -> Result<(), DbError> {
     let row = login
         .query_one(
@@ -56,12 +57,50 @@ pub async fn prepare_database(login: &Client, roles: &RoleNames) -> Result<(), D
         tracing::info!("DATABASE_URL is not a superuser: the Citus settings are expected already");
         return Ok(());
     }
-    login
-        .batch_execute(&format!("ALTER ROLE {} LOGIN", roles.owner))
-        .await?;
+    // Only when needed: roles are shared by every database of the cluster, and two databases
+    // migrated at once would otherwise update the same role row ("tuple concurrently
+    // updated").
+    let can_login: bool = login
+        .query_one(
+            "select coalesce((select rolcanlogin from pg_roles where rolname = $1), false)",
+            &[&roles.owner],
+        )
+        .await?
+        .get(0);
+    if !can_login {
+        login
+            .batch_execute(&format!("ALTER ROLE {} LOGIN", roles.owner))
+            .await?;
+    }
     login
         .batch_execute(&format!(
             "ALTER DATABASE {} SET citus.propagate_set_commands = 'local'",
+            quote_ident(&database)
+        ))
+        .await?;
+    // A write to a reference table that references another (the app role's update of its
+    // tenant's row in `tenants`, which references `plans`) makes Citus lock the referenced
+    // table's shard on the first worker through `lock_shard_resources`, which demands a write
+    // privilege on that table: the app role may only read `plans`. The check only keeps other
+    // roles from blocking writes with those locks; granting the app role a write privilege on
+    // `plans` would widen what it may change instead. Citus propagates the setting to the
+    // workers (and to nodes added later) with the role.
+    login
+        .batch_execute(&format!(
+            "ALTER ROLE {} IN DATABASE {} SET citus.skip_advisory_lock_permission_checks = on",
+            roles.app,
+            quote_ident(&database)
+        ))
+        .await?;
+    // The platform's operations (the admin role) read across tenants, a statement over every
+    // shard that Citus runs over several connections per node, then write a reference table
+    // in the same transaction (a flag checked against every tenant's overrides, then written),
+    // which Citus refuses after such a parallel statement. Sequential mode runs them over one
+    // connection per node; they are rare and small beside the tenants' traffic.
+    login
+        .batch_execute(&format!(
+            "ALTER ROLE {} IN DATABASE {} SET citus.multi_shard_modify_mode = 'sequential'",
+            roles.admin,
             quote_ident(&database)
         ))
         .await?;
@@ -330,7 +369,7 @@ pub async fn distribute_tenant_schema(
 /// that a later migration's policy on a table already distributed is accepted (the tables
 /// distributed later are rewritten from the catalog by [`plain_policies_sql`]). Covers the
 /// spelling of the migrations and its doubled quotes inside `format(..)` strings.
-fn plain_policy_text(sql: &str) -> String {
+pub(super) fn plain_policy_text(sql: &str) -> String {
     sql.replace(
         "(select nullif(current_setting('app.current_tenant', true), '')::uuid)",
         "nullif(current_setting('app.current_tenant', true), '')::uuid",
