@@ -956,17 +956,21 @@ impl Dispatcher {
             retries.push(next);
         }
         if !delivery_ids.is_empty() {
+            // Inside a CTE with `returning`: Citus would otherwise write the rows of an
+            // `insert ... select` with COPY, which row-level security refuses.
             let stmt = tx
                 .prepare_cached(
-                    "insert into app.webhook_deliveries (tenant_id, id, message_id, webhook_id, \
-                     attempt, status, response_code, response_body, duration_ms, error, \
-                     next_retry_at, created_at) \
+                    "with i as (insert into app.webhook_deliveries (tenant_id, id, message_id, \
+                     webhook_id, attempt, status, response_code, response_body, duration_ms, \
+                     error, next_retry_at, created_at) \
                      select $1, d.id, d.message_id, d.webhook_id, d.attempt, d.status, d.code, \
                        d.body, d.duration, d.error, d.next, $2 \
                      from unnest($3::uuid[], $4::uuid[], $5::uuid[], $6::int4[], $7::text[], \
                        $8::int4[], $9::text[], $10::int4[], $11::text[], $12::timestamptz[]) \
                        as d (id, message_id, webhook_id, attempt, status, code, body, duration, \
-                         error, next)",
+                         error, next) \
+                     returning 1) \
+                     select count(*) from i",
                 )
                 .await?;
             tx.execute(
