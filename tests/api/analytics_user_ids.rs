@@ -246,6 +246,13 @@ async fn replay_v6(app: &TestApp, t: &TestTenant) {
 
 #[tokio::test]
 async fn uuids_stored_before_v6_keep_counting_as_the_same_users() {
+    // Upgrading an existing tenant schema through V6 is plain PostgreSQL's path: on Citus a
+    // template migration whose backfill is an `insert ... select` cannot run on a distributed
+    // schema (docs/scale-out.md, limits), and tenants there are provisioned at V6 or later.
+    if crate::helpers::citus_workers().is_some() {
+        eprintln!("skipped on Citus: replays V6 on an existing distributed schema");
+        return;
+    }
     let app = spawn_app().await;
     let t = app.create_tenant("prev6").await;
     let now = Utc::now();

@@ -61,7 +61,12 @@ async fn operator_commands_work_end_to_end() {
     let db = test_db().await;
     let su = db.superuser_db().await;
 
-    let out = ok(&db, &["migrate", "--no-progress"]).await;
+    let migrate: &[&str] = if crate::helpers::citus_workers().is_some() {
+        &["migrate", "--citus", "--no-progress"]
+    } else {
+        &["migrate", "--no-progress"]
+    };
+    let out = ok(&db, migrate).await;
     assert!(out.contains("0 new migration(s)"), "{out}");
 
     // create: generated password printed once, hash stored.

@@ -90,6 +90,12 @@ async fn leads_with_tenant_id(db: &Client, index: &str) -> bool {
 
 #[tokio::test]
 async fn tenant_queries_use_tenant_leading_indexes_at_a_thousand_tenants() {
+    // The plans asserted are plain PostgreSQL's: on Citus the coordinator's plan is a
+    // distributed scan and each shard is planned on its worker.
+    if crate::helpers::citus_workers().is_some() {
+        eprintln!("skipped on Citus: asserts plain PostgreSQL's plans");
+        return;
+    }
     let db = test_db().await;
     let su = db.superuser_db().await;
     su.batch_execute(LOAD).await.unwrap();

@@ -130,10 +130,24 @@ async fn citus_cluster_database(coordinator_url: &str, database: &str, workers: 
         .expect("citus_set_coordinator_host");
     for worker in workers {
         let (host, port) = host_port(worker);
-        coordinator
-            .execute("select citus_add_node($1, $2)", &[&host, &port])
-            .await
-            .expect("citus_add_node");
+        // On a loaded machine Citus sometimes loses its new connection to the worker while
+        // adding it ("failure on connection marked as essential"); the call is transactional,
+        // so it is tried again.
+        let mut tries = 0;
+        loop {
+            match coordinator
+                .execute("select citus_add_node($1, $2)", &[&host, &port])
+                .await
+            {
+                Ok(_) => break,
+                Err(e) if tries < 4 => {
+                    tries += 1;
+                    eprintln!("citus_add_node {host}:{port} failed ({e}); trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                Err(e) => panic!("citus_add_node: {e:?}"),
+            }
+        }
     }
 }
 
@@ -149,6 +163,11 @@ pub async fn test_config() -> (Config, String) {
         progress: false,
     };
     if let Some(workers) = citus_workers() {
+        // One test database migrated at a time: the roles are shared by the whole cluster,
+        // and `migrate` sets their attributes, which Citus then forwards to every worker;
+        // two at once fail with "tuple concurrently updated" on the same role.
+        static CITUS_MIGRATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _one_at_a_time = CITUS_MIGRATE.lock().await;
         citus_cluster_database(config.database_url.expose_secret(), &database, &workers).await;
         migrate::migrate_citus(&config, opts)
             .await

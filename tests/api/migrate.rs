@@ -10,7 +10,7 @@ const BASE: i32 = 6;
 pub(crate) const NEXT: i32 = BASE + 1;
 
 use tenantry::config::Config;
-use tenantry::db::migrate::{migrate, MigrateOptions, MigrateReport};
+use tenantry::db::migrate::{migrate, migrate_citus, MigrateOptions, MigrateReport};
 use tenantry::db::template::TenantTemplate;
 use tenantry::db::{tenant_schema_name, DbError};
 use tokio_postgres::Client;
@@ -66,16 +66,18 @@ impl Drop for TemplateDir {
     }
 }
 
+/// `tenantry migrate`, or `migrate --citus` when the tests run against a Citus cluster.
 async fn run(config: &Config, template: TenantTemplate) -> Result<MigrateReport, DbError> {
-    migrate(
-        config,
-        MigrateOptions {
-            jobs: 2,
-            template,
-            progress: false,
-        },
-    )
-    .await
+    let options = MigrateOptions {
+        jobs: 2,
+        template,
+        progress: false,
+    };
+    if crate::helpers::citus_workers().is_some() {
+        migrate_citus(config, options).await
+    } else {
+        migrate(config, options).await
+    }
 }
 
 async fn versions(db: &Client) -> Vec<(Uuid, i32)> {

@@ -33,7 +33,7 @@ async fn provisioning_returns_a_working_admin_token() {
 /// later template version adds must come out granted exactly like the first ones.
 #[tokio::test]
 async fn a_table_added_by_a_later_template_version_is_granted_like_the_first() {
-    use tenantry::db::migrate::{migrate, MigrateOptions};
+    use tenantry::db::migrate::{migrate, migrate_citus, MigrateOptions};
     use tenantry::db::template::TenantTemplate;
     use tenantry::db::tenant_schema_name;
 
@@ -63,15 +63,16 @@ async fn a_table_added_by_a_later_template_version_is_granted_like_the_first() {
     .unwrap();
     let template = TenantTemplate::from_dir(&dir).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-    let report = migrate(
-        &app.config,
-        MigrateOptions {
-            jobs: 2,
-            template,
-            progress: false,
-        },
-    )
-    .await
+    let options = MigrateOptions {
+        jobs: 2,
+        template,
+        progress: false,
+    };
+    let report = if crate::helpers::citus_workers().is_some() {
+        migrate_citus(&app.config, options).await
+    } else {
+        migrate(&app.config, options).await
+    }
     .unwrap();
     assert_eq!(report.tenants_migrated, 1, "{report}");
 
