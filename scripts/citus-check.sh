@@ -10,13 +10,14 @@
 #   e.g. scripts/citus-check.sh postgres://postgres@127.0.0.1:9700/postgres \
 #          postgres://postgres@127.0.0.1:9701/postgres postgres://postgres@127.0.0.1:9702/postgres
 # Maintenance URLs of superusers. RUST_TEST_THREADS (default 2) and CITUS_CHECK_GROUPS (default
-# "isolation domain analytics provisioning") tune the test run; CITUS_CHECK_SKIP_TESTS=1 skips it.
+# "isolation domain analytics provisioning"; "all" for every group of tests/api) tune the test
+# run; CITUS_CHECK_SKIP_TESTS=1 skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 if [ $# -lt 2 ]; then
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 fi
 coordinator=$1
@@ -24,6 +25,10 @@ shift
 workers=("$@")
 check_db=tenantry_citus_check
 groups=${CITUS_CHECK_GROUPS:-isolation domain analytics provisioning}
+if [ "$groups" = all ]; then
+    # Every module of tests/api with tests of its own.
+    groups=$(grep -lE '#\[(tokio::)?test\]' tests/api/*.rs | xargs -n1 basename | sed 's/\.rs$//' | tr '\n' ' ')
+fi
 
 # The URL with its database replaced (query string kept).
 with_db() {

@@ -90,7 +90,7 @@ pub async fn undistribute_for_replay(db: &Client, schema: &str) {
     }
 }
 
-fn host_port(url: &str) -> (String, i32) {
+pub fn host_port(url: &str) -> (String, i32) {
     let pg: tokio_postgres::Config = url.parse().expect("database URL");
     let host = match pg.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),

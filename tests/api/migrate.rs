@@ -171,12 +171,9 @@ async fn a_new_template_version_migrates_every_tenant_schema() {
     // The app role can use the new column under RLS.
     let mut app = db.app_db().await;
     let tx = app.transaction().await.unwrap();
-    tx.execute(
-        tenantry::db::tenant_tx::SET_TENANT_SQL,
-        &[&ids[0].to_string()],
-    )
-    .await
-    .unwrap();
+    tenantry::db::tenant_tx::set_tenant_in_tx(&tx, ids[0])
+        .await
+        .unwrap();
     tx.execute(
         &format!(
             "insert into {}.events (tenant_id, id, event_type, occurred_at, source) values ($1, $2, 'x', now(), 'api')",

@@ -128,12 +128,9 @@ async fn a_table_added_by_a_later_template_version_is_granted_like_the_first() {
     // The app role uses the new table under RLS, for its own tenant only.
     let mut db = app.app_db().await;
     let tx = db.transaction().await.unwrap();
-    tx.execute(
-        tenantry::db::tenant_tx::SET_TENANT_SQL,
-        &[&tenant.id.to_string()],
-    )
-    .await
-    .unwrap();
+    tenantry::db::tenant_tx::set_tenant_in_tx(&tx, tenant.id)
+        .await
+        .unwrap();
     tx.execute(
         &format!("insert into {schema}.notes (tenant_id, id, body) values ($1, $2, 'hello')"),
         &[&tenant.id, &uuid::Uuid::now_v7()],

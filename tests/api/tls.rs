@@ -222,8 +222,10 @@ struct TlsProxy {
 const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 
 impl TlsProxy {
-    async fn start(cert_file: &str, key_file: &str, upstream: &'static str) -> TlsProxy {
-        let postgres = upstream.ends_with(":5432");
+    async fn start(cert_file: &str, key_file: &str, upstream: &str) -> TlsProxy {
+        // Redis (6379) speaks TLS from the first byte; PostgreSQL asks for it first.
+        let postgres = !upstream.ends_with(":6379");
+        let upstream = upstream.to_string();
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -249,6 +251,7 @@ impl TlsProxy {
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
                 let (acceptor, relayed, plaintext) = (acceptor.clone(), r.clone(), p.clone());
+                let upstream = upstream.clone();
                 tokio::spawn(async move {
                     if postgres {
                         let mut first = [0u8; 8];
@@ -266,7 +269,7 @@ impl TlsProxy {
                     let Ok(mut tls) = acceptor.accept(socket).await else {
                         return;
                     };
-                    let Ok(mut upstream) = tokio::net::TcpStream::connect(upstream).await else {
+                    let Ok(mut upstream) = tokio::net::TcpStream::connect(&upstream).await else {
                         return;
                     };
                     relayed.fetch_add(1, Ordering::SeqCst);
@@ -293,10 +296,13 @@ async fn database_connections_with_sslmode_require_are_tls_and_verified() {
     let (cert, key) = ca.issue_into(&dir);
     let ca_file = dir.join("ca.pem");
     std::fs::write(&ca_file, &ca.pem).expect("write CA");
-    let proxy = TlsProxy::start(&cert, &key, "127.0.0.1:5432").await;
+    // The database the tests use (5432 here; a Citus coordinator's port under citus-check).
+    let (host, port) = crate::helpers::host_port(db.config.database_url.expose_secret());
+    let server = format!("{host}:{port}");
+    let proxy = TlsProxy::start(&cert, &key, &server).await;
 
     let through_proxy = |url: &str| {
-        let url = url.replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port), 1);
+        let url = url.replacen(&server, &format!("127.0.0.1:{}", proxy.port), 1);
         format!("{url}?sslmode=require")
     };
     let database = through_proxy(db.config.database_url.expose_secret());
