@@ -242,7 +242,7 @@ async fn rig(limit: Option<i64>) -> Rig {
     let pools = Pools::new(&app.config).unwrap();
     let worker = Worker::new(
         pools.app.clone(),
-        Registry::new().with(FanOut),
+        Registry::new().with(FanOut::new()),
         WorkerOptions {
             batch_size: 50,
             backoff_base: Duration::ZERO,
