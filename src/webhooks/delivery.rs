@@ -1096,6 +1096,21 @@ impl Dispatcher {
             rounds.push(round);
             nexts.push(next);
         }
+        // A success clears its endpoint's failure clock whether or not the attempt is recorded
+        // (a receiver that answered 2xx is up); sent beside the messages' update.
+        let mut succeeded_endpoints: Vec<Uuid> = attempts
+            .iter()
+            .filter(|(_, attempt)| attempt.succeeded())
+            .map(|(message, _)| message.webhook_id)
+            .collect();
+        succeeded_endpoints.sort_unstable();
+        succeeded_endpoints.dedup();
+        let clear = tx
+            .prepare_cached(
+                "update app.webhooks set failing_since = null \
+                 where tenant_id = $1 and id = any($2) and failing_since is not null",
+            )
+            .await?;
         // Fenced by the attempt number: a claim that outlived its lease matches nothing.
         let stmt = tx
             .prepare_cached(
@@ -1109,23 +1124,23 @@ impl Dispatcher {
                  returning m.id",
             )
             .await?;
-        let recorded: HashSet<Uuid> = tx
-            .query(
-                &stmt,
-                &[
-                    &tenant,
-                    &now,
-                    &ids,
-                    &numbers,
-                    &message_statuses,
-                    &rounds,
-                    &nexts,
-                ],
-            )
-            .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+            &tenant,
+            &now,
+            &ids,
+            &numbers,
+            &message_statuses,
+            &rounds,
+            &nexts,
+        ];
+        let (updated, cleared) = futures_util::join!(tx.query(&stmt, &params), async {
+            if succeeded_endpoints.is_empty() {
+                return Ok(0);
+            }
+            tx.execute(&clear, &[&tenant, &succeeded_endpoints]).await
+        });
+        cleared?;
+        let recorded: HashSet<Uuid> = updated?.iter().map(|row| row.get(0)).collect();
         let mut delivery_ids = Vec::with_capacity(recorded.len());
         let mut message_ids = Vec::with_capacity(recorded.len());
         let mut webhook_ids = Vec::with_capacity(recorded.len());
@@ -1136,7 +1151,6 @@ impl Dispatcher {
         let mut durations = Vec::with_capacity(recorded.len());
         let mut errors: Vec<Option<String>> = Vec::with_capacity(recorded.len());
         let mut retries: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(recorded.len());
-        let mut succeeded_endpoints = Vec::new();
         let mut failed_endpoints = Vec::new();
         let mut gone_endpoints = Vec::new();
         for ((message, attempt), (status, next)) in
@@ -1169,11 +1183,9 @@ impl Dispatcher {
                 }
                 _ => None,
             };
-            if attempt.succeeded() {
-                succeeded_endpoints.push(message.webhook_id);
-            } else if gone {
+            if gone {
                 gone_endpoints.push(message.webhook_id);
-            } else {
+            } else if !attempt.succeeded() {
                 failed_endpoints.push(message.webhook_id);
             }
             delivery_ids.push(Uuid::now_v7());
@@ -1220,19 +1232,8 @@ impl Dispatcher {
             )
             .await?;
         }
-        succeeded_endpoints.sort_unstable();
-        succeeded_endpoints.dedup();
         failed_endpoints.sort_unstable();
         failed_endpoints.dedup();
-        if !succeeded_endpoints.is_empty() {
-            let stmt = tx
-                .prepare_cached(
-                    "update app.webhooks set failing_since = null \
-                     where tenant_id = $1 and id = any($2) and failing_since is not null",
-                )
-                .await?;
-            tx.execute(&stmt, &[&tenant, &succeeded_endpoints]).await?;
-        }
         if !failed_endpoints.is_empty() {
             // An endpoint that also succeeded in this batch is not failing.
             failed_endpoints.retain(|e| !succeeded_endpoints.contains(e));
@@ -1350,8 +1351,18 @@ pub fn for_server(state: &crate::state::AppState) -> Option<Dispatcher> {
                 .map(|entry| entry.webhooks.clone())
         })
     });
+    // A pool of its own: its claims and records do not wait behind the outbox worker's
+    // transactions (which hold half of the shared pool), nor hold connections the worker needs.
+    let size = (state.config.app_shared_pool_size / 2).max(1);
+    let pool = match crate::db::pool::app_pool(&state.config, size) {
+        Ok(pool) => pool,
+        Err(err) => {
+            tracing::error!(error = %error_chain(&err), "no database pool; webhooks are not sent");
+            return None;
+        }
+    };
     Some(Dispatcher::with_queues(
-        state.pools.app.clone(),
+        pool,
         outbound,
         state.secrets.clone(),
         Arc::new(SystemClock),
