@@ -1,6 +1,9 @@
 //! The dispatcher: sends due messages, records every attempt, schedules the retries.
 //!
-//! PostgreSQL is the source of truth. A fan-out committed in this process names its tenant
+//! PostgreSQL is the source of truth. The server's fan-out leases what the tenant's limiter
+//! admits to this dispatcher in its own transaction ([`Dispatcher::lease`], the same lease and
+//! window as step 1 below) and hands it over after its commit ([`Dispatcher::hand_over`]):
+//! those messages skip step 1. A fan-out that left messages due names its tenant
 //! ([`wake_tenant`]); a pass asks `app.webhook_due_tenants` (the one cross-tenant read, tenant
 //! ids only) which tenants have messages due. Each of those tenants is drained by one task at a
 //! time, as its queue beside its actor records ([`super::queue`]), one batch after another:
@@ -17,8 +20,9 @@
 //!    records nothing over the newer one).
 //!
 //! The lease is longer than the send timeout, so no two instances send the same attempt at
-//! once; a process killed mid-send leaves its messages to be claimed again when the lease ends
-//! (delivery is at least once; receivers deduplicate on `webhook-id`).
+//! once; a process killed mid-send (or between a hand-over's commit and its send) leaves its
+//! messages to be claimed again when the lease ends (delivery is at least once; receivers
+//! deduplicate on `webhook-id`).
 //!
 //! Time comes from a [`Clock`], so tests drive the retry schedule without sleeping.
 
@@ -857,10 +861,12 @@ impl Dispatcher {
         let claimed_at = Instant::now();
         let mut conn = self.inner.pool.get().await?;
         let tx = begin_tenant_tx(&mut conn, tenant).await?;
-        match self.claim_in(&tx, tenant, queue, limit, now).await {
-            Ok(mut claimed) => {
+        match self
+            .claim_in(&tx, tenant, queue, limit, now, claimed_at)
+            .await
+        {
+            Ok(claimed) => {
                 tx.commit().await?;
-                claimed.claimed_at = claimed_at;
                 Ok(claimed)
             }
             Err(err) => {
@@ -880,6 +886,7 @@ impl Dispatcher {
         queue: &TenantQueue,
         limit: Option<i64>,
         now: DateTime<Utc>,
+        claimed_at: Instant,
     ) -> Result<Claim, WebhookError> {
         let mut take = self.inner.options.batch_size.max(1);
         let mut window = None;
@@ -949,7 +956,7 @@ impl Dispatcher {
             messages: claimed,
             targets,
             limited: limit.is_some(),
-            claimed_at: Instant::now(),
+            claimed_at,
         })
     }
 
