@@ -261,6 +261,16 @@ pub struct Lease {
     queue: Arc<TenantQueue>,
 }
 
+/// What [`Dispatcher::read_window`] found.
+pub enum WindowRead {
+    /// The row, locked by this transaction, with what is charged within the window.
+    Held(SlidingWindow),
+    /// No row yet (or no limit).
+    Missing,
+    /// Another transaction holds the row.
+    Busy,
+}
+
 /// What [`Dispatcher::lease`] starts from.
 pub struct LeaseStart {
     tenant: Uuid,
@@ -527,27 +537,44 @@ impl Dispatcher {
     }
 
     /// For a tenant with a delivery limit, its rate-window row, locked until the transaction
-    /// ends (None when it has none yet, or no limit). A plain read and lock, sent beside the
-    /// fan-out's read of the endpoints; [`Dispatcher::lease`] makes the row when it is missing.
+    /// ends: sent beside the fan-out's read of the endpoints, and never waiting. A row another
+    /// transaction holds (a claim, or another instance's fan-out) is left to it: the fan-out
+    /// then leases nothing and its messages go to the claims. So a worker transaction that
+    /// runs several tenants never waits on a window lock while it holds others (two instances'
+    /// shared transactions could otherwise wait on each other's). [`Dispatcher::lease`] makes
+    /// the row when it is missing.
     pub async fn read_window(
         &self,
         tx: &Transaction<'_>,
         start: &LeaseStart,
-    ) -> Result<Option<SlidingWindow>, WebhookError> {
+    ) -> Result<WindowRead, WebhookError> {
         if start.limit.is_none() {
-            return Ok(None);
+            return Ok(WindowRead::Missing);
         }
         let stmt = tx
             .prepare_cached(
                 "select charged_at, charged from app.webhook_rate_windows \
-                 where tenant_id = $1 for update",
+                 where tenant_id = $1 for update skip locked",
             )
             .await?;
-        Ok(tx.query_opt(&stmt, &[&start.tenant]).await?.map(|row| {
+        if let Some(row) = tx.query_opt(&stmt, &[&start.tenant]).await? {
             let mut sliding = SlidingWindow::new(row.get(0), row.get(1));
             sliding.expire(start.now);
-            sliding
-        }))
+            return Ok(WindowRead::Held(sliding));
+        }
+        // Skipped or missing: which, asked without a lock (rare: a claim or another fan-out of
+        // this tenant at this very moment, or the tenant's first delivery).
+        let stmt = tx
+            .prepare_cached(
+                "select exists (select 1 from app.webhook_rate_windows where tenant_id = $1)",
+            )
+            .await?;
+        let exists: bool = tx.query_one(&stmt, &[&start.tenant]).await?.get(0);
+        Ok(if exists {
+            WindowRead::Busy
+        } else {
+            WindowRead::Missing
+        })
     }
 
     /// In a fan-out's transaction bound to the tenant, before it writes `pending` messages to
@@ -561,7 +588,7 @@ impl Dispatcher {
         &self,
         tx: &Transaction<'_>,
         start: LeaseStart,
-        window: Option<SlidingWindow>,
+        window: WindowRead,
         pending: usize,
     ) -> Result<Option<Lease>, WebhookError> {
         let LeaseStart {
@@ -578,8 +605,9 @@ impl Dispatcher {
         let mut held = None;
         if let Some(limit) = limit {
             let sliding = match window {
-                Some(window) => window,
-                None => lock_window(tx, tenant, now).await?,
+                WindowRead::Held(window) => window,
+                WindowRead::Missing => lock_window(tx, tenant, now).await?,
+                WindowRead::Busy => return Ok(None),
             };
             let left = usize::try_from(limit - sliding.used()).unwrap_or(0);
             if left == 0 {

@@ -141,7 +141,10 @@ impl FanOut {
                 );
                 (rows?, window.map_err(job_error)?)
             }
-            _ => (tx.query(&stmt, &by_tenant).await?, None),
+            _ => (
+                tx.query(&stmt, &by_tenant).await?,
+                super::delivery::WindowRead::Missing,
+            ),
         };
         let endpoints: Vec<(Uuid, Vec<String>)> =
             rows.iter().map(|r| (r.get(0), r.get(1))).collect();

@@ -249,7 +249,12 @@ fn dispatcher_with(
 }
 
 async fn rig(limit: Option<i64>) -> Rig {
+    rig_with(limit, |_| {}).await
+}
+
+async fn rig_with(limit: Option<i64>, configure: impl FnOnce(&mut Config)) -> Rig {
     let (mut config, database) = test_config().await;
+    configure(&mut config);
     config.job_worker = false;
     config.webhook_allow_private_targets = true;
     let app = spawn_app_with(config, database).await;
@@ -1366,4 +1371,50 @@ async fn a_rolled_back_batch_hands_nothing_over() {
     assert_eq!(receiver.count(), 0);
     assert_eq!(messages(&rig, t.id).await, Vec::new());
     assert_eq!(rig.dispatcher.run_once().await.unwrap(), 0);
+}
+
+/// A fan-out never waits for a rate-window row another transaction holds (a claim, another
+/// instance's fan-out): it leases nothing, writes its messages due, and the claims send them
+/// once the row is free.
+#[tokio::test]
+async fn a_fan_out_leaves_its_messages_due_when_the_window_row_is_held() {
+    // A statement that waited for the row would wait far longer than the test allows.
+    let rig = rig_with(Some(5), |config| {
+        config.statement_timeout = Duration::from_secs(120);
+    })
+    .await;
+    let t = rig.tenant("wh-handover-busy").await;
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    rig.webhook(&t.token, &receiver.url, &["project.*"]).await;
+    create_project(&rig.app, &t.token, "P").await;
+    let mut holder = rig.app.superuser_db().await;
+    holder
+        .execute(
+            "insert into app.webhook_rate_windows (tenant_id, window_start) values ($1, now())",
+            &[&t.id],
+        )
+        .await
+        .unwrap();
+    let held = holder.transaction().await.unwrap();
+    held.execute(
+        "select 1 from app.webhook_rate_windows where tenant_id = $1 for update",
+        &[&t.id],
+    )
+    .await
+    .unwrap();
+    let worker = handing_worker(&rig, &rig.dispatcher, None);
+    let ran = tokio::time::timeout(Duration::from_secs(30), async {
+        while worker.run_once().await.unwrap() > 0 {}
+    })
+    .await;
+    assert!(ran.is_ok(), "the fan-out waited for the held window row");
+    assert_eq!(
+        messages(&rig, t.id).await,
+        vec![("pending".to_string(), 0, false)],
+        "written due, not leased"
+    );
+    assert_eq!(receiver.count(), 0);
+    held.commit().await.unwrap();
+    assert_eq!(rig.dispatcher.run_once().await.unwrap(), 1);
+    assert_eq!(receiver.count(), 1);
 }
