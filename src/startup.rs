@@ -393,7 +393,8 @@ fn start_background(state: &web::Data<AppState>, options: &ServerOptions) -> Sup
             }
         });
     }
-    if let Some(dispatcher) = crate::webhooks::delivery::for_server(state) {
+    let dispatcher = crate::webhooks::delivery::for_server(state);
+    if let Some(dispatcher) = dispatcher.clone() {
         background.spawn("webhook_dispatcher", move |stop| {
             let dispatcher = dispatcher.clone();
             async move {
@@ -404,8 +405,9 @@ fn start_background(state: &web::Data<AppState>, options: &ServerOptions) -> Sup
     }
     // Stripe billing: the grace check, the period-end meter report and the Stripe jobs.
     crate::billing::supervise(&background, state);
-    let registry =
-        crate::jobs::Registry::standard().with(crate::billing::job_handler(&state.config));
+    // The fan-out hands what it writes straight to this server's dispatcher.
+    let registry = crate::jobs::Registry::standard(dispatcher)
+        .with(crate::billing::job_handler(&state.config));
     if let Some(worker) = crate::jobs::for_server(state, registry) {
         background.spawn("outbox_worker", move |stop| {
             let worker = worker.clone();

@@ -103,9 +103,82 @@ pub trait JobHandler: Send + Sync + 'static {
         })
     }
 
+    /// [`handle_batch`](JobHandler::handle_batch) for a handler that has something to do once
+    /// the batch's transaction has committed (hand its writes to whoever consumes them): it
+    /// leaves that in `after`, which runs it after the commit and drops it after a rollback.
+    fn handle_batch_then<'a>(
+        &'a self,
+        tx: &'a Transaction<'a>,
+        jobs: &'a [&'a Job],
+        _after: &'a AfterCommit,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
+        self.handle_batch(tx, jobs)
+    }
+
     /// Called once the job's transaction has committed with this handler's writes (e.g. to
     /// wake whoever consumes them).
     fn committed(&self, _job: &Job, _wakes: &crate::supervise::Wakes) {}
+}
+
+/// What handlers leave to do once their transaction has committed, given the server's
+/// wake-ups. Tied to one transaction (or one job's savepoint) by the worker: it runs only after
+/// that commits, so nothing done for a rolled-back transaction (a lease, a hand-over) escapes
+/// it.
+pub struct AfterCommit {
+    tasks: std::sync::Mutex<Vec<AfterCommitTask>>,
+    hand_over: bool,
+}
+
+type AfterCommitTask = Box<dyn FnOnce(&crate::supervise::Wakes) + Send>;
+
+impl AfterCommit {
+    /// For the batch's fast path: handlers may also take work for this server in the
+    /// transaction (the webhook fan-out leases what it wrote for this server's dispatcher).
+    pub fn handing_over() -> AfterCommit {
+        AfterCommit {
+            tasks: std::sync::Mutex::default(),
+            hand_over: true,
+        }
+    }
+
+    /// For the one-job-at-a-time path after a failure: only the handlers' own work, nothing
+    /// taken on the side, so a failure of that can never fail the event.
+    pub fn plain() -> AfterCommit {
+        AfterCommit {
+            tasks: std::sync::Mutex::default(),
+            hand_over: false,
+        }
+    }
+
+    /// Whether handlers may take work for this server in the transaction.
+    pub fn may_hand_over(&self) -> bool {
+        self.hand_over
+    }
+
+    fn tasks(&self) -> std::sync::MutexGuard<'_, Vec<AfterCommitTask>> {
+        self.tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn push(&self, task: impl FnOnce(&crate::supervise::Wakes) + Send + 'static) {
+        self.tasks().push(Box::new(task));
+    }
+
+    /// Takes over the tasks of `other` (a job's savepoint that was released into this
+    /// transaction).
+    pub fn absorb(&self, other: AfterCommit) {
+        let moved = std::mem::take(&mut *other.tasks());
+        self.tasks().extend(moved);
+    }
+
+    /// After the commit.
+    pub fn run(self, wakes: &crate::supervise::Wakes) {
+        let tasks = std::mem::take(&mut *self.tasks());
+        for task in tasks {
+            task(wakes);
+        }
+    }
 }
 
 /// The handlers the worker dispatches to.
@@ -136,10 +209,13 @@ impl Registry {
     }
 
     /// What the server runs today; the webhook, metering and analytics areas add theirs here.
-    pub fn standard() -> Self {
-        Registry::new()
-            .with(LogEvents)
-            .with(crate::webhooks::FanOut)
+    /// The fan-out hands what it writes to `dispatcher` (this server's) when there is one.
+    pub fn standard(dispatcher: Option<crate::webhooks::Dispatcher>) -> Self {
+        let fan_out = match dispatcher {
+            Some(dispatcher) => crate::webhooks::FanOut::handing_to(dispatcher),
+            None => crate::webhooks::FanOut::new(),
+        };
+        Registry::new().with(LogEvents).with(fan_out)
     }
 }
 

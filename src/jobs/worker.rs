@@ -31,11 +31,20 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{Job, JobError, Registry};
-use crate::db::{begin_tenant_tx, PgPool, PooledConn, COMMIT_WITHOUT_WAITING_SQL};
+use super::{AfterCommit, Job, JobError, Registry};
+use crate::db::tenant_tx::set_local_tenant_sql;
+use crate::db::{PgPool, PooledConn, COMMIT_WITHOUT_WAITING_SQL};
+
+/// Settles a batch's rows that every handler took.
+const MARK_PROCESSED_SQL: &str = "update app.outbox set processed_at = now(), \
+     attempts = attempts + 1, last_error = null where tenant_id = $1 and id = any($2)";
 
 /// Tenants, each with less than a full batch due, whose batches share one transaction.
 pub const TENANTS_PER_TX: usize = 16;
+/// A tenant whose last batch had more events than this runs alone: a shared transaction is
+/// bounded by events as well as by tenants, so one tenant's large batch does not hold the
+/// commit (and the deliveries) of the small ones.
+pub const SHARED_BATCH_EVENTS: usize = 16;
 use crate::error::error_chain;
 use crate::state::AppState;
 
@@ -132,7 +141,7 @@ impl Worker {
         let mut again: HashSet<Uuid> = HashSet::new();
         let mut batches = tokio::task::JoinSet::new();
         let mut tasks: HashMap<tokio::task::Id, Vec<Uuid>> = HashMap::new();
-        // Tenants whose last batch was full: they run alone.
+        // Tenants whose last batch was larger than SHARED_BATCH_EVENTS: they run alone.
         let mut heavy: HashSet<Uuid> = HashSet::new();
         let slots = self.options.concurrency.max(1);
         let want = |tenant: Uuid,
@@ -195,20 +204,16 @@ impl Worker {
                             (err.id(), Vec::new())
                         }
                     };
-                    let full: HashSet<Uuid> = results
-                        .iter()
-                        .filter(|(_, batch)| batch.full)
-                        .map(|(tenant, _)| *tenant)
-                        .collect();
+                    let ran: HashMap<Uuid, Batch> = results.into_iter().collect();
                     for tenant in tasks.remove(&id).unwrap_or_default() {
                         running.remove(&tenant);
-                        let is_full = full.contains(&tenant);
-                        if is_full {
+                        let batch = ran.get(&tenant).copied().unwrap_or_default();
+                        if batch.full || batch.rows > SHARED_BATCH_EVENTS {
                             heavy.insert(tenant);
                         } else {
                             heavy.remove(&tenant);
                         }
-                        if again.remove(&tenant) || is_full {
+                        if again.remove(&tenant) || batch.full {
                             want(tenant, &mut waiting, &running, &mut again);
                         }
                     }
@@ -290,16 +295,46 @@ impl Worker {
         }
         let set_tenant = conn.statements().set_tenant().clone();
         let tx = conn.transaction().await?;
-        tx.batch_execute(COMMIT_WITHOUT_WAITING_SQL).await?;
+        // Prepared before anything is pipelined with it (a statement still to prepare would
+        // be sent after what follows it).
+        let mark = tx.prepare_cached(MARK_PROCESSED_SQL).await?;
         let mut done = Vec::new();
         let mut batches = Vec::with_capacity(tenants.len());
-        for &tenant in tenants {
+        let after = AfterCommit::handing_over();
+        // The previous tenant's rows, to mark processed under its context.
+        let mut unmarked: Option<(Uuid, Vec<Uuid>)> = None;
+        for (i, &tenant) in tenants.iter().enumerate() {
             let span = tracing::info_span!("jobs", tenant_id = %tenant);
+            let previous = unmarked.take();
             let ran = crate::context::scope(tenant, async {
-                tx.execute(&set_tenant, &[&tenant.hyphenated().to_string()])
-                    .await?;
-                let jobs = Self::lock_due(&tx, tenant, self.batch_limit()).await?;
-                if !jobs.is_empty() && !self.handle_and_mark(&tx, tenant, &jobs).await? {
+                // The previous tenant's mark, this tenant's context and the lock of its rows
+                // go out together (one round trip; on the first, the commit setting too):
+                // requests on one connection run in the order they were sent, so the mark
+                // runs under the previous context and the lock under this one.
+                let context = tenant.hyphenated().to_string();
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&context];
+                let (sync, marked, set, jobs) = futures_util::join!(
+                    async {
+                        if i == 0 {
+                            tx.batch_execute(COMMIT_WITHOUT_WAITING_SQL).await
+                        } else {
+                            Ok(())
+                        }
+                    },
+                    async {
+                        match &previous {
+                            Some((tenant, ids)) => tx.execute(&mark, &[tenant, ids]).await,
+                            None => Ok(0),
+                        }
+                    },
+                    tx.execute(&set_tenant, &params),
+                    Self::lock_due(&tx, tenant, self.batch_limit())
+                );
+                sync?;
+                marked?;
+                set?;
+                let jobs = jobs?;
+                if !jobs.is_empty() && !self.handle(&tx, &jobs, &after).await {
                     return Ok::<_, JobError>(None);
                 }
                 Ok(Some(jobs))
@@ -310,10 +345,17 @@ impl Worker {
                 tx.rollback().await?;
                 return Ok(None);
             };
+            if !jobs.is_empty() {
+                unmarked = Some((tenant, jobs.iter().map(|job| job.id).collect()));
+            }
             batches.push((tenant, self.batch_of(&jobs)));
             done.extend(jobs);
         }
+        if let Some((tenant, ids)) = &unmarked {
+            tx.execute(&mark, &[tenant, ids]).await?;
+        }
         tx.commit().await?;
+        after.run(self.pool.manager().wakes());
         for job in &done {
             for handler in self.registry.matching(&job.event_type) {
                 handler.committed(job, self.pool.manager().wakes());
@@ -329,7 +371,20 @@ impl Worker {
         tx: &Transaction<'_>,
         tenant: Uuid,
         jobs: &[Job],
+        after: &AfterCommit,
     ) -> Result<bool, JobError> {
+        if !self.handle(tx, jobs, after).await {
+            return Ok(false);
+        }
+        let ids: Vec<Uuid> = jobs.iter().map(|job| job.id).collect();
+        let stmt = tx.prepare_cached(MARK_PROCESSED_SQL).await?;
+        tx.execute(&stmt, &[&tenant, &ids]).await?;
+        Ok(true)
+    }
+
+    /// Runs every handler on its jobs of the batch, in `tx`. False when a handler failed (the
+    /// caller rolls back).
+    async fn handle(&self, tx: &Transaction<'_>, jobs: &[Job], after: &AfterCommit) -> bool {
         for handler in self.registry.handlers() {
             let mine: Vec<&Job> = jobs
                 .iter()
@@ -338,21 +393,15 @@ impl Worker {
             if mine.is_empty() {
                 continue;
             }
-            if let Err(err) = caught(handler.name(), handler.handle_batch(tx, &mine)).await {
+            if let Err(err) =
+                caught(handler.name(), handler.handle_batch_then(tx, &mine, after)).await
+            {
                 tracing::info!(handler = handler.name(), error = %error_chain(&err),
                     "outbox batch failed; its jobs run one by one");
-                return Ok(false);
+                return false;
             }
         }
-        let ids: Vec<Uuid> = jobs.iter().map(|job| job.id).collect();
-        let stmt = tx
-            .prepare_cached(
-                "update app.outbox set processed_at = now(), attempts = attempts + 1, \
-                 last_error = null where tenant_id = $1 and id = any($2)",
-            )
-            .await?;
-        tx.execute(&stmt, &[&tenant, &ids]).await?;
-        Ok(true)
+        true
     }
 
     async fn tenant_batch(&self, tenant: Uuid) -> Batch {
@@ -417,13 +466,39 @@ impl Worker {
             .collect())
     }
 
-    async fn begin(conn: &mut PooledConn, tenant: Uuid) -> Result<Transaction<'_>, JobError> {
-        let tx = begin_tenant_tx(conn, tenant).await?;
-        // Delivery is at least once, so a settled job whose commit a PostgreSQL crash loses is
-        // simply run again: the commit need not wait for the WAL flush. Every write of a
-        // domain change already waited for its own; this spares each one a second.
-        tx.batch_execute(COMMIT_WITHOUT_WAITING_SQL).await?;
-        Ok(tx)
+    /// Opens the tenant's transaction and locks its due rows ([`Worker::lock_due`]): the
+    /// tenant context, the commit setting and the lock go out together, one round trip after
+    /// `BEGIN` (requests on one connection run in the order they were sent, so the lock runs
+    /// under the context).
+    async fn begin_locked<'c>(
+        &self,
+        conn: &'c mut PooledConn,
+        tenant: Uuid,
+    ) -> Result<(Transaction<'c>, Vec<Job>), JobError> {
+        let citus = conn.is_citus();
+        let set_tenant = conn.statements().set_tenant().clone();
+        let tx = conn.transaction().await?;
+        let context = tenant.hyphenated().to_string();
+        let citus_context = set_local_tenant_sql(tenant);
+        let (set, sync, jobs) = futures_util::join!(
+            async {
+                if citus {
+                    tx.batch_execute(&citus_context).await
+                } else {
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&context];
+                    tx.execute(&set_tenant, &params).await.map(|_| ())
+                }
+            },
+            // Delivery is at least once, so a settled job whose commit a PostgreSQL crash loses
+            // is simply run again: the commit need not wait for the WAL flush. Every write of a
+            // domain change already waited for its own; this spares each one a second.
+            tx.batch_execute(COMMIT_WITHOUT_WAITING_SQL),
+            Self::lock_due(&tx, tenant, self.batch_limit())
+        );
+        set?;
+        sync?;
+        let jobs = jobs?;
+        Ok((tx, jobs))
     }
 
     fn batch_of(&self, jobs: &[Job]) -> Batch {
@@ -437,17 +512,18 @@ impl Worker {
     /// transaction. None when a handler failed (everything was rolled back).
     async fn batch_together(&self, tenant: Uuid) -> Result<Option<Batch>, JobError> {
         let mut conn = self.pool.get().await?;
-        let tx = Self::begin(&mut conn, tenant).await?;
-        let jobs = Self::lock_due(&tx, tenant, self.batch_limit()).await?;
+        let (tx, jobs) = self.begin_locked(&mut conn, tenant).await?;
         if jobs.is_empty() {
             tx.commit().await?;
             return Ok(Some(Batch::default()));
         }
-        if !self.handle_and_mark(&tx, tenant, &jobs).await? {
+        let after = AfterCommit::handing_over();
+        if !self.handle_and_mark(&tx, tenant, &jobs, &after).await? {
             tx.rollback().await?;
             return Ok(None);
         }
         tx.commit().await?;
+        after.run(self.pool.manager().wakes());
         for job in &jobs {
             for handler in self.registry.matching(&job.event_type) {
                 handler.committed(job, self.pool.manager().wakes());
@@ -461,9 +537,9 @@ impl Worker {
     /// recorded (retry with backoff, or dead letter).
     async fn batch_one_by_one(&self, tenant: Uuid) -> Result<Batch, JobError> {
         let mut conn = self.pool.get().await?;
-        let mut tx = Self::begin(&mut conn, tenant).await?;
-        let jobs = Self::lock_due(&tx, tenant, self.batch_limit()).await?;
+        let (mut tx, jobs) = self.begin_locked(&mut conn, tenant).await?;
         let mut done = Vec::new();
+        let after = AfterCommit::plain();
         for job in &jobs {
             let span = tracing::info_span!(
                 "job",
@@ -471,11 +547,12 @@ impl Worker {
                 attempt = job.attempt,
                 event_type = %job.event_type,
             );
-            if self.settle(&mut tx, job).instrument(span).await? == Outcome::Done {
+            if self.settle(&mut tx, job, &after).instrument(span).await? == Outcome::Done {
                 done.push(job);
             }
         }
         tx.commit().await?;
+        after.run(self.pool.manager().wakes());
         for job in done {
             for handler in self.registry.matching(&job.event_type) {
                 handler.committed(job, self.pool.manager().wakes());
@@ -484,18 +561,33 @@ impl Worker {
         Ok(self.batch_of(&jobs))
     }
 
-    async fn settle(&self, tx: &mut Transaction<'_>, job: &Job) -> Result<Outcome, JobError> {
+    async fn settle(
+        &self,
+        tx: &mut Transaction<'_>,
+        job: &Job,
+        after: &AfterCommit,
+    ) -> Result<Outcome, JobError> {
         let result = {
             let savepoint = tx.transaction().await?;
+            // The job's own: kept only if its savepoint is released.
+            let job_after = AfterCommit::plain();
+            let one = [job];
             let mut result = Ok(());
             for handler in self.registry.matching(&job.event_type) {
-                if let Err(err) = caught(handler.name(), handler.handle(&savepoint, job)).await {
+                let run = handler.handle_batch_then(&savepoint, &one, &job_after);
+                if let Err(err) = caught(handler.name(), run).await {
                     result = Err(err);
                     break;
                 }
             }
             match result {
-                Ok(()) => savepoint.commit().await.map_err(JobError::from),
+                Ok(()) => match savepoint.commit().await {
+                    Ok(()) => {
+                        after.absorb(job_after);
+                        Ok(())
+                    }
+                    Err(err) => Err(JobError::from(err)),
+                },
                 Err(err) => {
                     savepoint.rollback().await?;
                     Err(err)

@@ -1,6 +1,9 @@
 //! The dispatcher: sends due messages, records every attempt, schedules the retries.
 //!
-//! PostgreSQL is the source of truth. A fan-out committed in this process names its tenant
+//! PostgreSQL is the source of truth. The server's fan-out leases what the tenant's limiter
+//! admits to this dispatcher in its own transaction ([`Dispatcher::lease`], the same lease and
+//! window as step 1 below) and hands it over after its commit ([`Dispatcher::hand_over`]):
+//! those messages skip step 1. A fan-out that left messages due names its tenant
 //! ([`wake_tenant`]); a pass asks `app.webhook_due_tenants` (the one cross-tenant read, tenant
 //! ids only) which tenants have messages due. Each of those tenants is drained by one task at a
 //! time, as its queue beside its actor records ([`super::queue`]), one batch after another:
@@ -17,8 +20,9 @@
 //!    records nothing over the newer one).
 //!
 //! The lease is longer than the send timeout, so no two instances send the same attempt at
-//! once; a process killed mid-send leaves its messages to be claimed again when the lease ends
-//! (delivery is at least once; receivers deduplicate on `webhook-id`).
+//! once; a process killed mid-send (or between a hand-over's commit and its send) leaves its
+//! messages to be claimed again when the lease ends (delivery is at least once; receivers
+//! deduplicate on `webhook-id`).
 //!
 //! Time comes from a [`Clock`], so tests drive the retry schedule without sleeping.
 
@@ -41,10 +45,12 @@ use super::queue::TenantQueue;
 use super::secret;
 use super::signing::signature_header;
 use super::{WebhookError, ENDPOINT_DISABLED_EVENT, MAX_PAYLOAD_BYTES};
-use crate::db::{PgPool, TenantTx};
+use crate::db::{begin_tenant_tx, PgPool, TenantTx};
 use crate::error::error_chain;
 use crate::net::outbound::{body_prefix, Outbound, OutboundError};
 use crate::secrets::Keyring;
+use deadpool_postgres::Transaction;
+use tokio_postgres::Row;
 
 /// Delays before retry 1, 2, ... of a round (API.md): then the message is dead-lettered.
 pub const RETRY_SCHEDULE: [Duration; 5] = [
@@ -63,6 +69,9 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 pub const DISABLE_AFTER: TimeDelta = TimeDelta::days(5);
 /// Batches of one tenant being sent at once by one instance.
 pub const BATCHES_IN_FLIGHT: usize = 8;
+/// Most messages one fan-out leases for this server's dispatcher ([`Dispatcher::lease`]); the
+/// rest stay due for its claims.
+pub const HAND_OVER_MAX: usize = 500;
 /// Time kept between the end of the longest send and the end of its lease.
 const SEND_MARGIN: Duration = Duration::from_secs(2);
 /// What of a receiver's answer is kept.
@@ -215,16 +224,83 @@ struct Claimed {
 }
 
 /// One claim of a tenant: the leased messages and their endpoints.
-#[derive(Default)]
 struct Claim {
     messages: Vec<Claimed>,
     targets: HashMap<Uuid, Target>,
     /// The tenant has a delivery limit (the lag metric's `limit` label).
     limited: bool,
+    /// When the lease was taken (its `locked_until` counts from then): an attempt that could
+    /// not start early enough within it is not made.
+    claimed_at: Instant,
+}
+
+impl Default for Claim {
+    fn default() -> Self {
+        Claim {
+            messages: Vec::new(),
+            targets: HashMap::new(),
+            limited: false,
+            claimed_at: Instant::now(),
+        }
+    }
+}
+
+/// What a fan-out may lease for this server's dispatcher in its own transaction
+/// ([`Dispatcher::lease`]): the tenant's delivery limiter has admitted `take` messages, and
+/// its window row stays locked until that transaction ends.
+pub struct Lease {
+    tenant: Uuid,
+    /// Messages the fan-out may write already leased.
+    pub take: usize,
+    /// Their `locked_until`.
+    pub until: DateTime<Utc>,
+    now: DateTime<Utc>,
+    claimed_at: Instant,
+    limit: Option<i64>,
+    window: Option<SlidingWindow>,
+    queue: Arc<TenantQueue>,
+}
+
+/// What [`Dispatcher::read_window`] found.
+pub enum WindowRead {
+    /// The row, locked by this transaction, with what is charged within the window.
+    Held(SlidingWindow),
+    /// No row yet (or no limit).
+    Missing,
+    /// Another transaction holds the row.
+    Busy,
+}
+
+/// What [`Dispatcher::lease`] starts from.
+pub struct LeaseStart {
+    tenant: Uuid,
+    limit: Option<i64>,
+    queue: Arc<TenantQueue>,
+    now: DateTime<Utc>,
+    claimed_at: Instant,
+}
+
+/// A message the fan-out wrote leased to this server.
+pub struct Leased {
+    pub id: Uuid,
+    pub webhook_id: Uuid,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Messages leased in a fan-out's transaction, to send once it has committed
+/// ([`Dispatcher::hand_over`]).
+pub struct HandOff {
+    tenant: Uuid,
+    queue: Arc<TenantQueue>,
+    claim: Claim,
+    /// Messages it wrote were left unleased (the limit, [`HAND_OVER_MAX`]): the tenant's drain
+    /// claims them.
+    rest: bool,
 }
 
 /// An endpoint as the sender needs it.
-struct Target {
+pub struct Target {
     url: String,
     status: String,
     secrets: Vec<String>,
@@ -408,6 +484,226 @@ impl Dispatcher {
         Ok(attempts)
     }
 
+    /// The endpoint columns [`Dispatcher::target`] reads, from its first column on.
+    pub const TARGET_COLUMNS: &'static str = "url, status, secret_ciphertext, secret_key_id, \
+         previous_secret_ciphertext, previous_secret_key_id, previous_secret_expires_at";
+
+    /// An endpoint as the sender needs it, from a row holding [`Dispatcher::TARGET_COLUMNS`]
+    /// from column `first` on: its signing secrets opened, the previous one while it still
+    /// signs at `now`.
+    pub fn target(
+        &self,
+        row: &Row,
+        first: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Target, WebhookError> {
+        let mut secrets = vec![secret::open(
+            &self.inner.secrets,
+            row.get(first + 2),
+            row.get(first + 3),
+        )?];
+        let previous: Option<Vec<u8>> = row.get(first + 4);
+        let previous_key: Option<String> = row.get(first + 5);
+        let expires: Option<DateTime<Utc>> = row.get(first + 6);
+        if let (Some(previous), Some(key), Some(expires)) = (previous, previous_key, expires) {
+            if expires > now {
+                secrets.push(secret::open(&self.inner.secrets, &previous, &key)?);
+            }
+        }
+        Ok(Target {
+            url: row.get(first),
+            status: row.get(first + 1),
+            secrets,
+        })
+    }
+
+    /// The first step of a fan-out's [`Dispatcher::lease`], before any query: the tenant's
+    /// limit and queue. None when its budget is known to be spent.
+    pub async fn lease_start(&self, tenant: Uuid) -> Option<LeaseStart> {
+        let limit = (self.inner.limits)(tenant).await;
+        let queue = self.queue(tenant).await;
+        let now = self.inner.clock.now();
+        let claimed_at = Instant::now();
+        if queue.budget_spent(now, limit) {
+            return None;
+        }
+        Some(LeaseStart {
+            tenant,
+            limit,
+            queue,
+            now,
+            claimed_at,
+        })
+    }
+
+    /// For a tenant with a delivery limit, its rate-window row, locked until the transaction
+    /// ends: sent beside the fan-out's read of the endpoints, and never waiting. A row another
+    /// transaction holds (a claim, or another instance's fan-out) is left to it: the fan-out
+    /// then leases nothing and its messages go to the claims. So a worker transaction that
+    /// runs several tenants never waits on a window lock while it holds others (two instances'
+    /// shared transactions could otherwise wait on each other's). [`Dispatcher::lease`] makes
+    /// the row when it is missing.
+    pub async fn read_window(
+        &self,
+        tx: &Transaction<'_>,
+        start: &LeaseStart,
+    ) -> Result<WindowRead, WebhookError> {
+        if start.limit.is_none() {
+            return Ok(WindowRead::Missing);
+        }
+        let stmt = tx
+            .prepare_cached(
+                "select charged_at, charged from app.webhook_rate_windows \
+                 where tenant_id = $1 for update skip locked",
+            )
+            .await?;
+        if let Some(row) = tx.query_opt(&stmt, &[&start.tenant]).await? {
+            let mut sliding = SlidingWindow::new(row.get(0), row.get(1));
+            sliding.expire(start.now);
+            return Ok(WindowRead::Held(sliding));
+        }
+        // Skipped or missing: which, asked without a lock (rare: a claim or another fan-out of
+        // this tenant at this very moment, or the tenant's first delivery).
+        let stmt = tx
+            .prepare_cached(
+                "select exists (select 1 from app.webhook_rate_windows where tenant_id = $1)",
+            )
+            .await?;
+        let exists: bool = tx.query_one(&stmt, &[&start.tenant]).await?.get(0);
+        Ok(if exists {
+            WindowRead::Busy
+        } else {
+            WindowRead::Missing
+        })
+    }
+
+    /// In a fan-out's transaction bound to the tenant, before it writes `pending` messages to
+    /// send: how many of them it may write already leased to this server, as a claim would
+    /// lease them (the same lease, the attempt counted, the tenant's delivery limiter charged
+    /// through [`Dispatcher::charge`]). None when its limit is spent: they are written due,
+    /// for a later claim. `window` is what [`Dispatcher::read_window`] found. The tenant's
+    /// rate-window row stays locked until the transaction ends, so every instance's claims
+    /// still take their share one after the other.
+    pub async fn lease(
+        &self,
+        tx: &Transaction<'_>,
+        start: LeaseStart,
+        window: WindowRead,
+        pending: usize,
+    ) -> Result<Option<Lease>, WebhookError> {
+        let LeaseStart {
+            tenant,
+            limit,
+            queue,
+            now,
+            claimed_at,
+        } = start;
+        if pending == 0 {
+            return Ok(None);
+        }
+        let mut take = pending.min(HAND_OVER_MAX);
+        let mut held = None;
+        if let Some(limit) = limit {
+            let sliding = match window {
+                WindowRead::Held(window) => window,
+                WindowRead::Missing => lock_window(tx, tenant, now).await?,
+                WindowRead::Busy => return Ok(None),
+            };
+            let left = usize::try_from(limit - sliding.used()).unwrap_or(0);
+            if left == 0 {
+                if let Some(until) = sliding.frees_at() {
+                    queue.spent_until(until, limit);
+                }
+                return Ok(None);
+            }
+            queue.budget_left();
+            take = take.min(left);
+            held = Some(sliding);
+        }
+        let lease = TimeDelta::from_std(self.inner.options.lease).unwrap_or(TimeDelta::seconds(30));
+        Ok(Some(Lease {
+            tenant,
+            take,
+            until: now + lease,
+            now,
+            claimed_at,
+            limit,
+            window: held,
+            queue,
+        }))
+    }
+
+    /// Charges the tenant's window with what the fan-out leased (the lease's `take`, whether
+    /// every one of them was written or not: a second run of an event writes nothing, and the
+    /// window then errs towards sending less), in the same transaction. Meant to be sent
+    /// together with the fan-out's insert.
+    pub async fn charge(&self, tx: &Transaction<'_>, lease: &Lease) -> Result<(), WebhookError> {
+        let Some(mut window) = lease.window.clone() else {
+            return Ok(());
+        };
+        let n = i32::try_from(lease.take).unwrap_or(i32::MAX);
+        window.charge(lease.now, n);
+        store_window(tx, lease.tenant, &window, lease.now).await
+    }
+
+    /// What the fan-out wrote leased, for [`Dispatcher::hand_over`] once its transaction has
+    /// committed; `rest`: it wrote messages to send that it did not lease.
+    pub fn handed(
+        &self,
+        lease: Lease,
+        leased: Vec<Leased>,
+        targets: HashMap<Uuid, Target>,
+        rest: bool,
+    ) -> HandOff {
+        let messages = leased
+            .into_iter()
+            .map(|m| Claimed {
+                id: m.id,
+                webhook_id: m.webhook_id,
+                attempt: 1,
+                round_attempts: 0,
+                body: m.body,
+                created_at: m.created_at,
+            })
+            .collect();
+        HandOff {
+            tenant: lease.tenant,
+            queue: lease.queue,
+            claim: Claim {
+                messages,
+                targets,
+                limited: lease.limit.is_some(),
+                claimed_at: lease.claimed_at,
+            },
+            rest,
+        }
+    }
+
+    /// After the fan-out's commit: sends what it leased to this server at once (no claim),
+    /// and records it as a claimed batch is recorded; wakes the tenant's drain for what it
+    /// left due.
+    pub fn hand_over(&self, handed: HandOff, wakes: &Wakes) {
+        let HandOff {
+            tenant,
+            queue,
+            claim,
+            rest,
+        } = handed;
+        if rest {
+            wake_tenant(wakes, tenant);
+        }
+        if claim.messages.is_empty() {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(crate::context::scope(tenant, async move {
+            if let Err(err) = this.process(tenant, &queue, claim).await {
+                tracing::warn!(tenant_id = %tenant, error = %error_chain(&err),
+                    "handed-over webhook batch not recorded; its leases run out and it is sent again");
+            }
+        }));
+    }
+
     /// Until `stop`: drains each tenant with messages due in a task of its own. A tenant whose
     /// fan-out committed in this process is drained at once ([`wake_tenant`]); the table is
     /// read every `poll_interval` (other instances' messages, retries coming due) and when
@@ -537,6 +833,7 @@ impl Dispatcher {
             messages,
             targets,
             limited,
+            claimed_at,
         } = claim;
         if messages.is_empty() {
             return Ok(0);
@@ -546,7 +843,6 @@ impl Dispatcher {
             self.observe_lag("claimed", limit, message.created_at);
         }
         let now = self.inner.clock.now();
-        let claimed_at = Instant::now();
         let attempts: Vec<(Claimed, Attempt)> = stream::iter(messages)
             .map(|message| async {
                 let attempt = match targets.get(&message.webhook_id) {
@@ -590,16 +886,22 @@ impl Dispatcher {
             // Known from the last claim: the window frees nothing before then.
             return Ok(Claim::default());
         }
-        let conn = self.inner.pool.get().await?;
-        let tx = TenantTx::begin(&conn, tenant).await?;
-        let result = self.claim_in(&tx, tenant, queue, limit, now).await;
-        match result {
+        let claimed_at = Instant::now();
+        let mut conn = self.inner.pool.get().await?;
+        let tx = begin_tenant_tx(&mut conn, tenant).await?;
+        match self
+            .claim_in(&tx, tenant, queue, limit, now, claimed_at)
+            .await
+        {
             Ok(claimed) => {
                 tx.commit().await?;
                 Ok(claimed)
             }
             Err(err) => {
-                tx.rollback().await;
+                // Dropping the transaction rolls it back too; this says when it failed.
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::debug!(%rollback, "webhook claim not rolled back");
+                }
                 Err(err)
             }
         }
@@ -607,28 +909,17 @@ impl Dispatcher {
 
     async fn claim_in(
         &self,
-        tx: &TenantTx<'_>,
+        tx: &Transaction<'_>,
         tenant: Uuid,
         queue: &TenantQueue,
         limit: Option<i64>,
         now: DateTime<Utc>,
+        claimed_at: Instant,
     ) -> Result<Claim, WebhookError> {
         let mut take = self.inner.options.batch_size.max(1);
         let mut window = None;
         if let Some(limit) = limit {
-            // Locks the tenant's window row until commit: concurrent claims of any instance
-            // take their share one after the other.
-            let stmt = tx
-                .prepare_cached(
-                    "insert into app.webhook_rate_windows as w (tenant_id, window_start, used) \
-                     values ($1, $2, 0) on conflict (tenant_id) do update set \
-                     window_start = w.window_start \
-                     returning charged_at, charged",
-                )
-                .await?;
-            let row = tx.query_one(&stmt, &[&tenant, &now]).await?;
-            let mut sliding = SlidingWindow::new(row.get(0), row.get(1));
-            sliding.expire(now);
+            let sliding = lock_window(tx, tenant, now).await?;
             take = take.min(limit - sliding.used());
             if take <= 0 {
                 if let Some(until) = sliding.frees_at() {
@@ -674,50 +965,26 @@ impl Dispatcher {
         }
         if let Some(mut window) = window {
             window.charge(now, i32::try_from(claimed.len()).unwrap_or(i32::MAX));
-            let stmt = tx
-                .prepare_cached(
-                    "update app.webhook_rate_windows set charged_at = $2, charged = $3, \
-                     window_start = $4, used = $5 where tenant_id = $1",
-                )
-                .await?;
-            let used = i32::try_from(window.used()).unwrap_or(i32::MAX);
-            tx.execute(&stmt, &[&tenant, &window.at, &window.counts, &now, &used])
-                .await?;
+            store_window(tx, tenant, &window, now).await?;
         }
         let mut ids: Vec<Uuid> = claimed.iter().map(|c| c.webhook_id).collect();
         ids.sort_unstable();
         ids.dedup();
         let stmt = tx
-            .prepare_cached(
-                "select id, url, status, secret_ciphertext, secret_key_id, \
-                 previous_secret_ciphertext, previous_secret_key_id, previous_secret_expires_at \
-                 from app.webhooks where tenant_id = $1 and id = any($2)",
-            )
+            .prepare_cached(&format!(
+                "select id, {} from app.webhooks where tenant_id = $1 and id = any($2)",
+                Self::TARGET_COLUMNS
+            ))
             .await?;
         let mut targets = HashMap::new();
         for row in tx.query(&stmt, &[&tenant, &ids]).await? {
-            let mut secrets = vec![secret::open(&self.inner.secrets, row.get(3), row.get(4))?];
-            let previous: Option<Vec<u8>> = row.get(5);
-            let previous_key: Option<String> = row.get(6);
-            let expires: Option<DateTime<Utc>> = row.get(7);
-            if let (Some(previous), Some(key), Some(expires)) = (previous, previous_key, expires) {
-                if expires > now {
-                    secrets.push(secret::open(&self.inner.secrets, &previous, &key)?);
-                }
-            }
-            targets.insert(
-                row.get::<_, Uuid>(0),
-                Target {
-                    url: row.get(1),
-                    status: row.get(2),
-                    secrets,
-                },
-            );
+            targets.insert(row.get::<_, Uuid>(0), self.target(&row, 1, now)?);
         }
         Ok(Claim {
             messages: claimed,
             targets,
             limited: limit.is_some(),
+            claimed_at,
         })
     }
 
@@ -864,6 +1131,21 @@ impl Dispatcher {
             rounds.push(round);
             nexts.push(next);
         }
+        // A success clears its endpoint's failure clock whether or not the attempt is recorded
+        // (a receiver that answered 2xx is up); sent beside the messages' update.
+        let mut succeeded_endpoints: Vec<Uuid> = attempts
+            .iter()
+            .filter(|(_, attempt)| attempt.succeeded())
+            .map(|(message, _)| message.webhook_id)
+            .collect();
+        succeeded_endpoints.sort_unstable();
+        succeeded_endpoints.dedup();
+        let clear = tx
+            .prepare_cached(
+                "update app.webhooks set failing_since = null \
+                 where tenant_id = $1 and id = any($2) and failing_since is not null",
+            )
+            .await?;
         // Fenced by the attempt number: a claim that outlived its lease matches nothing.
         let stmt = tx
             .prepare_cached(
@@ -877,23 +1159,23 @@ impl Dispatcher {
                  returning m.id",
             )
             .await?;
-        let recorded: HashSet<Uuid> = tx
-            .query(
-                &stmt,
-                &[
-                    &tenant,
-                    &now,
-                    &ids,
-                    &numbers,
-                    &message_statuses,
-                    &rounds,
-                    &nexts,
-                ],
-            )
-            .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+            &tenant,
+            &now,
+            &ids,
+            &numbers,
+            &message_statuses,
+            &rounds,
+            &nexts,
+        ];
+        let (updated, cleared) = futures_util::join!(tx.query(&stmt, &params), async {
+            if succeeded_endpoints.is_empty() {
+                return Ok(0);
+            }
+            tx.execute(&clear, &[&tenant, &succeeded_endpoints]).await
+        });
+        cleared?;
+        let recorded: HashSet<Uuid> = updated?.iter().map(|row| row.get(0)).collect();
         let mut delivery_ids = Vec::with_capacity(recorded.len());
         let mut message_ids = Vec::with_capacity(recorded.len());
         let mut webhook_ids = Vec::with_capacity(recorded.len());
@@ -904,7 +1186,6 @@ impl Dispatcher {
         let mut durations = Vec::with_capacity(recorded.len());
         let mut errors: Vec<Option<String>> = Vec::with_capacity(recorded.len());
         let mut retries: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(recorded.len());
-        let mut succeeded_endpoints = Vec::new();
         let mut failed_endpoints = Vec::new();
         let mut gone_endpoints = Vec::new();
         for ((message, attempt), (status, next)) in
@@ -937,11 +1218,9 @@ impl Dispatcher {
                 }
                 _ => None,
             };
-            if attempt.succeeded() {
-                succeeded_endpoints.push(message.webhook_id);
-            } else if gone {
+            if gone {
                 gone_endpoints.push(message.webhook_id);
-            } else {
+            } else if !attempt.succeeded() {
                 failed_endpoints.push(message.webhook_id);
             }
             delivery_ids.push(Uuid::now_v7());
@@ -992,19 +1271,8 @@ impl Dispatcher {
             )
             .await?;
         }
-        succeeded_endpoints.sort_unstable();
-        succeeded_endpoints.dedup();
         failed_endpoints.sort_unstable();
         failed_endpoints.dedup();
-        if !succeeded_endpoints.is_empty() {
-            let stmt = tx
-                .prepare_cached(
-                    "update app.webhooks set failing_since = null \
-                     where tenant_id = $1 and id = any($2) and failing_since is not null",
-                )
-                .await?;
-            tx.execute(&stmt, &[&tenant, &succeeded_endpoints]).await?;
-        }
         if !failed_endpoints.is_empty() {
             // An endpoint that also succeeded in this batch is not failing.
             failed_endpoints.retain(|e| !succeeded_endpoints.contains(e));
@@ -1122,8 +1390,18 @@ pub fn for_server(state: &crate::state::AppState) -> Option<Dispatcher> {
                 .map(|entry| entry.webhooks.clone())
         })
     });
+    // A pool of its own: its claims and records do not wait behind the outbox worker's
+    // transactions (which hold half of the shared pool), nor hold connections the worker needs.
+    let size = (state.config.app_shared_pool_size / 2).max(1);
+    let pool = match crate::db::pool::app_pool(&state.config, size) {
+        Ok(pool) => pool,
+        Err(err) => {
+            tracing::error!(error = %error_chain(&err), "no database pool; webhooks are not sent");
+            return None;
+        }
+    };
     Some(Dispatcher::with_queues(
-        state.pools.app.clone(),
+        pool,
         outbound,
         state.secrets.clone(),
         Arc::new(SystemClock),
@@ -1132,6 +1410,47 @@ pub fn for_server(state: &crate::state::AppState) -> Option<Dispatcher> {
         options,
         metrics,
     ))
+}
+
+/// Locks the tenant's rate-window row until the transaction ends (concurrent claims of any
+/// instance take their share one after the other) and reads what is charged within the last
+/// [`RATE_WINDOW`] at `now`.
+async fn lock_window(
+    tx: &Transaction<'_>,
+    tenant: Uuid,
+    now: DateTime<Utc>,
+) -> Result<SlidingWindow, WebhookError> {
+    let stmt = tx
+        .prepare_cached(
+            "insert into app.webhook_rate_windows as w (tenant_id, window_start, used) \
+             values ($1, $2, 0) on conflict (tenant_id) do update set \
+             window_start = w.window_start \
+             returning charged_at, charged",
+        )
+        .await?;
+    let row = tx.query_one(&stmt, &[&tenant, &now]).await?;
+    let mut sliding = SlidingWindow::new(row.get(0), row.get(1));
+    sliding.expire(now);
+    Ok(sliding)
+}
+
+/// Writes the window back, with the last charge's time and the window's sum for operators.
+async fn store_window(
+    tx: &Transaction<'_>,
+    tenant: Uuid,
+    window: &SlidingWindow,
+    now: DateTime<Utc>,
+) -> Result<(), WebhookError> {
+    let stmt = tx
+        .prepare_cached(
+            "update app.webhook_rate_windows set charged_at = $2, charged = $3, \
+             window_start = $4, used = $5 where tenant_id = $1",
+        )
+        .await?;
+    let used = i32::try_from(window.used()).unwrap_or(i32::MAX);
+    tx.execute(&stmt, &[&tenant, &window.at, &window.counts, &now, &used])
+        .await?;
+    Ok(())
 }
 
 /// A send error for the delivery log: its stable reason, then the causes in words.

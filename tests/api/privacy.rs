@@ -79,7 +79,7 @@ async fn deliver_all(app: &TestApp) {
     let pools = Pools::new(&app.config).unwrap();
     let worker = Worker::new(
         pools.app.clone(),
-        Registry::new().with(FanOut),
+        Registry::new().with(FanOut::new()),
         WorkerOptions {
             batch_size: 50,
             backoff_base: Duration::ZERO,

@@ -2,7 +2,9 @@
 //! verified by the Standard Webhooks reference library, the retry schedule driven by a hand
 //! clock (no sleeping), dead letters and replays, Retry-After, 410, redirects, a receiver that
 //! hangs, disabling after 5 days, payloads over 1 MiB, the per-tenant rate limit shared by two
-//! dispatchers, and isolation between tenants.
+//! dispatchers, isolation between tenants, and the fan-out's hand-over to its server's
+//! dispatcher (sent without a claim, within the limit, and claimed again once its lease ends
+//! when it was lost before its send).
 //!
 //! The servers here run no outbox worker and no dispatcher of their own (JOB_WORKER=false): the
 //! test drives the fan-out ([`Worker`] with [`FanOut`]) and the [`Dispatcher`] itself, with a
@@ -13,12 +15,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use deadpool_postgres::Transaction;
+use futures_util::future::BoxFuture;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{json, Value};
 use tenantry::auth::Role;
 use tenantry::config::Config;
 use tenantry::db::Pools;
-use tenantry::jobs::{Registry, Worker, WorkerOptions};
+use tenantry::jobs::{Job, JobError, JobHandler, Registry, Worker, WorkerOptions};
 use tenantry::net::outbound::Outbound;
 use tenantry::net::ssrf::Policy;
 use tenantry::secrets::Keyring;
@@ -219,6 +223,16 @@ fn dispatcher(
     clock: Arc<HandClock>,
     limit: Option<i64>,
 ) -> Dispatcher {
+    dispatcher_with(config, pools, clock, limit, DispatcherOptions::default())
+}
+
+fn dispatcher_with(
+    config: &Config,
+    pools: &Pools,
+    clock: Arc<HandClock>,
+    limit: Option<i64>,
+    options: DispatcherOptions,
+) -> Dispatcher {
     let outbound = Outbound::builder(Policy::webhooks(true))
         .timeout(Duration::from_secs(1))
         .build()
@@ -229,20 +243,25 @@ fn dispatcher(
         Keyring::from_config(config).unwrap(),
         clock,
         limits(limit),
-        DispatcherOptions::default(),
+        options,
         WebhookMetrics::new().unwrap(),
     )
 }
 
 async fn rig(limit: Option<i64>) -> Rig {
+    rig_with(limit, |_| {}).await
+}
+
+async fn rig_with(limit: Option<i64>, configure: impl FnOnce(&mut Config)) -> Rig {
     let (mut config, database) = test_config().await;
+    configure(&mut config);
     config.job_worker = false;
     config.webhook_allow_private_targets = true;
     let app = spawn_app_with(config, database).await;
     let pools = Pools::new(&app.config).unwrap();
     let worker = Worker::new(
         pools.app.clone(),
-        Registry::new().with(FanOut),
+        Registry::new().with(FanOut::new()),
         WorkerOptions {
             batch_size: 50,
             backoff_base: Duration::ZERO,
@@ -1140,4 +1159,262 @@ async fn the_python_reference_library_verifies_real_deliveries() {
         3,
         "{stdout}"
     );
+}
+
+/// A worker whose fan-out hands what it writes to `dispatcher` (as the server's does), with
+/// `also` after it.
+fn handing_worker(rig: &Rig, dispatcher: &Dispatcher, also: Option<Fails>) -> Worker {
+    let pools = Pools::new(&rig.app.config).unwrap();
+    let mut registry = Registry::new().with(FanOut::handing_to(dispatcher.clone()));
+    if let Some(fails) = also {
+        registry = registry.with(fails);
+    }
+    Worker::new(
+        pools.app.clone(),
+        registry,
+        WorkerOptions {
+            batch_size: 50,
+            backoff_base: Duration::ZERO,
+            max_attempts: 2,
+            ..WorkerOptions::default()
+        },
+    )
+}
+
+/// Fails every event after the fan-out ran in the same transaction.
+struct Fails;
+
+impl JobHandler for Fails {
+    fn name(&self) -> &'static str {
+        "fails"
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        event_type.starts_with("project.")
+    }
+
+    fn handle<'a>(
+        &'a self,
+        _tx: &'a Transaction<'a>,
+        _job: &'a Job,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async {
+            Err(JobError::Handler {
+                handler: "fails",
+                reason: "on purpose".into(),
+            })
+        })
+    }
+}
+
+/// (status, attempts, leased) of each of the tenant's messages.
+async fn messages(rig: &Rig, tenant: Uuid) -> Vec<(String, i32, bool)> {
+    rig.app
+        .superuser_db()
+        .await
+        .query(
+            "select status, attempts, locked_until is not null from app.webhook_messages \
+             where tenant_id = $1 order by id",
+            &[&tenant],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+/// Waits (up to 10 s) until `done` holds of the tenant's messages.
+async fn wait_for_messages(
+    rig: &Rig,
+    tenant: Uuid,
+    done: impl Fn(&[(String, i32, bool)]) -> bool,
+) -> Vec<(String, i32, bool)> {
+    for _ in 0..200 {
+        let now = messages(rig, tenant).await;
+        if done(&now) {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "messages never got there: {:?}",
+        messages(rig, tenant).await
+    );
+}
+
+/// The fan-out writes what the limit admits leased to its server's dispatcher and hands it
+/// over: sent with no claim (no run of the dispatcher), the rest written due for the claims,
+/// and the limit holds over both.
+#[tokio::test]
+async fn the_fan_out_hands_over_what_the_limit_admits_and_leaves_the_rest_due() {
+    let rig = rig(Some(5)).await;
+    let t = rig.tenant("wh-handover").await;
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    rig.webhook(&t.token, &receiver.url, &["project.*"]).await;
+    for i in 0..8 {
+        create_project(&rig.app, &t.token, &format!("P{i}")).await;
+    }
+    let worker = handing_worker(&rig, &rig.dispatcher, None);
+    while worker.run_once().await.unwrap() > 0 {}
+    let after = wait_for_messages(&rig, t.id, |m| {
+        m.iter()
+            .filter(|(status, ..)| status == "succeeded")
+            .count()
+            == 5
+    })
+    .await;
+    assert_eq!(
+        receiver.count(),
+        5,
+        "the limit's 5 were sent without a claim"
+    );
+    let due: Vec<_> = after.iter().filter(|(s, ..)| s == "pending").collect();
+    assert_eq!(due.len(), 3);
+    assert!(
+        due.iter()
+            .all(|(_, attempts, leased)| *attempts == 0 && !leased),
+        "the rest is due, not leased: {due:?}"
+    );
+    assert!(
+        after
+            .iter()
+            .filter(|(s, ..)| s == "succeeded")
+            .all(|(_, attempts, leased)| *attempts == 1 && !leased),
+        "each sent once, recorded and its lease released: {after:?}"
+    );
+    assert_eq!(
+        rig.dispatcher.run_once().await.unwrap(),
+        0,
+        "the window is spent"
+    );
+    rig.clock.advance(TimeDelta::minutes(1));
+    assert_eq!(rig.dispatcher.run_once().await.unwrap(), 3);
+    let ids: HashSet<String> = receiver
+        .all()
+        .iter()
+        .map(|r| r.header("webhook-id"))
+        .collect();
+    assert_eq!(ids.len(), 8);
+    assert_eq!(receiver.count(), 8, "no message was sent twice");
+}
+
+/// Messages handed over and lost before their send (the process died after the fan-out's
+/// commit) stay leased until the lease ends, and are then claimed and sent once.
+#[tokio::test]
+async fn handed_over_messages_lost_before_their_send_are_claimed_once_the_lease_ends() {
+    let rig = rig(None).await;
+    let t = rig.tenant("wh-handover-lost").await;
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    rig.webhook(&t.token, &receiver.url, &["project.*"]).await;
+    for i in 0..3 {
+        create_project(&rig.app, &t.token, &format!("P{i}")).await;
+    }
+    // A dispatcher whose lease is too short for any send to start within it: it takes the
+    // hand-over and sends nothing, as one that died would.
+    let pools = Pools::new(&rig.app.config).unwrap();
+    let lost = dispatcher_with(
+        &rig.app.config,
+        &pools,
+        rig.clock.clone(),
+        None,
+        DispatcherOptions {
+            lease: Duration::from_secs(1),
+            ..DispatcherOptions::default()
+        },
+    );
+    let worker = handing_worker(&rig, &lost, None);
+    while worker.run_once().await.unwrap() > 0 {}
+    let leased = messages(&rig, t.id).await;
+    assert_eq!(leased.len(), 3);
+    assert!(
+        leased
+            .iter()
+            .all(|(s, attempts, leased)| s == "pending" && *attempts == 1 && *leased),
+        "written leased, the attempt counted: {leased:?}"
+    );
+    assert_eq!(
+        rig.dispatcher.run_once().await.unwrap(),
+        0,
+        "no other claim takes them while the lease runs"
+    );
+    assert_eq!(receiver.count(), 0);
+    rig.clock.advance(TimeDelta::seconds(2));
+    assert_eq!(rig.dispatcher.run_once().await.unwrap(), 3);
+    let ids: HashSet<String> = receiver
+        .all()
+        .iter()
+        .map(|r| r.header("webhook-id"))
+        .collect();
+    assert_eq!((ids.len(), receiver.count()), (3, 3), "each sent once");
+    assert!(messages(&rig, t.id)
+        .await
+        .iter()
+        .all(|(s, attempts, _)| s == "succeeded" && *attempts == 2));
+}
+
+/// A batch rolled back after its fan-out (another handler failed) hands nothing over: its
+/// leases and messages are gone with the transaction, and nothing is sent.
+#[tokio::test]
+async fn a_rolled_back_batch_hands_nothing_over() {
+    let rig = rig(None).await;
+    let t = rig.tenant("wh-handover-rollback").await;
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    rig.webhook(&t.token, &receiver.url, &["project.*"]).await;
+    create_project(&rig.app, &t.token, "P").await;
+    let worker = handing_worker(&rig, &rig.dispatcher, Some(Fails));
+    // The whole batch, then the event alone (retried once, then dead-lettered).
+    for _ in 0..3 {
+        worker.run_once().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.count(), 0);
+    assert_eq!(messages(&rig, t.id).await, Vec::new());
+    assert_eq!(rig.dispatcher.run_once().await.unwrap(), 0);
+}
+
+/// A fan-out never waits for a rate-window row another transaction holds (a claim, another
+/// instance's fan-out): it leases nothing, writes its messages due, and the claims send them
+/// once the row is free.
+#[tokio::test]
+async fn a_fan_out_leaves_its_messages_due_when_the_window_row_is_held() {
+    // A statement that waited for the row would wait far longer than the test allows.
+    let rig = rig_with(Some(5), |config| {
+        config.statement_timeout = Duration::from_secs(120);
+    })
+    .await;
+    let t = rig.tenant("wh-handover-busy").await;
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    rig.webhook(&t.token, &receiver.url, &["project.*"]).await;
+    create_project(&rig.app, &t.token, "P").await;
+    let mut holder = rig.app.superuser_db().await;
+    holder
+        .execute(
+            "insert into app.webhook_rate_windows (tenant_id, window_start) values ($1, now())",
+            &[&t.id],
+        )
+        .await
+        .unwrap();
+    let held = holder.transaction().await.unwrap();
+    held.execute(
+        "select 1 from app.webhook_rate_windows where tenant_id = $1 for update",
+        &[&t.id],
+    )
+    .await
+    .unwrap();
+    let worker = handing_worker(&rig, &rig.dispatcher, None);
+    let ran = tokio::time::timeout(Duration::from_secs(30), async {
+        while worker.run_once().await.unwrap() > 0 {}
+    })
+    .await;
+    assert!(ran.is_ok(), "the fan-out waited for the held window row");
+    assert_eq!(
+        messages(&rig, t.id).await,
+        vec![("pending".to_string(), 0, false)],
+        "written due, not leased"
+    );
+    assert_eq!(receiver.count(), 0);
+    held.commit().await.unwrap();
+    assert_eq!(rig.dispatcher.run_once().await.unwrap(), 1);
+    assert_eq!(receiver.count(), 1);
 }
