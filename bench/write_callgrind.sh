@@ -30,7 +30,7 @@
 #   settle_delete_*    the settle as a DELETE of the locked rows instead of the UPDATE
 #   settle_claim_*     (CASES=settle_claim) the lock and the settle in one UPDATE .. RETURNING
 #
-#   bench/write_callgrind.sh                # about 10 minutes
+#   bench/write_callgrind.sh                # every case but settle_claim, STEPS=200: about 25 minutes
 #   STEPS=100 CASES="post settle_1" bench/write_callgrind.sh
 #
 # Writes bench/results/write_callgrind.{md,json}. Run it under `flock /work/bench.lock`.
