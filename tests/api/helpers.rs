@@ -369,19 +369,32 @@ pub async fn create_tenant_at(
 ) -> TestTenant {
     let email = format!("admin@{slug}.example.com");
     let password = "correct-horse-battery".to_string();
-    let response = http
-        .post(format!("{address}/tenants"))
-        .bearer_auth(OPERATOR_TOKEN)
-        .json(&json!({
-            "name": format!("Tenant {slug}"),
-            "slug": slug,
-            "plan": plan,
-            "admin_email": email,
-            "admin_password": password,
-        }))
-        .send()
-        .await
-        .expect("POST /tenants");
+    // A 503 is the API's "retry" (a pool wait timed out on a loaded machine, nothing was
+    // provisioned): a client tries again after a moment, and so does this set-up.
+    let mut tries = 0;
+    let response = loop {
+        let response = http
+            .post(format!("{address}/tenants"))
+            .bearer_auth(OPERATOR_TOKEN)
+            .json(&json!({
+                "name": format!("Tenant {slug}"),
+                "slug": slug,
+                "plan": plan,
+                "admin_email": email,
+                "admin_password": password,
+            }))
+            .send()
+            .await
+            .expect("POST /tenants");
+        if response.status().as_u16() == 503 && tries < 3 {
+            tries += 1;
+            let body = response.text().await.unwrap_or_default();
+            eprintln!("create tenant {slug}: 503 ({body}); trying again");
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            continue;
+        }
+        break response;
+    };
     assert_eq!(response.status().as_u16(), 201, "create tenant {slug}");
     let body: Value = response.json().await.expect("json");
     TestTenant {
