@@ -133,6 +133,13 @@ impl Receiver {
         self.received.lock().unwrap().clone()
     }
 
+    /// `n` requests received, each with a `webhook-id` of its own: no message sent twice.
+    pub fn assert_each_sent_once(&self, n: usize) {
+        let all = self.all();
+        let ids: HashSet<String> = all.iter().map(|r| r.header("webhook-id")).collect();
+        assert_eq!((all.len(), ids.len()), (n, n), "no message was sent twice");
+    }
+
     async fn serve(&self, mut stream: tokio::net::TcpStream) -> std::io::Result<()> {
         let mut buf = Vec::new();
         let mut chunk = [0u8; 8192];
@@ -963,14 +970,7 @@ async fn two_dispatchers_share_the_rate_limit_and_never_send_an_attempt_twice() 
         vec![5, 5, 2],
         "at most 5 a minute over both instances"
     );
-    let ids: Vec<String> = receiver
-        .all()
-        .iter()
-        .map(|r| r.header("webhook-id"))
-        .collect();
-    let distinct: HashSet<&String> = ids.iter().collect();
-    assert_eq!(ids.len(), 12);
-    assert_eq!(distinct.len(), 12, "no message was sent twice");
+    receiver.assert_each_sent_once(12);
 }
 
 /// The limit holds over any 60 s, not per calendar minute: a tenant that used its budget just
@@ -1004,13 +1004,7 @@ async fn the_rate_limit_holds_across_a_minute_boundary() {
         vec![5, 0, 0, 5, 0, 2],
         "5 at :50, none until 60 s later, then 5, then the rest 60 s after that"
     );
-    let ids: HashSet<String> = receiver
-        .all()
-        .iter()
-        .map(|r| r.header("webhook-id"))
-        .collect();
-    assert_eq!(ids.len(), 12);
-    assert_eq!(receiver.count(), 12, "no message was sent twice");
+    receiver.assert_each_sent_once(12);
 }
 
 #[tokio::test]
@@ -1290,13 +1284,7 @@ async fn the_fan_out_hands_over_what_the_limit_admits_and_leaves_the_rest_due() 
     );
     rig.clock.advance(TimeDelta::minutes(1));
     assert_eq!(rig.dispatcher.run_once().await.unwrap(), 3);
-    let ids: HashSet<String> = receiver
-        .all()
-        .iter()
-        .map(|r| r.header("webhook-id"))
-        .collect();
-    assert_eq!(ids.len(), 8);
-    assert_eq!(receiver.count(), 8, "no message was sent twice");
+    receiver.assert_each_sent_once(8);
 }
 
 /// Messages handed over and lost before their send (the process died after the fan-out's
@@ -1341,12 +1329,7 @@ async fn handed_over_messages_lost_before_their_send_are_claimed_once_the_lease_
     assert_eq!(receiver.count(), 0);
     rig.clock.advance(TimeDelta::seconds(2));
     assert_eq!(rig.dispatcher.run_once().await.unwrap(), 3);
-    let ids: HashSet<String> = receiver
-        .all()
-        .iter()
-        .map(|r| r.header("webhook-id"))
-        .collect();
-    assert_eq!((ids.len(), receiver.count()), (3, 3), "each sent once");
+    receiver.assert_each_sent_once(3);
     assert!(messages(&rig, t.id)
         .await
         .iter()
