@@ -21,7 +21,10 @@
 //! It ends with one line per goal of issue 17 and whether this run met it.
 //!
 //! `--tenants` tenants on `pro` (its `webhook_deliveries_per_minute`, 100 by default) each get
-//! at most `--per-tenant-per-minute` writes, so they stay within their limit; one tenant on
+//! `--per-tenant-per-minute` writes a minute, spread evenly over the run as a steady client
+//! would send them, so they stay within their limit (`--limited-burst`: each tenant's whole
+//! share as soon as the clients come to it, which is how runs before 2026-12-07 12:00 wrote:
+//! every limited tenant's events in the first seconds, at 18 a second each); one tenant on
 //! `enterprise` with the delivery limit lifted (null) takes every other write. Every event must
 //! arrive; duplicates are counted.
 //!
@@ -70,6 +73,11 @@ struct Args {
     /// Writes a minute each limited tenant gets at most (below its plan's limit).
     #[arg(long, default_value_t = 90)]
     per_tenant_per_minute: u64,
+    /// Give each limited tenant its whole share as soon as the clients come to it (a burst at
+    /// the start of the run, at once as fast as the writes go), instead of spread evenly over
+    /// the run at `--per-tenant-per-minute`.
+    #[arg(long)]
+    limited_burst: bool,
     /// HTTP worker threads of the server (0: one per core).
     #[arg(long, default_value_t = 0)]
     workers: usize,
@@ -542,7 +550,8 @@ async fn provision(
 }
 
 /// `POST /tasks` for `--secs`: the limited tenants in turn, each at most
-/// `--per-tenant-per-minute`, everything else to the unlimited tenant. Returns the figures and
+/// `--per-tenant-per-minute`, spread evenly over the run (or all at once with
+/// `--limited-burst`), everything else to the unlimited tenant. Returns the figures and
 /// (when `times`) each task's id with the instant its answer arrived.
 async fn write_run(
     http: &reqwest::Client,
@@ -560,6 +569,7 @@ async fn write_run(
     let failed = Arc::new(AtomicU64::new(0));
     let run = Duration::from_secs(args.secs);
     let cap = (args.per_tenant_per_minute * args.secs).div_ceil(60);
+    let (burst, per_minute) = (args.limited_burst, args.per_tenant_per_minute);
     let started = Instant::now();
     let mut clients = Vec::new();
     for c in 0..args.clients {
@@ -576,12 +586,18 @@ async fn write_run(
             while started.elapsed() < run {
                 n += 1;
                 let i = (n as usize) % (tenants.len() + 1);
-                let tenant =
-                    if i < tenants.len() && per_tenant[i].fetch_add(1, Ordering::Relaxed) < cap {
-                        &tenants[i]
-                    } else {
-                        &unlimited
-                    };
+                // Steady: a limited tenant's k-th write is due k/rate into the run.
+                let due = if burst {
+                    cap
+                } else {
+                    ((started.elapsed().as_secs_f64() * per_minute as f64 / 60.0) as u64 + 1)
+                        .min(cap)
+                };
+                let tenant = if i < tenants.len() && take_one(&per_tenant[i], due) {
+                    &tenants[i]
+                } else {
+                    &unlimited
+                };
                 let r = http
                     .post(format!("{base}/tasks"))
                     .bearer_auth(&tenant.token)
@@ -627,6 +643,13 @@ async fn write_run(
         "failed": failed.load(Ordering::Relaxed),
         "writes_per_second": (ok as f64 / secs * 10.0).round() / 10.0,
     })
+}
+
+/// Counts one more write of a limited tenant if it has had fewer than `due`.
+fn take_one(count: &AtomicU64, due: u64) -> bool {
+    count
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < due).then_some(n + 1))
+        .is_ok()
 }
 
 async fn write_run_with_times(

@@ -21,6 +21,7 @@
 //! Delivery is at least once: handlers must be idempotent on the job id. A handler that writes to
 //! the database does so in the job's transaction, so its writes commit only with the job.
 
+mod schedule;
 mod worker;
 
 use std::sync::Arc;

@@ -8,7 +8,8 @@
 //! settings and commit are paid once (not under Citus, where the tenants' rows are on different
 //! shards). If anything in such a group fails, it is rolled back
 //! whole and each of its tenants runs in a transaction of its own, as below. A tenant whose
-//! last batch was full runs alone, so a backlog does not hold the others' commit.
+//! last batch was large runs alone, so a backlog does not hold the others' commit, and one
+//! whose last batch was full runs several batches at once ([`super::schedule`]).
 //!
 //! A batch is tried whole first: each handler gets every job of the batch it wants
 //! ([`super::JobHandler::handle_batch`], the webhook fan-out writes all of its messages in one
@@ -19,7 +20,7 @@
 //! dead-lettered like any other failure, instead of being run again without end.
 
 use std::any::Any;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
@@ -31,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::schedule::{Batch, Schedule};
 use super::{AfterCommit, Job, JobError, Registry};
 use crate::db::tenant_tx::set_local_tenant_sql;
 use crate::db::{PgPool, PooledConn, COMMIT_WITHOUT_WAITING_SQL};
@@ -39,12 +41,7 @@ use crate::db::{PgPool, PooledConn, COMMIT_WITHOUT_WAITING_SQL};
 const MARK_PROCESSED_SQL: &str = "update app.outbox set processed_at = now(), \
      attempts = attempts + 1, last_error = null where tenant_id = $1 and id = any($2)";
 
-/// Tenants, each with less than a full batch due, whose batches share one transaction.
-pub const TENANTS_PER_TX: usize = 16;
-/// A tenant whose last batch had more events than this runs alone: a shared transaction is
-/// bounded by events as well as by tenants, so one tenant's large batch does not hold the
-/// commit (and the deliveries) of the small ones.
-pub const SHARED_BATCH_EVENTS: usize = 16;
+pub use super::schedule::{SHARED_BATCH_EVENTS, TENANTS_PER_TX};
 use crate::error::error_chain;
 use crate::state::AppState;
 
@@ -100,15 +97,6 @@ pub struct Worker {
     options: WorkerOptions,
 }
 
-/// What one tenant's batch came to.
-#[derive(Clone, Copy, Debug, Default)]
-struct Batch {
-    /// Rows taken (processed, retried or dead-lettered).
-    rows: usize,
-    /// As many rows as a batch takes: the tenant may have more due.
-    full: bool,
-}
-
 impl Worker {
     pub fn new(pool: PgPool, registry: Registry, options: WorkerOptions) -> Self {
         Worker {
@@ -129,43 +117,27 @@ impl Worker {
     /// Runs until `stop`. Tenants whose events committed in this server are taken at once
     /// (`supervise::Wakes::outbox`, hinted by `TenantTx::commit`); the table itself is looked
     /// at every `poll_interval` (events of other instances, retries coming due, a restart's
-    /// backlog). Up to `concurrency` tenants' batches
-    /// run at once, and a tenant starts as soon as a slot is free (no waiting for a whole round
-    /// of other tenants); a tenant woken while its batch runs, or whose batch was full, goes
-    /// again after it. The batches under way are finished first: their transactions commit or
+    /// backlog). Up to `concurrency` groups of batches run at once, and a tenant starts as
+    /// soon as a slot is free (no waiting for a whole round of other tenants); who goes next is
+    /// [`Schedule`]'s. The batches under way are finished first: their transactions commit or
     /// roll back.
     pub async fn run(self, stop: CancellationToken) {
         let mut next_scan = tokio::time::Instant::now();
-        let mut waiting: VecDeque<Uuid> = VecDeque::new();
-        let mut running: HashSet<Uuid> = HashSet::new();
-        let mut again: HashSet<Uuid> = HashSet::new();
+        let mut schedule = Schedule::new(self.options.concurrency);
         let mut batches = tokio::task::JoinSet::new();
         let mut tasks: HashMap<tokio::task::Id, Vec<Uuid>> = HashMap::new();
-        // Tenants whose last batch was larger than SHARED_BATCH_EVENTS: they run alone.
-        let mut heavy: HashSet<Uuid> = HashSet::new();
-        let slots = self.options.concurrency.max(1);
-        let want = |tenant: Uuid,
-                    waiting: &mut VecDeque<Uuid>,
-                    running: &HashSet<Uuid>,
-                    again: &mut HashSet<Uuid>| {
-            if running.contains(&tenant) {
-                again.insert(tenant);
-            } else if !waiting.contains(&tenant) {
-                waiting.push_back(tenant);
-            }
-        };
         loop {
             let wakes = self.pool.manager().wakes().clone();
             let woken = wakes.outbox.notified();
             for tenant in wakes.outbox.take() {
-                want(tenant, &mut waiting, &running, &mut again);
+                schedule.want(tenant);
             }
             if tokio::time::Instant::now() >= next_scan {
                 next_scan = tokio::time::Instant::now() + self.options.poll_interval;
                 match self.pending_tenants().await {
                     Ok(found) => {
                         for tenant in found {
-                            want(tenant, &mut waiting, &running, &mut again);
+                            schedule.want(tenant);
                         }
                     }
                     Err(err) => {
@@ -173,21 +145,7 @@ impl Worker {
                     }
                 }
             }
-            while batches.len() < slots {
-                let Some(first) = waiting.pop_front() else {
-                    break;
-                };
-                let mut group = vec![first];
-                if !heavy.contains(&first) {
-                    while group.len() < TENANTS_PER_TX {
-                        match waiting.front() {
-                            Some(next) if !heavy.contains(next) => group.push(*next),
-                            _ => break,
-                        }
-                        waiting.pop_front();
-                    }
-                }
-                running.extend(group.iter().copied());
+            while let Some(group) = schedule.next() {
                 let this = self.clone();
                 let members = group.clone();
                 let task = batches.spawn(async move { this.group_batch(members).await });
@@ -205,18 +163,7 @@ impl Worker {
                         }
                     };
                     let ran: HashMap<Uuid, Batch> = results.into_iter().collect();
-                    for tenant in tasks.remove(&id).unwrap_or_default() {
-                        running.remove(&tenant);
-                        let batch = ran.get(&tenant).copied().unwrap_or_default();
-                        if batch.full || batch.rows > SHARED_BATCH_EVENTS {
-                            heavy.insert(tenant);
-                        } else {
-                            heavy.remove(&tenant);
-                        }
-                        if again.remove(&tenant) || batch.full {
-                            want(tenant, &mut waiting, &running, &mut again);
-                        }
-                    }
+                    schedule.ended(&tasks.remove(&id).unwrap_or_default(), &ran);
                 }
                 _ = woken => {}
                 _ = tokio::time::sleep_until(next_scan) => {}

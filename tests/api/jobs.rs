@@ -592,3 +592,111 @@ async fn domain_writes_wake_the_worker_without_its_poll() {
     create_task(&app, &t.token, project, "Launch").await;
     processed("task.created").await;
 }
+
+/// Counts every job like [`Counter`], and records how many batches were inside the handler at
+/// once; until two have been, a batch after the first waits (bounded) for another to join it.
+#[derive(Clone, Default)]
+struct Overlap {
+    counter: Counter,
+    state: Arc<Mutex<OverlapState>>,
+    joined: Arc<tokio::sync::Notify>,
+}
+
+#[derive(Default)]
+struct OverlapState {
+    batches: usize,
+    inside: usize,
+    most_inside: usize,
+}
+
+impl JobHandler for Overlap {
+    fn name(&self) -> &'static str {
+        "overlap"
+    }
+    fn handles(&self, _event_type: &str) -> bool {
+        true
+    }
+    fn handle<'a>(
+        &'a self,
+        tx: &'a Transaction<'a>,
+        job: &'a Job,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
+        self.counter.handle(tx, job)
+    }
+    fn handle_batch<'a>(
+        &'a self,
+        tx: &'a Transaction<'a>,
+        jobs: &'a [&'a Job],
+    ) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            let wait = {
+                let mut s = self.state.lock().unwrap();
+                s.batches += 1;
+                s.inside += 1;
+                s.most_inside = s.most_inside.max(s.inside);
+                s.batches > 1 && s.most_inside < 2
+            };
+            self.joined.notify_waiters();
+            if wait {
+                // Bounded: a worker that never runs two batches of the tenant at once fails
+                // the assertion below instead of hanging.
+                let joined = async {
+                    while self.state.lock().unwrap().most_inside < 2 {
+                        let notified = self.joined.notified();
+                        if self.state.lock().unwrap().most_inside >= 2 {
+                            break;
+                        }
+                        notified.await;
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(10), joined).await;
+            }
+            for job in jobs {
+                self.counter.handle(tx, job).await?;
+            }
+            self.state.lock().unwrap().inside -= 1;
+            Ok(())
+        })
+    }
+}
+
+/// A tenant whose batches come back full has a backlog: the server's worker runs several of its
+/// batches at once (disjoint rows, each locked by its own batch), never more than all but one
+/// of its slots, and every event still runs exactly once.
+#[tokio::test]
+async fn a_backlog_runs_several_batches_at_once_each_event_once() {
+    let app = app_without_worker().await;
+    let tenant = app.create_tenant("backlog").await.id;
+    let pools = Pools::new(&app.config).unwrap();
+    enqueue_many(&pools.app, tenant, 60).await;
+    let overlap = Overlap::default();
+    let worker = Worker::new(
+        pools.app.clone(),
+        Registry::new().with(overlap.clone()),
+        WorkerOptions {
+            batch_size: 5,
+            concurrency: 3,
+            poll_interval: Duration::from_millis(50),
+            ..fast_options()
+        },
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(worker.run(stop.clone()));
+    // Bounded wait for an asynchronous effect, not a timing assertion.
+    for _ in 0..400 {
+        if overlap.counter.0.lock().unwrap().len() == 60 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    running.await.unwrap();
+    let most = overlap.state.lock().unwrap().most_inside;
+    assert_eq!(
+        most, 2,
+        "two of the backlog's batches at once: all but one of the three slots"
+    );
+    let seen = overlap.counter.0.lock().unwrap().clone();
+    assert_eq!(seen.len(), 60, "every event ran");
+    assert!(seen.values().all(|(_, n)| *n == 1), "an event ran twice");
+}
