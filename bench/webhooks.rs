@@ -648,7 +648,9 @@ async fn write_run(
 /// Counts one more write of a limited tenant if it has had fewer than `due`.
 fn take_one(count: &AtomicU64, due: u64) -> bool {
     count
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < due).then_some(n + 1))
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < due).then_some(n + 1)
+        })
         .is_ok()
 }
 
