@@ -180,6 +180,7 @@ impl Schedule {
     }
 
     /// Groups under way.
+    #[cfg(test)]
     pub fn under_way(&self) -> usize {
         self.groups_under_way
     }

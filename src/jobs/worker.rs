@@ -37,11 +37,41 @@ use super::{AfterCommit, Job, JobError, Registry};
 use crate::db::tenant_tx::set_local_tenant_sql;
 use crate::db::{PgPool, PooledConn, COMMIT_WITHOUT_WAITING_SQL};
 
-/// Settles a batch's rows that every handler took.
-const MARK_PROCESSED_SQL: &str = "update app.outbox set processed_at = now(), \
-     attempts = attempts + 1, last_error = null where tenant_id = $1 and id = any($2)";
+/// Locks up to `$2` due rows of the tenant `$1`, filtered by the tenant with an equality (one
+/// shard under Citus). SKIP LOCKED: rows another worker (of any instance) is processing are
+/// left to it; its transaction holds them until it ends, so no row runs twice at once, and a
+/// worker that dies releases them with its connection.
+const LOCK_DUE_SQL: &str = "select id, event_type, payload, created_at, attempts + 1 \
+     from app.outbox \
+     where tenant_id = $1 and processed_at is null and failed_at is null \
+     and deleted_at is null and next_attempt_at <= now() \
+     order by next_attempt_at, id limit $2 \
+     for update skip locked";
 
-pub use super::schedule::{SHARED_BATCH_EVENTS, TENANTS_PER_TX};
+/// [`LOCK_DUE_SQL`] for the fast path, which settles every row it takes: the rows are marked
+/// processed as they are locked, one statement and one new version of each row instead of a
+/// lock and then an update. A handler that fails rolls the whole transaction back, marks
+/// included, and the batch runs again one job at a time ([`Worker::batch_one_by_one`]).
+const CLAIM_DUE_SQL: &str = "with due as ( \
+       select id from app.outbox \
+       where tenant_id = $1 and processed_at is null and failed_at is null \
+       and deleted_at is null and next_attempt_at <= now() \
+       order by next_attempt_at, id limit $2 \
+       for update skip locked) \
+     update app.outbox o set processed_at = now(), attempts = o.attempts + 1, last_error = null \
+     from due where o.tenant_id = $1 and o.id = due.id \
+     returning o.id, o.event_type, o.payload, o.created_at, o.attempts";
+
+/// How the fast and the slow path take a tenant's due rows.
+#[derive(Clone, Copy)]
+enum Take {
+    /// Locked and marked processed at once (the fast path settles all of them).
+    Claim,
+    /// Locked only (each is settled under its own savepoint).
+    Lock,
+}
+
+use super::schedule::TENANTS_PER_TX;
 use crate::error::error_chain;
 use crate::state::AppState;
 
@@ -228,7 +258,7 @@ impl Worker {
     }
 
     /// The fast path of [`Worker::batch_together`] for several tenants in one transaction, the
-    /// context set to each in turn before its rows are locked. None when a handler failed
+    /// context set to each in turn before its rows are taken. None when a handler failed
     /// (everything was rolled back).
     async fn batch_group_together(
         &self,
@@ -244,23 +274,21 @@ impl Worker {
         let tx = conn.transaction().await?;
         // Prepared before anything is pipelined with it (a statement still to prepare would
         // be sent after what follows it).
-        let mark = tx.prepare_cached(MARK_PROCESSED_SQL).await?;
+        let claim = tx.prepare_cached(CLAIM_DUE_SQL).await?;
         let mut done = Vec::new();
         let mut batches = Vec::with_capacity(tenants.len());
         let after = AfterCommit::handing_over();
-        // The previous tenant's rows, to mark processed under its context.
-        let mut unmarked: Option<(Uuid, Vec<Uuid>)> = None;
         for (i, &tenant) in tenants.iter().enumerate() {
             let span = tracing::info_span!("jobs", tenant_id = %tenant);
-            let previous = unmarked.take();
             let ran = crate::context::scope(tenant, async {
-                // The previous tenant's mark, this tenant's context and the lock of its rows
-                // go out together (one round trip; on the first, the commit setting too):
-                // requests on one connection run in the order they were sent, so the mark
-                // runs under the previous context and the lock under this one.
+                // This tenant's context and the claim of its rows go out together (one round
+                // trip; on the first, the commit setting too): requests on one connection run
+                // in the order they were sent, so the claim runs under this context.
                 let context = tenant.hyphenated().to_string();
                 let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&context];
-                let (sync, marked, set, jobs) = futures_util::join!(
+                let limit = self.batch_limit();
+                let by_tenant: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&tenant, &limit];
+                let (sync, set, rows) = futures_util::join!(
                     async {
                         if i == 0 {
                             tx.batch_execute(COMMIT_WITHOUT_WAITING_SQL).await
@@ -268,19 +296,12 @@ impl Worker {
                             Ok(())
                         }
                     },
-                    async {
-                        match &previous {
-                            Some((tenant, ids)) => tx.execute(&mark, &[tenant, ids]).await,
-                            None => Ok(0),
-                        }
-                    },
                     tx.execute(&set_tenant, &params),
-                    Self::lock_due(&tx, tenant, self.batch_limit())
+                    tx.query(&claim, &by_tenant)
                 );
                 sync?;
-                marked?;
                 set?;
-                let jobs = jobs?;
+                let jobs = jobs_of(tenant, &rows?);
                 if !jobs.is_empty() && !self.handle(&tx, &jobs, &after).await {
                     return Ok::<_, JobError>(None);
                 }
@@ -292,14 +313,8 @@ impl Worker {
                 tx.rollback().await?;
                 return Ok(None);
             };
-            if !jobs.is_empty() {
-                unmarked = Some((tenant, jobs.iter().map(|job| job.id).collect()));
-            }
             batches.push((tenant, self.batch_of(&jobs)));
             done.extend(jobs);
-        }
-        if let Some((tenant, ids)) = &unmarked {
-            tx.execute(&mark, &[tenant, ids]).await?;
         }
         tx.commit().await?;
         after.run(self.pool.manager().wakes());
@@ -309,24 +324,6 @@ impl Worker {
             }
         }
         Ok(Some(batches))
-    }
-
-    /// Runs every handler on its jobs of the batch, then marks the batch processed, in `tx`.
-    /// False when a handler failed (the caller rolls back).
-    async fn handle_and_mark(
-        &self,
-        tx: &Transaction<'_>,
-        tenant: Uuid,
-        jobs: &[Job],
-        after: &AfterCommit,
-    ) -> Result<bool, JobError> {
-        if !self.handle(tx, jobs, after).await {
-            return Ok(false);
-        }
-        let ids: Vec<Uuid> = jobs.iter().map(|job| job.id).collect();
-        let stmt = tx.prepare_cached(MARK_PROCESSED_SQL).await?;
-        tx.execute(&stmt, &[&tenant, &ids]).await?;
-        Ok(true)
     }
 
     /// Runs every handler on its jobs of the batch, in `tx`. False when a handler failed (the
@@ -380,47 +377,31 @@ impl Worker {
         i64::from(self.options.batch_size.max(1))
     }
 
-    /// Locks up to `limit` due rows of `tenant`, in a transaction bound to it, filtered by the
-    /// tenant with an equality (one shard under Citus). SKIP LOCKED: rows another worker (of
-    /// any instance) is processing are left to it; its transaction holds them until it ends,
-    /// so no row runs twice at once, and a worker that dies releases them with its connection.
-    async fn lock_due(
+    /// Takes up to `limit` due rows of `tenant` ([`LOCK_DUE_SQL`], [`CLAIM_DUE_SQL`]), in a
+    /// transaction bound to it.
+    async fn take_due(
         tx: &Transaction<'_>,
         tenant: Uuid,
         limit: i64,
+        take: Take,
     ) -> Result<Vec<Job>, JobError> {
-        let stmt = tx
-            .prepare_cached(
-                "select id, event_type, payload, created_at, attempts + 1 from app.outbox \
-                 where tenant_id = $1 and processed_at is null and failed_at is null \
-                 and deleted_at is null and next_attempt_at <= now() \
-                 order by next_attempt_at, id limit $2 \
-                 for update skip locked",
-            )
-            .await?;
-        Ok(tx
-            .query(&stmt, &[&tenant, &limit])
-            .await?
-            .iter()
-            .map(|r| Job {
-                tenant_id: tenant,
-                id: r.get(0),
-                event_type: r.get(1),
-                payload: r.get(2),
-                created_at: r.get(3),
-                attempt: r.get(4),
-            })
-            .collect())
+        let sql = match take {
+            Take::Claim => CLAIM_DUE_SQL,
+            Take::Lock => LOCK_DUE_SQL,
+        };
+        let stmt = tx.prepare_cached(sql).await?;
+        Ok(jobs_of(tenant, &tx.query(&stmt, &[&tenant, &limit]).await?))
     }
 
-    /// Opens the tenant's transaction and locks its due rows ([`Worker::lock_due`]): the
-    /// tenant context, the commit setting and the lock go out together, one round trip after
-    /// `BEGIN` (requests on one connection run in the order they were sent, so the lock runs
-    /// under the context).
-    async fn begin_locked<'c>(
+    /// Opens the tenant's transaction and takes its due rows ([`Worker::take_due`]): the
+    /// tenant context, the commit setting and the statement that takes them go out together,
+    /// one round trip after `BEGIN` (requests on one connection run in the order they were
+    /// sent, so it runs under the context).
+    async fn begin_taking<'c>(
         &self,
         conn: &'c mut PooledConn,
         tenant: Uuid,
+        take: Take,
     ) -> Result<(Transaction<'c>, Vec<Job>), JobError> {
         let citus = conn.is_citus();
         let set_tenant = conn.statements().set_tenant().clone();
@@ -440,7 +421,7 @@ impl Worker {
             // is simply run again: the commit need not wait for the WAL flush. Every write of a
             // domain change already waited for its own; this spares each one a second.
             tx.batch_execute(COMMIT_WITHOUT_WAITING_SQL),
-            Self::lock_due(&tx, tenant, self.batch_limit())
+            Self::take_due(&tx, tenant, self.batch_limit(), take)
         );
         set?;
         sync?;
@@ -455,17 +436,18 @@ impl Worker {
         }
     }
 
-    /// The fast path: every handler takes the whole batch, and the rows are settled, in one
-    /// transaction. None when a handler failed (everything was rolled back).
+    /// The fast path: the rows are taken and marked processed, and every handler takes the
+    /// whole batch, in one transaction. None when a handler failed (everything was rolled
+    /// back, the marks too).
     async fn batch_together(&self, tenant: Uuid) -> Result<Option<Batch>, JobError> {
         let mut conn = self.pool.get().await?;
-        let (tx, jobs) = self.begin_locked(&mut conn, tenant).await?;
+        let (tx, jobs) = self.begin_taking(&mut conn, tenant, Take::Claim).await?;
         if jobs.is_empty() {
             tx.commit().await?;
             return Ok(Some(Batch::default()));
         }
         let after = AfterCommit::handing_over();
-        if !self.handle_and_mark(&tx, tenant, &jobs, &after).await? {
+        if !self.handle(&tx, &jobs, &after).await {
             tx.rollback().await?;
             return Ok(None);
         }
@@ -484,7 +466,7 @@ impl Worker {
     /// recorded (retry with backoff, or dead letter).
     async fn batch_one_by_one(&self, tenant: Uuid) -> Result<Batch, JobError> {
         let mut conn = self.pool.get().await?;
-        let (mut tx, jobs) = self.begin_locked(&mut conn, tenant).await?;
+        let (mut tx, jobs) = self.begin_taking(&mut conn, tenant, Take::Lock).await?;
         let mut done = Vec::new();
         let after = AfterCommit::plain();
         for job in &jobs {
@@ -590,6 +572,20 @@ impl Worker {
         .await?;
         Ok(Outcome::Retry)
     }
+}
+
+/// The jobs of the rows [`LOCK_DUE_SQL`] or [`CLAIM_DUE_SQL`] returned.
+fn jobs_of(tenant: Uuid, rows: &[tokio_postgres::Row]) -> Vec<Job> {
+    rows.iter()
+        .map(|r| Job {
+            tenant_id: tenant,
+            id: r.get(0),
+            event_type: r.get(1),
+            payload: r.get(2),
+            created_at: r.get(3),
+            attempt: r.get(4),
+        })
+        .collect()
 }
 
 /// A handler's run, with a panic in it turned into the handler's error. The transaction it
