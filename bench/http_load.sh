@@ -87,6 +87,7 @@ fi
 # On Citus (docs/scale-out.md): PG_URL names the coordinator, the database was prepared on every
 # node beforehand (KEEP_DB=1) and MIGRATE_FLAGS=--citus.
 $BIN migrate --no-progress ${MIGRATE_FLAGS:-} >/dev/null
+[ -z "${STATEMENTS:-}" ] || psql -XAtq "$PG/$DB" -c "create extension if not exists pg_stat_statements" >/dev/null
 
 # WORKERS=1 runs one HTTP worker (which then hosts every tenant actor): with PostgreSQL and
 # wrk on the same 2 cores, fewer server threads means fewer thread switches.
@@ -218,6 +219,39 @@ SQL
   echo "settled: $SETTLED"
 }
 
+# STATEMENTS=1: the statements that took PostgreSQL's time in each measured run, from
+# pg_stat_statements (which must be preloaded: the scratch cluster of bench/scratch_pg.sh, never
+# the product's configuration): the eight largest by execution time, with calls, ms and shared
+# buffers a call, into the run's JSON ("statements") and printed.
+statements_snapshot() {
+  [ -n "${STATEMENTS:-}" ] || return 0
+  psql -XAtq -F $'\t' "$DATABASE_URL" -c "select queryid, calls, total_exec_time,
+      shared_blks_hit + shared_blks_read, regexp_replace(left(query, 140), '\s+', ' ', 'g')
+    from pg_stat_statements where dbid = (select oid from pg_database where datname = current_database())
+      and query not like '%pg_stat_statements%'"
+}
+statements_json() { # files of the snapshots before and after
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+def parse(path):
+    rows = {}
+    for line in open(path).read().splitlines():
+        qid, calls, ms, blocks, query = line.split("\t", 4)
+        rows[qid] = (int(calls), float(ms), int(blocks), query)
+    return rows
+before, after = parse(sys.argv[1]), parse(sys.argv[2])
+out = []
+for qid, (calls, ms, blocks, query) in after.items():
+    c0, m0, b0, _ = before.get(qid, (0, 0.0, 0, ""))
+    if calls > c0:
+        n = calls - c0
+        out.append({"query": query, "calls": n, "ms": round(ms - m0, 1),
+                    "ms_per_call": round((ms - m0) / n, 4), "buffers_per_call": round((blocks - b0) / n, 1)})
+out.sort(key=lambda x: -x["ms"])
+print(json.dumps(out[:8]))
+PY
+}
+
 declare -A RESULTS
 run() { # name script rate
   local name=$1 script=$2 rate=$3 conns=$CONNS
@@ -234,19 +268,28 @@ run() { # name script rate
     "$BASE" -- "$ENTRIES" >"$OUT/.wrk_$name.txt" &
   local wrk_pid=$!
   local cpu_before cpu_after
+  statements_snapshot >"$OUT/.statements_before.txt"
   cpu_before=$(cpu_sample)
   local max_conns
   max_conns=$(sample_connections $wrk_pid)
   wait $wrk_pid
   cpu_after=$(cpu_sample)
+  statements_snapshot >"$OUT/.statements_after.txt"
   WROTE=${writes:-$WROTE}
   local json requests cpu
   json=$(grep '^RESULT ' "$OUT/.wrk_$name.txt" | sed 's/^RESULT //')
   requests=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["requests"])' "$json")
   cpu=$(cpu_json "$cpu_before" "$cpu_after" "$requests")
-  json=${json%\}}", \"max_db_connections\": $max_conns, \"server_rss_mb\": $(rss_mb), \"cpu\": $cpu, \"load_1min\": $(cut -d' ' -f1 /proc/loadavg), \"settled_before\": $SETTLED}"
+  json=${json%\}}", \"max_db_connections\": $max_conns, \"server_rss_mb\": $(rss_mb), \"cpu\": $cpu, \"load_1min\": $(cut -d' ' -f1 /proc/loadavg), \"settled_before\": $SETTLED"
+  [ -n "${STATEMENTS:-}" ] && json="$json, \"statements\": $(statements_json "$OUT/.statements_before.txt" "$OUT/.statements_after.txt")"
+  json="$json}"
   RESULTS[$name]=$json
   echo "$name: $json"
+  if [ -n "${STATEMENTS:-}" ]; then
+    python3 -c 'import json, sys
+for x in json.loads(sys.argv[1])["statements"]:
+    print("  {ms:>9} ms {calls:>7} calls {ms_per_call:>8} ms/call {buffers_per_call:>7} buffers/call  {query:.90}".format(**x))' "$json"
+  fi
 }
 
 # The rate limiter's cost on the GET path: GET /tasks/{id} at full speed with the tenants' plan
