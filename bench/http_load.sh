@@ -264,6 +264,8 @@ run() { # name script rate
   WRK_RATE=$rate WRK_CONNS=$conns wrk -t1 -c"$conns" -d3s -s "bench/http_load/$script" "$BASE" \
     -- "$ENTRIES" >/dev/null
   settle
+  local pending
+  pending=$(pending_events)
   WRK_RATE=$rate WRK_CONNS=$conns wrk -t1 -c"$conns" -d"$DURATION" -s "bench/http_load/$script" \
     "$BASE" -- "$ENTRIES" >"$OUT/.wrk_$name.txt" &
   local wrk_pid=$!
@@ -280,7 +282,7 @@ run() { # name script rate
   json=$(grep '^RESULT ' "$OUT/.wrk_$name.txt" | sed 's/^RESULT //')
   requests=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["requests"])' "$json")
   cpu=$(cpu_json "$cpu_before" "$cpu_after" "$requests")
-  json=${json%\}}", \"max_db_connections\": $max_conns, \"server_rss_mb\": $(rss_mb), \"cpu\": $cpu, \"load_1min\": $(cut -d' ' -f1 /proc/loadavg), \"settled_before\": $SETTLED"
+  json=${json%\}}", \"max_db_connections\": $max_conns, \"server_rss_mb\": $(rss_mb), \"cpu\": $cpu, \"load_1min\": $(cut -d' ' -f1 /proc/loadavg), \"settled_before\": $SETTLED, \"outbox_pending_at_start\": $pending"
   [ -n "${STATEMENTS:-}" ] && json="$json, \"statements\": $(statements_json "$OUT/.statements_before.txt" "$OUT/.statements_after.txt")"
   json="$json}"
   RESULTS[$name]=$json
