@@ -2,8 +2,9 @@
 # A scratch PostgreSQL 15 cluster for looking inside a benchmark's database: pg_stat_statements
 # preloaded (never in the product's configuration, nor in the shared server's), otherwise set
 # like this machine's shared server (128 MB of shared buffers, fsync and synchronous_commit on,
-# autovacuum off; AUTOVACUUM=on for a server's defaults). initdb in $PGDIR, port $PGPORT, socket
-# in $PGDIR; the superuser postgres logs in without a password.
+# autovacuum off; AUTOVACUUM=on for a server's defaults). initdb in $PGDIR, port $PGPORT (5498:
+# write_breakdown.sh's cluster takes 5499), socket in $PGDIR; the superuser postgres logs in
+# without a password.
 #
 #   bench/scratch_pg.sh start      # (re)creates it, empty, and prints its base URL
 #   PG_URL=$(bench/scratch_pg.sh url) STATEMENTS=1 TENANTRY_BIN=target/release/tenantry \
@@ -12,7 +13,7 @@
 set -euo pipefail
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 PGDIR=${PGDIR:-/tmp/tenantry_scratch_pg}
-PGPORT=${PGPORT:-5499}
+PGPORT=${PGPORT:-5498}
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 url() {
   echo "postgres://postgres@$(python3 -c "import urllib.parse, sys; print(urllib.parse.quote(sys.argv[1], safe=''))" "$PGDIR"):$PGPORT"
