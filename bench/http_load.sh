@@ -171,14 +171,15 @@ PY
 # Before a measured run, when anything was written since the last VACUUM (by an earlier run or
 # this run's warm-up): what a server's autovacuum would have done by then. This machine's
 # PostgreSQL runs without autovacuum, so the statistics would stay those of the ANALYZE above,
-# taken when every tenant had one task and two outbox events: tenant_id looks unique in both
-# tables, the planner takes `tenant_id = $1` for a one-row match, and the server's cached plans
-# read all of a tenant's tasks (or outbox rows) by tenant_id alone, filtering on id. Each POST
-# run makes that scan longer, and the runs after it would measure a plan no autovacuumed server
-# keeps (docs/benchmarks.md, "Session 11"). So the outbox is first left to drain (its events are
-# earlier requests' work, not this run's), then the app tables are vacuumed and analyzed. Neither
-# is hidden: each run's JSON says, under "settled_before", how long both took and the CPU they
-# used. NO_SETTLE=1 leaves this out (the figures without autovacuum's work).
+# taken when every tenant had one task and two outbox events: the GET by id keeps the sequential
+# scan planned while tasks had six pages, and since tenant_id looks unique in both tables the
+# worker's settling UPDATE reads a tenant's whole outbox by tenant_id alone, filtering on id.
+# Each POST run makes those scans longer, and the runs after it would measure plans no
+# autovacuumed server keeps (docs/benchmarks.md, "Session 11"). So the outbox is first left to
+# drain (its events are earlier requests' work, not this run's), then the app tables are
+# vacuumed and analyzed. Neither is hidden: each run's JSON says, under "settled_before", how
+# long both took and the CPU they used. NO_SETTLE=1 leaves this out (the figures without
+# autovacuum's work).
 WROTE=
 SETTLED=null
 pending_events() {
