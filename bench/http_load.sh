@@ -14,6 +14,8 @@
 #   REUSE=1 RUNS=get_full bench/http_load.sh   # same, keeping the previous run's tenants
 #   RUNS=limits TENANTS=100 bench/http_load.sh  # the rate limiter's pair alone
 #   RUNS=ofrep TENANTS=100 bench/http_load.sh   # OFREP single-flag evaluations beside GET /healthz
+#   NO_SETTLE=1 RUNS=writes bench/http_load.sh  # without the outbox drain and VACUUM (ANALYZE)
+#     before each run that follows writes (see settle below)
 #   TENANTRY_BIN=target/debug/tenantry BENCH_DB=scratch RUNS=limits TENANTS=20 DURATION=2s \
 #     bench/http_load.sh   # checks the script works (a debug build: its figures mean nothing)
 #
@@ -85,6 +87,7 @@ fi
 # On Citus (docs/scale-out.md): PG_URL names the coordinator, the database was prepared on every
 # node beforehand (KEEP_DB=1) and MIGRATE_FLAGS=--citus.
 $BIN migrate --no-progress ${MIGRATE_FLAGS:-} >/dev/null
+[ -z "${STATEMENTS:-}" ] || psql -XAtq "$PG/$DB" -c "create extension if not exists pg_stat_statements" >/dev/null
 
 # WORKERS=1 runs one HTTP worker (which then hosts every tenant actor): with PostgreSQL and
 # wrk on the same 2 cores, fewer server threads means fewer thread switches.
@@ -165,31 +168,131 @@ print(f'{{"server_cpu_us_per_request": {per(as_ - bs)}, "postgres_cpu_us_per_req
 PY
 }
 
+# Before a measured run, when anything was written since the last VACUUM (by an earlier run or
+# this run's warm-up): what a server's autovacuum would have done by then. This machine's
+# PostgreSQL runs without autovacuum, so the statistics would stay those of the ANALYZE above,
+# taken when every tenant had one task and two outbox events: the GET by id keeps the sequential
+# scan planned while tasks had six pages, and since tenant_id looks unique in both tables the
+# worker's settling UPDATE reads a tenant's whole outbox by tenant_id alone, filtering on id.
+# Each POST run makes those scans longer, and the runs after it would measure plans no
+# autovacuumed server keeps (docs/benchmarks.md, "Session 11"). So the outbox is first left to
+# drain (its events are earlier requests' work, not this run's), then the app tables are
+# vacuumed and analyzed. Neither is hidden: each run's JSON says, under "settled_before", how
+# long both took and the CPU they used. NO_SETTLE=1 leaves this out (the figures without
+# autovacuum's work).
+WROTE=
+SETTLED=null
+pending_events() {
+  psql -XAtq "$DATABASE_URL" -c "select count(*) from app.outbox
+    where processed_at is null and failed_at is null and deleted_at is null"
+}
+cpu_seconds() { # before after: the server's, PostgreSQL's (processes alive at both) and the machine's busy CPU
+  python3 - "$1" "$2" "$(getconf CLK_TCK)" <<'PY'
+import sys
+def parse(sample):
+    f = sample.split()
+    return int(f[0]), int(f[1]), {p: int(t) for p, t in (x.split(":") for x in f[3:]) if t}
+bs, bb, bpg = parse(sys.argv[1]); as_, ab, apg = parse(sys.argv[2]); hz = int(sys.argv[3])
+pg = sum(apg[p] - bpg[p] for p in apg if p in bpg)
+print(round((as_ - bs) / hz, 2), round(pg / hz, 2), round((ab - bb) / hz, 2))
+PY
+}
+settle() {
+  SETTLED=null
+  [ -n "$WROTE" ] && [ -z "${NO_SETTLE:-}" ] || return 0
+  WROTE=
+  local t0 t1 t2 c0 c1 c2 left waited=0 drain vacuum
+  t0=$(date +%s.%N); c0=$(cpu_sample)
+  while left=$(pending_events) && [ "$left" -gt 0 ] && [ $waited -lt 1200 ]; do
+    sleep 0.5
+    waited=$((waited + 1))
+  done
+  t1=$(date +%s.%N); c1=$(cpu_sample)
+  psql -XAtq "$DATABASE_URL" >/dev/null <<'SQL'
+select format('vacuum (analyze) app.%I', tablename) from pg_tables where schemaname = 'app' \gexec
+SQL
+  t2=$(date +%s.%N); c2=$(cpu_sample)
+  read -r ds dp dm <<<"$(cpu_seconds "$c0" "$c1")"
+  read -r _ _ vm <<<"$(cpu_seconds "$c1" "$c2")"
+  drain=$(python3 -c "print(round($t1 - $t0, 2))")
+  vacuum=$(python3 -c "print(round($t2 - $t1, 2))")
+  SETTLED="{\"outbox_drain_s\": $drain, \"outbox_left\": $left, \"drain_server_cpu_s\": $ds, \"drain_postgres_cpu_s\": $dp, \"drain_machine_cpu_s\": $dm, \"vacuum_analyze_s\": $vacuum, \"vacuum_machine_cpu_s\": $vm}"
+  echo "settled: $SETTLED"
+}
+
+# STATEMENTS=1: the statements that took PostgreSQL's time in each measured run, from
+# pg_stat_statements (which must be preloaded: the scratch cluster of bench/scratch_pg.sh, never
+# the product's configuration): the eight largest by execution time, with calls, ms and shared
+# buffers a call, into the run's JSON ("statements") and printed.
+statements_snapshot() {
+  [ -n "${STATEMENTS:-}" ] || return 0
+  psql -XAtq -F $'\t' "$DATABASE_URL" -c "select queryid, calls, total_exec_time,
+      shared_blks_hit + shared_blks_read, regexp_replace(left(query, 140), '\s+', ' ', 'g')
+    from pg_stat_statements where dbid = (select oid from pg_database where datname = current_database())
+      and query not like '%pg_stat_statements%'"
+}
+statements_json() { # files of the snapshots before and after
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+def parse(path):
+    rows = {}
+    for line in open(path).read().splitlines():
+        qid, calls, ms, blocks, query = line.split("\t", 4)
+        rows[qid] = (int(calls), float(ms), int(blocks), query)
+    return rows
+before, after = parse(sys.argv[1]), parse(sys.argv[2])
+out = []
+for qid, (calls, ms, blocks, query) in after.items():
+    c0, m0, b0, _ = before.get(qid, (0, 0.0, 0, ""))
+    if calls > c0:
+        n = calls - c0
+        out.append({"query": query, "calls": n, "ms": round(ms - m0, 1),
+                    "ms_per_call": round((ms - m0) / n, 4), "buffers_per_call": round((blocks - b0) / n, 1)})
+out.sort(key=lambda x: -x["ms"])
+print(json.dumps(out[:8]))
+PY
+}
+
 declare -A RESULTS
 run() { # name script rate
   local name=$1 script=$2 rate=$3 conns=$CONNS
+  local writes=
+  case $script in post_task.lua | mixed.lua | analytics_events.lua) writes=1 WROTE=1 ;; esac
   # Paced runs: many connections each waiting 1000*conns/rate ms, so the added latency of
   # a request shifts the achieved rate little (it is reported as measured).
   [ "$rate" -gt 0 ] && conns=$((rate / 20))
   # warm-up, not recorded
   WRK_RATE=$rate WRK_CONNS=$conns wrk -t1 -c"$conns" -d3s -s "bench/http_load/$script" "$BASE" \
     -- "$ENTRIES" >/dev/null
+  settle
+  local pending
+  pending=$(pending_events)
   WRK_RATE=$rate WRK_CONNS=$conns wrk -t1 -c"$conns" -d"$DURATION" -s "bench/http_load/$script" \
     "$BASE" -- "$ENTRIES" >"$OUT/.wrk_$name.txt" &
   local wrk_pid=$!
   local cpu_before cpu_after
+  statements_snapshot >"$OUT/.statements_before.txt"
   cpu_before=$(cpu_sample)
   local max_conns
   max_conns=$(sample_connections $wrk_pid)
   wait $wrk_pid
   cpu_after=$(cpu_sample)
+  statements_snapshot >"$OUT/.statements_after.txt"
+  WROTE=${writes:-$WROTE}
   local json requests cpu
   json=$(grep '^RESULT ' "$OUT/.wrk_$name.txt" | sed 's/^RESULT //')
   requests=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["requests"])' "$json")
   cpu=$(cpu_json "$cpu_before" "$cpu_after" "$requests")
-  json=${json%\}}", \"max_db_connections\": $max_conns, \"server_rss_mb\": $(rss_mb), \"cpu\": $cpu, \"load_1min\": $(cut -d' ' -f1 /proc/loadavg)}"
+  json=${json%\}}", \"max_db_connections\": $max_conns, \"server_rss_mb\": $(rss_mb), \"cpu\": $cpu, \"load_1min\": $(cut -d' ' -f1 /proc/loadavg), \"settled_before\": $SETTLED, \"outbox_pending_at_start\": $pending"
+  [ -n "${STATEMENTS:-}" ] && json="$json, \"statements\": $(statements_json "$OUT/.statements_before.txt" "$OUT/.statements_after.txt")"
+  json="$json}"
   RESULTS[$name]=$json
   echo "$name: $json"
+  if [ -n "${STATEMENTS:-}" ]; then
+    python3 -c 'import json, sys
+for x in json.loads(sys.argv[1])["statements"]:
+    print("  {ms:>9} ms {calls:>7} calls {ms_per_call:>8} ms/call {buffers_per_call:>7} buffers/call  {query:.90}".format(**x))' "$json"
+  fi
 }
 
 # The rate limiter's cost on the GET path: GET /tasks/{id} at full speed with the tenants' plan
@@ -356,11 +459,13 @@ r = json.load(open(sys.argv[1]))
 runs = r["runs"]
 print(f"# Writes beside reads ({r['date']}, {r['tenants']} tenants, {r['duration']} a run; busy machine, load beside each run)\n")
 print("Generated by `RUNS=writes bench/http_load.sh` (issue 18).\n")
-print("| run | req/s | p50 ms | p99 ms | non-2xx | server CPU µs/req | PostgreSQL CPU µs/req | machine idle | load (1 min) |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| run | req/s | p50 ms | p99 ms | non-2xx | server CPU µs/req | PostgreSQL CPU µs/req | machine idle | load (1 min) | before it: outbox drain s / vacuum s |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for k, x in runs.items():
     c = x["cpu"]
-    print(f"| {k} | {x['rps']:.0f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} | {x['non_2xx']} | {c['server_cpu_us_per_request']} | {c['postgres_cpu_us_per_request']} | {c['machine_idle_share']:.0%} | {x.get('load_1min', '')} |")
+    s = x.get("settled_before")
+    settled = f"{s['outbox_drain_s']} / {s['vacuum_analyze_s']}" if s else ""
+    print(f"| {k} | {x['rps']:.0f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} | {x['non_2xx']} | {c['server_cpu_us_per_request']} | {c['postgres_cpu_us_per_request']} | {c['machine_idle_share']:.0%} | {x.get('load_1min', '')} | {settled} |")
 post, get = runs["post_full"]["rps"], max(runs["get_full"]["rps"], 1)
 print(f"\nPOST / GET at full speed: **{post / get:.3f}** (goal >= 0.2)")
 if r["pgbench_ceiling_tps"]:
