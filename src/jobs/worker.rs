@@ -159,15 +159,16 @@ impl Worker {
         loop {
             let wakes = self.pool.manager().wakes().clone();
             let woken = wakes.outbox.notified();
+            let now = tokio::time::Instant::now();
             for tenant in wakes.outbox.take() {
-                schedule.want(tenant);
+                schedule.want(tenant, now);
             }
             if tokio::time::Instant::now() >= next_scan {
                 next_scan = tokio::time::Instant::now() + self.options.poll_interval;
                 match self.pending_tenants().await {
                     Ok(found) => {
                         for tenant in found {
-                            schedule.want(tenant);
+                            schedule.want(tenant, now);
                         }
                     }
                     Err(err) => {
@@ -175,12 +176,13 @@ impl Worker {
                     }
                 }
             }
-            while let Some(group) = schedule.next() {
+            while let Some(group) = schedule.next(tokio::time::Instant::now()) {
                 let this = self.clone();
                 let members = group.clone();
                 let task = batches.spawn(async move { this.group_batch(members).await });
                 tasks.insert(task.id(), group);
             }
+            let release = schedule.next_release().unwrap_or(next_scan);
             tokio::select! {
                 _ = stop.cancelled() => break,
                 Some(ended) = batches.join_next_with_id(), if !batches.is_empty() => {
@@ -193,10 +195,16 @@ impl Worker {
                         }
                     };
                     let ran: HashMap<Uuid, Batch> = results.into_iter().collect();
-                    schedule.ended(&tasks.remove(&id).unwrap_or_default(), &ran);
+                    schedule.ended(
+                        &tasks.remove(&id).unwrap_or_default(),
+                        &ran,
+                        tokio::time::Instant::now(),
+                    );
                 }
                 _ = woken => {}
                 _ = tokio::time::sleep_until(next_scan) => {}
+                // A busy tenant's gather time ended.
+                _ = tokio::time::sleep_until(release), if release < next_scan => {}
             }
         }
         while batches.join_next().await.is_some() {}
