@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 /// Tenants, each with less than a full batch due, whose batches share one transaction.
-pub const TENANTS_PER_TX: usize = 16;
+pub const TENANTS_PER_TX: usize = 4;
 /// A tenant whose last batch had more events than this runs alone: a shared transaction is
 /// bounded by events as well as by tenants, so one tenant's large batch does not hold the
 /// commit (and the deliveries) of the small ones.
