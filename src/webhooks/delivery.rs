@@ -1146,36 +1146,44 @@ impl Dispatcher {
                  where tenant_id = $1 and id = any($2) and failing_since is not null",
             )
             .await?;
+        // One statement a message, all sent at once (one round trip): each finds its row by
+        // the full primary key, a plan no statistics can change (a join of the batch's ids
+        // with the table was planned, on a young table, as a scan of the tenant's messages).
         // Fenced by the attempt number: a claim that outlived its lease matches nothing.
         let stmt = tx
             .prepare_cached(
-                "update app.webhook_messages m set status = u.status, round_attempts = u.round, \
-                 next_attempt_at = coalesce(u.next, m.next_attempt_at), locked_until = null, \
-                 updated_at = $2 \
-                 from unnest($3::uuid[], $4::int4[], $5::text[], $6::int4[], $7::timestamptz[]) \
-                   as u (id, attempt, status, round, next) \
-                 where m.tenant_id = $1 and m.id = u.id and m.attempts = u.attempt \
-                   and m.status = 'pending' \
-                 returning m.id",
+                "update app.webhook_messages set status = $3, round_attempts = $4, \
+                 next_attempt_at = coalesce($5, next_attempt_at), locked_until = null, \
+                 updated_at = $6 \
+                 where tenant_id = $1 and id = $2 and attempts = $7 and status = 'pending'",
             )
             .await?;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
-            &tenant,
-            &now,
-            &ids,
-            &numbers,
-            &message_statuses,
-            &rounds,
-            &nexts,
-        ];
-        let (updated, cleared) = futures_util::join!(tx.query(&stmt, &params), async {
+        let updates = futures_util::future::join_all((0..n).map(|i| {
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+                &tenant,
+                &ids[i],
+                &message_statuses[i],
+                &rounds[i],
+                &nexts[i],
+                &now,
+                &numbers[i],
+            ];
+            let stmt = &stmt;
+            async move { tx.execute(stmt, &params).await }
+        }));
+        let (updated, cleared) = futures_util::join!(updates, async {
             if succeeded_endpoints.is_empty() {
                 return Ok(0);
             }
             tx.execute(&clear, &[&tenant, &succeeded_endpoints]).await
         });
         cleared?;
-        let recorded: HashSet<Uuid> = updated?.iter().map(|row| row.get(0)).collect();
+        let mut recorded: HashSet<Uuid> = HashSet::with_capacity(n);
+        for (id, updated) in ids.iter().zip(updated) {
+            if updated? == 1 {
+                recorded.insert(*id);
+            }
+        }
         let mut delivery_ids = Vec::with_capacity(recorded.len());
         let mut message_ids = Vec::with_capacity(recorded.len());
         let mut webhook_ids = Vec::with_capacity(recorded.len());
