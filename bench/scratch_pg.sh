@@ -14,29 +14,14 @@ set -euo pipefail
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 PGDIR=${PGDIR:-/tmp/tenantry_scratch_pg}
 PGPORT=${PGPORT:-5498}
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+source "$(dirname "$0")/pg_cluster.sh"
 url() {
   echo "postgres://postgres@$(python3 -c "import urllib.parse, sys; print(urllib.parse.quote(sys.argv[1], safe=''))" "$PGDIR"):$PGPORT"
 }
 case ${1:-} in
   start)
-    if [ -d "$PGDIR" ]; then
-      as_pg "$PGBIN/pg_ctl" -D "$PGDIR" -m immediate stop >/dev/null 2>&1 || true
-      rm -rf "$PGDIR"
-    fi
-    mkdir -p "$PGDIR"
-    [ "$(id -u)" = 0 ] && chown postgres "$PGDIR"
-    as_pg "$PGBIN/initdb" -D "$PGDIR" --auth=trust -U postgres >/dev/null
-    cat >>"$PGDIR/postgresql.conf" <<CONF
-port = $PGPORT
-listen_addresses = ''
-unix_socket_directories = '$PGDIR'
-shared_preload_libraries = 'pg_stat_statements'
+    fresh_cluster <<CONF
 pg_stat_statements.track = top
-shared_buffers = 128MB
-max_connections = 100
-fsync = on
-synchronous_commit = on
 autovacuum = ${AUTOVACUUM:-off}
 CONF
     as_pg "$PGBIN/pg_ctl" -D "$PGDIR" -l "$PGDIR/log" -w start >/dev/null

@@ -6,25 +6,10 @@
 # `settle_tx` (the outbox worker's statements). Expects PGBIN, PGDIR, PGPORT, TENANTS, BIN;
 # POSTGRES_WRAPPER, when set, is the executable pg_ctl starts instead of postgres (a script
 # running postgres under valgrind); PG_CONF_EXTRA is appended to postgresql.conf.
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-if [ -d "$PGDIR" ]; then
-  as_pg "$PGBIN/pg_ctl" -D "$PGDIR" -m immediate stop >/dev/null 2>&1 || true
-  rm -rf "$PGDIR"
-fi
-mkdir -p "$PGDIR"
-[ "$(id -u)" = 0 ] && chown postgres "$PGDIR"
-as_pg "$PGBIN/initdb" -D "$PGDIR" --auth=trust -U postgres >/dev/null
-cat >>"$PGDIR/postgresql.conf" <<CONF
-port = $PGPORT
-listen_addresses = ''
-unix_socket_directories = '$PGDIR'
-shared_preload_libraries = 'pg_stat_statements'
+source bench/pg_cluster.sh
+fresh_cluster <<CONF
 pg_stat_statements.track = all
-shared_buffers = 128MB
-fsync = on
-synchronous_commit = on
 wal_sync_method = fdatasync
-max_connections = 100
 track_wal_io_timing = on
 autovacuum = off
 # No checkpoint inside the runs: a page's first change after one writes the whole page to
