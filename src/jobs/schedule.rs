@@ -271,7 +271,7 @@ mod tests {
     fn light_tenants_share_a_group() {
         let now = Instant::now();
         let mut s = Schedule::new(4);
-        let t = ids(20);
+        let t = ids(TENANTS_PER_TX + 1);
         for &tenant in &t {
             s.want(tenant, now);
         }
