@@ -63,7 +63,6 @@ pub struct Schedule {
     /// or one light one).
     heavy_running: HashMap<Uuid, usize>,
     groups_under_way: usize,
-    heavy_under_way: usize,
     /// When each tenant's last batch started.
     started: HashMap<Uuid, Instant>,
     /// Busy tenants: no batch of theirs starts before this.
@@ -84,7 +83,6 @@ impl Schedule {
             backlog: HashSet::new(),
             heavy_running: HashMap::new(),
             groups_under_way: 0,
-            heavy_under_way: 0,
             started: HashMap::new(),
             gather_until: HashMap::new(),
             delayed: HashMap::new(),
@@ -168,9 +166,8 @@ impl Schedule {
                 }
             }
             group
-        } else if self.heavy_under_way < self.heavy_slots() {
+        } else if self.heavy_running.values().sum::<usize>() < self.heavy_slots() {
             let tenant = self.heavy_line.pop_front()?;
-            self.heavy_under_way += 1;
             *self.heavy_running.entry(tenant).or_default() += 1;
             vec![tenant]
         } else {
@@ -200,7 +197,6 @@ impl Schedule {
                 if *n == 0 {
                     self.heavy_running.remove(tenant);
                 }
-                self.heavy_under_way = self.heavy_under_way.saturating_sub(1);
             }
         }
         for tenant in group {

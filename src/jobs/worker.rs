@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::schedule::{Batch, Schedule};
+use super::schedule::{Batch, Schedule, TENANTS_PER_TX};
 use super::{AfterCommit, Job, JobError, Registry};
 use crate::db::tenant_tx::set_local_tenant_sql;
 use crate::db::{PgPool, PooledConn, COMMIT_WITHOUT_WAITING_SQL};
@@ -71,7 +71,6 @@ enum Take {
     Lock,
 }
 
-use super::schedule::TENANTS_PER_TX;
 use crate::error::error_chain;
 use crate::state::AppState;
 
