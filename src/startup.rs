@@ -267,6 +267,13 @@ impl Application {
         self.port
     }
 
+    /// Stops the server from outside its runtime (`ServerHandle::stop`); `run_until_stopped`
+    /// then shuts the rest down. For embedders and tests, which stop a server they started
+    /// without sending the process a signal.
+    pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
     /// Serves until the server is stopped, then shuts the rest down (see the module
     /// documentation).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {

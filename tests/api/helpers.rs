@@ -29,7 +29,20 @@ pub struct TestApp {
     pub config: Config,
     pub database: String,
     pub http: reqwest::Client,
+    /// The in-process server, stopped when the test ends (`Drop`).
+    running: Option<RunningServer>,
 }
+
+/// A server started on a thread of its own by [`spawn_app_with`].
+struct RunningServer {
+    handle: actix_web::dev::ServerHandle,
+    /// Closed when the server's thread ends.
+    ended: mpsc::Receiver<()>,
+}
+
+/// How long a test's end waits for its server to shut down (loops stopped, last flushes
+/// written) before dropping its database regardless.
+const SERVER_STOP_WAIT: Duration = Duration::from_secs(15);
 
 pub struct TestTenant {
     pub id: Uuid,
@@ -211,9 +224,12 @@ pub async fn spawn_app() -> TestApp {
 /// Starts a server for an already migrated configuration (tests that run two instances
 /// against one database call this twice).
 pub async fn spawn_app_with(config: Config, database: String) -> TestApp {
-    let (port_tx, port_rx) = mpsc::channel();
+    let (started_tx, started_rx) = mpsc::channel();
+    let (ended_tx, ended) = mpsc::channel::<()>();
     let server_config = config.clone();
     std::thread::spawn(move || {
+        // Dropped when the thread ends, however it ends: that is what `Drop` waits for.
+        let _ended = ended_tx;
         actix_web::rt::System::new().block_on(async move {
             let app = Application::build(
                 server_config,
@@ -225,14 +241,17 @@ pub async fn spawn_app_with(config: Config, database: String) -> TestApp {
             )
             .await
             .expect("build application");
-            port_tx.send(app.port()).expect("send port");
+            started_tx
+                .send((app.port(), app.server_handle()))
+                .expect("send port");
             let _ = app.run_until_stopped().await;
         })
     });
-    let port = tokio::task::spawn_blocking(move || port_rx.recv_timeout(Duration::from_secs(30)))
-        .await
-        .expect("join")
-        .expect("server did not start");
+    let (port, handle) =
+        tokio::task::spawn_blocking(move || started_rx.recv_timeout(Duration::from_secs(30)))
+            .await
+            .expect("join")
+            .expect("server did not start");
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
@@ -242,6 +261,7 @@ pub async fn spawn_app_with(config: Config, database: String) -> TestApp {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("http client"),
+        running: Some(RunningServer { handle, ended }),
     }
 }
 
@@ -426,8 +446,25 @@ where
     }
 }
 
+impl TestApp {
+    /// Stops the server as its test ends (`Application::server_handle`) and waits for its
+    /// thread to end: loops stopped, last flushes written, connections closed. Once; `Drop`
+    /// calls it.
+    pub fn stop(&mut self) {
+        if let Some(server) = self.running.take() {
+            // The command is sent when `stop` is called; its future only reports completion.
+            drop(server.handle.stop(false));
+            let _ = server.ended.recv_timeout(SERVER_STOP_WAIT);
+        }
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
+        // A server left running after its test keeps its loops retrying against a dropped
+        // database for the rest of the run: hundreds of them by the end of the suite, each
+        // opening connections, which loaded the machine enough to time out other tests' waits.
+        self.stop();
         drop_database(&self.database);
     }
 }

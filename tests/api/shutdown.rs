@@ -816,3 +816,29 @@ async fn every_background_task_has_its_restart_counter_in_metrics() {
         );
     }
 }
+
+/// A server embedded in a process stops through `Application::server_handle`: it stops
+/// listening, its loops end and its connections close. The test harness stops every test's
+/// server this way when the test ends; a server left running kept retrying against its
+/// dropped database for the rest of the run.
+#[tokio::test]
+async fn an_embedded_server_stops_through_its_handle() {
+    let mut app = spawn_app().await;
+    app.create_tenant("stop-embedded").await;
+    let db = app.superuser_db().await;
+    let ours = "select count(*) from pg_stat_activity \
+                where datname = current_database() and application_name = 'tenantry'";
+    assert!(db.query_one(ours, &[]).await.unwrap().get::<_, i64>(0) > 0);
+    app.stop();
+    assert!(TcpStream::connect(("127.0.0.1", app.port)).is_err());
+    // A backend notices its client's closed socket on its own schedule: polled, bounded.
+    let mut left = -1;
+    for _ in 0..100 {
+        left = db.query_one(ours, &[]).await.unwrap().get::<_, i64>(0);
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 0, "the stopped server's connections are closed");
+}
