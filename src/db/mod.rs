@@ -16,7 +16,10 @@ use thiserror::Error;
 use tokio_postgres::error::SqlState;
 
 pub use pool::{PgPool, PooledConn, Pools, SharedConn};
-pub use tenant_tx::{begin_tenant_tx, tenant_schema_name, TenantTx, COMMIT_WITHOUT_WAITING_SQL};
+pub use tenant_tx::{
+    begin_tenant_tx, begin_tenant_tx_without_waiting, tenant_schema_name, TenantTx,
+    COMMIT_WITHOUT_WAITING_SQL,
+};
 
 /// What can go wrong talking to PostgreSQL. The variants a client can cause or must react to
 /// (a duplicate, a missing reference, a timeout, an outage) are told apart; everything else keeps

@@ -70,6 +70,35 @@ pub async fn begin_tenant_tx(
     Ok(tx)
 }
 
+/// [`begin_tenant_tx`] for at-least-once background writes (see
+/// [`COMMIT_WITHOUT_WAITING_SQL`]): the commit setting travels with the tenant context, in the
+/// same round trip.
+pub async fn begin_tenant_tx_without_waiting(
+    conn: &mut PooledConn,
+    tenant: Uuid,
+) -> Result<Transaction<'_>, DbError> {
+    let citus = conn.is_citus();
+    let set_tenant = conn.statements().set_tenant().clone();
+    let tx = conn.transaction().await?;
+    if citus {
+        tx.batch_execute(&format!(
+            "{}; {COMMIT_WITHOUT_WAITING_SQL}",
+            set_local_tenant_sql(tenant)
+        ))
+        .await?;
+    } else {
+        let context = tenant.hyphenated().to_string();
+        let params: [&(dyn ToSql + Sync); 1] = [&context];
+        let (set, sync) = futures_util::join!(
+            tx.execute(&set_tenant, &params),
+            tx.batch_execute(COMMIT_WITHOUT_WAITING_SQL)
+        );
+        set?;
+        sync?;
+    }
+    Ok(tx)
+}
+
 /// The transaction a tenant operation runs in: every statement sent through it runs after
 /// `BEGIN` and the tenant's `set_config`, on one pooled connection.
 ///

@@ -45,7 +45,9 @@ use super::queue::TenantQueue;
 use super::secret;
 use super::signing::signature_header;
 use super::{WebhookError, ENDPOINT_DISABLED_EVENT, MAX_PAYLOAD_BYTES};
-use crate::db::{begin_tenant_tx, PgPool, TenantTx};
+use crate::db::{
+    begin_tenant_tx_without_waiting, DbError, PgPool, TenantTx, COMMIT_WITHOUT_WAITING_SQL,
+};
 use crate::error::error_chain;
 use crate::net::outbound::{body_prefix, Outbound, OutboundError};
 use crate::secrets::Keyring;
@@ -888,7 +890,9 @@ impl Dispatcher {
         }
         let claimed_at = Instant::now();
         let mut conn = self.inner.pool.get().await?;
-        let tx = begin_tenant_tx(&mut conn, tenant).await?;
+        // A claim a PostgreSQL crash loses leaves its messages pending, sent again (at least
+        // once): its commit need not wait for the WAL flush.
+        let tx = begin_tenant_tx_without_waiting(&mut conn, tenant).await?;
         match self
             .claim_in(&tx, tenant, queue, limit, now, claimed_at)
             .await
@@ -1083,8 +1087,21 @@ impl Dispatcher {
         attempts: Vec<(Claimed, Attempt)>,
     ) -> Result<(), WebhookError> {
         let conn = self.inner.pool.get().await?;
-        let tx = TenantTx::begin(&conn, tenant).await?;
-        let result = self.record_in(&tx, tenant, attempts).await;
+        // BEGIN, the tenant context, the commit setting and the record's first statements
+        // leave in one write (`join` polls them in this order). The commit need not wait for
+        // the WAL flush: a record a PostgreSQL crash loses leaves its messages leased, and they
+        // are sent again when the lease runs out (at least once, as every delivery is).
+        let (tx, opened) = TenantTx::open(&conn, tenant);
+        let (opened, sync, result) = futures_util::join!(
+            opened,
+            tx.client().batch_execute(COMMIT_WITHOUT_WAITING_SQL),
+            self.record_in(&tx, tenant, attempts)
+        );
+        let result = match (opened, sync) {
+            (Err(not_opened), _) => Err(not_opened.into()),
+            (Ok(()), Err(sync)) => Err(DbError::from(sync).into()),
+            (Ok(()), Ok(())) => result,
+        };
         match result {
             Ok(()) => Ok(tx.commit().await?),
             Err(err) => {

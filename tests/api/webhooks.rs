@@ -1407,3 +1407,29 @@ async fn a_fan_out_leaves_its_messages_due_when_the_window_row_is_held() {
     assert_eq!(rig.dispatcher.run_once().await.unwrap(), 1);
     assert_eq!(receiver.count(), 1);
 }
+
+/// The dispatcher's claims and records commit without waiting for the WAL flush (a lost one is
+/// a message sent again), but only inside their own transactions: the connection goes back to
+/// the pool waiting for flushes again, so the next user's commits (a domain write's 201) are
+/// durable. One connection in the pool, so the one checked is the one the dispatcher used.
+#[tokio::test]
+async fn the_dispatchers_commit_setting_stays_in_its_transactions() {
+    let rig = rig(None).await;
+    let t = rig.tenant("wh-sync").await;
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    rig.webhook(&t.token, &receiver.url, &["project.*"]).await;
+    create_project(&rig.app, &t.token, "P").await;
+    rig.fan_out().await;
+    let mut config = rig.app.config.clone();
+    config.app_pool_size = 1;
+    let one = Pools::new(&config).unwrap();
+    let sender = dispatcher(&config, &one, rig.clock.clone(), None);
+    assert_eq!(sender.run_once().await.unwrap(), 1);
+    receiver.assert_each_sent_once(1);
+    let conn = one.app.get().await.unwrap();
+    let row = conn
+        .query_one("show synchronous_commit", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "on");
+}
