@@ -57,17 +57,7 @@ pub async fn begin_tenant_tx(
     conn: &mut PooledConn,
     tenant: Uuid,
 ) -> Result<Transaction<'_>, DbError> {
-    // The connection prepared set_config when it opened; a second copy in the statement cache
-    // would only cost a lookup per transaction.
-    let citus = conn.is_citus();
-    let set_tenant = conn.statements().set_tenant().clone();
-    let tx = conn.transaction().await?;
-    if citus {
-        tx.batch_execute(&set_local_tenant_sql(tenant)).await?;
-    } else {
-        tx.execute(&set_tenant, &[&tenant.to_string()]).await?;
-    }
-    Ok(tx)
+    begin_bound(conn, tenant, false).await
 }
 
 /// [`begin_tenant_tx`] for at-least-once background writes (see
@@ -77,25 +67,39 @@ pub async fn begin_tenant_tx_without_waiting(
     conn: &mut PooledConn,
     tenant: Uuid,
 ) -> Result<Transaction<'_>, DbError> {
+    begin_bound(conn, tenant, true).await
+}
+
+async fn begin_bound(
+    conn: &mut PooledConn,
+    tenant: Uuid,
+    without_waiting: bool,
+) -> Result<Transaction<'_>, DbError> {
+    // The connection prepared set_config when it opened; a second copy in the statement cache
+    // would only cost a lookup per transaction.
     let citus = conn.is_citus();
     let set_tenant = conn.statements().set_tenant().clone();
     let tx = conn.transaction().await?;
     if citus {
-        tx.batch_execute(&format!(
-            "{}; {COMMIT_WITHOUT_WAITING_SQL}",
-            set_local_tenant_sql(tenant)
-        ))
-        .await?;
-    } else {
-        let context = tenant.hyphenated().to_string();
-        let params: [&(dyn ToSql + Sync); 1] = [&context];
-        let (set, sync) = futures_util::join!(
-            tx.execute(&set_tenant, &params),
-            tx.batch_execute(COMMIT_WITHOUT_WAITING_SQL)
-        );
-        set?;
-        sync?;
+        let mut sql = set_local_tenant_sql(tenant);
+        if without_waiting {
+            sql = format!("{sql}; {COMMIT_WITHOUT_WAITING_SQL}");
+        }
+        tx.batch_execute(&sql).await?;
+        return Ok(tx);
     }
+    let context = tenant.hyphenated().to_string();
+    let params: [&(dyn ToSql + Sync); 1] = [&context];
+    // Both go out before either answer is awaited: one round trip.
+    let (set, sync) = futures_util::join!(tx.execute(&set_tenant, &params), async {
+        if without_waiting {
+            tx.batch_execute(COMMIT_WITHOUT_WAITING_SQL).await
+        } else {
+            Ok(())
+        }
+    });
+    set?;
+    sync?;
     Ok(tx)
 }
 
