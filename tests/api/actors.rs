@@ -81,15 +81,7 @@ async fn a_panic_in_one_tenant_restarts_only_that_tenants_actor() {
     };
     assert_eq!(item(a.id)["restarts"], 1);
     assert_eq!(item(b.id)["restarts"], 0);
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("tenantry_tenant_actor_restarts_total 1"),
         "{metrics}"
@@ -193,15 +185,7 @@ async fn operator_views_need_the_operator_token() {
     assert_problem(r, 401, "unauthorized").await;
     let r = app.get("/admin/actors", &a.token).send().await.unwrap();
     assert_problem(r, 401, "unauthorized").await;
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(metrics.contains("tenantry_http_request_duration_seconds_bucket"));
     assert!(metrics.contains("tenantry_db_pool_connections"));
     assert!(metrics.contains("tenantry_tenant_actors_active"));

@@ -1127,15 +1127,7 @@ async fn a_nul_in_one_posts_metadata_is_422_for_it_and_202_for_the_others_of_its
     let app = spawn_app().await;
     let t = app.create_tenant("nulpost").await;
     let pending = || async {
-        let text = app
-            .http
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = app.metrics_text().await;
         text.lines()
             .find_map(|l| l.strip_prefix("tenantry_analytics_events_pending "))
             .and_then(|v| v.trim().parse::<usize>().ok())

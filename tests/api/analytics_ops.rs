@@ -30,15 +30,7 @@ async fn metrics_export_the_ingest_totals() {
             .unwrap();
         assert_eq!(r.status().as_u16(), 202);
     }
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     for (name, value) in [
         ("tenantry_analytics_events_accepted_total", 8.0),
         ("tenantry_analytics_events_committed_total", 8.0),

@@ -285,7 +285,14 @@ async fn a_cold_activation_reads_the_redis_copy() {
     let (config, database) = test_config().await;
     let one = spawn_app_with(config.clone(), database.clone()).await;
     let t = one.create_tenant("cold").await;
-    let warm = one.create_tenant("warm").await;
+    // Tenants whose first read on the second instance opens its Redis connection; each has a
+    // copy in Redis, written by the first instance.
+    let mut warm = Vec::new();
+    for n in 0..WARM_UPS {
+        let w = one.create_tenant(&format!("warm-{n}")).await;
+        assert_eq!(primary_color(&one, &w).await, "#2563eb");
+        warm.push(w);
+    }
     assert_eq!(primary_color(&one, &t).await, "#2563eb");
     // The copy the first instance wrote is what a second instance reads first: make it say
     // something PostgreSQL does not, to see where the answer came from.
@@ -302,17 +309,33 @@ async fn a_cold_activation_reads_the_redis_copy() {
         .arg(redis_key(t.id))
         .arg(copy.to_string())
         .arg("EX")
-        .arg(30)
+        .arg(60)
         .query_async(&mut conn)
         .await
         .unwrap();
     let two = spawn_app_with(config, database).await;
-    // A first read on the new instance opens its Redis connection: on a loaded machine that
-    // can pass the store's timeout, and the load then falls back to PostgreSQL (correctly, but
-    // not what this test looks at). Another tenant's read opens it.
-    assert_eq!(primary_color(&two, &warm).await, "#2563eb");
+    // The new instance opens its Redis connection on its first load. On a loaded machine that
+    // can pass the store's timeout; the load then falls back to PostgreSQL (correctly, but not
+    // what this test looks at) and Redis is left alone for a second. So other tenants are read
+    // first, a second apart, until one of their loads is counted as answered by Redis.
+    let from_redis = "tenantry_tenant_config_loads_total{result=\"redis\"}";
+    for w in &warm {
+        assert_eq!(primary_color(&two, w).await, "#2563eb");
+        if two.metric(from_redis).await > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+    }
+    assert!(
+        two.metric(from_redis).await > 0,
+        "the second instance never read a copy from Redis"
+    );
     assert_eq!(primary_color(&two, &t).await, "#abcdef");
 }
+
+/// How many tenants the cold-activation test may read before the second instance's Redis
+/// connection is open.
+const WARM_UPS: usize = 5;
 
 async fn flag_value(app: &TestApp, t: &TestTenant, key: &str) -> Value {
     crate::flags::features(app, &t.token).await[key].clone()

@@ -377,6 +377,34 @@ impl TestApp {
     pub fn delete(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
         self.http.delete(self.url(path)).bearer_auth(token)
     }
+
+    /// The server's `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// The value of one sample of `/metrics`, named with its labels as printed
+    /// (`name{label="value"}`); 0 when absent.
+    pub async fn metric(&self, sample: &str) -> u64 {
+        self.metrics_text()
+            .await
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(sample)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    }
 }
 
 /// Provisions a tenant through `POST /tenants` of the server at `address`, with a known admin

@@ -60,22 +60,6 @@ async fn get_projects(app: &TestApp, tenant: &TestTenant) -> reqwest::Response {
         .expect("GET /projects")
 }
 
-/// The value of a sample of `/metrics` (0 when absent).
-async fn metric(app: &TestApp, sample: &str) -> u64 {
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 async fn spawn(config: Config, database: String) -> TestApp {
     spawn_app_with(config, database).await
 }
@@ -126,15 +110,13 @@ async fn one_server_admits_exactly_the_limit_with_the_headers() {
     assert_eq!(body["limit"], LIMIT);
     assert_eq!(body["used"], LIMIT);
     assert_eq!(
-        metric(
-            &app,
-            "tenantry_rate_limited_total{metric=\"requests_per_minute\"}"
-        )
-        .await,
+        app.metric("tenantry_rate_limited_total{metric=\"requests_per_minute\"}")
+            .await,
         10
     );
     assert_eq!(
-        metric(&app, "tenantry_rate_limit_local_decisions_total").await,
+        app.metric("tenantry_rate_limit_local_decisions_total")
+            .await,
         0,
         "Redis answered"
     );
@@ -374,7 +356,11 @@ async fn redis_unreachable_each_instance_enforces_its_share() {
         admitted, share,
         "the local share, not the whole limit, nor unlimited"
     );
-    assert!(metric(&app, "tenantry_rate_limit_local_decisions_total").await > 0);
+    assert!(
+        app.metric("tenantry_rate_limit_local_decisions_total")
+            .await
+            > 0
+    );
 
     // Login attempts too: 10 a minute shared by two instances is 5 here.
     for _ in 0..5 {

@@ -792,15 +792,7 @@ async fn a_confined_pool_hands_out_no_connection_of_another_runtime() {
 #[tokio::test]
 async fn every_background_task_has_its_restart_counter_in_metrics() {
     let app = spawn_app().await;
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     // The test server runs no purge or retention loop (purge_interval: None).
     for task in [
         "api_calls_flush",

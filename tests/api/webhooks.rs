@@ -537,15 +537,7 @@ async fn endpoints_need_the_plan_an_admin_and_a_public_url() {
     assert_problem(r, 404, "not_found").await;
 
     // The queue and the outcomes are in /metrics.
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     for name in [
         "tenantry_webhook_attempts_in_flight",
         "tenantry_webhook_due_tenants",

@@ -164,16 +164,7 @@ async fn sockets_need_credentials_and_are_cleaned_up() {
             .map(|v| v.parse::<f64>().unwrap())
             .unwrap()
     };
-    let metrics = || async {
-        app.http
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let metrics = || async { app.metrics_text().await };
     let mut socket = open(&app, &a.token, true).await;
     assert_eq!(gauge(&metrics().await), 1.0);
     socket.close(None).await.unwrap();
