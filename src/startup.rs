@@ -100,6 +100,34 @@ impl Default for ServerOptions {
     }
 }
 
+/// How long a start waits for Redis's connections ([`open_redis`]).
+const REDIS_OPEN_WAIT: Duration = Duration::from_secs(2);
+
+/// Opens the rate limits' and the config snapshots' Redis connections before the first request,
+/// on this runtime (the actix System's, which outlives the HTTP workers): a request's call to
+/// Redis then waits for its command only, not also for a connection, which on a loaded host can
+/// take longer than a call may wait (it would be decided locally, or the snapshot read from
+/// PostgreSQL). Redis down does not hold the start past [`REDIS_OPEN_WAIT`]: each connection is
+/// opened on first use then, as before.
+async fn open_redis(
+    limits: &crate::ratelimit::RateLimits,
+    snapshots: &crate::tenant_config::load::SnapshotStore,
+) {
+    let opened = tokio::time::timeout(REDIS_OPEN_WAIT, async {
+        let (limits, snapshots) = futures_util::join!(limits.authority().open(), snapshots.open());
+        limits
+            .map_err(|e| e.to_string())
+            .and(snapshots.map_err(|e| e.to_string()))
+    })
+    .await;
+    let failure = match opened {
+        Ok(Ok(())) => return,
+        Ok(Err(err)) => err,
+        Err(_) => format!("no answer within {REDIS_OPEN_WAIT:?}"),
+    };
+    tracing::warn!(error = %failure, "Redis not reachable at start; its connections open on first use");
+}
+
 impl Application {
     /// Must run inside an actix System (the tenant actors live on its arbiters).
     pub async fn build(
@@ -136,7 +164,7 @@ impl Application {
             &config,
             metrics.clone(),
             ActorSettings::for_hosts(&config, workers)?,
-            snapshots,
+            snapshots.clone(),
         )?;
         let analytics = crate::analytics::AnalyticsRegistry::new(
             pools.app.clone(),
@@ -149,6 +177,7 @@ impl Application {
         let cursors = crate::page::CursorKey::derive(&config.jwt_secret);
         let caches = std::sync::Arc::new(crate::cache::Caches::new(config.cache_ttl));
         let ratelimit = crate::ratelimit::RateLimits::new(&config, redis.clone());
+        open_redis(&ratelimit, &snapshots).await;
         let secrets = crate::secrets::Keyring::from_config(&config)?;
         let tls = match &config.tls {
             Some(files) => Some(http::tls::ReloadingCert::load(files.clone())?),

@@ -210,27 +210,38 @@ impl Authority {
         key: &str,
         args: &[u64],
     ) -> redis::RedisResult<T> {
-        let cached = self
-            .connection
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let mut connection = match cached {
-            Some(connection) => connection,
-            None => {
-                let connection = self.client.get_multiplexed_async_connection().await?;
-                *self
-                    .connection
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(connection.clone());
-                connection
-            }
-        };
+        let mut connection = self.connection().await?;
         let mut invocation = script.key(key);
         for arg in args {
             invocation.arg(*arg);
         }
         invocation.invoke_async(&mut connection).await
+    }
+
+    /// The connection, opened (on the calling task's runtime) if there is none.
+    async fn connection(&self) -> redis::RedisResult<MultiplexedConnection> {
+        let cached = self
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(connection) = cached {
+            return Ok(connection);
+        }
+        let connection = self.client.get_multiplexed_async_connection().await?;
+        *self
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// Opens the connection ahead of the first call, which then waits only for its script (a
+    /// call may wait [`TIMEOUT`] in all, and opening a connection on a loaded host can take
+    /// longer). Run on a runtime that outlives the HTTP workers: the connection's task lives
+    /// there. A failure changes nothing: the first call opens it.
+    pub async fn open(&self) -> redis::RedisResult<()> {
+        self.connection().await.map(|_| ())
     }
 
     fn now_ms(&self) -> u64 {

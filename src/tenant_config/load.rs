@@ -295,6 +295,13 @@ impl SnapshotStore {
         }
     }
 
+    /// Opens the connection ahead of the first load, which then waits only for its command
+    /// (opening a connection on a loaded host can take longer than a load waits for Redis).
+    /// A failure is noted like any other: the next load after [`REDIS_RETRY`] tries again.
+    pub async fn open(&self) -> Result<(), StoreError> {
+        self.connection().await.map(|_| ())
+    }
+
     /// Notes a failed call: Redis is left alone for [`REDIS_RETRY`] (the manager reconnects
     /// meanwhile), so that an outage costs loads one failure a second, not one timeout each.
     fn failed<T>(&self, err: StoreError) -> Result<T, StoreError> {

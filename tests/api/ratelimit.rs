@@ -371,3 +371,57 @@ async fn redis_unreachable_each_instance_enforces_its_share() {
     let body: Value = assert_problem(response, 429, "rate_limited").await;
     assert_eq!(body["limit"], 5);
 }
+
+/// A TCP relay to the test Redis that holds each new connection's traffic back for `delay`
+/// (a Redis slow to accept, as on a loaded host). Answers its URL.
+async fn slow_redis(delay: std::time::Duration) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let upstream = std::env::var("REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_string();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                if let Ok(mut redis) = tokio::net::TcpStream::connect(&upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut socket, &mut redis).await;
+                }
+            });
+        }
+    });
+    format!("redis://127.0.0.1:{port}")
+}
+
+#[tokio::test]
+async fn a_redis_slow_to_connect_is_connected_before_the_first_request() {
+    let (mut config, database) = test_config().await;
+    // Longer than a request waits for Redis in all (250 ms, the connection included), shorter
+    // than a start waits for the connections (2 s).
+    config.redis_url = slow_redis(std::time::Duration::from_millis(600))
+        .await
+        .into();
+    let app = spawn(config, database).await;
+    // Provisioning is limited per client address: the first call to Redis.
+    let tenant = app.create_tenant("early").await;
+    limit_tenant(&app, tenant.id, Some(LIMIT)).await;
+    for i in 0..5 {
+        let response = get_projects(&app, &tenant).await;
+        assert_eq!(response.status().as_u16(), 200);
+        assert_eq!(
+            header(&response, "ratelimit-remaining"),
+            Some(u64::from(LIMIT) - 1 - i)
+        );
+    }
+    assert_eq!(
+        app.metric("tenantry_rate_limit_local_decisions_total")
+            .await,
+        0,
+        "a request waited for the connection and was decided locally"
+    );
+}
