@@ -449,6 +449,46 @@ impl JobHandler for Counter {
     }
 }
 
+/// Holds an instance's first job until the other instance has one too, so that the two run
+/// batches at the same time: on a loaded machine one instance could otherwise take every row
+/// before the other had begun, and the race would not be run.
+#[derive(Clone)]
+struct Meet {
+    others: Arc<tokio::sync::Barrier>,
+    met: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Meet {
+    fn new(others: &Arc<tokio::sync::Barrier>) -> Meet {
+        Meet {
+            others: others.clone(),
+            met: Arc::default(),
+        }
+    }
+}
+
+impl JobHandler for Meet {
+    fn name(&self) -> &'static str {
+        "meet"
+    }
+    fn handles(&self, _event_type: &str) -> bool {
+        true
+    }
+    fn handle<'a>(
+        &'a self,
+        _tx: &'a Transaction<'a>,
+        _job: &'a Job,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            if !self.met.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                // Bounded: if the other never comes, the test's "both worked" fails instead.
+                let _ = tokio::time::timeout(Duration::from_secs(30), self.others.wait()).await;
+            }
+            Ok(())
+        })
+    }
+}
+
 async fn enqueue_many(pool: &PgPool, tenant: Uuid, n: usize) {
     let conn = pool.get().await.unwrap();
     let tx = TenantTx::begin(&conn, tenant).await.unwrap();
@@ -479,20 +519,21 @@ async fn two_instances_claim_every_row_exactly_once() {
         concurrency: 3,
         ..fast_options()
     };
+    let meeting = Arc::new(tokio::sync::Barrier::new(2));
     let w1 = Worker::new(
         first.app.clone(),
-        Registry::new().with(counter.clone()),
+        Registry::new()
+            .with(counter.clone())
+            .with(Meet::new(&meeting)),
         options.clone(),
     );
     let w2 = Worker::new(
         second.app.clone(),
-        Registry::new().with(counter.clone()),
+        Registry::new()
+            .with(counter.clone())
+            .with(Meet::new(&meeting)),
         options,
     );
-    // Both pools hold an open connection before the race starts: the second instance's first
-    // connect would otherwise give the first one a head start long enough to take every row.
-    drop(first.app.get().await.unwrap());
-    drop(second.app.get().await.unwrap());
     let claimed = Arc::new(Mutex::new([0usize; 2]));
     let run = |w: Worker, slot: usize| {
         let claimed = claimed.clone();
