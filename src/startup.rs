@@ -114,18 +114,19 @@ async fn open_redis(
     snapshots: &crate::tenant_config::load::SnapshotStore,
 ) {
     let opened = tokio::time::timeout(REDIS_OPEN_WAIT, async {
-        let (limits, snapshots) = futures_util::join!(limits.authority().open(), snapshots.open());
-        limits
-            .map_err(|e| e.to_string())
-            .and(snapshots.map_err(|e| e.to_string()))
+        futures_util::join!(limits.authority().open(), snapshots.open())
     })
     .await;
-    let failure = match opened {
-        Ok(Ok(())) => return,
-        Ok(Err(err)) => err,
-        Err(_) => format!("no answer within {REDIS_OPEN_WAIT:?}"),
-    };
-    tracing::warn!(error = %failure, "Redis not reachable at start; its connections open on first use");
+    let warning = "Redis not reachable at start; its connections open on first use";
+    match opened {
+        Ok((Ok(()), Ok(()))) => {}
+        Ok((limits, snapshots)) => {
+            let limits = limits.err().map(|e| e.to_string());
+            let snapshots = snapshots.err().map(|e| e.to_string());
+            tracing::warn!(?limits, ?snapshots, "{warning}");
+        }
+        Err(_) => tracing::warn!(waited = ?REDIS_OPEN_WAIT, "{warning}"),
+    }
 }
 
 impl Application {

@@ -66,8 +66,6 @@ pub struct Schedule {
     /// or one light one).
     heavy_running: HashMap<Uuid, usize>,
     groups_under_way: usize,
-    /// Light groups under way (the others are heavy batches).
-    light_under_way: usize,
     /// When each tenant's last batch started.
     started: HashMap<Uuid, Instant>,
     /// Busy tenants: no batch of theirs starts before this.
@@ -88,7 +86,6 @@ impl Schedule {
             backlog: HashSet::new(),
             heavy_running: HashMap::new(),
             groups_under_way: 0,
-            light_under_way: 0,
             started: HashMap::new(),
             gather_until: HashMap::new(),
             delayed: HashMap::new(),
@@ -136,6 +133,12 @@ impl Schedule {
         self.delayed.values().min().copied()
     }
 
+    /// Light groups under way: every group that is not a heavy batch.
+    fn light_under_way(&self) -> usize {
+        self.groups_under_way
+            .saturating_sub(self.heavy_running.values().sum::<usize>())
+    }
+
     /// Heavy batches under way at most: all but one slot, so a light tenant finds one.
     fn heavy_slots(&self) -> usize {
         (self.slots - 1).max(1)
@@ -167,7 +170,7 @@ impl Schedule {
         // tenants woken meanwhile then share one transaction instead of each starting their
         // own in the free slot.
         let light_may_start = !self.light.is_empty()
-            && (self.light_under_way == 0 || self.light.len() >= TENANTS_PER_TX);
+            && (self.light_under_way() == 0 || self.light.len() >= TENANTS_PER_TX);
         let group = if light_may_start {
             let mut group = Vec::with_capacity(TENANTS_PER_TX);
             while group.len() < TENANTS_PER_TX {
@@ -176,7 +179,6 @@ impl Schedule {
                     None => break,
                 }
             }
-            self.light_under_way += 1;
             group
         } else if self.heavy_running.values().sum::<usize>() < self.heavy_slots() {
             let tenant = self.heavy_line.pop_front()?;
@@ -203,21 +205,13 @@ impl Schedule {
     /// nothing: a failed or panicked transaction).
     pub fn ended(&mut self, group: &[Uuid], ran: &HashMap<Uuid, Batch>, now: Instant) {
         self.groups_under_way = self.groups_under_way.saturating_sub(1);
-        let heavy = match group {
-            [tenant] => match self.heavy_running.get_mut(tenant) {
-                Some(n) => {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.heavy_running.remove(tenant);
-                    }
-                    true
+        if let [tenant] = group {
+            if let Some(n) = self.heavy_running.get_mut(tenant) {
+                *n -= 1;
+                if *n == 0 {
+                    self.heavy_running.remove(tenant);
                 }
-                None => false,
-            },
-            _ => false,
-        };
-        if !heavy {
-            self.light_under_way = self.light_under_way.saturating_sub(1);
+            }
         }
         for tenant in group {
             let left = match self.running.get_mut(tenant) {

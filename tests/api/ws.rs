@@ -164,14 +164,13 @@ async fn sockets_need_credentials_and_are_cleaned_up() {
             .map(|v| v.parse::<f64>().unwrap())
             .unwrap()
     };
-    let metrics = || async { app.metrics_text().await };
     let mut socket = open(&app, &a.token, true).await;
-    assert_eq!(gauge(&metrics().await), 1.0);
+    assert_eq!(gauge(&app.metrics_text().await), 1.0);
     socket.close(None).await.unwrap();
     drop(socket);
     let mut closed = false;
     for _ in 0..100 {
-        if gauge(&metrics().await) == 0.0 {
+        if gauge(&app.metrics_text().await) == 0.0 {
             closed = true;
             break;
         }
