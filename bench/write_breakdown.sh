@@ -20,6 +20,8 @@
 #               commit_siblings set (WAL flush sharing).
 #   group4      group commit across tenants: four tenants' POSTs in one transaction on one
 #               connection, each under its own savepoint and tenant context (figures per POST).
+#   one_trip_paced  one_trip at RATE (1,000) a second (pgbench -R), every transaction's latency
+#               logged: the p99 PostgreSQL alone gives the paced POST on this machine.
 #   settle_*    what the outbox worker then does with each POST's event (src/jobs/worker.rs):
 #               today's lock and UPDATE, batched and one event a transaction, and two leaner
 #               forms (one UPDATE .. FROM the locked rows; a DELETE), per settled event.
@@ -172,10 +174,48 @@ PY
   echo "${R[$name]}" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["name"], r["events"], "events", r["postgres_cpu_us_per_event"], "µs PG CPU/event", r["statement_us_per_event"], "µs statements/event", r["wal_bytes_per_event"], "WAL B/event", r["wal_records_per_event"], "WAL records/event", "load", r["load_1min"])'
 }
 
+# The transaction's latency at the paced runs' rate (bench/http_load.sh, RATE): pgbench -R
+# starts transactions at Poisson-distributed times averaging RATE a second and measures each
+# from its scheduled start (so a wait for a free client counts), every transaction logged (-l).
+# What PostgreSQL alone gives the paced POST's p99 to work with on this machine.
+paced() { # name pgbench-script-arguments...
+  local name=$1; shift
+  local logdir load
+  logdir=$(mktemp -d "$SCRIPTS/paced.XXXX")
+  load=$(cut -d' ' -f1 /proc/loadavg)
+  (cd "$logdir" && pgbench -n -M prepared -c "$CLIENTS" -j 2 -R "$PACED_RATE" -T "$DURATION" -l \
+    --log-prefix=tx "$@" "$APP" >"$SCRIPTS/out_$name" 2>&1) || true
+  R[$name]=$(python3 - "$name" "$logdir" "$PACED_RATE" "$DURATION" "$load" <<'PY'
+import glob, json, sys
+name, logdir, rate, duration, load = sys.argv[1:]
+# A log line: client, transaction number, latency in µs (or "failed"/"skipped"), script, epoch
+# s, µs, schedule lag in µs.
+lat, failed = [], 0
+for f in glob.glob(logdir + "/tx*"):
+    for line in open(f):
+        t = line.split()[2]
+        if t.isdigit():
+            lat.append(int(t))
+        else:
+            failed += 1
+lat.sort()
+def pct(p):
+    return round(lat[min(len(lat) - 1, int(len(lat) * p / 100))] / 1000, 2) if lat else None
+print(json.dumps({"name": name, "paced_rate": int(rate), "transactions": len(lat), "failed": failed,
+  "tx_per_s": round(len(lat) / float(duration), 1), "p50_ms": pct(50), "p99_ms": pct(99),
+  "max_ms": round(lat[-1] / 1000, 2) if lat else None, "load_1min": float(load)}))
+PY
+)
+  echo "${R[$name]}"
+}
+PACED_RATE=${RATE:-1000}
+
 measure five_trips "${FIVE[@]}"
 measure one_trip "${ONE[@]}"
 measure five_trips_again "${FIVE[@]}"
 measure one_trip_again "${ONE[@]}"
+paced one_trip_paced "${ONE[@]}"
+paced one_trip_paced_again "${ONE[@]}"
 
 # Each secondary index's share: the one-trip transaction without it (dropped in a transaction
 # that is rolled back afterwards would hold its lock; dropped and recreated instead).
@@ -249,7 +289,7 @@ fks=$(psql -XAtq -F' | ' "$DB" -c "select conrelid::regclass, conname, pg_get_co
 {
   echo "{\"date\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\", \"nproc\": $(nproc), \"clients\": $CLIENTS, \"duration_s\": $DURATION, \"runs\": ["
   first=1
-  for k in five_trips one_trip five_trips_again one_trip_again $(for i in $INDEXES; do echo "without_${i#app.}"; done) one_trip_without_tenant_fks group4 one_trip_commit_delay_200 one_trip_commit_delay_1000 settle_update_batched settle_update_one_by_one settle_claim_batched settle_delete_batched settle_delete_one_by_one; do
+  for k in five_trips one_trip five_trips_again one_trip_again one_trip_paced one_trip_paced_again $(for i in $INDEXES; do echo "without_${i#app.}"; done) one_trip_without_tenant_fks group4 one_trip_commit_delay_200 one_trip_commit_delay_1000 settle_update_batched settle_update_one_by_one settle_claim_batched settle_delete_batched settle_delete_one_by_one; do
     [ -n "${R[$k]:-}" ] || continue
     [ $first = 1 ] || echo ","
     first=0
@@ -271,6 +311,13 @@ for x in tx_runs:
     k = x.get("posts_per_tx", 1)
     print(f"| {x['name']} | {x['tps']:.0f} | {x['tps'] * k:.0f} | {x['postgres_cpu_us_per_tx'] / k:.1f} | {x['wal_bytes_per_tx'] / k:.0f} | "
           f"{x['wal_records_per_tx'] / k:.2f} | {x['wal_fsyncs_per_tx'] / k:.3f} | {x['failed']} | {x['load_1min']} |")
+paced = [x for x in r["runs"] if "paced_rate" in x]
+if paced:
+    print("\n## The same transaction paced (pgbench -R: Poisson arrivals, latency from each scheduled start)\n")
+    print("| run | target tx/s | tx/s | p50 ms | p99 ms | max ms | failed | load (1 min) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for x in paced:
+        print(f"| {x['name']} | {x['paced_rate']} | {x['tx_per_s']:.0f} | {x['p50_ms']} | {x['p99_ms']} | {x['max_ms']} | {x['failed']} | {x['load_1min']} |")
 settle = [x for x in r["runs"] if "events" in x]
 if settle:
     print("\n## The outbox worker's settling of each POST's event (one psql session, prepared statements)\n")

@@ -34,11 +34,44 @@ function init(args)
   math.randomseed(os.time() * 1000 + (tid or 0))
 end
 
-if rate > 0 then
-  -- Each connection waits this long between requests, so that all connections together make
-  -- about `rate` requests a second (closed loop; the measured rate is reported).
+-- How a paced run spaces its requests (WRK_PACE):
+--   even (the default): the thread hands out send times one `1000 / rate` ms apart, in the order
+--     its connections become free, so requests leave at an even `rate` whatever the latency, as
+--     wrk2's constant-throughput mode sends them. A connection free after its slot has passed
+--     sends at once and the missed slot is not made up, so a server that falls behind shows as a
+--     lower measured rate, not as a burst.
+--   after_response: each connection waits `1000 * conns / rate` ms after its own response. Every
+--     connection's first wait starts when it connects, all in the same millisecond, so the
+--     connections send in waves of up to `conns` requests at once, and the rate falls short by
+--     the latency. The scripts paced this way until 2026-12-07; kept to compare with.
+local pace = os.getenv("WRK_PACE") or "even"
+local threads = tonumber(os.getenv("WRK_THREADS") or "1") or 1
+if rate > 0 and pace == "after_response" then
   function delay()
     return 1000 * conns / rate
+  end
+elseif rate > 0 then
+  -- LuaJIT's ffi is wrk's only wall clock finer than a second.
+  local ffi = require("ffi")
+  ffi.cdef([[
+    typedef struct { long tv_sec; long tv_usec; } pace_timeval;
+    int gettimeofday(pace_timeval *tv, void *tz);
+  ]])
+  local tv = ffi.new("pace_timeval")
+  local function now_ms()
+    ffi.C.gettimeofday(tv, nil)
+    return tonumber(tv.tv_sec) * 1000 + tonumber(tv.tv_usec) / 1000
+  end
+  local step = 1000 * threads / rate
+  local next_slot = nil
+  function delay()
+    local now = now_ms()
+    if next_slot == nil or next_slot < now then
+      next_slot = now
+    end
+    local wait = next_slot - now
+    next_slot = next_slot + step
+    return wait
   end
 end
 
