@@ -311,21 +311,25 @@ for x in tx_runs:
     k = x.get("posts_per_tx", 1)
     print(f"| {x['name']} | {x['tps']:.0f} | {x['tps'] * k:.0f} | {x['postgres_cpu_us_per_tx'] / k:.1f} | {x['wal_bytes_per_tx'] / k:.0f} | "
           f"{x['wal_records_per_tx'] / k:.2f} | {x['wal_fsyncs_per_tx'] / k:.3f} | {x['failed']} | {x['load_1min']} |")
-paced = [x for x in r["runs"] if "paced_rate" in x]
-if paced:
-    print("\n## The same transaction paced (pgbench -R: Poisson arrivals, latency from each scheduled start)\n")
-    print("| run | target tx/s | tx/s | p50 ms | p99 ms | max ms | failed | load (1 min) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for x in paced:
-        print(f"| {x['name']} | {x['paced_rate']} | {x['tx_per_s']:.0f} | {x['p50_ms']} | {x['p99_ms']} | {x['max_ms']} | {x['failed']} | {x['load_1min']} |")
-settle = [x for x in r["runs"] if "events" in x]
-if settle:
-    print("\n## The outbox worker's settling of each POST's event (one psql session, prepared statements)\n")
-    print("| run | events | batch limit | PostgreSQL CPU µs/event | statements µs/event | WAL bytes/event | WAL records/event | load (1 min) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for x in settle:
-        print(f"| {x['name']} | {x['events']} | {x['batch_limit']} | {x['postgres_cpu_us_per_event']} | {x['statement_us_per_event']} | "
-              f"{x['wal_bytes_per_event']} | {x['wal_records_per_event']} | {x['load_1min']} |")
+def section(title, heads, rows):
+    """A headed table of the runs that have figures of its kind; nothing when none has."""
+    if not rows:
+        return
+    print(f"\n## {title}\n")
+    print("| " + " | ".join(heads) + " |")
+    print("|" + "---|" * len(heads))
+    for row in rows:
+        print("| " + " | ".join(str(c) for c in row) + " |")
+section("The same transaction paced (pgbench -R: Poisson arrivals, latency from each scheduled start)",
+        ["run", "target tx/s", "tx/s", "p50 ms", "p99 ms", "max ms", "failed", "load (1 min)"],
+        [[x["name"], x["paced_rate"], f"{x['tx_per_s']:.0f}", x["p50_ms"], x["p99_ms"], x["max_ms"],
+          x["failed"], x["load_1min"]] for x in r["runs"] if "paced_rate" in x])
+section("The outbox worker's settling of each POST's event (one psql session, prepared statements)",
+        ["run", "events", "batch limit", "PostgreSQL CPU µs/event", "statements µs/event",
+         "WAL bytes/event", "WAL records/event", "load (1 min)"],
+        [[x["name"], x["events"], x["batch_limit"], x["postgres_cpu_us_per_event"],
+          x["statement_us_per_event"], x["wal_bytes_per_event"], x["wal_records_per_event"],
+          x["load_1min"]] for x in r["runs"] if "events" in x])
 for x in r["runs"]:
     if x["name"] not in ("five_trips", "one_trip", "settle_update_batched", "settle_delete_batched"):
         continue
