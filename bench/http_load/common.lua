@@ -44,8 +44,8 @@ end
 --     connection's first wait starts when it connects, all in the same millisecond, so the
 --     connections send in waves of up to `conns` requests at once, and the rate falls short by
 --     the latency. The scripts paced this way until 2026-12-07; kept to compare with.
+-- Both pace one wrk thread's connections: the paced runs use one (-t1).
 local pace = os.getenv("WRK_PACE") or "even"
-local threads = tonumber(os.getenv("WRK_THREADS") or "1") or 1
 if rate > 0 and pace == "after_response" then
   function delay()
     return 1000 * conns / rate
@@ -62,7 +62,7 @@ elseif rate > 0 then
     ffi.C.gettimeofday(tv, nil)
     return tonumber(tv.tv_sec) * 1000 + tonumber(tv.tv_usec) / 1000
   end
-  local step = 1000 * threads / rate
+  local step = 1000 / rate
   local next_slot = nil
   function delay()
     local now = now_ms()
