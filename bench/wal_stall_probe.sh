@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # What the POST's transaction waits on when it stalls at a paced rate (issue 18): pgbench -R
-# RATE runs write_breakdown.sh's one-trip transaction in that script's private cluster
-# (bench/write_cluster.sh: the real schema, 100 tenants, no checkpoint inside the run), every
-# transaction logged, while one psql session samples pg_stat_activity every 10 ms. Transactions
-# over STALL_MS (from their actual start, so the wait for a free client is left out) are merged
-# into stall windows, and the wait events sampled inside them are counted against those outside.
+# RATE runs write_breakdown.sh's one-trip transaction in a private cluster like that script's
+# (bench/write_cluster.sh: the real schema, 100 tenants, no checkpoint inside the run; its own
+# port, 5495, and directory), every transaction logged, while one psql session samples
+# pg_stat_activity every 10 ms. Transactions over STALL_MS (from their actual start, so the
+# wait for a free client is left out) are merged into stall windows, and the wait events sampled
+# inside them are counted against those outside.
 #
 #   flock /work/bench.lock bench/wal_stall_probe.sh          # 20 s at 1,000 a second
 #   DURATION=60 RATE=500 bench/wal_stall_probe.sh
@@ -17,14 +18,9 @@ DURATION=${DURATION:-20}
 RATE=${RATE:-1000}
 STALL_MS=${STALL_MS:-20}
 CLIENTS=${CLIENTS:-16}
-PGPORT=${PGPORT:-5499}
-PGDIR=${PGDIR:-/tmp/tenantry_write_breakdown}
-TENANTS=100
-OUT=bench/results
-PGBIN=$(ls -d /usr/lib/postgresql/15/bin 2>/dev/null || dirname "$(command -v pg_ctl)")
-BIN=${TENANTRY_BIN:-target/debug/tenantry}
-[ -x "$BIN" ] || cargo build --quiet
-mkdir -p "$OUT"
+PGPORT=${PGPORT:-5495}
+PGDIR=${PGDIR:-/tmp/tenantry_wal_stall_probe}
+source bench/write_env.sh
 
 source bench/write_cluster.sh
 WORK=$(mktemp -d)

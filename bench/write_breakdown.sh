@@ -43,12 +43,7 @@ DURATION=${DURATION:-10}
 CLIENTS=${CLIENTS:-16}
 PGPORT=${PGPORT:-5499}
 PGDIR=${PGDIR:-/tmp/tenantry_write_breakdown}
-TENANTS=100
-OUT=bench/results
-PGBIN=$(ls -d /usr/lib/postgresql/15/bin 2>/dev/null || dirname "$(command -v pg_ctl)")
-BIN=${TENANTRY_BIN:-target/debug/tenantry}
-[ -x "$BIN" ] || cargo build --quiet
-mkdir -p "$OUT"
+source bench/write_env.sh
 
 # The private cluster, the schema and the seed (shared with bench/write_callgrind.sh).
 source bench/write_cluster.sh

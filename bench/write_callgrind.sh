@@ -41,13 +41,8 @@ STEPS=${STEPS:-200}
 PGPORT=${PGPORT:-5497}
 PGDIR=${PGDIR:-/tmp/tenantry_write_callgrind}
 CGDIR=${CGDIR:-/tmp/tenantry_write_callgrind_out}
-TENANTS=100
-OUT=bench/results
-PGBIN=$(ls -d /usr/lib/postgresql/15/bin 2>/dev/null || dirname "$(command -v pg_ctl)")
-BIN=${TENANTRY_BIN:-target/debug/tenantry}
-[ -x "$BIN" ] || cargo build --quiet
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 2; }
-mkdir -p "$OUT"
+source bench/write_env.sh
 
 rm -rf "$CGDIR"
 mkdir -p "$CGDIR"

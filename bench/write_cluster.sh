@@ -1,4 +1,5 @@
-# Sourced by bench/write_breakdown.sh and bench/write_callgrind.sh (from the repository root):
+# Sourced by bench/write_breakdown.sh, bench/write_callgrind.sh and bench/wal_stall_probe.sh (from the
+# repository root, after bench/write_env.sh):
 # a private PostgreSQL 15 cluster (initdb in $PGDIR, port $PGPORT, socket in $PGDIR) with
 # pg_stat_statements preloaded, the real schema (`$BIN migrate`) and a seed of $TENANTS tenants
 # with a user, a project and 200 tasks each; then the helpers that write the benchmark's SQL:
