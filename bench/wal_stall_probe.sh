@@ -45,9 +45,9 @@ load=$(cut -d' ' -f1 /proc/loadavg)
 kill $sampler 2>/dev/null || true
 wait $sampler 2>/dev/null || true
 
-python3 - "$WORK/log" "$WORK/waits" "$STALL_MS" "$RATE" "$DURATION" "$load" <<'PY' | tee "$OUT/wal_stall_probe.txt"
+python3 - "$WORK/log" "$WORK/waits" "$STALL_MS" "$RATE" "$DURATION" "$CLIENTS" "$load" <<'PY' | tee "$OUT/wal_stall_probe.txt"
 import bisect, collections, glob, sys
-logdir, waits, stall_ms, rate, duration, load = sys.argv[1:]
+logdir, waits, stall_ms, rate, duration, clients, load = sys.argv[1:]
 stall = float(stall_ms) / 1000
 tx = []
 # A log line: client, transaction, latency µs (from the scheduled start), script, epoch s and µs
@@ -63,7 +63,7 @@ for f in glob.glob(logdir + "/tx*"):
 run = sorted(e - s for s, e in tx)
 pct = lambda q: run[min(len(run) - 1, int(len(run) * q))] * 1000
 print(f"# bench/wal_stall_probe.sh: the POST's one-trip transaction, pgbench -R {rate} for {duration} s, "
-      f"16 clients, pg_stat_activity every 10 ms (load before: {load})")
+      f"{clients} clients, pg_stat_activity every 10 ms (load before: {load})")
 print(f"transactions {len(run)}; from their actual start: p50 {pct(0.5):.2f} ms, p99 {pct(0.99):.2f} ms, "
       f"max {run[-1] * 1000:.1f} ms; over {stall_ms} ms: {sum(1 for x in run if x > stall)}")
 windows = []

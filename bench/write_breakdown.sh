@@ -179,7 +179,7 @@ paced() { # name pgbench-script-arguments...
   logdir=$(mktemp -d "$SCRIPTS/paced.XXXX")
   load=$(cut -d' ' -f1 /proc/loadavg)
   (cd "$logdir" && pgbench -n -M prepared -c "$CLIENTS" -j 2 -R "$PACED_RATE" -T "$DURATION" -l \
-    --log-prefix=tx "$@" "$APP" >"$SCRIPTS/out_$name" 2>&1) || true
+    --log-prefix=tx "$@" "$APP" >/dev/null 2>&1) || true
   R[$name]=$(python3 - "$name" "$logdir" "$PACED_RATE" "$DURATION" "$load" <<'PY'
 import glob, json, sys
 name, logdir, rate, duration, load = sys.argv[1:]
